@@ -1,0 +1,18 @@
+import durably from './index.js'
+
+export const {
+  createDurably,
+  defineJob,
+  withLogPersistence,
+  Durably,
+  DurablyError,
+  ValidationError,
+  NotFoundError,
+  ConflictError,
+  CancelledError,
+  LeaseLostError,
+  TimeoutError,
+  RunFailedError,
+  ReplayMismatchError,
+} = durably
+export default durably

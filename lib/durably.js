@@ -1,0 +1,651 @@
+'use strict'
+// The Durably instance: the public API over the native engine.
+
+const { Engine } = require('../binding.js')
+const { resolveOptions } = require('./options')
+const { Events, EVENT_TYPES } = require('./events')
+const { Writer, q } = require('./writer')
+const { Execution } = require('./execution')
+const { encode, reviveParsed, TAG_TEXT } = require('./values')
+const { validate } = require('./schema')
+const { defineJob, isJobDefinition, JobHandle, checkName } = require('./job')
+const { parseRun, parseRuns, parseSteps, parseLogs, TERMINAL } = require('./records')
+const {
+  DurablyError,
+  ValidationError,
+  NotFoundError,
+  CancelledError,
+  TimeoutError,
+  RunFailedError,
+  fromNative,
+  native,
+  unwrapAsync,
+} = require('./errors')
+
+const TRIGGER_KEYS = new Set(['idempotencyKey', 'concurrencyKey', 'coalesce', 'labels'])
+const FILTER_KEYS = new Set(['status', 'jobName', 'labels', 'limit', 'offset'])
+const TERMINAL_EVENTS = new Set(['run:complete', 'run:fail', 'run:cancel', 'run:delete'])
+const STOPPED = Object.assign(new DurablyError('the worker was stopped with abort: true', 'STOPPED'), {})
+
+function checkId(id) {
+  if (typeof id !== 'string' || id.length === 0 || id.length > 200) {
+    throw new ValidationError(`run id must be a non-empty string (got ${JSON.stringify(id)})`)
+  }
+  return id
+}
+
+function checkLabels(labels) {
+  if (labels === undefined) return '{}'
+  if (labels === null || typeof labels !== 'object' || Array.isArray(labels)) {
+    throw new ValidationError('labels must be an object of string values')
+  }
+  for (const [k, v] of Object.entries(labels)) {
+    if (typeof v !== 'string') throw new ValidationError(`label ${JSON.stringify(k)} must be a string`)
+  }
+  return JSON.stringify(labels)
+}
+
+function checkTriggerOptions(options) {
+  if (options === undefined || options === null) return { idem: null, conc: null, coalesce: false, labels: '{}' }
+  if (typeof options !== 'object') throw new ValidationError('trigger options must be an object')
+  for (const k of Object.keys(options)) {
+    if (!TRIGGER_KEYS.has(k)) throw new ValidationError(`unknown trigger option ${k}`)
+  }
+  const { idempotencyKey, concurrencyKey, coalesce, labels } = options
+  if (idempotencyKey !== undefined) checkName('idempotencyKey', idempotencyKey)
+  if (concurrencyKey !== undefined) checkName('concurrencyKey', concurrencyKey)
+  if (coalesce !== undefined && coalesce !== 'skip') {
+    throw new ValidationError(`trigger option coalesce must be 'skip' (got ${JSON.stringify(coalesce)})`)
+  }
+  if (coalesce && concurrencyKey === undefined) {
+    throw new ValidationError("trigger option coalesce: 'skip' needs a concurrencyKey")
+  }
+  return {
+    idem: idempotencyKey ?? null,
+    conc: concurrencyKey ?? null,
+    coalesce: coalesce === 'skip',
+    labels: checkLabels(labels),
+  }
+}
+
+function oneOrMany(name, v, check) {
+  const list = Array.isArray(v) ? v : [v]
+  for (const x of list) check(x)
+  return list
+}
+
+function checkFilter(filter) {
+  if (filter === undefined || filter === null) return {}
+  if (typeof filter !== 'object' || Array.isArray(filter)) throw new ValidationError('getRuns filter must be an object')
+  const out = {}
+  for (const [k, v] of Object.entries(filter)) {
+    if (!FILTER_KEYS.has(k)) throw new ValidationError(`unknown getRuns filter field ${k}`)
+    if (v === undefined) continue
+    if (k === 'status') {
+      out.status = oneOrMany(k, v, (s) => {
+        if (!['pending', 'running', 'completed', 'failed', 'cancelled'].includes(s)) {
+          throw new ValidationError(`unknown status ${JSON.stringify(s)} in getRuns filter`)
+        }
+      })
+    } else if (k === 'jobName') {
+      out.jobName = oneOrMany(k, v, (s) => {
+        if (typeof s !== 'string') throw new ValidationError('getRuns filter jobName must be a string or strings')
+      })
+    } else if (k === 'labels') {
+      JSON.parse(checkLabels(v))
+      out.labels = v
+    } else {
+      if (!Number.isInteger(v) || v < 0) throw new ValidationError(`getRuns filter ${k} must be a non-negative integer`)
+      out[k] = v
+    }
+  }
+  return out
+}
+
+class Durably {
+  constructor(options) {
+    const o = resolveOptions(options)
+    this._options = o
+    this._events = new Events()
+    this._engine = native(
+      () =>
+        new Engine(
+          {
+            path: o.path,
+            synchronous: o.synchronous,
+            busyTimeout: o.busyTimeout,
+            pollingInterval: o.pollingInterval,
+            heartbeatInterval: o.heartbeatInterval,
+            staleThreshold: o.staleThreshold,
+            maxConcurrentRuns: o.maxConcurrentRuns,
+          },
+          (msg) => this._onMessage(msg),
+        ),
+    )
+    this._writer = new Writer(this._engine, { alwaysAsync: o.synchronous === 'full' })
+    this._jobs = new Map()
+    this.jobs = {}
+    this._active = new Map()
+    this._cancelEmitted = new Set()
+    this._persistLogs = false
+    this._progressWrites = 0
+    this._migrated = false
+    this._started = false
+    this._closed = false
+    this._timers = []
+    if (o.jobs) this.register(o.jobs)
+  }
+
+  // ---- lifecycle -----------------------------------------------------------
+
+  _ensureOpen() {
+    if (this._closed) throw new DurablyError('durably instance is closed', 'CLOSED')
+  }
+
+  _ensureReady() {
+    this._ensureOpen()
+    if (!this._migrated) {
+      native(() => this._engine.migrate())
+      this._migrated = true
+    }
+  }
+
+  /** Creates or upgrades the schema. Idempotent; safe from several processes. */
+  async migrate() {
+    this._ensureOpen()
+    native(() => this._engine.migrate())
+    this._migrated = true
+  }
+
+  /** Starts the worker loop. */
+  async start() {
+    this._ensureReady()
+    if (this._started) return
+    this._started = true
+    native(() => this._engine.start())
+    // The native worker never keeps Node alive by itself; this timer does while started.
+    this._timers.push(setInterval(() => {}, 2 ** 30))
+    if (this._options.retainMs !== null) {
+      const every = Math.min(10_000, Math.max(this._options.pollingInterval, 1000))
+      const t = setInterval(() => this._retain(), every)
+      t.unref()
+      this._timers.push(t)
+    }
+  }
+
+  /** migrate() then start(). */
+  async init() {
+    await this.migrate()
+    await this.start()
+  }
+
+  /**
+   * Stops claiming; resolves once in-flight runs finished their job function.
+   * With `{ abort: true }` their signals fire and they go back to pending.
+   */
+  async stop(options = {}) {
+    if (this._closed) return
+    if (this._started) {
+      this._started = false
+      native(() => this._engine.stop())
+      for (const t of this._timers) clearInterval(t)
+      this._timers = []
+    }
+    if (options && options.abort) for (const { exec } of this._active.values()) exec.abort(STOPPED)
+    while (this._active.size) await Promise.allSettled([...this._active.values()].map((a) => a.promise))
+    await this._writer.drain()
+  }
+
+  /** stop(), then close the database. */
+  async close() {
+    if (this._closed) return
+    await this.stop()
+    this._closed = true
+    native(() => this._engine.close())
+  }
+
+  // ---- jobs ----------------------------------------------------------------
+
+  /** Registers job definitions; returns their handles by key. */
+  register(defs) {
+    this._ensureOpen()
+    if (defs === null || typeof defs !== 'object') throw new ValidationError('register() takes an object of job definitions')
+    const out = {}
+    for (const [key, def] of Object.entries(defs)) {
+      if (!isJobDefinition(def)) throw new ValidationError(`jobs.${key} is not a job definition (use defineJob)`)
+      const existing = this._jobs.get(def.name)
+      if (existing && existing.def !== def) {
+        throw new ValidationError(`a different job named '${def.name}' is already registered`)
+      }
+      const handle = existing ? existing.handle : new JobHandle(this, def)
+      this._jobs.set(def.name, { name: def.name, def, handle })
+      this.jobs[key] = handle
+      out[key] = handle
+    }
+    const names = [...this._jobs.keys()]
+    native(() => this._engine.setJobs(names, names.map((n) => this._jobs.get(n).def.timeout ?? 0)))
+    return out
+  }
+
+  /** Seed form: defines and registers at once; returns the handle. */
+  defineJob(config, fn) {
+    const def = defineJob(fn === undefined ? config : { ...config, run: fn })
+    return this.register({ [def.name]: def })[def.name]
+  }
+
+  getJob(name) {
+    const j = this._jobs.get(name)
+    return j ? j.handle : undefined
+  }
+
+  // ---- triggering ------------------------------------------------------------
+
+  async _trigger(def, input, options) {
+    this._ensureReady()
+    const o = checkTriggerOptions(options)
+    let value = validate(def.input, input, `invalid input for job '${def.name}'`)
+    if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
+    const text = encode(value, 'input')
+    let r = native(() => this._engine.trigger(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+    if (r === null) {
+      r = unwrapAsync(await this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+    }
+    return this._triggered(def, r, value, o)
+  }
+
+  _triggered(def, r, value, o) {
+    if (r[0] === 'c') {
+      const createdAt = r.slice(27)
+      const run = {
+        id: r.slice(1, 27),
+        jobName: def.name,
+        status: 'pending',
+        input: value,
+        output: null,
+        error: null,
+        errorStack: null,
+        labels: JSON.parse(o.labels),
+        progress: null,
+        idempotencyKey: o.idem,
+        concurrencyKey: o.conc,
+        currentStepIndex: 0,
+        createdAt,
+        updatedAt: createdAt,
+        startedAt: null,
+        completedAt: null,
+        disposition: 'created',
+      }
+      this._emit('run:trigger', run, { input: value })
+      return run
+    }
+    const run = parseRun(r.slice(1))
+    if (r[0] === 'i') {
+      run.disposition = 'idempotent'
+      return run
+    }
+    run.disposition = 'coalesced'
+    this._emit('run:coalesced', run, { skippedInput: value })
+    return run
+  }
+
+  async _batchTrigger(def, items) {
+    this._ensureReady()
+    if (!Array.isArray(items)) throw new ValidationError('batchTrigger takes an array of { input, options }')
+    const prepared = []
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i]
+      try {
+        if (it === null || typeof it !== 'object') throw new ValidationError('must be an object { input, options }')
+        const o = checkTriggerOptions(it.options)
+        let value = validate(def.input, it.input, `invalid input for job '${def.name}'`)
+        if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
+        prepared.push({ o, value, text: encode(value, 'input') })
+      } catch (err) {
+        throw new ValidationError(`batchTrigger item ${i}: ${err.message}`)
+      }
+    }
+    if (prepared.length === 0) return []
+    const name = q(def.name)
+    const text = `[${prepared
+      .map((p) => `[${name},${p.text},${q(p.o.idem)},${q(p.o.conc)},${p.o.coalesce},${p.o.labels}]`)
+      .join(',')}]`
+    let r = native(() => this._engine.triggerBatch(text))
+    if (r === null) r = unwrapAsync(await this._engine.triggerBatchAsync(text))
+    const lines = r.split('\n')
+    return lines.map((line, i) => this._triggered(def, line, prepared[i].value, prepared[i].o))
+  }
+
+  // ---- queries ---------------------------------------------------------------
+
+  async getRun(id) {
+    this._ensureReady()
+    checkId(id)
+    return parseRun(native(() => this._engine.getRun(id)))
+  }
+
+  _getRunNow(id) {
+    return parseRun(native(() => this._engine.getRun(id)))
+  }
+
+  async getRuns(filter) {
+    this._ensureReady()
+    const f = checkFilter(filter)
+    return parseRuns(native(() => this._engine.getRuns(JSON.stringify(f))))
+  }
+
+  async getSteps(runId) {
+    this._ensureReady()
+    checkId(runId)
+    return parseSteps(native(() => this._engine.getSteps(runId)))
+  }
+
+  async getLogs(runId) {
+    this._ensureReady()
+    checkId(runId)
+    return parseLogs(native(() => this._engine.getLogs(runId)))
+  }
+
+  // ---- management ------------------------------------------------------------
+
+  async retry(runId) {
+    this._ensureReady()
+    checkId(runId)
+    const run = parseRun(unwrapAsync(await this._engine.retry(runId)))
+    this._emit('run:retry', run)
+    return run
+  }
+
+  async retrigger(runId) {
+    this._ensureReady()
+    checkId(runId)
+    const run = this._getRunNow(runId)
+    if (!run) throw new NotFoundError(`run ${runId} not found`)
+    const job = this._jobs.get(run.jobName)
+    if (!job) throw new ValidationError(`job '${run.jobName}' is not registered in this instance`)
+    const options = Object.keys(run.labels).length ? { labels: run.labels } : undefined
+    return this._trigger(job.def, run.input, options)
+  }
+
+  async cancel(runId) {
+    this._ensureReady()
+    checkId(runId)
+    const res = JSON.parse(unwrapAsync(await this._engine.cancel(runId)))
+    const run = parseRun(JSON.stringify(res.run))
+    const active = this._active.get(runId)
+    if (active) {
+      this._cancelEmitted.add(runId)
+      active.exec.abort(new CancelledError(`run ${runId} was cancelled`))
+    }
+    this._emit('run:cancel', run)
+    return run
+  }
+
+  async deleteRun(runId) {
+    this._ensureReady()
+    checkId(runId)
+    const run = parseRun(unwrapAsync(await this._engine.deleteRun(runId)))
+    this._emit('run:delete', run)
+  }
+
+  async purgeRuns(options) {
+    this._ensureReady()
+    const { olderThan, limit = 1000 } = options ?? {}
+    if (!(olderThan instanceof Date) || Number.isNaN(olderThan.getTime())) {
+      throw new ValidationError('purgeRuns: olderThan must be a valid Date')
+    }
+    if (!Number.isInteger(limit) || limit < 1) throw new ValidationError('purgeRuns: limit must be a positive integer')
+    return Number(unwrapAsync(await this._engine.purge(olderThan.toISOString(), limit)))
+  }
+
+  async _retain() {
+    if (this._closed || this._active.size > 0) return
+    try {
+      await this.purgeRuns({ olderThan: new Date(Date.now() - this._options.retainMs), limit: 100 })
+    } catch (err) {
+      this._workerError(err, null)
+    }
+  }
+
+  // ---- waiting ---------------------------------------------------------------
+
+  /** Resolves with the completed run; rejects on failure, cancellation, timeout. */
+  waitForRun(runId, options = {}) {
+    this._ensureReady()
+    checkId(runId)
+    const { timeout, onProgress, onLog } = options ?? {}
+    if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0)) {
+      return Promise.reject(new ValidationError('waitForRun: timeout must be a non-negative integer (ms)'))
+    }
+    return new Promise((resolve, reject) => {
+      let done = false
+      let pollTimer = null
+      let timeoutTimer = null
+      let pollEvery = 5
+      const finish = (fn, v) => {
+        if (done) return
+        done = true
+        unsub()
+        clearTimeout(pollTimer)
+        clearTimeout(timeoutTimer)
+        fn(v)
+      }
+      const settleFrom = (run) => {
+        if (!run) return finish(reject, new NotFoundError(`run ${runId} not found`))
+        if (run.status === 'completed') return finish(resolve, run)
+        if (run.status === 'failed') return finish(reject, new RunFailedError(run.error ?? 'run failed', runId))
+        if (run.status === 'cancelled') return finish(reject, new CancelledError(`run ${runId} was cancelled`))
+      }
+      const check = () => {
+        try {
+          settleFrom(this._getRunNow(runId))
+        } catch (err) {
+          finish(reject, fromNative(err))
+        }
+      }
+      const unsub = this._events.onAny((e) => {
+        if (e.runId !== runId) return
+        if (e.type === 'run:progress' && onProgress) onProgress(e.progress)
+        else if (e.type === 'log:write' && onLog) onLog(e)
+        else if (TERMINAL_EVENTS.has(e.type)) queueMicrotask(check)
+      })
+      // Another process may execute the run: poll the store too, backing off.
+      const poll = () => {
+        check()
+        if (done) return
+        pollEvery = Math.min(pollEvery * 2, 250)
+        pollTimer = setTimeout(poll, pollEvery)
+      }
+      if (timeout !== undefined) {
+        timeoutTimer = setTimeout(
+          () => finish(reject, new TimeoutError(`waitForRun: run ${runId} did not finish within ${timeout} ms`)),
+          timeout,
+        )
+      }
+      poll()
+    })
+  }
+
+  // ---- processing without the loop -------------------------------------------
+
+  /** Claims and executes one run; resolves false when none was pending. */
+  async processOne() {
+    this._ensureReady()
+    const runs = JSON.parse(unwrapAsync(await this._engine.claim(1)))
+    if (runs.length === 0) return false
+    const text = JSON.stringify(runs)
+    const tags = text.includes(TAG_TEXT)
+    await Promise.all(runs.map((r) => this._execute(r, tags)))
+    return true
+  }
+
+  /** Processes runs until none is pending; resolves with how many ran. */
+  async processUntilIdle() {
+    let n = 0
+    while (await this.processOne()) n++
+    return n
+  }
+
+  // ---- execution ---------------------------------------------------------------
+
+  _onMessage(text) {
+    try {
+      if (this._closed) return
+      const msg = JSON.parse(text)
+      if (msg.t === 'runs') {
+        const tags = text.includes(TAG_TEXT)
+        for (const r of msg.runs) this._execute(r, tags)
+      } else if (msg.t === 'lost') {
+        const a = this._active.get(msg.id)
+        if (!a) return
+        if (msg.reason === 'cancelled') a.exec.abort(new CancelledError(`run ${msg.id} was cancelled`))
+        else if (msg.reason === 'timeout') {
+          a.exec.abort(new TimeoutError(`run ${msg.id} timed out after ${a.exec.job.def.timeout} ms`))
+        } else a.exec.abort(new (require('./errors').LeaseLostError)())
+      } else if (msg.t === 'error') {
+        this._workerError(fromNative({ code: msg.code, message: msg.message }), null)
+      }
+    } catch (err) {
+      this._workerError(err, null)
+    }
+  }
+
+  _execute(claimed, tags) {
+    const job = this._jobs.get(claimed.jobName)
+    const id = claimed.id
+    if (!job) {
+      native(() => this._engine.release(id))
+      return Promise.resolve()
+    }
+    const exec = new Execution(this, job, claimed, tags)
+    const input = reviveParsed(claimed.input, tags)
+    const promise = exec
+      .run(input, claimed.leaseGeneration)
+      .catch((err) => this._workerError(err, exec))
+      .finally(() => {
+        this._active.delete(id)
+        if (!this._closed) {
+          try {
+            this._engine.release(id)
+          } catch {
+            // closed meanwhile
+          }
+        }
+      })
+    this._active.set(id, { exec, promise })
+    return promise
+  }
+
+  // ---- events and plugins ------------------------------------------------------
+
+  on(type, listener) {
+    if (!EVENT_TYPES.includes(type)) {
+      throw new ValidationError(`unknown event type ${JSON.stringify(type)} (known: ${EVENT_TYPES.join(', ')})`)
+    }
+    if (typeof listener !== 'function') throw new ValidationError('on(): listener must be a function')
+    return this._events.on(type, listener)
+  }
+
+  use(plugin) {
+    if (plugin === null || typeof plugin !== 'object' || typeof plugin.install !== 'function') {
+      throw new ValidationError('use(): a plugin is { name, install(durably) }')
+    }
+    plugin.install(this)
+    return this
+  }
+
+  _emit(type, run, extra) {
+    if (!this._events.has(type)) return
+    const e = { type, runId: run.id, jobName: run.jobName, labels: run.labels, timestamp: new Date().toISOString() }
+    this._events.emit(extra ? Object.assign(e, extra) : e)
+  }
+
+  _workerError(err, exec) {
+    this._events.emit({
+      type: 'worker:error',
+      runId: exec ? exec.id : null,
+      jobName: exec ? exec.jobName : null,
+      labels: exec ? exec.labels : {},
+      timestamp: new Date().toISOString(),
+      error: err,
+    })
+  }
+
+  /** A stream of one run's events: its current state first, closing after its terminal event. */
+  subscribe(runId) {
+    this._ensureReady()
+    checkId(runId)
+    let unsub = () => {}
+    let timer = null
+    const stop = () => {
+      unsub()
+      clearInterval(timer)
+    }
+    return new ReadableStream({
+      start: (controller) => {
+        const run = this._getRunNow(runId)
+        if (!run) {
+          controller.error(new NotFoundError(`run ${runId} not found`))
+          return
+        }
+        controller.enqueue({
+          type: 'run:snapshot',
+          runId,
+          jobName: run.jobName,
+          labels: run.labels,
+          timestamp: new Date().toISOString(),
+          run,
+        })
+        if (TERMINAL.has(run.status)) {
+          controller.close()
+          return
+        }
+        let closed = false
+        const close = () => {
+          if (closed) return
+          closed = true
+          stop()
+          controller.close()
+        }
+        unsub = this._events.onAny((e) => {
+          if (e.runId !== runId || closed) return
+          controller.enqueue(e)
+          if (TERMINAL_EVENTS.has(e.type)) close()
+        })
+        // Runs executed by another process: notice the end by polling.
+        timer = setInterval(() => {
+          if (closed || this._closed) return close()
+          const now = this._getRunNow(runId)
+          if (!now || TERMINAL.has(now.status)) {
+            controller.enqueue({
+              type: 'run:snapshot',
+              runId,
+              jobName: run.jobName,
+              labels: run.labels,
+              timestamp: new Date().toISOString(),
+              run: now,
+            })
+            close()
+          }
+        }, 500)
+        timer.unref()
+      },
+      cancel: stop,
+    })
+  }
+}
+
+/** Plugin: persist every `log:write` to the `logs` table. */
+function withLogPersistence() {
+  return {
+    name: 'log-persistence',
+    install(durably) {
+      durably._persistLogs = true
+    },
+  }
+}
+
+function createDurably(options) {
+  return new Durably(options)
+}
+
+module.exports = { Durably, createDurably, withLogPersistence }

@@ -1,0 +1,398 @@
+'use strict'
+// One execution of a claimed run: builds `ctx`, replays completed steps,
+// executes new ones, and records the outcome. Every write names the run's
+// lease generation; an op the engine refuses means the run was cancelled
+// ('c') or taken over ('l'), and the execution stops writing.
+
+const { AsyncLocalStorage } = require('node:async_hooks')
+const { encode, reviveParsed } = require('./values')
+const { validate } = require('./schema')
+const { q } = require('./writer')
+const {
+  CancelledError,
+  DurablyError,
+  LeaseLostError,
+  ValidationError,
+  TimeoutError,
+} = require('./errors')
+
+/** Which step a `ctx.log` call comes from, also under Promise.all. */
+const stepScope = new AsyncLocalStorage()
+
+const PROGRESS_INTERVAL_MS = 50
+
+/** error object → name of the step that threw it (for run:fail's failedStepName) */
+const stepErrors = new WeakMap()
+
+class ReplayMismatchError extends DurablyError {
+  constructor(message) {
+    super(message, 'REPLAY_MISMATCH')
+    this.name = 'ReplayMismatchError'
+  }
+}
+
+function now() {
+  return new Date().toISOString()
+}
+
+function errorText(err) {
+  if (err instanceof Error) return { message: err.message || String(err), stack: err.stack ?? null }
+  return { message: typeof err === 'string' ? err : safeString(err), stack: null }
+}
+
+function safeString(v) {
+  try {
+    return JSON.stringify(v) ?? String(v)
+  } catch {
+    return String(v)
+  }
+}
+
+class Execution {
+  /**
+   * @param {import('./durably').Durably} durably
+   * @param {object} job  the registered job (name, def)
+   * @param {object} claimed  the run record from the engine, with `steps`
+   */
+  constructor(durably, job, claimed, hadTags) {
+    this.durably = durably
+    this.job = job
+    this.id = claimed.id
+    this.generation = claimed.leaseGeneration
+    this.jobName = claimed.jobName
+    this.labels = claimed.labels
+    this.startedAt = claimed.startedAt
+    this.controller = new AbortController()
+    this.position = 0
+    this.names = new Set()
+    this.hadTags = hadTags
+    this.byName = new Map()
+    this.byIndex = new Map()
+    for (const [name, index, output] of claimed.steps) {
+      const s = { name, index, output, decoded: false }
+      this.byName.set(name, s)
+      this.byIndex.set(index, s)
+    }
+    this.progress = claimed.progress
+    this.progressDirty = false
+    this.progressTimer = null
+    this.lastProgressWrite = 0
+    this.running = 0 // steps executing now
+    this.lastStep = null
+    this.ended = false
+    this.cancelEmitted = false
+    this.ctx = this.makeContext()
+  }
+
+  event(type, extra) {
+    const e = { type, runId: this.id, jobName: this.jobName, labels: this.labels, timestamp: now() }
+    return extra ? Object.assign(e, extra) : e
+  }
+
+  emit(type, extra) {
+    const events = this.durably._events
+    if (events.has(type)) events.emit(this.event(type, extra))
+  }
+
+  /** Stops the execution: the signal fires with `reason`. */
+  abort(reason) {
+    if (!this.controller.signal.aborted) this.controller.abort(reason)
+  }
+
+  stopError() {
+    const r = this.controller.signal.reason
+    return r instanceof Error ? r : new CancelledError()
+  }
+
+  makeContext() {
+    const exec = this
+    const log = (level) => (message, data) => exec.log(level, message, data)
+    return {
+      runId: exec.id,
+      jobName: exec.jobName,
+      signal: exec.controller.signal,
+      run: (name, fn) => exec.step(name, fn),
+      progress: (current, total, message) => exec.setProgress({ current, total, message }),
+      setProgress: (p) => exec.setProgress(p),
+      log: { info: log('info'), warn: log('warn'), error: log('error') },
+    }
+  }
+
+  // ---- steps -------------------------------------------------------------
+
+  step(name, fn) {
+    if (typeof name !== 'string' || name.length === 0) {
+      return Promise.reject(new ValidationError('ctx.run: step name must be a non-empty string'))
+    }
+    if (typeof fn !== 'function') {
+      return Promise.reject(new ValidationError(`ctx.run('${name}'): the step function is missing`))
+    }
+    const index = this.position++
+    if (this.names.has(name)) {
+      return Promise.reject(
+        new ValidationError(
+          `ctx.run: step name '${name}' is used twice in one execution of run ${this.id}; ` +
+            'step names must be unique (in a loop, include the index: `item-${i}`)',
+        ),
+      )
+    }
+    this.names.add(name)
+    if (this.controller.signal.aborted) return Promise.reject(this.stopError())
+    const stored = this.lookup(name, index)
+    if (stored instanceof Error) {
+      this.replayError = stored
+      return Promise.reject(stored)
+    }
+    if (stored) {
+      if (!stored.decoded) {
+        stored.output = reviveParsed(stored.output, this.hadTags)
+        stored.decoded = true
+      }
+      return Promise.resolve(stored.output)
+    }
+    return this.execute(name, index, fn)
+  }
+
+  lookup(name, index) {
+    const byName = this.byName.get(name)
+    if (this.job.def.replay === 'lenient') return byName
+    const atIndex = this.byIndex.get(index)
+    if (atIndex && atIndex.name !== name) {
+      return new ReplayMismatchError(
+        `replay mismatch at step ${index}: the job now calls '${name}' where the stored run has '${atIndex.name}' ` +
+          "(the job's code changed or it branches non-deterministically); set replay: 'lenient' to match steps by name only",
+      )
+    }
+    if (byName && byName.index !== index) {
+      return new ReplayMismatchError(
+        `replay mismatch: step '${name}' is called at position ${index} but was stored at position ${byName.index} ` +
+          "(the job's code changed or it branches non-deterministically); set replay: 'lenient' to match steps by name only",
+      )
+    }
+    return byName
+  }
+
+  async execute(name, index, fn) {
+    this.emit('step:start', { stepName: name, stepIndex: index })
+    const startedAt = now()
+    const t0 = performance.now()
+    const signal = this.controller.signal
+    let value
+    this.running++
+    this.lastStep = name
+    try {
+      value = await stepScope.run(name, callStep, fn, signal)
+    } catch (err) {
+      this.running--
+      if (signal.aborted) return this.stepCut(name, index, startedAt)
+      if (err !== null && typeof err === 'object') stepErrors.set(err, name)
+      await this.persistStep(name, index, 'failed', null, errorText(err), startedAt)
+      throw err
+    }
+    this.running--
+    if (signal.aborted) return this.stepCut(name, index, startedAt)
+    let text
+    try {
+      text = encode(value, 'result')
+    } catch (err) {
+      const e = new ValidationError(`step '${name}' returned a value that cannot be stored: ${err.message}`)
+      stepErrors.set(e, name)
+      await this.persistStep(name, index, 'failed', null, errorText(e), startedAt)
+      throw e
+    }
+    await this.persistStep(name, index, 'completed', text, null, startedAt)
+    this.emit('step:complete', {
+      stepName: name,
+      stepIndex: index,
+      output: value,
+      duration: performance.now() - t0,
+    })
+    return value
+  }
+
+  /** Writes a step row; throws if the run is no longer ours. */
+  async persistStep(name, index, status, outputText, err, startedAt) {
+    const op =
+      `["s",${q(this.id)},${this.generation},${q(name)},${index},"${status}",${outputText ?? 'null'},` +
+      `${err ? q(err.message) : 'null'},${err ? q(err.stack) : 'null'},"${startedAt}","${now()}",null]`
+    const st = await this.durably._writer.push(op)
+    if (st !== '0') {
+      this.lostBy(st)
+      this.emit('step:cancel', { stepName: name, stepIndex: index })
+      throw this.stopError()
+    }
+    if (status === 'failed') this.emit('step:fail', { stepName: name, stepIndex: index, error: err.message })
+  }
+
+  stepCut(name, index) {
+    this.emit('step:cancel', { stepName: name, stepIndex: index })
+    throw this.stopError()
+  }
+
+  /** An op was refused: 'c' cancelled, 'l' lease lost. */
+  lostBy(status) {
+    this.abort(status === 'c' ? new CancelledError(`run ${this.id} was cancelled`) : new LeaseLostError())
+  }
+
+  // ---- progress and logs ---------------------------------------------------
+
+  setProgress(p) {
+    if (p === null || typeof p !== 'object') throw new ValidationError('progress must be an object')
+    const { current, total, message } = p
+    if (typeof current !== 'number' || !Number.isFinite(current)) {
+      throw new ValidationError('progress current must be a finite number')
+    }
+    if (total !== undefined && total !== null && (typeof total !== 'number' || !Number.isFinite(total))) {
+      throw new ValidationError('progress total must be a finite number')
+    }
+    if (message !== undefined && message !== null && typeof message !== 'string') {
+      throw new ValidationError('progress message must be a string')
+    }
+    const value = { current }
+    if (total != null) value.total = total
+    if (message != null) value.message = message
+    this.progress = value
+    this.progressDirty = true
+    if (this.progressTimer === null && !this.ended) {
+      const wait = Math.max(0, this.lastProgressWrite + PROGRESS_INTERVAL_MS - Date.now())
+      this.progressTimer = setTimeout(() => this.writeProgress(), wait)
+    }
+  }
+
+  /** The pending progress as JSON text for the final op, or null. */
+  takeProgress() {
+    if (this.progressTimer !== null) {
+      clearTimeout(this.progressTimer)
+      this.progressTimer = null
+    }
+    if (!this.progressDirty) return null
+    this.progressDirty = false
+    return JSON.stringify(this.progress)
+  }
+
+  async writeProgress() {
+    this.progressTimer = null
+    if (!this.progressDirty || this.ended) return
+    this.progressDirty = false
+    this.lastProgressWrite = Date.now()
+    const value = this.progress
+    try {
+      const st = await this.durably._writer.push(`["p",${q(this.id)},${this.generation},${JSON.stringify(value)}]`)
+      if (st === '0') {
+        this.durably._progressWrites++
+        this.emit('run:progress', { progress: value })
+      } else this.lostBy(st)
+    } catch (err) {
+      this.durably._workerError(err, this)
+    }
+  }
+
+  log(level, message, data) {
+    if (typeof message !== 'string') throw new ValidationError(`ctx.log.${level}: message must be a string`)
+    const stepName = this.running === 0 ? null : (stepScope.getStore() ?? this.lastStep)
+    this.emit('log:write', { stepName, level, message, data: data === undefined ? null : data })
+    if (this.durably._persistLogs) this.persistLog(stepName, level, message, data)
+  }
+
+  persistLog(stepName, level, message, data) {
+    let text = 'null'
+    try {
+      if (data !== undefined) text = encode(data, 'data')
+    } catch (err) {
+      this.durably._workerError(err, this)
+      return
+    }
+    const op = `["l",${q(this.id)},${this.generation},${q(stepName)},"${level}",${q(message)},${text},"${now()}"]`
+    this.durably._writer.push(op).then(
+      (st) => {
+        if (st !== '0') this.lostBy(st)
+      },
+      (err) => this.durably._workerError(err, this),
+    )
+  }
+
+  // ---- the run -------------------------------------------------------------
+
+  async run(input, attempt) {
+    this.emit('run:start', { input, attempt })
+    const def = this.job.def
+    let output
+    try {
+      output = await callJob(def.run, this.ctx, input)
+      if (this.replayError) throw this.replayError
+      if (def.output) output = await validate(def.output, output, `job '${this.jobName}' returned an invalid output`)
+    } catch (err) {
+      return this.failed(err)
+    }
+    if (this.controller.signal.aborted) return this.stopped()
+    let text
+    try {
+      text = encode(output, 'output')
+    } catch (err) {
+      return this.failed(new ValidationError(`job '${this.jobName}' returned an output that cannot be stored: ${err.message}`))
+    }
+    const progress = this.takeProgress()
+    this.ended = true
+    const st = await this.durably._writer.push(
+      `["c",${q(this.id)},${this.generation},${text},${progress ?? 'null'},"${now()}"]`,
+    )
+    if (st !== '0') {
+      this.lostBy(st)
+      return this.stopped()
+    }
+    if (progress) this.emit('run:progress', { progress: this.progress })
+    this.emit('run:complete', { output, duration: this.duration() })
+  }
+
+  duration() {
+    const t = Date.parse(this.startedAt)
+    return Number.isNaN(t) ? 0 : Date.now() - t
+  }
+
+  async failed(err) {
+    if (this.controller.signal.aborted) return this.stopped()
+    const { message, stack } = errorText(err)
+    const progress = this.takeProgress()
+    this.ended = true
+    const st = await this.durably._writer.push(
+      `["f",${q(this.id)},${this.generation},${q(message)},${q(stack)},${progress ?? 'null'},"${now()}"]`,
+    )
+    if (st !== '0') {
+      this.lostBy(st)
+      return this.stopped()
+    }
+    if (progress) this.emit('run:progress', { progress: this.progress })
+    this.emit('run:fail', {
+      error: message,
+      failedStepName: err !== null && typeof err === 'object' ? (stepErrors.get(err) ?? null) : null,
+    })
+  }
+
+  /** The run ended because it was cancelled, lost, timed out or stopped. */
+  async stopped() {
+    this.ended = true
+    this.takeProgress()
+    const reason = this.controller.signal.reason
+    if (reason instanceof CancelledError) {
+      if (!this.cancelEmitted && !this.durably._cancelEmitted.has(this.id)) this.emit('run:cancel')
+      this.durably._cancelEmitted.delete(this.id)
+    } else if (reason instanceof TimeoutError) {
+      this.emit('run:fail', { error: reason.message, failedStepName: null })
+    } else if (reason && reason.code === 'STOPPED') {
+      // stop({ abort: true }): hand the run back so any worker resumes it now.
+      await this.durably._writer.push(`["r",${q(this.id)},${this.generation}]`).catch(() => {})
+    } else if (reason instanceof LeaseLostError) {
+      this.durably._workerError(reason, this)
+    }
+  }
+}
+
+function callStep(fn, signal) {
+  return fn(signal)
+}
+
+async function callJob(fn, ctx, input) {
+  return fn(ctx, input)
+}
+
+module.exports = { Execution, ReplayMismatchError }

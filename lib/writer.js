@@ -1,0 +1,104 @@
+'use strict'
+// Batches the executing runs' writes. Every op pushed during one turn of the
+// event loop is committed by a single native call in one transaction (group
+// commit across the runs in flight); each pusher gets its op's status:
+// '0' written, 'c' run cancelled, 'l' lease lost.
+//
+// The fast path commits synchronously on the JS thread, but only when the
+// write lock is free at once; if this process's worker thread or another
+// process holds it, the batch goes to a pool thread instead, so the event
+// loop never waits for a lock. With synchronous: 'full' every batch goes to
+// the pool (an fsync per commit would otherwise block the event loop).
+// Batches commit strictly in order.
+
+const { fromNative, unwrapAsync } = require('./errors')
+
+class Writer {
+  constructor(engine, { alwaysAsync }) {
+    this.engine = engine
+    this.alwaysAsync = alwaysAsync
+    this.ops = []
+    this.waiters = []
+    this.scheduled = false
+    this.busy = false // an async batch is in flight
+    this.flushBound = () => this.flush()
+  }
+
+  /** Queues one op (JSON array text); resolves with its status character. */
+  push(op) {
+    return new Promise((resolve, reject) => {
+      this.ops.push(op)
+      this.waiters.push(resolve, reject)
+      if (!this.scheduled && !this.busy) {
+        this.scheduled = true
+        setImmediate(this.flushBound)
+      }
+    })
+  }
+
+  flush() {
+    this.scheduled = false
+    if (this.ops.length === 0 || this.busy) return
+    const ops = this.ops
+    const waiters = this.waiters
+    this.ops = []
+    this.waiters = []
+    const text = ops.length === 1 ? `[${ops[0]}]` : `[${ops.join(',')}]`
+    if (!this.alwaysAsync) {
+      let res
+      try {
+        res = this.engine.flush(text)
+      } catch (err) {
+        return settleAll(waiters, null, fromNative(err))
+      }
+      if (res !== null) return settleAll(waiters, res, null)
+    }
+    this.busy = true
+    this.engine.flushAsync(text).then(
+      (out) => {
+        let res = null
+        let error = null
+        try {
+          res = unwrapAsync(out)
+        } catch (err) {
+          error = err
+        }
+        this.afterAsync()
+        settleAll(waiters, res, error)
+      },
+      (err) => {
+        this.afterAsync()
+        settleAll(waiters, null, fromNative(err))
+      },
+    )
+  }
+
+  afterAsync() {
+    this.busy = false
+    if (this.ops.length && !this.scheduled) {
+      this.scheduled = true
+      setImmediate(this.flushBound)
+    }
+  }
+
+  /** Resolves when everything queued so far is committed (or failed). */
+  async drain() {
+    while (this.ops.length || this.busy || this.scheduled) {
+      await new Promise((r) => setImmediate(r))
+    }
+  }
+}
+
+function settleAll(waiters, res, error) {
+  for (let i = 0, j = 0; i < waiters.length; i += 2, j++) {
+    if (error) waiters[i + 1](error)
+    else waiters[i](res[j])
+  }
+}
+
+/** JSON text of a string or null, for building op arrays by hand. */
+function q(s) {
+  return s == null ? 'null' : JSON.stringify(s)
+}
+
+module.exports = { Writer, q }

@@ -1,0 +1,128 @@
+//! Conversions at the boundary: engine errors to JS errors with a stable
+//! `.code`, trigger outcomes to compact strings, and the pool-thread task.
+
+use napi::bindgen_prelude::{AsyncTask, Env, Status, Task};
+use std::borrow::Cow;
+use std::result::Result;
+use serde_json::value::RawValue;
+
+use crate::error::Error as EngineError;
+use crate::store::{TriggerItem, TriggerOutcome};
+
+/// The status type of errors thrown to JS: its text becomes `error.code`.
+pub struct JsCode(String);
+
+impl AsRef<str> for JsCode {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Status> for JsCode {
+    fn from(s: Status) -> Self {
+        JsCode(s.as_ref().to_string())
+    }
+}
+
+/// The one conversion from engine errors to JS errors.
+pub fn to_js(e: EngineError) -> napi::Error<JsCode> {
+    napi::Error::new(JsCode(e.code().to_string()), e.to_string())
+}
+
+/// `c<id><createdAt>`, `i<run json>` or `k<run json>`.
+pub fn encode_outcome(o: &TriggerOutcome) -> String {
+    match o {
+        TriggerOutcome::Created { id, created_at } => format!("c{id}{created_at}"),
+        TriggerOutcome::Idempotent(json) => format!("i{json}"),
+        TriggerOutcome::Coalesced(json) => format!("k{json}"),
+    }
+}
+
+/// One encoded outcome per line (JSON text never holds a raw newline).
+pub fn encode_outcomes(list: &[TriggerOutcome]) -> String {
+    let mut out = String::with_capacity(list.len() * 52);
+    for (i, o) in list.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&encode_outcome(o));
+    }
+    out
+}
+
+fn string<'a>(f: &'a RawValue) -> Result<Option<Cow<'a, str>>, EngineError> {
+    Ok(serde_json::from_str(f.get())?)
+}
+
+/// One parsed `triggerBatch` item; strings borrow from the message unless
+/// they needed unescaping.
+pub struct BatchItem<'a> {
+    job: Cow<'a, str>,
+    input: &'a str,
+    idempotency_key: Option<Cow<'a, str>>,
+    concurrency_key: Option<Cow<'a, str>>,
+    coalesce: bool,
+    labels: &'a str,
+}
+
+impl BatchItem<'_> {
+    /// The store's view of this item.
+    pub fn as_item(&self) -> TriggerItem<'_> {
+        TriggerItem {
+            job_name: &self.job,
+            input: self.input,
+            idempotency_key: self.idempotency_key.as_deref(),
+            concurrency_key: self.concurrency_key.as_deref(),
+            coalesce: self.coalesce,
+            labels: self.labels,
+        }
+    }
+}
+
+/// Parses `[[job, <input>, idemKey, concKey, coalesce, <labels>], …]`.
+pub fn parse_batch(items: &str) -> Result<Vec<BatchItem<'_>>, EngineError> {
+    let list: Vec<[&RawValue; 6]> = serde_json::from_str(items)?;
+    list.iter()
+        .map(|it| {
+            Ok(BatchItem {
+                job: string(it[0])?.unwrap_or_default(),
+                input: it[1].get(),
+                idempotency_key: string(it[2])?,
+                concurrency_key: string(it[3])?,
+                coalesce: it[4].get() == "true",
+                labels: it[5].get(),
+            })
+        })
+        .collect()
+}
+
+/// A closure run on libuv's thread pool, resolving to a string. Errors
+/// resolve too, as `\u{0}CODE\u{0}message`, because a rejected task can only
+/// carry napi's own status codes; the JS layer turns them into its classes.
+pub struct NativeTask(Option<Box<dyn FnOnce() -> Result<String, EngineError> + Send>>);
+
+impl NativeTask {
+    /// Wraps `f` for `AsyncTask`.
+    pub fn spawn(f: impl FnOnce() -> Result<String, EngineError> + Send + 'static) -> AsyncTask<Self> {
+        AsyncTask::new(NativeTask(Some(Box::new(f))))
+    }
+}
+
+impl Task for NativeTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> napi::Result<String> {
+        let f = self.0.take().ok_or_else(|| napi::Error::from_reason("task ran twice"))?;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(EngineError::Internal("panic in native task".into())));
+        Ok(match out {
+            Ok(s) => s,
+            Err(e) => format!("\u{0}{}\u{0}{}", e.code(), e),
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
+        Ok(output)
+    }
+}

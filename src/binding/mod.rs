@@ -1,0 +1,363 @@
+//! The only napi-aware code: the `Engine` class the JS layer wraps,
+//! argument/record conversion, the ThreadsafeFunction sink and error
+//! conversion. No SQL and no scheduling decisions live here.
+
+mod convert;
+mod sink;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::error::Error as EngineError;
+use crate::store::{lock, PurgeOptions, RunFilter, Store, StoreOptions, Synchronous};
+use crate::worker::{Worker, WorkerConfig};
+use convert::{encode_outcome, encode_outcomes, parse_batch, to_js, JsCode, NativeTask};
+use sink::JsSink;
+
+
+fn runtime() -> Result<&'static tokio::runtime::Runtime, JsCode> {
+    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(8)
+            .thread_name("durably-worker")
+            .enable_time()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| to_js(EngineError::Internal(format!("cannot start the worker runtime: {e}"))))
+}
+
+/// Options for [`Engine`], validated by the JS layer.
+#[napi(object)]
+pub struct EngineOptions {
+    /// Database file or `:memory:`.
+    pub path: String,
+    /// `normal` or `full`.
+    pub synchronous: String,
+    /// Milliseconds a write waits for another connection's lock.
+    pub busy_timeout: u32,
+    /// Idle polling period (ms).
+    pub polling_interval: u32,
+    /// Heartbeat period (ms).
+    pub heartbeat_interval: u32,
+    /// Stale threshold (ms).
+    pub stale_threshold: u32,
+    /// Runs in flight at once.
+    pub max_concurrent_runs: u32,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    worker: Worker,
+}
+
+/// One open database with its worker.
+#[napi]
+pub struct Engine {
+    inner: Mutex<Option<Arc<Inner>>>,
+}
+
+fn ms(v: u32) -> Duration {
+    Duration::from_millis(v as u64)
+}
+
+#[napi]
+impl Engine {
+    /// Opens the database. `on_message` receives worker messages as JSON text.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(opts: EngineOptions, on_message: Function<String, ()>) -> Result<Self, JsCode> {
+        let synchronous = match opts.synchronous.as_str() {
+            "full" => Synchronous::Full,
+            _ => Synchronous::Normal,
+        };
+        let store = Store::open(StoreOptions {
+            path: opts.path,
+            synchronous,
+            busy_timeout: ms(opts.busy_timeout),
+        })
+        .map_err(to_js)?;
+        let store = Arc::new(store);
+        let tsfn = on_message
+            .build_threadsafe_function::<String>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()
+            .map_err(|e| to_js(EngineError::Internal(e.to_string())))?;
+        let cfg = WorkerConfig {
+            polling_interval: ms(opts.polling_interval),
+            heartbeat_interval: ms(opts.heartbeat_interval),
+            stale_threshold: ms(opts.stale_threshold),
+            max_concurrent: opts.max_concurrent_runs.max(1) as usize,
+            ..WorkerConfig::default()
+        };
+        let rt = runtime()?;
+        let worker = Worker::new(
+            store.clone(),
+            cfg,
+            Arc::new(JsSink::new(tsfn)),
+            rt.handle().clone(),
+        );
+        Ok(Engine {
+            inner: Mutex::new(Some(Arc::new(Inner { store, worker }))),
+        })
+    }
+
+    fn inner(&self) -> Result<Arc<Inner>, JsCode> {
+        lock(&self.inner)
+            .clone()
+            .ok_or_else(|| to_js(EngineError::Closed))
+    }
+
+    /// Creates or upgrades the schema (waits for the lock); returns the version.
+    #[napi(catch_unwind)]
+    pub fn migrate(&self) -> Result<i64, JsCode> {
+        self.inner()?.store.migrate().map_err(to_js)
+    }
+
+    /// Fails if the file's schema is newer than this library.
+    #[napi(catch_unwind)]
+    pub fn check_schema(&self) -> Result<(), JsCode> {
+        self.inner()?.store.check_schema().map_err(to_js)
+    }
+
+    /// The schema version in the file (0 when not migrated).
+    #[napi(catch_unwind)]
+    pub fn schema_version(&self) -> Result<i64, JsCode> {
+        self.inner()?.store.schema_version().map_err(to_js)
+    }
+
+    /// Jobs this worker may claim; `timeouts[i]` in ms, 0 for none.
+    #[napi(catch_unwind)]
+    pub fn set_jobs(&self, names: Vec<String>, timeouts: Vec<u32>) -> Result<(), JsCode> {
+        let jobs = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let t = timeouts.get(i).copied().unwrap_or(0);
+                (n, (t > 0).then(|| ms(t)))
+            })
+            .collect();
+        self.inner()?.worker.set_jobs(jobs);
+        Ok(())
+    }
+
+    /// Starts the claim loop.
+    #[napi(catch_unwind)]
+    pub fn start(&self) -> Result<(), JsCode> {
+        self.inner()?.worker.start();
+        Ok(())
+    }
+
+    /// Stops claiming (runs in flight continue).
+    #[napi(catch_unwind)]
+    pub fn stop(&self) -> Result<(), JsCode> {
+        self.inner()?.worker.stop();
+        Ok(())
+    }
+
+    /// Wakes the claim loop.
+    #[napi(catch_unwind)]
+    pub fn wake(&self) -> Result<(), JsCode> {
+        self.inner()?.worker.wake();
+        Ok(())
+    }
+
+    /// A run's JS execution ended: frees its slot.
+    #[napi(catch_unwind)]
+    pub fn release(&self, id: String) -> Result<(), JsCode> {
+        self.inner()?.worker.release(&id);
+        Ok(())
+    }
+
+    /// Creates a run without waiting for the lock: `c<id><createdAt>`,
+    /// `i<run json>` (idempotent hit), `k<run json>` (coalesced), or `null`
+    /// when the lock is taken (then call `triggerAsync`).
+    #[napi(catch_unwind)]
+    pub fn trigger(
+        &self,
+        job: String,
+        input: String,
+        idempotency_key: Option<String>,
+        concurrency_key: Option<String>,
+        coalesce: bool,
+        labels: String,
+    ) -> Result<Option<String>, JsCode> {
+        let inner = self.inner()?;
+        let item = crate::store::TriggerItem {
+            job_name: &job,
+            input: &input,
+            idempotency_key: idempotency_key.as_deref(),
+            concurrency_key: concurrency_key.as_deref(),
+            coalesce,
+            labels: &labels,
+        };
+        let out = inner.store.try_trigger(&item).map_err(to_js)?;
+        if out.is_some() {
+            inner.worker.wake();
+        }
+        Ok(out.map(|o| encode_outcome(&o)))
+    }
+
+    /// `trigger` that waits for the lock on a pool thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn trigger_async(
+        &self,
+        job: String,
+        input: String,
+        idempotency_key: Option<String>,
+        concurrency_key: Option<String>,
+        coalesce: bool,
+        labels: String,
+    ) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || {
+            let item = crate::store::TriggerItem {
+                job_name: &job,
+                input: &input,
+                idempotency_key: idempotency_key.as_deref(),
+                concurrency_key: concurrency_key.as_deref(),
+                coalesce,
+                labels: &labels,
+            };
+            let out = inner.store.trigger(&item)?;
+            inner.worker.wake();
+            Ok(encode_outcome(&out))
+        }))
+    }
+
+    /// Creates all runs of a batch (`[[job, <input>, idemKey, concKey, coalesce, <labels>], …]`)
+    /// in one transaction without waiting; one outcome per line, or `null` when busy.
+    #[napi(catch_unwind)]
+    pub fn trigger_batch(&self, items: String) -> Result<Option<String>, JsCode> {
+        let inner = self.inner()?;
+        let parsed = parse_batch(&items).map_err(to_js)?;
+        let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
+        let out = inner.store.try_trigger_batch(&items).map_err(to_js)?;
+        if out.is_some() {
+            inner.worker.wake();
+        }
+        Ok(out.map(|o| encode_outcomes(&o)))
+    }
+
+    /// `triggerBatch` that waits for the lock on a pool thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn trigger_batch_async(&self, items: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || {
+            let parsed = parse_batch(&items)?;
+            let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
+            let out = inner.store.trigger_batch(&items)?;
+            inner.worker.wake();
+            Ok(encode_outcomes(&out))
+        }))
+    }
+
+    /// Applies a batch of worker writes without waiting for the lock: one
+    /// status character per op, or `null` when busy (then `flushAsync`).
+    #[napi(catch_unwind)]
+    pub fn flush(&self, ops: String) -> Result<Option<String>, JsCode> {
+        self.inner()?.store.try_flush(&ops).map_err(to_js)
+    }
+
+    /// `flush` that waits for the lock on a pool thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn flush_async(&self, ops: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || inner.store.flush(&ops)))
+    }
+
+    /// Claims up to `limit` runs now (processOne); JSON array of claimed runs.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn claim(&self, limit: u32) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || {
+            let runs = inner.worker.claim_now(limit as usize)?;
+            Ok(crate::store::json::array(runs.into_iter().map(|r| r.json)))
+        }))
+    }
+
+    /// One run as JSON, or null.
+    #[napi(catch_unwind)]
+    pub fn get_run(&self, id: String) -> Result<Option<String>, JsCode> {
+        self.inner()?.store.get_run(&id).map_err(to_js)
+    }
+
+    /// Runs matching a JSON filter, newest first (JSON array).
+    #[napi(catch_unwind)]
+    pub fn get_runs(&self, filter: String) -> Result<String, JsCode> {
+        let inner = self.inner()?;
+        let filter: RunFilter = serde_json::from_str(&filter)
+            .map_err(|e| to_js(EngineError::Validation(format!("invalid run filter: {e}"))))?;
+        inner.store.get_runs(&filter).map_err(to_js)
+    }
+
+    /// A run's steps (JSON array).
+    #[napi(catch_unwind)]
+    pub fn get_steps(&self, run_id: String) -> Result<String, JsCode> {
+        self.inner()?.store.get_steps(&run_id).map_err(to_js)
+    }
+
+    /// A run's persisted logs (JSON array).
+    #[napi(catch_unwind)]
+    pub fn get_logs(&self, run_id: String) -> Result<String, JsCode> {
+        self.inner()?.store.get_logs(&run_id).map_err(to_js)
+    }
+
+    /// Cancels a run: `{"previous": status, "run": run}`.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn cancel(&self, id: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || {
+            let (prev, run) = inner.store.cancel(&id)?;
+            let mut o = crate::store::json::JsonObject::new();
+            o.str("previous", Some(&prev)).raw("run", Some(&run));
+            Ok(o.finish())
+        }))
+    }
+
+    /// Failed/cancelled → pending, same run; returns the run.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn retry(&self, id: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || {
+            let run = inner.store.retry(&id)?;
+            inner.worker.wake();
+            Ok(run)
+        }))
+    }
+
+    /// Deletes a terminal run; returns it.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn delete_run(&self, id: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || inner.store.delete_run(&id)))
+    }
+
+    /// Deletes up to `limit` terminal runs finished before `older_than` (ISO); returns the count.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn purge(&self, older_than: String, limit: u32) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || {
+            let n = inner.store.purge(&PurgeOptions {
+                older_than,
+                limit: limit as i64,
+            })?;
+            Ok(n.to_string())
+        }))
+    }
+
+    /// Stops the worker and closes the database. Later calls fail with `CLOSED`.
+    #[napi(catch_unwind)]
+    pub fn close(&self) -> Result<(), JsCode> {
+        if let Some(inner) = lock(&self.inner).take() {
+            inner.worker.close();
+        }
+        Ok(())
+    }
+}

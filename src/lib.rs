@@ -1,0 +1,26 @@
+#![deny(clippy::all)]
+//! durably's native engine.
+//!
+//! ## Design
+//!
+//! - [`store`] owns every SQL statement. One writer connection per process
+//!   (behind a mutex) does all writes inside `BEGIN IMMEDIATE` transactions;
+//!   a reader connection serves queries; every write of an executing worker is
+//!   guarded by the run's `lease_generation` (fencing).
+//! - [`worker`] is the tokio side: the claim loop (woken by local triggers, a
+//!   cheap `PRAGMA data_version` check for other processes, and the polling
+//!   interval), heartbeats, stale recovery, job timeouts and the WAL
+//!   checkpointer. It hands claimed runs to a callback and never touches JS.
+//! - `binding` is the only napi-aware code: it converts arguments, errors and
+//!   wraps the JS dispatch function in a ThreadsafeFunction.
+//!
+//! Step results are committed by the JS layer through one synchronous call
+//! per batch (`flush`), so a batch of steps from several runs in flight shares
+//! one transaction (group commit) and costs one boundary crossing.
+
+pub mod error;
+pub mod store;
+pub mod worker;
+
+#[cfg(feature = "node")]
+mod binding;

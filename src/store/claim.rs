@@ -1,0 +1,188 @@
+//! Claiming pending runs, heartbeats and stale recovery: the lease protocol.
+//!
+//! A claim is one write transaction: the oldest pending runs of registered
+//! jobs whose concurrency key has no running run (and no older pending run)
+//! become `running` with `lease_generation + 1`. Every later write of the
+//! executing worker names that generation; a reclaimed run has a new one, so
+//! the old worker's writes match no row.
+
+use rusqlite::{Connection, ToSql};
+
+use super::json::array;
+use super::query::{in_list, run_object, RUN_COLUMNS};
+use super::Store;
+use crate::error::Result;
+
+/// A run this worker now owns, with its completed steps, ready for JS.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    /// Run id.
+    pub id: String,
+    /// Its job.
+    pub job_name: String,
+    /// The lease generation every write must name.
+    pub generation: i64,
+    /// The run record plus `steps: [[name, index, output], …]` as JSON.
+    pub json: String,
+}
+
+/// A heartbeat that found the run no longer ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// The run was cancelled (by any process).
+    Cancelled(String),
+    /// Another worker took the run over, or it was deleted.
+    Lost(String),
+}
+
+impl Store {
+    /// True if some pending run of `jobs` exists (a cheap read, no lock).
+    pub fn has_pending(&self, conn: Option<&Connection>, jobs: &[String]) -> Result<bool> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'pending'{})",
+            in_list("job_name", jobs.len())
+        );
+        let run = |c: &Connection| -> Result<bool> {
+            let mut st = c.prepare_cached(&sql)?;
+            let params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
+            Ok(st.query_row(params.as_slice(), |r| r.get(0))?)
+        };
+        match conn {
+            Some(c) => run(c),
+            None => self.read(run),
+        }
+    }
+
+    /// Claims up to `limit` runs of `jobs` for this worker.
+    pub fn claim(&self, jobs: &[String], limit: usize) -> Result<Vec<ClaimedRun>> {
+        if jobs.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(|c| self.claim_in(c, jobs, limit))
+    }
+
+    fn claim_in(&self, c: &Connection, jobs: &[String], limit: usize) -> Result<Vec<ClaimedRun>> {
+        let sql = format!(
+            "SELECT id FROM runs AS r WHERE status = 'pending'{} AND (concurrency_key IS NULL OR ( \
+               NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
+                           AND x.concurrency_key = r.concurrency_key) \
+               AND NOT EXISTS (SELECT 1 FROM runs AS y WHERE y.status = 'pending' \
+                           AND y.concurrency_key = r.concurrency_key \
+                           AND (y.created_at < r.created_at \
+                                OR (y.created_at = r.created_at AND y.id < r.id))))) \
+             ORDER BY created_at, id LIMIT ?",
+            in_list("job_name", jobs.len())
+        );
+        let limit = limit as i64;
+        let mut params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
+        params.push(&limit);
+        let ids: Vec<String> = {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(params.as_slice(), |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let now = self.now();
+        let mut upd = c.prepare_cached(&format!(
+            "UPDATE runs SET status = 'running', lease_generation = lease_generation + 1, \
+             lease_owner = ?2, heartbeat_at = ?3, started_at = COALESCE(started_at, ?3), \
+             updated_at = ?3 WHERE id = ?1 AND status = 'pending' RETURNING {RUN_COLUMNS}"
+        ))?;
+        let mut steps = c.prepare_cached(
+            "SELECT name, \"index\", output FROM steps WHERE run_id = ?1 AND status = 'completed' \
+             ORDER BY \"index\"",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (mut obj, job_name, generation) =
+                upd.query_row((&id, &self.owner, &now), |r| {
+                    Ok((run_object(r)?, r.get::<_, String>(1)?, r.get::<_, i64>(14)?))
+                })?;
+            let rows = steps.query_map([&id], |r| {
+                let mut s = String::from("[");
+                super::json::push_str(&mut s, Some(&r.get::<_, String>(0)?));
+                s.push(',');
+                s.push_str(&r.get::<_, i64>(1)?.to_string());
+                s.push(',');
+                s.push_str(r.get::<_, Option<String>>(2)?.as_deref().unwrap_or("null"));
+                s.push(']');
+                Ok(s)
+            })?;
+            obj.raw("steps", Some(&array(rows.collect::<rusqlite::Result<Vec<_>>>()?)));
+            out.push(ClaimedRun {
+                id,
+                job_name,
+                generation,
+                json: obj.finish(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Renews the heartbeat of runs this worker executes; reports the ones it lost.
+    pub fn heartbeat(&self, runs: &[(String, i64)]) -> Result<Vec<HeartbeatOutcome>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        self.write(|c| {
+            let mut st = c.prepare_cached(
+                "UPDATE runs SET heartbeat_at = ?3 \
+                 WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
+            )?;
+            let mut lost = Vec::new();
+            for (id, generation) in runs {
+                if st.execute((id, generation, &now))? == 0 {
+                    lost.push(match lease_status(c, id)? {
+                        Some(s) if s == "cancelled" => HeartbeatOutcome::Cancelled(id.clone()),
+                        _ => HeartbeatOutcome::Lost(id.clone()),
+                    });
+                }
+            }
+            Ok(lost)
+        })
+    }
+
+    /// Returns `running` runs of `jobs` whose heartbeat is older than
+    /// `stale_before` to `pending`; returns how many.
+    pub fn recover_stale(&self, jobs: &[String], stale_before: &str) -> Result<usize> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now();
+        let sql = format!(
+            "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ? \
+             WHERE status = 'running' AND heartbeat_at < ?{}",
+            in_list("job_name", jobs.len())
+        );
+        self.write(|c| {
+            let mut params: Vec<&dyn ToSql> = vec![&now, &stale_before];
+            params.extend(jobs.iter().map(|s| s as &dyn ToSql));
+            Ok(c.prepare_cached(&sql)?.execute(params.as_slice())?)
+        })
+    }
+
+    /// True if a `running` run of `jobs` has a heartbeat older than `stale_before` (read only).
+    pub fn has_stale(&self, conn: Option<&Connection>, jobs: &[String], stale_before: &str) -> Result<bool> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND heartbeat_at < ?{})",
+            in_list("job_name", jobs.len())
+        );
+        let run = |c: &Connection| -> Result<bool> {
+            let mut params: Vec<&dyn ToSql> = vec![&stale_before];
+            params.extend(jobs.iter().map(|s| s as &dyn ToSql));
+            Ok(c.prepare_cached(&sql)?.query_row(params.as_slice(), |r| r.get(0))?)
+        };
+        match conn {
+            Some(c) => run(c),
+            None => self.read(run),
+        }
+    }
+}
+
+/// The run's status, or `None` if it no longer exists.
+pub(crate) fn lease_status(c: &Connection, id: &str) -> Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    Ok(c.prepare_cached("SELECT status FROM runs WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}

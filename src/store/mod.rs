@@ -1,0 +1,286 @@
+//! Everything SQL: opening the file, pragmas, migrations and one module per
+//! operation. Nothing here knows about Node.
+//!
+//! One writer connection per process, behind a mutex, performs every write in
+//! a `BEGIN IMMEDIATE` transaction (writes that start with a read must take
+//! the write lock first, or two processes can deadlock upgrading read locks).
+//! Queries use a second connection so they never wait for the writer.
+
+mod claim;
+mod flush;
+pub mod json;
+mod manage;
+mod migrate;
+mod query;
+mod trigger;
+
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+pub use claim::{ClaimedRun, HeartbeatOutcome};
+pub use flush::OpStatus;
+pub use manage::PurgeOptions;
+pub use migrate::SCHEMA_VERSION;
+pub use query::RunFilter;
+pub use trigger::{TriggerItem, TriggerOutcome};
+
+use crate::error::{Error, Result};
+
+/// Durability of a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// WAL with `synchronous=NORMAL`: survives process crashes.
+    Normal,
+    /// WAL with `synchronous=FULL`: also survives power loss.
+    Full,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// File path, or `:memory:`.
+    pub path: String,
+    /// Commit durability.
+    pub synchronous: Synchronous,
+    /// How long a write waits for another connection's lock before failing with `DB_BUSY`.
+    pub busy_timeout: Duration,
+}
+
+impl StoreOptions {
+    /// Options for `path` with the library defaults.
+    pub fn new(path: impl Into<String>) -> Self {
+        StoreOptions {
+            path: path.into(),
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// The source of "now"; injectable so tests can move time.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
+}
+
+/// ISO-8601 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
+pub fn iso(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The database of one durably instance.
+pub struct Store {
+    writer: Mutex<Connection>,
+    /// `None` for `:memory:`, where a second connection would see another database.
+    reader: Option<Mutex<Connection>>,
+    opts: StoreOptions,
+    clock: Clock,
+    ids: Mutex<ulid::Generator>,
+    owner: String,
+}
+
+impl Store {
+    /// Opens (creating if absent) the database file and sets its pragmas.
+    /// Does not create the schema: call [`Store::migrate`].
+    pub fn open(opts: StoreOptions) -> Result<Store> {
+        Self::open_with_clock(opts, system_clock())
+    }
+
+    /// Like [`Store::open`] with an explicit clock.
+    pub fn open_with_clock(opts: StoreOptions, clock: Clock) -> Result<Store> {
+        let memory = opts.path == ":memory:";
+        let writer = open_connection(&opts, true)?;
+        let reader = if memory {
+            None
+        } else {
+            Some(Mutex::new(open_connection(&opts, false)?))
+        };
+        Ok(Store {
+            writer: Mutex::new(writer),
+            reader,
+            owner: format!("{}:{}", std::process::id(), ulid::Ulid::new()),
+            opts,
+            clock,
+            ids: Mutex::new(ulid::Generator::new()),
+        })
+    }
+
+    /// Options this store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    /// This instance's lease owner id (`pid:ulid`).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The current time as stored.
+    pub fn now(&self) -> String {
+        iso((self.clock)())
+    }
+
+    /// The current time.
+    pub fn now_time(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    pub(crate) fn new_id(&self) -> String {
+        let mut g = lock(&self.ids);
+        match g.generate() {
+            Ok(id) => id.to_string(),
+            // Only when 2^80 ids were made in one millisecond.
+            Err(_) => ulid::Ulid::new().to_string(),
+        }
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection,
+    /// waiting for the lock (up to the busy timeout).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = lock(&self.writer);
+        in_tx(&mut conn, f)
+    }
+
+    /// Like [`Store::write`] but never waits: returns `Ok(None)` at once when
+    /// the writer is in use in this process or another process holds the
+    /// write lock. Lets the JS thread commit inline without ever blocking.
+    pub(crate) fn try_write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let mut conn = match self.writer.try_lock() {
+            Ok(c) => c,
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        conn.busy_timeout(Duration::ZERO)?;
+        let err = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => {
+                tx.busy_timeout(self.opts.busy_timeout)?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                return Ok(Some(out));
+            }
+            Err(e) => Error::from(e),
+        };
+        conn.busy_timeout(self.opts.busy_timeout)?;
+        if err.is_busy() {
+            Ok(None)
+        } else {
+            Err(err)
+        }
+    }
+
+    /// Runs a read on the reader connection (the writer for `:memory:`).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        match &self.reader {
+            Some(r) => f(&lock(r)),
+            None => f(&lock(&self.writer)),
+        }
+    }
+
+    /// Opens one more connection to the same file (for the worker's change
+    /// checks and the checkpointer). `None` for `:memory:`.
+    pub fn side_connection(&self) -> Result<Option<Connection>> {
+        if self.reader.is_none() {
+            return Ok(None);
+        }
+        open_connection(&self.opts, false).map(Some)
+    }
+
+    /// Runs a passive WAL checkpoint on `conn` (never blocks writers).
+    pub fn checkpoint(conn: &Connection) -> Result<()> {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .or_else(|e| match Error::from(e) {
+                Error::Busy(_) => Ok(()),
+                e => Err(e),
+            })
+    }
+}
+
+fn in_tx<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Locks a mutex, recovering from poisoning: a panic in another thread must
+/// not make the database unusable (SQLite's own state stays consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(&opts.path, flags).map_err(|e| {
+        let e = Error::from(e);
+        match e {
+            Error::CannotOpen(_) | Error::Sqlite(_) => Error::CannotOpen(format!(
+                "{} (does the directory exist and is it writable?)",
+                opts.path
+            )),
+            e => e,
+        }
+    })?;
+    conn.busy_timeout(opts.busy_timeout)?;
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(Error::ReadOnly(opts.path.clone()));
+    }
+    let memory = opts.path == ":memory:";
+    // Setting WAL needs a brief exclusive lock; on a brand-new file several
+    // processes may race for it, so retry within the busy timeout.
+    let mode = retry_busy(opts.busy_timeout, || {
+        conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get::<_, String>(0))
+            .map_err(Error::from)
+    })?;
+    let expected = if memory { "memory" } else { "wal" };
+    if !mode.eq_ignore_ascii_case(expected) {
+        return Err(Error::Internal(format!(
+            "journal_mode is {mode}, expected {expected}"
+        )));
+    }
+    let sync = match opts.synchronous {
+        Synchronous::Normal => 1,
+        Synchronous::Full => 2,
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    let got: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+    if got != sync {
+        return Err(Error::Internal(format!(
+            "synchronous is {got}, expected {sync}"
+        )));
+    }
+    conn.pragma_update(None, "temp_store", "memory")?;
+    if writer && !memory {
+        // Checkpoints run on the worker's checkpointer, off the commit path.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Retries `f` while it fails with `DB_BUSY`, for at most `limit`.
+pub(crate) fn retry_busy<T>(limit: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(e) if e.is_busy() && start.elapsed() < limit => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,95 @@
+//! Creating runs: single triggers and batches, with idempotency keys and
+//! coalescing decided inside the write transaction, so they hold across
+//! processes.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::query::{run_json, RUN_COLUMNS};
+use super::Store;
+use crate::error::Result;
+
+/// One run to create. `input` and `labels` are JSON text.
+#[derive(Debug, Clone)]
+pub struct TriggerItem<'a> {
+    /// Registered job name.
+    pub job_name: &'a str,
+    /// Input as (tagged) JSON text.
+    pub input: &'a str,
+    /// Same job + key already exists → that run is returned, nothing written.
+    pub idempotency_key: Option<&'a str>,
+    /// Runs sharing a key never run at once.
+    pub concurrency_key: Option<&'a str>,
+    /// With a concurrency key: return an existing pending run of that key instead.
+    pub coalesce: bool,
+    /// Labels as a JSON object of strings.
+    pub labels: &'a str,
+}
+
+/// What a trigger did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerOutcome {
+    /// A new pending run.
+    Created { id: String, created_at: String },
+    /// The run that already had this idempotency key (JSON).
+    Idempotent(String),
+    /// The pending run this trigger was coalesced into (JSON).
+    Coalesced(String),
+}
+
+impl Store {
+    /// Creates one run (waits for the write lock).
+    pub fn trigger(&self, item: &TriggerItem) -> Result<TriggerOutcome> {
+        self.write(|c| self.trigger_in(c, item))
+    }
+
+    /// Creates one run without ever waiting; `None` when the lock is taken.
+    pub fn try_trigger(&self, item: &TriggerItem) -> Result<Option<TriggerOutcome>> {
+        self.try_write(|c| self.trigger_in(c, item))
+    }
+
+    /// Creates all runs in one transaction: all or nothing.
+    pub fn trigger_batch(&self, items: &[TriggerItem]) -> Result<Vec<TriggerOutcome>> {
+        self.write(|c| items.iter().map(|it| self.trigger_in(c, it)).collect())
+    }
+
+    /// Like [`Store::trigger_batch`] but never waits; `None` when the lock is taken.
+    pub fn try_trigger_batch(&self, items: &[TriggerItem]) -> Result<Option<Vec<TriggerOutcome>>> {
+        self.try_write(|c| items.iter().map(|it| self.trigger_in(c, it)).collect())
+    }
+
+    fn trigger_in(&self, c: &Connection, it: &TriggerItem) -> Result<TriggerOutcome> {
+        if let Some(key) = it.idempotency_key {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE job_name = ?1 AND idempotency_key = ?2"
+            ))?;
+            if let Some(json) = st.query_row([it.job_name, key], run_json).optional()? {
+                return Ok(TriggerOutcome::Idempotent(json));
+            }
+        }
+        if let (true, Some(key)) = (it.coalesce, it.concurrency_key) {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'pending' AND concurrency_key = ?2 \
+                 AND job_name = ?1 ORDER BY created_at, id LIMIT 1"
+            ))?;
+            if let Some(json) = st.query_row([it.job_name, key], run_json).optional()? {
+                return Ok(TriggerOutcome::Coalesced(json));
+            }
+        }
+        let id = self.new_id();
+        let now = self.now();
+        let mut st = c.prepare_cached(
+            "INSERT INTO runs (id, job_name, input, status, idempotency_key, concurrency_key, \
+             labels, created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)",
+        )?;
+        st.execute((
+            &id,
+            it.job_name,
+            it.input,
+            it.idempotency_key,
+            it.concurrency_key,
+            it.labels,
+            &now,
+        ))?;
+        Ok(TriggerOutcome::Created { id, created_at: now })
+    }
+}

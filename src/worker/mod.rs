@@ -1,0 +1,243 @@
+//! The native worker: a tokio task that claims runs and hands them to a
+//! [`Sink`] (the JS layer), plus the heartbeat/timeout task and the WAL
+//! checkpointer. Nothing here knows about Node.
+//!
+//! Wake-ups: a trigger in this process calls [`Worker::wake`]; a run
+//! finishing frees a slot and wakes the loop; runs written by other
+//! processes are noticed by a `PRAGMA data_version` check every
+//! `check_interval` (cheap: no I/O when nothing changed); stale recovery and a
+//! full poll happen every `polling_interval`.
+
+mod tasks;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::store::{lock, ClaimedRun, Store};
+
+/// Why a run this worker was executing is no longer its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// Cancelled (by any process).
+    Cancelled,
+    /// Reclaimed by another worker, reset, or deleted.
+    Lost,
+    /// Exceeded its job's `timeout`; the worker marked it failed.
+    Timeout,
+}
+
+impl LostReason {
+    /// Name sent to JavaScript.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LostReason::Cancelled => "cancelled",
+            LostReason::Lost => "lost",
+            LostReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// Where the worker sends what it learns. Implemented by the binding.
+pub trait Sink: Send + Sync + 'static {
+    /// Runs claimed for this worker, to execute.
+    fn runs(&self, runs: Vec<ClaimedRun>);
+    /// A run in flight was lost (cancelled elsewhere, reclaimed, timed out).
+    fn lost(&self, id: &str, reason: LostReason);
+    /// An error outside any run (busy database, full disk…).
+    fn error(&self, err: &Error);
+}
+
+/// Worker timing and limits.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Full poll period (stale recovery, fallback claim).
+    pub polling_interval: Duration,
+    /// Heartbeat period for runs in flight.
+    pub heartbeat_interval: Duration,
+    /// A running run whose heartbeat is older is reclaimed.
+    pub stale_threshold: Duration,
+    /// Runs in flight at once.
+    pub max_concurrent: usize,
+    /// Period of the cheap cross-process change check.
+    pub check_interval: Duration,
+    /// Period of the WAL checkpointer.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            polling_interval: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(5000),
+            stale_threshold: Duration::from_millis(30000),
+            max_concurrent: 1,
+            check_interval: Duration::from_millis(10),
+            checkpoint_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    generation: i64,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    /// Lost/cancelled/timed out: no more heartbeats.
+    gone: bool,
+}
+
+pub(crate) struct Shared {
+    store: Arc<Store>,
+    cfg: WorkerConfig,
+    /// Registered jobs and their optional timeouts.
+    jobs: RwLock<Arc<JobSet>>,
+    inflight: Mutex<HashMap<String, Inflight>>,
+    wake: Notify,
+    running: AtomicBool,
+    loop_alive: AtomicBool,
+    closed: AtomicBool,
+    closed_notify: Notify,
+    sink: Arc<dyn Sink>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct JobSet {
+    names: Vec<String>,
+    timeouts: HashMap<String, Duration>,
+}
+
+/// The worker of one durably instance.
+pub struct Worker {
+    shared: Arc<Shared>,
+    rt: Handle,
+}
+
+impl Worker {
+    /// Creates the worker and starts its background tasks (heartbeats,
+    /// timeouts, checkpoints) on `rt`. The claim loop starts with [`Worker::start`].
+    pub fn new(store: Arc<Store>, cfg: WorkerConfig, sink: Arc<dyn Sink>, rt: Handle) -> Worker {
+        let shared = Arc::new(Shared {
+            store,
+            cfg,
+            jobs: RwLock::new(Arc::new(JobSet::default())),
+            inflight: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            running: AtomicBool::new(false),
+            loop_alive: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            closed_notify: Notify::new(),
+            sink,
+        });
+        rt.spawn(tasks::heartbeats(shared.clone()));
+        rt.spawn(tasks::checkpoints(shared.clone()));
+        Worker { shared, rt }
+    }
+
+    /// Sets the jobs this worker may claim, with their timeouts.
+    pub fn set_jobs(&self, jobs: Vec<(String, Option<Duration>)>) {
+        let mut set = JobSet::default();
+        for (name, timeout) in jobs {
+            if let Some(t) = timeout {
+                set.timeouts.insert(name.clone(), t);
+            }
+            set.names.push(name);
+        }
+        *self.shared.jobs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        self.wake();
+    }
+
+    /// Starts the claim loop (idempotent).
+    pub fn start(&self) {
+        self.shared.running.store(true, Ordering::SeqCst);
+        if !self.shared.loop_alive.swap(true, Ordering::SeqCst) {
+            self.rt.spawn(tasks::claim_loop(self.shared.clone()));
+        }
+        self.wake();
+    }
+
+    /// Stops claiming. Runs in flight are not touched (the JS layer awaits them).
+    pub fn stop(&self) {
+        self.shared.running.store(false, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Whether the claim loop is on.
+    pub fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// Stops everything, background tasks included.
+    pub fn close(&self) {
+        self.stop();
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.closed_notify.notify_waiters();
+    }
+
+    /// Wakes the claim loop (a run was triggered or a slot was freed).
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Claims up to `limit` runs right now on the calling thread (for
+    /// `processOne`), bounded by free slots.
+    pub fn claim_now(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
+        self.shared.claim(limit)
+    }
+
+    /// A run finished on the JS side (or was abandoned): frees its slot.
+    pub fn release(&self, id: &str) {
+        lock(&self.shared.inflight).remove(id);
+        self.wake();
+    }
+
+    /// Number of runs in flight.
+    pub fn inflight(&self) -> usize {
+        lock(&self.shared.inflight).len()
+    }
+}
+
+impl Shared {
+    fn job_set(&self) -> Arc<JobSet> {
+        self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn free_slots(&self) -> usize {
+        self.cfg
+            .max_concurrent
+            .saturating_sub(lock(&self.inflight).len())
+    }
+
+    /// Claims up to `limit` runs (bounded by free slots) and records them in flight.
+    fn claim(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
+        let jobs = self.job_set();
+        let limit = limit.min(self.free_slots());
+        if limit == 0 || jobs.names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runs = self.store.claim(&jobs.names, limit)?;
+        let now = Instant::now();
+        let mut inflight = lock(&self.inflight);
+        for r in &runs {
+            let timeout = jobs.timeouts.get(&r.job_name).copied();
+            inflight.insert(
+                r.id.clone(),
+                Inflight {
+                    generation: r.generation,
+                    deadline: timeout.map(|t| now + t),
+                    timeout,
+                    gone: false,
+                },
+            );
+        }
+        Ok(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests_worker;
