@@ -1,0 +1,89 @@
+'use strict'
+// Test helpers: temp databases, instances that are closed after each test,
+// child Node processes.
+
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { createDurably } = require('..')
+
+const ROOT = path.resolve(__dirname, '..')
+
+/** A fresh temp directory, removed at exit. */
+function tempDir(prefix = 'durably-test-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** A path for a fresh database file in a temp directory. */
+function tempDb(name = 'test.db') {
+  return path.join(tempDir(), name)
+}
+
+const open = new Set()
+
+/** createDurably on a temp file with fast test timings; closed by closeAll(). */
+function makeDurably(options = {}) {
+  const d = createDurably({
+    path: tempDb(),
+    pollingInterval: 50,
+    heartbeatInterval: 100,
+    staleThreshold: 1000,
+    ...options,
+  })
+  open.add(d)
+  return d
+}
+
+async function closeAll() {
+  const list = [...open]
+  open.clear()
+  await Promise.allSettled(list.map((d) => d.close()))
+}
+
+/**
+ * Spawns `node script args…` with stdout lines delivered to `onLine`.
+ * Returns { child, exited: Promise<{code, signal}>, lines: string[] }.
+ */
+function spawnNode(script, args = [], { env = {}, onLine } = {}) {
+  const child = spawn(process.execPath, [script, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const lines = []
+  let buf = ''
+  child.stdout.on('data', (chunk) => {
+    buf += chunk
+    let i
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i)
+      buf = buf.slice(i + 1)
+      lines.push(line)
+      if (onLine) onLine(line)
+    }
+  })
+  let stderr = ''
+  child.stderr.on('data', (c) => (stderr += c))
+  const exited = new Promise((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal, stderr })),
+  )
+  return { child, exited, lines, stderr: () => stderr }
+}
+
+/** Resolves when `pred()` is truthy, polling every `every` ms, or rejects after `timeout`. */
+async function until(pred, { timeout = 10_000, every = 10, what = 'condition' } = {}) {
+  const end = Date.now() + timeout
+  for (;;) {
+    const v = await pred()
+    if (v) return v
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, every))
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+module.exports = { ROOT, tempDir, tempDb, makeDurably, closeAll, spawnNode, until, sleep }
