@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 /// The migrations, in order; index + 1 is the version.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
 
+#[cfg(test)]
+pub(crate) const MIGRATIONS_FOR_TESTS: &[&str] = MIGRATIONS;
+
 /// The newest schema version this library knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
