@@ -362,7 +362,11 @@ class Durably {
     if (!run) throw new NotFoundError(`run ${runId} not found`)
     const job = this._jobs.get(run.jobName)
     if (!job) throw new ValidationError(`job '${run.jobName}' is not registered in this instance`)
-    const options = Object.keys(run.labels).length ? { labels: run.labels } : undefined
+    // Same input, labels and concurrency key (the key is about mutual
+    // exclusion, which a re-run still needs); never the idempotency key.
+    const options = {}
+    if (Object.keys(run.labels).length) options.labels = run.labels
+    if (run.concurrencyKey !== null) options.concurrencyKey = run.concurrencyKey
     return this._trigger(job.def, run.input, options)
   }
 

@@ -24,10 +24,17 @@ const PROGRESS_INTERVAL_MS = 50
 /** error object → name of the step that threw it (for run:fail's failedStepName) */
 const stepErrors = new WeakMap()
 
+/**
+ * A resumed run called its steps in a different order than stored
+ * (`replay: 'strict'`). `details`: { stepName, stepIndex, storedStepName, storedIndex }:
+ * the step called at `stepIndex`, the step stored there (or null), and where
+ * `stepName` was stored (or null).
+ */
 class ReplayMismatchError extends DurablyError {
-  constructor(message) {
+  constructor(message, details) {
     super(message, 'REPLAY_MISMATCH')
     this.name = 'ReplayMismatchError'
+    if (details) Object.assign(this, details)
   }
 }
 
@@ -127,7 +134,7 @@ class Execution {
     if (typeof fn !== 'function') {
       return Promise.reject(new ValidationError(`ctx.run('${name}'): the step function is missing`))
     }
-    const index = this.position++
+    // A refused call is not a step: it takes no position.
     if (this.names.has(name)) {
       return Promise.reject(
         new ValidationError(
@@ -136,6 +143,10 @@ class Execution {
         ),
       )
     }
+    // Once the replay went off the stored path, no further step may run or replay.
+    if (this.replayError) return Promise.reject(this.replayError)
+    // The position is taken now, at call time, so Promise.all of steps replays deterministically.
+    const index = this.position++
     this.names.add(name)
     if (this.controller.signal.aborted) return Promise.reject(this.stopError())
     const stored = this.lookup(name, index)
@@ -153,6 +164,7 @@ class Execution {
     return this.execute(name, index, fn)
   }
 
+  /** The stored step to replay for this call, undefined to execute it, or a ReplayMismatchError. */
   lookup(name, index) {
     const byName = this.byName.get(name)
     if (this.job.def.replay === 'lenient') return byName
@@ -160,16 +172,44 @@ class Execution {
     if (atIndex && atIndex.name !== name) {
       return new ReplayMismatchError(
         `replay mismatch at step ${index}: the job now calls '${name}' where the stored run has '${atIndex.name}' ` +
-          "(the job's code changed or it branches non-deterministically); set replay: 'lenient' to match steps by name only",
+          "(the job's code changed or it branches non-deterministically); " +
+          "set replay: 'lenient' on the job to match steps by name only",
+        {
+          stepName: name,
+          stepIndex: index,
+          storedStepName: atIndex.name,
+          storedIndex: byName ? byName.index : null,
+        },
       )
     }
     if (byName && byName.index !== index) {
+      // Nothing is stored at `index` (else the check above answered).
       return new ReplayMismatchError(
         `replay mismatch: step '${name}' is called at position ${index} but was stored at position ${byName.index} ` +
-          "(the job's code changed or it branches non-deterministically); set replay: 'lenient' to match steps by name only",
+          "(the job's code changed or it branches non-deterministically); " +
+          "set replay: 'lenient' on the job to match steps by name only",
+        { stepName: name, stepIndex: index, storedStepName: null, storedIndex: byName.index },
       )
     }
     return byName
+  }
+
+  /**
+   * Strict replay: a job that returns without reaching steps it stored
+   * before has changed (steps were removed) — the stored results would be
+   * silently orphaned, so fail like any other mismatch.
+   */
+  checkUnvisited() {
+    if (this.job.def.replay === 'lenient') return
+    for (const s of this.byName.values()) {
+      if (!this.names.has(s.name)) {
+        throw new ReplayMismatchError(
+          `replay mismatch: the job returned without calling step '${s.name}' stored at position ${s.index} ` +
+            "(the job's code changed or it branches non-deterministically); set replay: 'lenient' to match steps by name only",
+          { stepName: null, stepIndex: null, storedStepName: s.name, storedIndex: s.index },
+        )
+      }
+    }
   }
 
   async execute(name, index, fn) {
@@ -215,7 +255,15 @@ class Execution {
     const op =
       `["s",${q(this.id)},${this.generation},${q(name)},${index},"${status}",${outputText ?? 'null'},` +
       `${err ? q(err.message) : 'null'},${err ? q(err.stack) : 'null'},"${startedAt}","${now()}",null]`
-    const st = await this.durably._writer.push(op)
+    let st
+    try {
+      st = await this.durably._writer.push(op)
+    } catch (storeErr) {
+      // The store refused the write (DB_BUSY after busyTimeout, DB_FULL…): stop this
+      // execution without failing the run; stopped() reports it and hands the run back.
+      this.abort(storeErr)
+      throw storeErr
+    }
     if (st !== '0') {
       this.lostBy(st)
       this.emit('step:cancel', { stepName: name, stepIndex: index })
@@ -320,6 +368,7 @@ class Execution {
     try {
       output = await callJob(def.run, this.ctx, input)
       if (this.replayError) throw this.replayError
+      this.checkUnvisited()
       if (def.output) output = await validate(def.output, output, `job '${this.jobName}' returned an invalid output`)
     } catch (err) {
       return this.failed(err)
@@ -381,8 +430,13 @@ class Execution {
     } else if (reason && reason.code === 'STOPPED') {
       // stop({ abort: true }): hand the run back so any worker resumes it now.
       await this.durably._writer.push(`["r",${q(this.id)},${this.generation}]`).catch(() => {})
-    } else if (reason instanceof LeaseLostError) {
+    } else if (reason instanceof DurablyError) {
+      // Lease lost, or a write of ours failed (see persistStep): a worker error, not a run failure.
       this.durably._workerError(reason, this)
+      if (!(reason instanceof LeaseLostError)) {
+        // Hand the run back if the store lets us (else it is recovered once stale).
+        await this.durably._writer.push(`["r",${q(this.id)},${this.generation}]`).catch(() => {})
+      }
     }
   }
 }
