@@ -5,11 +5,14 @@ const { Durably, createDurably, withLogPersistence } = require('./lib/durably')
 const { defineJob } = require('./lib/job')
 const errors = require('./lib/errors')
 const { ReplayMismatchError } = require('./lib/execution')
+const { createDurablyHandler, toNodeHandler } = require('./lib/http')
 
 module.exports = {
   createDurably,
   defineJob,
   withLogPersistence,
+  createDurablyHandler,
+  toNodeHandler,
   Durably,
   DurablyError: errors.DurablyError,
   ValidationError: errors.ValidationError,

@@ -4,6 +4,8 @@ export const {
   createDurably,
   defineJob,
   withLogPersistence,
+  createDurablyHandler,
+  toNodeHandler,
   Durably,
   DurablyError,
   ValidationError,
