@@ -551,9 +551,21 @@ export declare class RunFailedError extends DurablyError {
   runId: string
 }
 /** A resumed run called its steps in a different order than stored (`replay: 'strict'`). */
+/** A replayed run called its steps in another order (or dropped some) than the stored run. */
 export declare class ReplayMismatchError extends DurablyError {
-  constructor(message: string)
+  constructor(
+    message: string,
+    details?: { stepName: string | null; stepIndex: number | null; storedStepName: string | null; storedIndex: number | null },
+  )
   code: 'REPLAY_MISMATCH'
+  /** The step the job called now (null when it returned without calling a stored step). */
+  stepName?: string | null
+  /** Its position. */
+  stepIndex?: number | null
+  /** The step stored at that position (or the one that was never reached). */
+  storedStepName?: string | null
+  /** Its stored position. */
+  storedIndex?: number | null
 }
 
 // ---------------------------------------------------------------------------

@@ -72,7 +72,7 @@ describe('concurrency keys', () => {
     const db = tempDb()
     const d = createDurably({ path: db, jobs: { keyed: defineJob({ name: 'keyed', run: async () => 0 }) } })
     await d.migrate()
-    const env = { EXIT_AFTER: '20', MAX_CONCURRENT: '3' }
+    const env = { EXIT_AFTER: '20', MAX_CONCURRENT: '1' } // one slot each: both processes must work
     const workers = [spawnNode(WORKER, [db, 'work'], { env }), spawnNode(WORKER, [db, 'work'], { env })]
     await until(() => workers.every((w) => w.lines.includes('ready')), { what: 'workers ready' })
     const items = Array.from({ length: 20 }, (_, i) => ({

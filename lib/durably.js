@@ -8,7 +8,7 @@ const { Writer, q } = require('./writer')
 const { Execution } = require('./execution')
 const { encode, reviveParsed, TAG_TEXT } = require('./values')
 const { validate } = require('./schema')
-const { defineJob, isJobDefinition, JobHandle, checkName } = require('./job')
+const { defineJob, isJobDefinition, JobHandle, checkKey } = require('./job')
 const { parseRun, parseRuns, parseSteps, parseLogs, TERMINAL } = require('./records')
 const {
   DurablyError,
@@ -41,6 +41,9 @@ function checkLabels(labels) {
   }
   for (const [k, v] of Object.entries(labels)) {
     if (typeof v !== 'string') throw new ValidationError(`label ${JSON.stringify(k)} must be a string`)
+    if (!k.isWellFormed() || !v.isWellFormed() || k.includes('\0') || v.includes('\0')) {
+      throw new ValidationError(`label ${JSON.stringify(k)} must not contain NUL or unpaired surrogates`)
+    }
   }
   return JSON.stringify(labels)
 }
@@ -52,8 +55,8 @@ function checkTriggerOptions(options) {
     if (!TRIGGER_KEYS.has(k)) throw new ValidationError(`unknown trigger option ${k}`)
   }
   const { idempotencyKey, concurrencyKey, coalesce, labels } = options
-  if (idempotencyKey !== undefined) checkName('idempotencyKey', idempotencyKey)
-  if (concurrencyKey !== undefined) checkName('concurrencyKey', concurrencyKey)
+  if (idempotencyKey !== undefined) checkKey('idempotencyKey', idempotencyKey)
+  if (concurrencyKey !== undefined) checkKey('concurrencyKey', concurrencyKey)
   if (coalesce !== undefined && coalesce !== 'skip') {
     throw new ValidationError(`trigger option coalesce must be 'skip' (got ${JSON.stringify(coalesce)})`)
   }
@@ -89,7 +92,9 @@ function checkFilter(filter) {
       })
     } else if (k === 'jobName') {
       out.jobName = oneOrMany(k, v, (s) => {
-        if (typeof s !== 'string') throw new ValidationError('getRuns filter jobName must be a string or strings')
+        if (typeof s !== 'string' || !s.isWellFormed()) {
+          throw new ValidationError('getRuns filter jobName must be a string or strings')
+        }
       })
     } else if (k === 'labels') {
       JSON.parse(checkLabels(v))

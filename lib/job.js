@@ -17,6 +17,16 @@ function checkName(what, v) {
   return v
 }
 
+/** Idempotency and concurrency keys: any well-formed text of 1–1000 characters without NUL. */
+function checkKey(what, v) {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 1000 || v.includes('\0') || !v.isWellFormed()) {
+    throw new ValidationError(
+      `${what} must be a string of 1–1000 characters without NUL or unpaired surrogates (got ${JSON.stringify(v)})`,
+    )
+  }
+  return v
+}
+
 const CONFIG_KEYS = new Set(['name', 'input', 'output', 'run', 'timeout', 'replay', 'description'])
 
 /**
@@ -84,4 +94,4 @@ class JobHandle {
   }
 }
 
-module.exports = { defineJob, isJobDefinition, JobHandle, checkName }
+module.exports = { defineJob, isJobDefinition, JobHandle, checkName, checkKey }
