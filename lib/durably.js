@@ -127,7 +127,10 @@ class Durably {
           (msg) => this._onMessage(msg),
         ),
     )
-    this._writer = new Writer(this._engine, { alwaysAsync: o.synchronous === 'full' })
+    this._writer = new Writer(this._engine, {
+      alwaysAsync: o.synchronous === 'full',
+      onClaimed: (text) => this._onClaimed(text),
+    })
     this._jobs = new Map()
     this.jobs = {}
     this._active = new Map()
@@ -518,11 +521,25 @@ class Durably {
     }
   }
 
+  /** Runs claimed by a flush together with the completion of their predecessors. */
+  _onClaimed(text) {
+    try {
+      const tags = text.includes(TAG_TEXT)
+      const runs = JSON.parse(text)
+      // After the settled waiters' continuations (run:complete of the predecessors).
+      queueMicrotask(() => {
+        for (const r of runs) this._execute(r, tags)
+      })
+    } catch (err) {
+      this._workerError(err, null)
+    }
+  }
+
   _execute(claimed, tags) {
     const job = this._jobs.get(claimed.jobName)
     const id = claimed.id
     if (!job) {
-      native(() => this._engine.release(id))
+      native(() => this._engine.release(id, claimed.leaseGeneration))
       return Promise.resolve()
     }
     const exec = new Execution(this, job, claimed, tags)
@@ -534,7 +551,7 @@ class Durably {
         this._active.delete(id)
         if (!this._closed) {
           try {
-            this._engine.release(id)
+            this._engine.release(id, claimed.leaseGeneration)
           } catch {
             // closed meanwhile
           }

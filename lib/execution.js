@@ -38,8 +38,16 @@ class ReplayMismatchError extends DurablyError {
   }
 }
 
+let lastMs = 0
+let lastIso = ''
+/** ISO time of now; formatted at most once per millisecond (steps are often faster). */
 function now() {
-  return new Date().toISOString()
+  const ms = Date.now()
+  if (ms !== lastMs) {
+    lastMs = ms
+    lastIso = new Date(ms).toISOString()
+  }
+  return lastIso
 }
 
 function errorText(err) {
@@ -260,7 +268,7 @@ class Execution {
       st = await this.durably._writer.push(op)
     } catch (storeErr) {
       // The store refused the write (DB_BUSY after busyTimeout, DB_FULL…): stop this
-      // execution without failing the run; stopped() reports it and hands the run back.
+      // execution without failing the run (stopped() reports it as a worker error).
       this.abort(storeErr)
       throw storeErr
     }
@@ -431,12 +439,10 @@ class Execution {
       // stop({ abort: true }): hand the run back so any worker resumes it now.
       await this.durably._writer.push(`["r",${q(this.id)},${this.generation}]`).catch(() => {})
     } else if (reason instanceof DurablyError) {
-      // Lease lost, or a write of ours failed (see persistStep): a worker error, not a run failure.
+      // Lease lost, or a write of ours failed (see persistStep): a worker error, not a
+      // run failure. After a failed write the run stays `running`; once its heartbeat
+      // is stale it is recovered and resumes from its last stored step.
       this.durably._workerError(reason, this)
-      if (!(reason instanceof LeaseLostError)) {
-        // Hand the run back if the store lets us (else it is recovered once stale).
-        await this.durably._writer.push(`["r",${q(this.id)},${this.generation}]`).catch(() => {})
-      }
     }
   }
 }

@@ -14,8 +14,9 @@
 const { fromNative, unwrapAsync } = require('./errors')
 
 class Writer {
-  constructor(engine, { alwaysAsync }) {
+  constructor(engine, { alwaysAsync, onClaimed }) {
     this.engine = engine
+    this.onClaimed = onClaimed
     this.alwaysAsync = alwaysAsync
     this.ops = []
     this.waiters = []
@@ -51,7 +52,7 @@ class Writer {
       } catch (err) {
         return settleAll(waiters, null, fromNative(err))
       }
-      if (res !== null) return settleAll(waiters, res, null)
+      if (res !== null) return this.settle(waiters, res, null)
     }
     this.busy = true
     this.engine.flushAsync(text).then(
@@ -64,13 +65,22 @@ class Writer {
           error = err
         }
         this.afterAsync()
-        settleAll(waiters, res, error)
+        this.settle(waiters, res, error)
       },
       (err) => {
         this.afterAsync()
         settleAll(waiters, null, fromNative(err))
       },
     )
+  }
+
+  /** Settles the batch's waiters; hands runs claimed in the same commit to the instance. */
+  settle(waiters, res, error) {
+    if (error) return settleAll(waiters, null, error)
+    const nl = res.indexOf('\n')
+    if (nl < 0) return settleAll(waiters, res, null)
+    settleAll(waiters, res.slice(0, nl), null)
+    this.onClaimed(res.slice(nl + 1))
   }
 
   afterAsync() {

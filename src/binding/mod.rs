@@ -2,6 +2,7 @@
 //! argument/record conversion, the ThreadsafeFunction sink and error
 //! conversion. No SQL and no scheduling decisions live here.
 
+mod bench;
 mod convert;
 mod sink;
 
@@ -17,7 +18,6 @@ use crate::worker::{Worker, WorkerConfig};
 use convert::{encode_outcome, encode_outcomes, parse_batch, to_js, JsCode, NativeTask};
 use sink::JsSink;
 
-
 fn runtime() -> Result<&'static tokio::runtime::Runtime, JsCode> {
     static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RT.get_or_init(|| {
@@ -30,7 +30,11 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, JsCode> {
             .map_err(|e| e.to_string())
     })
     .as_ref()
-    .map_err(|e| to_js(EngineError::Internal(format!("cannot start the worker runtime: {e}"))))
+    .map_err(|e| {
+        to_js(EngineError::Internal(format!(
+            "cannot start the worker runtime: {e}"
+        )))
+    })
 }
 
 /// Options for [`Engine`], validated by the JS layer.
@@ -61,6 +65,15 @@ struct Inner {
 #[napi]
 pub struct Engine {
     inner: Mutex<Option<Arc<Inner>>>,
+}
+
+/// Statuses, plus `\n[claimed runs]` when the flush claimed successors.
+fn encode_flush((statuses, claimed): (String, Vec<crate::store::ClaimedRun>)) -> String {
+    if claimed.is_empty() {
+        return statuses;
+    }
+    let runs = crate::store::json::array(claimed.into_iter().map(|r| r.json));
+    format!("{statuses}\n{runs}")
 }
 
 fn ms(v: u32) -> Duration {
@@ -168,10 +181,10 @@ impl Engine {
         Ok(())
     }
 
-    /// A run's JS execution ended: frees its slot.
+    /// A run's JS execution under lease `generation` ended: frees its slot.
     #[napi(catch_unwind)]
-    pub fn release(&self, id: String) -> Result<(), JsCode> {
-        self.inner()?.worker.release(&id);
+    pub fn release(&self, id: String, generation: i64) -> Result<(), JsCode> {
+        self.inner()?.worker.release(&id, generation);
         Ok(())
     }
 
@@ -259,17 +272,23 @@ impl Engine {
     }
 
     /// Applies a batch of worker writes without waiting for the lock: one
-    /// status character per op, or `null` when busy (then `flushAsync`).
+    /// status character per op, then (when the batch ended runs and the
+    /// worker is on) a newline and the JSON array of runs claimed in the same
+    /// commit; `null` when busy (then `flushAsync`).
     #[napi(catch_unwind)]
     pub fn flush(&self, ops: String) -> Result<Option<String>, JsCode> {
-        self.inner()?.store.try_flush(&ops).map_err(to_js)
+        let out = self.inner()?.worker.flush(&ops, false).map_err(to_js)?;
+        Ok(out.map(encode_flush))
     }
 
     /// `flush` that waits for the lock on a pool thread.
     #[napi(catch_unwind, ts_return_type = "Promise<string>")]
     pub fn flush_async(&self, ops: String) -> Result<AsyncTask<NativeTask>, JsCode> {
         let inner = self.inner()?;
-        Ok(NativeTask::spawn(move || inner.store.flush(&ops)))
+        Ok(NativeTask::spawn(move || {
+            let out = inner.worker.flush(&ops, true)?;
+            Ok(out.map(encode_flush).unwrap_or_default())
+        }))
     }
 
     /// Claims up to `limit` runs now (processOne); JSON array of claimed runs.

@@ -172,20 +172,70 @@ fn parse(ops: &str) -> Result<Vec<Op<'_>>> {
         .collect()
 }
 
+/// The result of a flush: one status character per op, the runs whose
+/// execution the batch ended (completion, failure, hand-back), and whatever
+/// the `then` step of [`Store::flush_then`] returned.
+#[derive(Debug)]
+pub struct FlushOutcome<T> {
+    /// One [`OpStatus::as_char`] per op.
+    pub statuses: String,
+    /// `(run, generation)` of every `c`, `f` or `r` op: those executions are over.
+    pub ended: Vec<(String, i64)>,
+    /// The value of the `then` step.
+    pub then: T,
+}
+
 impl Store {
     /// Applies a batch of ops in one transaction, waiting for the lock.
     /// Returns one status character per op (see [`OpStatus::as_char`]).
     pub fn flush(&self, ops: &str) -> Result<String> {
-        let ops = parse(ops)?;
-        let now = self.now();
-        self.write(|c| apply(c, &ops, &now))
+        Ok(self
+            .flush_then(ops, true, |_, _| Ok(()))?
+            .map(|o| o.statuses)
+            .unwrap_or_default())
     }
 
     /// Like [`Store::flush`] but never waits: `None` when the lock is taken.
     pub fn try_flush(&self, ops: &str) -> Result<Option<String>> {
+        Ok(self.flush_then(ops, false, |_, _| Ok(()))?.map(|o| o.statuses))
+    }
+
+    /// Applies a batch of ops and then runs `then` in the same transaction
+    /// (the worker claims the next runs there: a run's completion and its
+    /// successor's claim share one commit). `then` gets the ended runs.
+    /// With `wait == false`, returns `None` at once when the lock is taken.
+    pub fn flush_then<T>(
+        &self,
+        ops: &str,
+        wait: bool,
+        then: impl FnOnce(&Connection, &[(String, i64)]) -> Result<T>,
+    ) -> Result<Option<FlushOutcome<T>>> {
         let ops = parse(ops)?;
         let now = self.now();
-        self.try_write(|c| apply(c, &ops, &now))
+        let ended: Vec<(String, i64)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Complete { run, generation, .. }
+                | Op::Fail { run, generation, .. }
+                | Op::Release { run, generation } => Some((run.clone(), *generation)),
+                _ => None,
+            })
+            .collect();
+        let body = |c: &Connection| -> Result<(String, T)> {
+            let statuses = apply(c, &ops, &now)?;
+            let then = then(c, &ended)?;
+            Ok((statuses, then))
+        };
+        let out = if wait {
+            Some(self.write(body)?)
+        } else {
+            self.try_write(body)?
+        };
+        Ok(out.map(|(statuses, then)| FlushOutcome {
+            statuses,
+            ended,
+            then,
+        }))
     }
 
     /// Fails a run this worker owns (job timeout), fenced like any op.

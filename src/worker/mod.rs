@@ -11,7 +11,7 @@
 mod tasks;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::store::{lock, ClaimedRun, Store};
+use crate::store::{lock, ClaimedRun, FlushOutcome, Store};
 
 /// Why a run this worker was executing is no longer its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     /// Registered jobs and their optional timeouts.
     jobs: RwLock<Arc<JobSet>>,
     inflight: Mutex<HashMap<String, Inflight>>,
+    /// Slots promised to claims in progress; changed only under `inflight`'s lock.
+    reserved: AtomicUsize,
     wake: Notify,
     running: AtomicBool,
     loop_alive: AtomicBool,
@@ -127,6 +129,7 @@ impl Worker {
             cfg,
             jobs: RwLock::new(Arc::new(JobSet::default())),
             inflight: Mutex::new(HashMap::new()),
+            reserved: AtomicUsize::new(0),
             wake: Notify::new(),
             running: AtomicBool::new(false),
             loop_alive: AtomicBool::new(false),
@@ -190,10 +193,67 @@ impl Worker {
         self.shared.claim(limit)
     }
 
-    /// A run finished on the JS side (or was abandoned): frees its slot.
-    pub fn release(&self, id: &str) {
-        lock(&self.shared.inflight).remove(id);
-        self.wake();
+    /// A run's JS execution under lease `generation` ended: frees its slot.
+    /// (The generation matters: the run may already run again under a new one.)
+    pub fn release(&self, id: &str, generation: i64) {
+        let mut inflight = lock(&self.shared.inflight);
+        if inflight.get(id).is_some_and(|f| f.generation == generation) {
+            inflight.remove(id);
+            drop(inflight);
+            self.wake();
+        }
+    }
+
+    /// Commits a batch of the JS side's writes (see `Store::flush_then`).
+    /// When the batch ends runs and the claim loop is on, the same
+    /// transaction claims their successors, returned with the statuses: a
+    /// finished run hands its slot on without a second commit or a wake-up.
+    /// `None` (only when `wait` is false) means the lock was taken.
+    pub fn flush(&self, ops: &str, wait: bool) -> Result<Option<(String, Vec<ClaimedRun>)>> {
+        let sh = &self.shared;
+        let claiming = sh.running.load(Ordering::SeqCst);
+        let mut reserved = 0;
+        let out = sh.store.flush_then(ops, wait, |c, ended| {
+            if !claiming || ended.is_empty() {
+                return Ok(Vec::new());
+            }
+            let jobs = sh.job_set();
+            reserved = sh.reserve(usize::MAX, ended);
+            if reserved == 0 || jobs.names.is_empty() {
+                return Ok(Vec::new());
+            }
+            sh.store.claim_in(c, &jobs.names, reserved)
+        });
+        match out {
+            Ok(Some(FlushOutcome {
+                statuses,
+                ended,
+                then: claimed,
+            })) => {
+                {
+                    let mut inflight = lock(&sh.inflight);
+                    for (id, generation) in &ended {
+                        if inflight.get(id).is_some_and(|f| f.generation == *generation) {
+                            inflight.remove(id);
+                        }
+                    }
+                }
+                sh.settle(reserved, &claimed);
+                if !ended.is_empty() && claimed.len() < reserved.max(1) {
+                    // Slots left free: let the loop look for work.
+                    self.wake();
+                }
+                Ok(Some((statuses, claimed)))
+            }
+            Ok(None) => {
+                sh.settle(reserved, &[]);
+                Ok(None)
+            }
+            Err(e) => {
+                sh.settle(reserved, &[]);
+                Err(e)
+            }
+        }
     }
 
     /// Number of runs in flight.
@@ -208,22 +268,35 @@ impl Shared {
     }
 
     fn free_slots(&self) -> usize {
+        let inflight = lock(&self.inflight);
         self.cfg
             .max_concurrent
-            .saturating_sub(lock(&self.inflight).len())
+            .saturating_sub(inflight.len() + self.reserved.load(Ordering::SeqCst))
     }
 
-    /// Claims up to `limit` runs (bounded by free slots) and records them in flight.
-    fn claim(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
+    /// Reserves up to `want` free slots, counting the slots of `ending` runs
+    /// (still in flight, about to end) as free. Returns how many.
+    fn reserve(&self, want: usize, ending: &[(String, i64)]) -> usize {
+        let inflight = lock(&self.inflight);
+        let freed = ending
+            .iter()
+            .filter(|(id, g)| inflight.get(id).is_some_and(|f| f.generation == *g))
+            .count();
+        let busy = inflight.len() + self.reserved.load(Ordering::SeqCst);
+        let n = (self.cfg.max_concurrent + freed)
+            .saturating_sub(busy)
+            .min(want);
+        self.reserved.fetch_add(n, Ordering::SeqCst);
+        n
+    }
+
+    /// Turns `reserved` slots into the runs claimed with them (freeing the rest).
+    fn settle(&self, reserved: usize, runs: &[ClaimedRun]) {
         let jobs = self.job_set();
-        let limit = limit.min(self.free_slots());
-        if limit == 0 || jobs.names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let runs = self.store.claim(&jobs.names, limit)?;
         let now = Instant::now();
         let mut inflight = lock(&self.inflight);
-        for r in &runs {
+        self.reserved.fetch_sub(reserved, Ordering::SeqCst);
+        for r in runs {
             let timeout = jobs.timeouts.get(&r.job_name).copied();
             inflight.insert(
                 r.id.clone(),
@@ -235,7 +308,28 @@ impl Shared {
                 },
             );
         }
-        Ok(runs)
+    }
+
+    /// Claims up to `limit` runs (bounded by free slots) and records them in flight.
+    fn claim(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
+        let jobs = self.job_set();
+        if jobs.names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.reserve(limit, &[]);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        match self.store.claim(&jobs.names, n) {
+            Ok(runs) => {
+                self.settle(n, &runs);
+                Ok(runs)
+            }
+            Err(e) => {
+                self.settle(n, &[]);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -96,7 +96,7 @@ fn claims_on_wake_and_respects_max_concurrent() -> TestResult {
         "a third run waits for a free slot"
     );
     assert_eq!(worker.inflight(), 2);
-    worker.release(&ids[0]);
+    worker.release(&ids[0], 1);
     wait_for(|| lock(&rec.runs).len() == 3, "third claim after release")?;
     worker.close();
     Ok(())
@@ -151,6 +151,38 @@ fn heartbeat_reports_a_cancelled_run_and_timeouts_fail_runs() -> TestResult {
     wait_for(|| lock(&rec.lost).len() == 2, "heartbeat to see the cancel")?;
     assert_eq!(lock(&rec.lost)[1], (id2, LostReason::Cancelled));
     assert!(lock(&rec.errors).is_empty(), "{:?}", lock(&rec.errors));
+    worker.close();
+    Ok(())
+}
+
+#[test]
+fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
+    let cfg = WorkerConfig {
+        polling_interval: Duration::from_secs(60),
+        check_interval: Duration::from_secs(60),
+        ..WorkerConfig::default()
+    };
+    let (_d, store, rec, worker, _rt) = setup(cfg)?;
+    let a = trigger(&store)?;
+    worker.start();
+    wait_for(|| lock(&rec.runs).len() == 1, "first claim")?;
+    let b = trigger(&store)?; // no wake: only the flush below can claim it
+    let ops = format!(r#"[["c","{a}",1,null,null,"2020-01-01T00:00:01.000Z"]]"#);
+    let (statuses, claimed) = worker.flush(&ops, false)?.ok_or("lock taken")?;
+    assert_eq!(statuses, "0");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, b);
+    assert_eq!(worker.inflight(), 1, "a's slot went to b");
+    // A stale release of a under an old generation must not free b's slot.
+    worker.release(&b, 99);
+    assert_eq!(worker.inflight(), 1);
+    worker.release(&b, 1);
+    assert_eq!(worker.inflight(), 0);
+    worker.stop();
+    let c = trigger(&store)?;
+    let ops = format!(r#"[["c","{b}",1,null,null,"2020-01-01T00:00:01.000Z"]]"#);
+    let (_, claimed) = worker.flush(&ops, true)?.ok_or("no outcome")?;
+    assert!(claimed.is_empty(), "a stopped worker claims nothing ({c} stays pending)");
     worker.close();
     Ok(())
 }
