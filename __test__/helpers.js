@@ -10,10 +10,15 @@ const { createDurably } = require('..')
 
 const ROOT = path.resolve(__dirname, '..')
 
+const tempDirs = []
+process.once('exit', () => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true })
+})
+
 /** A fresh temp directory, removed at exit. */
 function tempDir(prefix = 'durably-test-') {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
-  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+  tempDirs.push(dir)
   return dir
 }
 

@@ -254,7 +254,10 @@ class Durably {
     let value = validate(def.input, input, `invalid input for job '${def.name}'`)
     if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
     const text = encode(value, 'input')
-    let r = native(() => this._engine.trigger(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+    // With synchronous: 'full' a commit waits for fsync: keep it off the event loop.
+    let r = this._writer.alwaysAsync
+      ? null
+      : native(() => this._engine.trigger(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
     if (r === null) {
       r = unwrapAsync(await this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
     }
@@ -317,7 +320,7 @@ class Durably {
     const text = `[${prepared
       .map((p) => `[${name},${p.text},${q(p.o.idem)},${q(p.o.conc)},${p.o.coalesce},${p.o.labels}]`)
       .join(',')}]`
-    let r = native(() => this._engine.triggerBatch(text))
+    let r = this._writer.alwaysAsync ? null : native(() => this._engine.triggerBatch(text))
     if (r === null) r = unwrapAsync(await this._engine.triggerBatchAsync(text))
     const lines = r.split('\n')
     return lines.map((line, i) => this._triggered(def, line, prepared[i].value, prepared[i].o))

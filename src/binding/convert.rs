@@ -2,9 +2,9 @@
 //! `.code`, trigger outcomes to compact strings, and the pool-thread task.
 
 use napi::bindgen_prelude::{AsyncTask, Env, Status, Task};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::result::Result;
-use serde_json::value::RawValue;
 
 use crate::error::Error as EngineError;
 use crate::store::{TriggerItem, TriggerOutcome};
@@ -103,7 +103,9 @@ pub struct NativeTask(Option<Box<dyn FnOnce() -> Result<String, EngineError> + S
 
 impl NativeTask {
     /// Wraps `f` for `AsyncTask`.
-    pub fn spawn(f: impl FnOnce() -> Result<String, EngineError> + Send + 'static) -> AsyncTask<Self> {
+    pub fn spawn(
+        f: impl FnOnce() -> Result<String, EngineError> + Send + 'static,
+    ) -> AsyncTask<Self> {
         AsyncTask::new(NativeTask(Some(Box::new(f))))
     }
 }
@@ -113,7 +115,10 @@ impl Task for NativeTask {
     type JsValue = String;
 
     fn compute(&mut self) -> napi::Result<String> {
-        let f = self.0.take().ok_or_else(|| napi::Error::from_reason("task ran twice"))?;
+        let f = self
+            .0
+            .take()
+            .ok_or_else(|| napi::Error::from_reason("task ran twice"))?;
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
             .unwrap_or_else(|_| Err(EngineError::Internal("panic in native task".into())));
         Ok(match out {

@@ -61,7 +61,13 @@ impl Store {
         self.write(|c| self.claim_in(c, jobs, limit))
     }
 
-    fn claim_in(&self, c: &Connection, jobs: &[String], limit: usize) -> Result<Vec<ClaimedRun>> {
+    /// Claims inside an open write transaction (see [`Store::claim`]).
+    pub(crate) fn claim_in(
+        &self,
+        c: &Connection,
+        jobs: &[String],
+        limit: usize,
+    ) -> Result<Vec<ClaimedRun>> {
         let sql = format!(
             "SELECT id FROM runs AS r WHERE status = 'pending'{} AND (concurrency_key IS NULL OR ( \
                NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
@@ -93,10 +99,9 @@ impl Store {
         )?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let (mut obj, job_name, generation) =
-                upd.query_row((&id, &self.owner, &now), |r| {
-                    Ok((run_object(r)?, r.get::<_, String>(1)?, r.get::<_, i64>(14)?))
-                })?;
+            let (mut obj, job_name, generation) = upd.query_row((&id, &self.owner, &now), |r| {
+                Ok((run_object(r)?, r.get::<_, String>(1)?, r.get::<_, i64>(14)?))
+            })?;
             let rows = steps.query_map([&id], |r| {
                 let mut s = String::from("[");
                 super::json::push_str(&mut s, Some(&r.get::<_, String>(0)?));
@@ -107,7 +112,10 @@ impl Store {
                 s.push(']');
                 Ok(s)
             })?;
-            obj.raw("steps", Some(&array(rows.collect::<rusqlite::Result<Vec<_>>>()?)));
+            obj.raw(
+                "steps",
+                Some(&array(rows.collect::<rusqlite::Result<Vec<_>>>()?)),
+            );
             out.push(ClaimedRun {
                 id,
                 job_name,
@@ -145,24 +153,55 @@ impl Store {
     /// Returns `running` runs of `jobs` whose heartbeat is older than
     /// `stale_before` to `pending`; returns how many.
     pub fn recover_stale(&self, jobs: &[String], stale_before: &str) -> Result<usize> {
+        self.recover_stale_except(jobs, stale_before, &[])
+    }
+
+    /// Like [`Store::recover_stale`], but leaves alone the runs in `keep`
+    /// (`(id, lease_generation)` of the runs the calling worker is executing
+    /// right now): they are alive, only their heartbeat is late (e.g. another
+    /// process held the write lock for longer than the stale threshold), and
+    /// reclaiming them would execute their step in flight a second time.
+    pub fn recover_stale_except(
+        &self,
+        jobs: &[String],
+        stale_before: &str,
+        keep: &[(String, i64)],
+    ) -> Result<usize> {
         if jobs.is_empty() {
             return Ok(0);
         }
         let now = self.now();
+        let keep_sql = if keep.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND (id, lease_generation) NOT IN (VALUES {})",
+                vec!["(?, ?)"; keep.len()].join(", ")
+            )
+        };
         let sql = format!(
             "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ? \
-             WHERE status = 'running' AND heartbeat_at < ?{}",
+             WHERE status = 'running' AND heartbeat_at < ?{}{keep_sql}",
             in_list("job_name", jobs.len())
         );
         self.write(|c| {
             let mut params: Vec<&dyn ToSql> = vec![&now, &stale_before];
             params.extend(jobs.iter().map(|s| s as &dyn ToSql));
+            for (id, generation) in keep {
+                params.push(id);
+                params.push(generation);
+            }
             Ok(c.prepare_cached(&sql)?.execute(params.as_slice())?)
         })
     }
 
     /// True if a `running` run of `jobs` has a heartbeat older than `stale_before` (read only).
-    pub fn has_stale(&self, conn: Option<&Connection>, jobs: &[String], stale_before: &str) -> Result<bool> {
+    pub fn has_stale(
+        &self,
+        conn: Option<&Connection>,
+        jobs: &[String],
+        stale_before: &str,
+    ) -> Result<bool> {
         let sql = format!(
             "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND heartbeat_at < ?{})",
             in_list("job_name", jobs.len())
@@ -170,7 +209,8 @@ impl Store {
         let run = |c: &Connection| -> Result<bool> {
             let mut params: Vec<&dyn ToSql> = vec![&stale_before];
             params.extend(jobs.iter().map(|s| s as &dyn ToSql));
-            Ok(c.prepare_cached(&sql)?.query_row(params.as_slice(), |r| r.get(0))?)
+            Ok(c.prepare_cached(&sql)?
+                .query_row(params.as_slice(), |r| r.get(0))?)
         };
         match conn {
             Some(c) => run(c),

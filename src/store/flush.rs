@@ -197,7 +197,9 @@ impl Store {
 
     /// Like [`Store::flush`] but never waits: `None` when the lock is taken.
     pub fn try_flush(&self, ops: &str) -> Result<Option<String>> {
-        Ok(self.flush_then(ops, false, |_, _| Ok(()))?.map(|o| o.statuses))
+        Ok(self
+            .flush_then(ops, false, |_, _| Ok(()))?
+            .map(|o| o.statuses))
     }
 
     /// Applies a batch of ops and then runs `then` in the same transaction
@@ -215,8 +217,12 @@ impl Store {
         let ended: Vec<(String, i64)> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::Complete { run, generation, .. }
-                | Op::Fail { run, generation, .. }
+                Op::Complete {
+                    run, generation, ..
+                }
+                | Op::Fail {
+                    run, generation, ..
+                }
                 | Op::Release { run, generation } => Some((run.clone(), *generation)),
                 _ => None,
             })

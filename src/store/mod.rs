@@ -6,6 +6,7 @@
 //! the write lock first, or two processes can deadlock upgrading read locks).
 //! Queries use a second connection so they never wait for the writer.
 
+pub mod ceiling;
 mod claim;
 mod flush;
 pub mod json;
@@ -14,13 +15,14 @@ mod migrate;
 mod query;
 mod trigger;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use claim::{ClaimedRun, HeartbeatOutcome};
-pub use flush::OpStatus;
+pub use flush::{FlushOutcome, OpStatus};
 pub use manage::PurgeOptions;
 pub use migrate::SCHEMA_VERSION;
 pub use query::RunFilter;
@@ -81,7 +83,14 @@ pub struct Store {
     clock: Clock,
     ids: Mutex<ulid::Generator>,
     owner: String,
+    /// Set by the background checkpointer when it cannot finish (the writer
+    /// keeps appending); the writer then completes it after its next commit.
+    checkpoint_due: AtomicBool,
 }
+
+/// WAL frames (pages) past which the writer finishes a checkpoint itself, so
+/// the log is reset instead of growing while writes never pause.
+const WAL_RESET_FRAMES: i64 = 4096;
 
 impl Store {
     /// Opens (creating if absent) the database file and sets its pragmas.
@@ -106,6 +115,7 @@ impl Store {
             opts,
             clock,
             ids: Mutex::new(ulid::Generator::new()),
+            checkpoint_due: AtomicBool::new(false),
         })
     }
 
@@ -142,7 +152,25 @@ impl Store {
     /// waiting for the lock (up to the busy timeout).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut conn = lock(&self.writer);
-        in_tx(&mut conn, f)
+        let out = in_tx(&mut conn, f)?;
+        self.after_commit(&conn);
+        Ok(out)
+    }
+
+    /// Finishes a checkpoint the background checkpointer could not complete.
+    /// Runs on the writer, so no writer of this process appends meanwhile;
+    /// the background pass already copied most frames, so this copies only
+    /// the latest ones, and the next write starts the log from the beginning.
+    fn after_commit(&self, conn: &Connection) {
+        if self.checkpoint_due.load(Ordering::Relaxed) {
+            // PASSIVE never waits: busy (the background pass or another
+            // process is checkpointing) or unfinished → try after the next commit.
+            if let Ok(Some((log, done))) = passive_checkpoint(conn) {
+                if done >= log {
+                    self.checkpoint_due.store(false, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// Like [`Store::write`] but never waits: returns `Ok(None)` at once when
@@ -163,9 +191,16 @@ impl Store {
                 tx.busy_timeout(self.opts.busy_timeout)?;
                 let out = f(&tx)?;
                 tx.commit()?;
+                Ok(out)
+            }
+            Err(e) => Err(Error::from(e)),
+        };
+        let err = match err {
+            Ok(out) => {
+                self.after_commit(&conn);
                 return Ok(Some(out));
             }
-            Err(e) => Error::from(e),
+            Err(e) => e,
         };
         conn.busy_timeout(self.opts.busy_timeout)?;
         if err.is_busy() {
@@ -192,13 +227,32 @@ impl Store {
         open_connection(&self.opts, false).map(Some)
     }
 
-    /// Runs a passive WAL checkpoint on `conn` (never blocks writers).
-    pub fn checkpoint(conn: &Connection) -> Result<()> {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .or_else(|e| match Error::from(e) {
-                Error::Busy(_) => Ok(()),
-                e => Err(e),
-            })
+    /// Runs a passive WAL checkpoint on `conn` (never blocks writers). When
+    /// the log is long, asks the writer to finish the checkpoint so it resets.
+    pub fn checkpoint(&self, conn: &Connection) -> Result<()> {
+        // `log` is the log as this pass saw it; the writer kept appending
+        // meanwhile, so the pass is never quite complete and the log never
+        // resets by itself. Past a size, the writer finishes the job.
+        if let Some((log, _done)) = passive_checkpoint(conn)? {
+            if log > WAL_RESET_FRAMES {
+                self.checkpoint_due.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: `(frames in the log, frames checkpointed)`,
+/// or `None` when another connection is checkpointing.
+fn passive_checkpoint(conn: &Connection) -> Result<Option<(i64, i64)>> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    }) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => match Error::from(e) {
+            Error::Busy(_) => Ok(None),
+            e => Err(e),
+        },
     }
 }
 
@@ -260,8 +314,10 @@ fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
     }
     conn.pragma_update(None, "temp_store", "memory")?;
     if writer && !memory {
-        // Checkpoints run on the worker's checkpointer, off the commit path.
+        // Checkpoints run on the worker's checkpointer, off the commit path
+        // (see Store::checkpoint); a reset log is cut back to 16 MB.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)

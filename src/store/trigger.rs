@@ -90,6 +90,9 @@ impl Store {
             it.labels,
             &now,
         ))?;
-        Ok(TriggerOutcome::Created { id, created_at: now })
+        Ok(TriggerOutcome::Created {
+            id,
+            created_at: now,
+        })
     }
 }

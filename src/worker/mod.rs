@@ -233,7 +233,10 @@ impl Worker {
                 {
                     let mut inflight = lock(&sh.inflight);
                     for (id, generation) in &ended {
-                        if inflight.get(id).is_some_and(|f| f.generation == *generation) {
+                        if inflight
+                            .get(id)
+                            .is_some_and(|f| f.generation == *generation)
+                        {
                             inflight.remove(id);
                         }
                     }

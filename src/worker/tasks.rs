@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{LostReason, Shared};
 use crate::error::{Error, Result};
-use crate::store::{iso, lock, Store};
+use crate::store::{iso, lock};
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -116,7 +116,14 @@ fn recover_stale(sh: &Shared) -> Result<usize> {
     if !sh.store.has_stale(None, &jobs.names, &cutoff)? {
         return Ok(0);
     }
-    sh.store.recover_stale(&jobs.names, &cutoff)
+    // Never reclaim a run this worker is executing: it is alive, only its
+    // heartbeat is late (the heartbeat task renews it at its next tick).
+    let mine: Vec<(String, i64)> = lock(&sh.inflight)
+        .iter()
+        .filter(|(_, f)| !f.gone)
+        .map(|(id, f)| (id.clone(), f.generation))
+        .collect();
+    sh.store.recover_stale_except(&jobs.names, &cutoff, &mine)
 }
 
 /// Heartbeats for runs in flight, and job timeouts.
@@ -152,7 +159,9 @@ pub(super) async fn heartbeats(sh: Arc<Shared>) {
             Ok(lost) => {
                 for outcome in lost {
                     let (id, reason) = match outcome {
-                        crate::store::HeartbeatOutcome::Cancelled(id) => (id, LostReason::Cancelled),
+                        crate::store::HeartbeatOutcome::Cancelled(id) => {
+                            (id, LostReason::Cancelled)
+                        }
                         crate::store::HeartbeatOutcome::Lost(id) => (id, LostReason::Lost),
                     };
                     if let Some(f) = lock(&sh.inflight).get_mut(&id) {
@@ -208,7 +217,8 @@ pub(super) async fn checkpoints(sh: Arc<Shared>) {
             return;
         }
         let c = conn.clone();
-        if let Err(e) = blocking(move || Store::checkpoint(&lock(&c))).await {
+        let store = sh.store.clone();
+        if let Err(e) = blocking(move || store.checkpoint(&lock(&c))).await {
             sh.sink.error(&e);
         }
     }

@@ -182,7 +182,10 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
     let c = trigger(&store)?;
     let ops = format!(r#"[["c","{b}",1,null,null,"2020-01-01T00:00:01.000Z"]]"#);
     let (_, claimed) = worker.flush(&ops, true)?.ok_or("no outcome")?;
-    assert!(claimed.is_empty(), "a stopped worker claims nothing ({c} stays pending)");
+    assert!(
+        claimed.is_empty(),
+        "a stopped worker claims nothing ({c} stays pending)"
+    );
     worker.close();
     Ok(())
 }
