@@ -13,6 +13,9 @@
 
 const { fromNative, unwrapAsync } = require('./errors')
 
+/** Longest stretch of back-to-back flushes without an event-loop turn. */
+const YIELD_MS = 4
+
 class Writer {
   constructor(engine, { alwaysAsync, onClaimed }) {
     this.engine = engine
@@ -23,6 +26,8 @@ class Writer {
     this.scheduled = false
     this.busy = false // an async batch is in flight
     this.flushBound = () => this.flush()
+    this.yieldedBound = () => this.yielded()
+    this.lastYield = 0
   }
 
   /** Queues one op (JSON array text); resolves with its status character. */
@@ -32,9 +37,30 @@ class Writer {
       this.waiters.push(resolve, reject)
       if (!this.scheduled && !this.busy) {
         this.scheduled = true
-        setImmediate(this.flushBound)
+        this.schedule()
       }
     })
+  }
+
+  /**
+   * Flushes after the current microtasks (every run in flight that is ready
+   * to write by then joins the batch) rather than after an event-loop turn,
+   * which would cost an epoll round per step. So that a stream of steps never
+   * starves timers and I/O, at least every YIELD_MS the flush waits for the
+   * next turn instead.
+   */
+  schedule() {
+    const now = performance.now()
+    if (now - this.lastYield < YIELD_MS) {
+      queueMicrotask(this.flushBound)
+    } else {
+      setImmediate(this.yieldedBound)
+    }
+  }
+
+  yielded() {
+    this.lastYield = performance.now()
+    this.flush()
   }
 
   flush() {
@@ -87,12 +113,13 @@ class Writer {
     this.busy = false
     if (this.ops.length && !this.scheduled) {
       this.scheduled = true
-      setImmediate(this.flushBound)
+      this.schedule()
     }
   }
 
   /** Resolves when everything queued so far is committed (or failed). */
   async drain() {
+    // (a pending microtask flush runs before the first setImmediate below)
     while (this.ops.length || this.busy || this.scheduled) {
       await new Promise((r) => setImmediate(r))
     }
