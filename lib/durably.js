@@ -261,7 +261,26 @@ class Durably {
     if (r === null) {
       r = unwrapAsync(await this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
     }
-    return this._triggered(def, r, value, o)
+    const run = this._triggered(def, r, value, o)
+    if (r[0] === 'c' && this._started) this._startLocally()
+    return run
+  }
+
+  /**
+   * A run was just created here and the worker is on: claim it (or whatever
+   * is oldest) right now on this thread, in its own commit after the
+   * trigger's, instead of waiting for the native loop to wake, claim and
+   * call back. Falls back to the loop (already woken) when the lock or no
+   * slot is free.
+   */
+  _startLocally() {
+    let text
+    try {
+      text = this._engine.tryClaim(1)
+    } catch (err) {
+      return this._workerError(fromNative(err), null)
+    }
+    if (text !== null && text !== '[]') this._onClaimed(text)
   }
 
   _triggered(def, r, value, o) {

@@ -301,6 +301,18 @@ impl Engine {
         }))
     }
 
+    /// Claims up to `limit` runs now if the worker is on and the lock is free
+    /// at once: a JSON array (maybe empty), or `null` when the lock is taken.
+    #[napi(catch_unwind)]
+    pub fn try_claim(&self, limit: u32) -> Result<Option<String>, JsCode> {
+        let runs = self
+            .inner()?
+            .worker
+            .try_claim(limit as usize)
+            .map_err(to_js)?;
+        Ok(runs.map(|r| crate::store::json::array(r.into_iter().map(|r| r.json))))
+    }
+
     /// One run as JSON, or null.
     #[napi(catch_unwind)]
     pub fn get_run(&self, id: String) -> Result<Option<String>, JsCode> {

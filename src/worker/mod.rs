@@ -193,6 +193,31 @@ impl Worker {
         self.shared.claim(limit)
     }
 
+    /// Like [`Worker::claim_now`] but only while the claim loop is on, and
+    /// without ever waiting for the lock (`None` when it is taken): lets a
+    /// local trigger start its run on the calling thread, skipping the hop
+    /// through the loop and the ThreadsafeFunction.
+    pub fn try_claim(&self, limit: usize) -> Result<Option<Vec<ClaimedRun>>> {
+        let sh = &self.shared;
+        if !sh.running.load(Ordering::SeqCst) {
+            return Ok(Some(Vec::new()));
+        }
+        let jobs = sh.job_set();
+        if jobs.names.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let n = sh.reserve(limit, &[]);
+        if n == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let out = sh.store.try_write(|c| sh.store.claim_in(c, &jobs.names, n));
+        match &out {
+            Ok(Some(runs)) => sh.settle(n, runs),
+            _ => sh.settle(n, &[]),
+        }
+        out
+    }
+
     /// A run's JS execution under lease `generation` ended: frees its slot.
     /// (The generation matters: the run may already run again under a new one.)
     pub fn release(&self, id: &str, generation: i64) {
