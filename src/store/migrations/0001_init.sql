@@ -28,7 +28,6 @@ CREATE UNIQUE INDEX runs_job_idempotency ON runs (job_name, idempotency_key)
 CREATE INDEX runs_status_concurrency ON runs (status, concurrency_key)
   WHERE concurrency_key IS NOT NULL;
 CREATE INDEX runs_status_created ON runs (status, created_at);
-CREATE INDEX runs_job_created ON runs (job_name, created_at);
 
 CREATE TABLE steps (
   id           INTEGER PRIMARY KEY,
