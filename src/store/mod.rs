@@ -15,7 +15,6 @@ mod migrate;
 mod query;
 mod trigger;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, SystemTime};
 
@@ -83,13 +82,11 @@ pub struct Store {
     clock: Clock,
     ids: Mutex<ulid::Generator>,
     owner: String,
-    /// Set by the background checkpointer when it cannot finish (the writer
-    /// keeps appending); the writer then completes it after its next commit.
-    checkpoint_due: AtomicBool,
 }
 
-/// WAL frames (pages) past which the writer finishes a checkpoint itself, so
-/// the log is reset instead of growing while writes never pause.
+/// WAL frames (pages) past which the checkpointer holds this process's
+/// writers back while it finishes, so the log resets instead of growing
+/// while writes never pause.
 const WAL_RESET_FRAMES: i64 = 4096;
 
 impl Store {
@@ -115,7 +112,6 @@ impl Store {
             opts,
             clock,
             ids: Mutex::new(ulid::Generator::new()),
-            checkpoint_due: AtomicBool::new(false),
         })
     }
 
@@ -152,25 +148,7 @@ impl Store {
     /// waiting for the lock (up to the busy timeout).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut conn = lock(&self.writer);
-        let out = in_tx(&mut conn, f)?;
-        self.after_commit(&conn);
-        Ok(out)
-    }
-
-    /// Finishes a checkpoint the background checkpointer could not complete.
-    /// Runs on the writer, so no writer of this process appends meanwhile;
-    /// the background pass already copied most frames, so this copies only
-    /// the latest ones, and the next write starts the log from the beginning.
-    fn after_commit(&self, conn: &Connection) {
-        if self.checkpoint_due.load(Ordering::Relaxed) {
-            // PASSIVE never waits: busy (the background pass or another
-            // process is checkpointing) or unfinished → try after the next commit.
-            if let Ok(Some((log, done))) = passive_checkpoint(conn) {
-                if done >= log {
-                    self.checkpoint_due.store(false, Ordering::Relaxed);
-                }
-            }
-        }
+        in_tx(&mut conn, f)
     }
 
     /// Like [`Store::write`] but never waits: returns `Ok(None)` at once when
@@ -196,10 +174,7 @@ impl Store {
             Err(e) => Err(Error::from(e)),
         };
         let err = match err {
-            Ok(out) => {
-                self.after_commit(&conn);
-                return Ok(Some(out));
-            }
+            Ok(out) => return Ok(Some(out)),
             Err(e) => e,
         };
         conn.busy_timeout(self.opts.busy_timeout)?;
@@ -227,15 +202,18 @@ impl Store {
         open_connection(&self.opts, false).map(Some)
     }
 
-    /// Runs a passive WAL checkpoint on `conn` (never blocks writers). When
-    /// the log is long, asks the writer to finish the checkpoint so it resets.
+    /// Runs a passive WAL checkpoint on `conn`, a connection of its own (the
+    /// checkpointer's). It never blocks writers, so while this process keeps
+    /// writing the pass is never quite complete and the log never resets by
+    /// itself; once the log is long, a second pass runs while holding this
+    /// process's writer mutex (no local appends meanwhile, so it completes;
+    /// JS-thread writes that find the mutex taken go to a pool thread), and
+    /// the next write starts the log from the beginning.
     pub fn checkpoint(&self, conn: &Connection) -> Result<()> {
-        // `log` is the log as this pass saw it; the writer kept appending
-        // meanwhile, so the pass is never quite complete and the log never
-        // resets by itself. Past a size, the writer finishes the job.
         if let Some((log, _done)) = passive_checkpoint(conn)? {
             if log > WAL_RESET_FRAMES {
-                self.checkpoint_due.store(true, Ordering::Relaxed);
+                let _writers_wait = lock(&self.writer);
+                passive_checkpoint(conn)?;
             }
         }
         Ok(())
