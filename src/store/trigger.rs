@@ -39,25 +39,38 @@ pub enum TriggerOutcome {
 impl Store {
     /// Creates one run (waits for the write lock).
     pub fn trigger(&self, item: &TriggerItem) -> Result<TriggerOutcome> {
-        self.write(|c| self.trigger_in(c, item))
+        self.write(|c| self.trigger_in(c, item, &self.now()))
     }
 
     /// Creates one run without ever waiting; `None` when the lock is taken.
     pub fn try_trigger(&self, item: &TriggerItem) -> Result<Option<TriggerOutcome>> {
-        self.try_write(|c| self.trigger_in(c, item))
+        self.try_write(|c| self.trigger_in(c, item, &self.now()))
     }
 
     /// Creates all runs in one transaction: all or nothing.
+    /// The runs of a batch share one `created_at` (their ids keep their order).
     pub fn trigger_batch(&self, items: &[TriggerItem]) -> Result<Vec<TriggerOutcome>> {
-        self.write(|c| items.iter().map(|it| self.trigger_in(c, it)).collect())
+        self.write(|c| {
+            let now = self.now();
+            items
+                .iter()
+                .map(|it| self.trigger_in(c, it, &now))
+                .collect()
+        })
     }
 
     /// Like [`Store::trigger_batch`] but never waits; `None` when the lock is taken.
     pub fn try_trigger_batch(&self, items: &[TriggerItem]) -> Result<Option<Vec<TriggerOutcome>>> {
-        self.try_write(|c| items.iter().map(|it| self.trigger_in(c, it)).collect())
+        self.try_write(|c| {
+            let now = self.now();
+            items
+                .iter()
+                .map(|it| self.trigger_in(c, it, &now))
+                .collect()
+        })
     }
 
-    fn trigger_in(&self, c: &Connection, it: &TriggerItem) -> Result<TriggerOutcome> {
+    fn trigger_in(&self, c: &Connection, it: &TriggerItem, now: &str) -> Result<TriggerOutcome> {
         if let Some(key) = it.idempotency_key {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE job_name = ?1 AND idempotency_key = ?2"
@@ -76,7 +89,6 @@ impl Store {
             }
         }
         let id = self.new_id();
-        let now = self.now();
         let mut st = c.prepare_cached(
             "INSERT INTO runs (id, job_name, input, status, idempotency_key, concurrency_key, \
              labels, created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)",
@@ -88,11 +100,11 @@ impl Store {
             it.idempotency_key,
             it.concurrency_key,
             it.labels,
-            &now,
+            now,
         ))?;
         Ok(TriggerOutcome::Created {
             id,
-            created_at: now,
+            created_at: now.to_string(),
         })
     }
 }
