@@ -1,0 +1,472 @@
+'use strict'
+// One benchmark scenario, alone in this process, on a fresh temp database:
+//
+//   node bench/scenario.js <name> '<json-args>'
+//
+// args: { impl: 'durably' | 'upstream', quick?: boolean, ...size overrides }
+// Prints progress to stderr and, as the last line of stdout,
+// `RESULT <json>`. bench/run.js runs every scenario this way.
+//
+// Both libraries run the same job code (`ctx.run` and upstream's `step.run`
+// share a signature) with the same Zod input schema, and completion is
+// counted from in-process `run:complete` events, so no polling of the store
+// distorts the timing.
+
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { fork } = require('node:child_process')
+const { pathToFileURL } = require('node:url')
+const { monitorEventLoopDelay, createHistogram } = require('node:perf_hooks')
+
+// The package under test: bench/run.js points this at a snapshot of the tree.
+const ROOT = process.env.DURABLY_BENCH_ROOT || path.join(__dirname, '..')
+
+/** Default sizes (the issue's) and the `--quick` ones. */
+const SIZES = {
+  full: { trigger: 5000, batch: 20000, batchSize: 500, runs: 2000, steps: 10, samples: 50, payloadRuns: 2000 },
+  quick: { trigger: 1000, batch: 5000, batchSize: 500, runs: 300, steps: 10, samples: 10, payloadRuns: 300 },
+}
+
+const hrNow = () => performance.timeOrigin + performance.now()
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+const log = (...a) => console.error(`[${process.argv[2]}]`, ...a)
+
+/** Deterministic gaps, the same sequence for both libraries. */
+function prng(seed) {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return null
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[i]
+}
+
+const round = (v, d = 2) => (v === null || v === undefined ? null : Math.round(v * 10 ** d) / 10 ** d)
+const mb = (bytes) => round(bytes / 1024 / 1024, 1)
+
+function fileSize(p) {
+  try {
+    return fs.statSync(p).size
+  } catch {
+    return 0
+  }
+}
+
+// ---- the two libraries behind one interface ---------------------------------
+
+function makeOurs() {
+  const { createDurably, defineJob } = require(ROOT)
+  const { z } = require('zod')
+  return {
+    impl: 'durably',
+    describe: () => ({ impl: 'durably', library: `durably ${require(path.join(ROOT, 'package.json')).version}` }),
+    create({ path: file, synchronous = 'normal', maxConcurrentRuns = 1, jobs }) {
+      const defs = {}
+      for (const [key, j] of Object.entries(jobs)) defs[key] = defineJob({ name: j.name, input: j.input(z), run: j.run })
+      const d = createDurably({ path: file, synchronous, maxConcurrentRuns, jobs: defs })
+      return {
+        info: { synchronous },
+        job: (key) => d.jobs[key],
+        batchItem: (input) => ({ input }),
+        migrate: () => d.migrate(),
+        start: () => d.start(),
+        on: (type, fn) => d.on(type, fn),
+        close: () => d.close(),
+      }
+    },
+  }
+}
+
+async function loadImpl(name) {
+  if (name === 'durably') return makeOurs()
+  if (name === 'upstream') {
+    const file = path.join(__dirname, 'upstream', 'adapter.mjs')
+    if (!fs.existsSync(path.join(__dirname, 'upstream', 'node_modules'))) {
+      throw new Error('bench/upstream/node_modules is missing: run `npm run bench -- --upstream` (installs it)')
+    }
+    return import(pathToFileURL(file).href)
+  }
+  throw new Error(`unknown impl ${name}`)
+}
+
+// ---- jobs (identical code for both libraries) --------------------------------
+
+function stepsJob(steps) {
+  return {
+    name: 'e2e',
+    input: (z) => z.object({ i: z.number() }),
+    run: async (ctx) => {
+      for (let i = 0; i < steps; i++) await ctx.run(`s${i}`, () => ({ i }))
+      return { steps }
+    },
+  }
+}
+
+/** ~1 KB of typical API data (as in bench/values.js). */
+function kbObject(n) {
+  const o = {
+    id: `run_01HZX3K5Q8W9E2R4T6Y8U0I2O4_${n}`,
+    owner: { id: 17, login: 'octo', email: 'octo@example.com', verified: true },
+    createdAt: '2024-05-01T10:00:00.000Z',
+    items: [],
+    meta: { page: 1, perPage: 20, total: 1234, next: 'https://api.example.com/items?page=2' },
+  }
+  for (let i = 0; i < 8; i++) o.items.push({ sku: `SKU-${1000 + i}`, qty: i + 1, price: 9.99 * (i + 1), ok: true })
+  o.note = 'x'.repeat(Math.max(0, 1024 - JSON.stringify(o).length - 10))
+  return o
+}
+
+function payloadJob() {
+  return {
+    name: 'payload',
+    input: (z) => z.object({ i: z.number() }),
+    run: async (ctx, input) => {
+      await ctx.run('fetch', () => kbObject(input.i))
+      return { ok: true }
+    },
+  }
+}
+
+let onLatency = null
+function latencyJob() {
+  return {
+    name: 'latency',
+    input: (z) => z.object({ hr: z.number(), t: z.number() }),
+    run: async (_ctx, input) => {
+      const at = hrNow() // first line of the job
+      if (onLatency) onLatency(at - input.hr, input)
+      return { ok: true }
+    },
+  }
+}
+
+// ---- helpers -----------------------------------------------------------------
+
+const tempDirs = []
+function tempDb() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'durably-bench-'))
+  tempDirs.push(dir)
+  return { dir, file: path.join(dir, 'bench.db') }
+}
+process.on('exit', () => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true })
+})
+
+/** Resolves when `n` runs completed; rejects on the first failed run. */
+function completions(inst, n) {
+  let done = 0
+  let resolve
+  let reject
+  const promise = new Promise((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  const at = { t: null }
+  inst.on('run:complete', () => {
+    if (++done === n) {
+      at.t = performance.now()
+      resolve()
+    }
+  })
+  inst.on('run:fail', (e) => reject(new Error(`run ${e.runId} failed: ${e.error}`)))
+  return { promise, at, count: () => done }
+}
+
+function withDeadline(promise, ms, what) {
+  let t
+  return Promise.race([
+    promise,
+    new Promise((_, rej) => {
+      t = setTimeout(() => rej(new Error(`${what} did not finish within ${ms} ms`)), ms)
+      t.unref()
+    }),
+  ]).finally(() => clearTimeout(t))
+}
+
+function batches(inst, n, size, make) {
+  const out = []
+  for (let b = 0; b < n; b += size) {
+    out.push(Array.from({ length: Math.min(size, n - b) }, (_, i) => inst.batchItem(make(b + i))))
+  }
+  return out
+}
+
+// ---- scenarios -----------------------------------------------------------------
+
+const scenarios = {}
+
+scenarios.trigger = async (lib, sz) => {
+  const { file } = tempDb()
+  const inst = lib.create({ path: file, jobs: { e2e: stepsJob(sz.steps) } })
+  await inst.migrate()
+  const job = inst.job('e2e')
+  for (let i = 0; i < 50; i++) await job.trigger({ i: -1 }) // warm-up
+  const t0 = performance.now()
+  for (let i = 0; i < sz.trigger; i++) await job.trigger({ i })
+  const ms = performance.now() - t0
+  await inst.close()
+  return { n: sz.trigger, ms: round(ms), runsPerS: Math.round((sz.trigger / ms) * 1000), info: inst.info }
+}
+
+scenarios.batch = async (lib, sz) => {
+  const { file } = tempDb()
+  const inst = lib.create({ path: file, jobs: { e2e: stepsJob(sz.steps) } })
+  await inst.migrate()
+  const job = inst.job('e2e')
+  await job.batchTrigger(batches(inst, 10, 10, (i) => ({ i }))[0]) // warm-up
+  const list = batches(inst, sz.batch, sz.batchSize, (i) => ({ i }))
+  const t0 = performance.now()
+  for (const b of list) await job.batchTrigger(b)
+  const ms = performance.now() - t0
+  await inst.close()
+  return { n: sz.batch, batchSize: sz.batchSize, ms: round(ms), runsPerS: Math.round((sz.batch / ms) * 1000), info: inst.info }
+}
+
+/**
+ * `runs` runs of `steps` steps: all triggered with batchTrigger (batches of
+ * 500) BEFORE start(); timed from the first batchTrigger call to the last
+ * run:complete event.
+ */
+async function endToEnd(lib, sz, { mc = 1, synchronous = 'normal', loop = false, payload = false } = {}) {
+  const { file } = tempDb()
+  const n = payload ? sz.payloadRuns : sz.runs
+  const steps = payload ? 1 : sz.steps
+  const jobs = payload ? { e2e: payloadJob() } : { e2e: stepsJob(steps) }
+  const inst = lib.create({ path: file, synchronous, maxConcurrentRuns: mc, jobs })
+  await inst.migrate()
+  const job = inst.job('e2e')
+  const done = completions(inst, n)
+  const list = batches(inst, n, sz.batchSize, (i) => ({ i }))
+  const baseRss = process.memoryUsage().rss
+  let eld = null
+  let lagHist = null
+  let ticker = null
+  if (loop) {
+    eld = monitorEventLoopDelay({ resolution: 5 })
+    lagHist = createHistogram()
+    let last = performance.now()
+    ticker = setInterval(() => {
+      const now = performance.now()
+      lagHist.record(Math.max(1, Math.round((now - last - 5) * 1e3))) // µs beyond the 5 ms period
+      last = now
+    }, 5)
+    eld.enable()
+    await sleep(25) // the histogram records from its second tick on
+  }
+  const t0 = performance.now()
+  for (const b of list) await job.batchTrigger(b)
+  const t1 = performance.now()
+  await inst.start()
+  await withDeadline(done.promise, 600_000, `${n} runs`)
+  const t2 = done.at.t
+  if (loop) {
+    // Let pending timers fire: a loop that was blocked until now records its
+    // whole stall in this tick (a library that never yields has no other sample).
+    await sleep(20)
+    eld.disable()
+    clearInterval(ticker)
+  }
+  const dbBytes = fileSize(file)
+  const walBytes = fileSize(`${file}-wal`)
+  const peakRss = process.resourceUsage().maxRSS * 1024
+  await inst.close()
+  const total = t2 - t0
+  const out = {
+    n,
+    steps,
+    maxConcurrentRuns: mc,
+    synchronous,
+    triggered: 'batchTrigger (batches of 500) before start(); timed from the first trigger to the last run:complete',
+    triggerMs: round(t1 - t0),
+    execMs: round(t2 - t1),
+    totalMs: round(total),
+    runsPerS: Math.round((n / total) * 1000),
+    stepsPerS: Math.round(((n * steps) / total) * 1000),
+    execStepsPerS: Math.round(((n * steps) / (t2 - t1)) * 1000),
+    peakRssMB: mb(peakRss),
+    baseRssMB: mb(baseRss),
+    dbBytes,
+    walBytes,
+    dbMB: mb(dbBytes + walBytes),
+    dbMBAfterClose: mb(fileSize(file) + fileSize(`${file}-wal`)),
+    info: inst.info,
+  }
+  if (payload) out.payloadBytes = JSON.stringify(kbObject(0)).length
+  if (loop) {
+    // monitorEventLoopDelay records whole timer intervals (resolution included).
+    const ms = (ns) => round(ns / 1e6)
+    out.loop = {
+      eldP50Ms: ms(eld.percentile(50)),
+      eldP99Ms: ms(eld.percentile(99)),
+      eldMaxMs: ms(eld.max),
+      eldP99LagMs: round(Math.max(0, eld.percentile(99) / 1e6 - 5)),
+      intervalTicks: lagHist.count,
+      intervalLagP50Ms: round(lagHist.percentile(50) / 1e3),
+      intervalLagP99Ms: round(lagHist.percentile(99) / 1e3),
+      intervalLagMaxMs: round(lagHist.max / 1e3),
+    }
+  }
+  return out
+}
+
+scenarios.e2e_mc1 = (lib, sz) => endToEnd(lib, sz, { mc: 1 })
+scenarios.e2e_mc8 = (lib, sz) => endToEnd(lib, sz, { mc: 8 })
+scenarios.full = (lib, sz) => endToEnd(lib, sz, { mc: 1, synchronous: 'full' })
+scenarios.loop = (lib, sz) => endToEnd(lib, sz, { mc: 1, loop: true })
+scenarios.payload1k = (lib, sz) => endToEnd(lib, sz, { mc: 1, payload: true })
+
+/**
+ * trigger → first line of the job with the worker idle and the default
+ * pollingInterval. Between samples a pseudo-random pause in [0, 1000) ms
+ * (the polling period of both libraries) so a polling worker is met at every
+ * phase. `cross`: a child process on the same file triggers, with its
+ * high-resolution wall clock (`performance.timeOrigin + performance.now()`,
+ * i.e. Date.now() with µs) in the input.
+ */
+async function latency(lib, sz, cross, implName) {
+  const { file } = tempDb()
+  const inst = lib.create({ path: file, jobs: { latency: latencyJob() } })
+  await inst.migrate()
+  let child = null
+  let trigger
+  if (cross) {
+    child = fork(__filename, ['_trigger_child', JSON.stringify({ impl: implName, file })], {
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    })
+    const waiters = []
+    child.on('message', (m) => {
+      const w = waiters.shift()
+      if (!w) return
+      if (m && m.error) w.reject(new Error(m.error))
+      else w.resolve(m)
+    })
+    child.on('exit', (code) => {
+      for (const w of waiters.splice(0)) w.reject(new Error(`trigger child exited with ${code}`))
+    })
+    const next = () => new Promise((resolve, reject) => waiters.push({ resolve, reject }))
+    await withDeadline(next(), 60_000, 'trigger child start')
+    trigger = async () => {
+      const p = next()
+      child.send('go')
+      await p
+    }
+  } else {
+    const job = inst.job('latency')
+    trigger = () => job.trigger({ hr: hrNow(), t: Date.now() })
+  }
+  await inst.start()
+  const done = completions(inst, sz.samples + 1)
+  await sleep(1000) // the worker settles into idle
+  const rand = prng(7)
+  const lat = []
+  // One warm-up sample (not counted), then the samples.
+  for (let k = 0; k <= sz.samples; k++) {
+    await sleep(rand() * 1000)
+    const seen = new Promise((resolve) => {
+      onLatency = (ms) => {
+        onLatency = null
+        resolve(ms)
+      }
+    })
+    const before = done.count()
+    await trigger()
+    const ms = await withDeadline(seen, 30_000, 'latency sample')
+    while (done.count() === before) await sleep(1) // the run finished: worker idle again
+    if (k > 0) lat.push(ms)
+  }
+  if (child) child.kill()
+  await inst.close()
+  const sorted = [...lat].sort((a, b) => a - b)
+  return {
+    samples: lat.length,
+    from: cross ? 'another process' : 'same process',
+    pollingInterval: 'default (1000 ms)',
+    p50Ms: round(percentile(sorted, 50), 3),
+    p99Ms: round(percentile(sorted, 99), 3),
+    meanMs: round(lat.reduce((a, b) => a + b, 0) / lat.length, 3),
+    minMs: round(sorted[0], 3),
+    maxMs: round(sorted[sorted.length - 1], 3),
+  }
+}
+
+scenarios.latency = (lib, sz, args) => latency(lib, sz, false, args.impl)
+scenarios.latency_xp = (lib, sz, args) => latency(lib, sz, true, args.impl)
+
+/** Rust-only: the step writes of the flush path, one transaction each (ours only). */
+scenarios.ceiling = async (lib, sz, args) => {
+  if (lib.impl !== 'durably') return { skipped: 'ours only' }
+  const { benchCeiling } = require(path.join(ROOT, 'binding.js'))
+  if (typeof benchCeiling !== 'function') throw new Error('the addon has no benchCeiling: rebuild it with `npm run build`')
+  const { file } = tempDb()
+  const synchronous = args.synchronous ?? 'normal'
+  const t0 = performance.now()
+  const writesPerS = benchCeiling(file, synchronous, sz.runs, sz.steps)
+  return {
+    runs: sz.runs,
+    stepsPerRun: sz.steps,
+    writes: sz.runs * sz.steps,
+    synchronous,
+    writesPerS: Math.round(writesPerS),
+    wallMs: round(performance.now() - t0),
+    dbBytes: fileSize(file),
+    walBytes: fileSize(`${file}-wal`),
+  }
+}
+
+/** The same with synchronous 'full': the physical limit of the `full` scenario. */
+scenarios.ceiling_full = (lib, sz, args) => scenarios.ceiling(lib, sz, { ...args, synchronous: 'full' })
+
+/** Child of latency_xp: triggers on the parent's signal. */
+async function triggerChild(args) {
+  const lib = await loadImpl(args.impl)
+  const inst = lib.create({ path: args.file, jobs: { latency: latencyJob() } })
+  await inst.migrate()
+  const job = inst.job('latency')
+  process.on('message', async () => {
+    try {
+      await job.trigger({ hr: hrNow(), t: Date.now() })
+      process.send({ ok: true })
+    } catch (err) {
+      process.send({ error: String(err && err.stack) })
+    }
+  })
+  process.on('disconnect', () => process.exit(0))
+  process.send({ ready: true })
+}
+
+// ---- main ------------------------------------------------------------------------
+
+async function main() {
+  const [name, json = '{}'] = process.argv.slice(2)
+  const args = JSON.parse(json)
+  if (name === '_trigger_child') return triggerChild(args)
+  const fn = scenarios[name]
+  if (!fn) throw new Error(`unknown scenario ${name} (known: ${Object.keys(scenarios).join(', ')})`)
+  const impl = args.impl ?? 'durably'
+  const sz = { ...(args.quick ? SIZES.quick : SIZES.full), ...(args.sizes ?? {}) }
+  const lib = await loadImpl(impl)
+  const t0 = performance.now()
+  const res = await fn(lib, sz, { ...args, impl })
+  const out = { scenario: name, ...lib.describe(), ...res, scenarioWallMs: round(performance.now() - t0) }
+  process.stdout.write(`RESULT ${JSON.stringify(out)}\n`)
+}
+
+main().then(
+  () => {
+    if (process.argv[2] !== '_trigger_child') process.exit(0)
+  },
+  (err) => {
+    log(err && err.stack ? err.stack : err)
+    process.stdout.write(`RESULT ${JSON.stringify({ scenario: process.argv[2], error: String(err && err.message) })}\n`)
+    process.exit(1)
+  },
+)
