@@ -258,11 +258,16 @@ class Durably {
     let r = this._writer.alwaysAsync
       ? null
       : native(() => this._engine.trigger(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+    let woken = true // the synchronous path woke the worker already
     if (r === null) {
       r = unwrapAsync(await this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+      woken = false
     }
     const run = this._triggered(def, r, value, o)
-    if (r[0] === 'c' && this._started) this._startLocally()
+    if (r[0] === 'c') {
+      if (!woken) this._wake()
+      if (this._started) this._startLocally()
+    }
     return run
   }
 
@@ -340,9 +345,15 @@ class Durably {
       .map((p) => `[${name},${p.text},${q(p.o.idem)},${q(p.o.conc)},${p.o.coalesce},${p.o.labels}]`)
       .join(',')}]`
     let r = this._writer.alwaysAsync ? null : native(() => this._engine.triggerBatch(text))
-    if (r === null) r = unwrapAsync(await this._engine.triggerBatchAsync(text))
+    let woken = true
+    if (r === null) {
+      r = unwrapAsync(await this._engine.triggerBatchAsync(text))
+      woken = false
+    }
     const lines = r.split('\n')
-    return lines.map((line, i) => this._triggered(def, line, prepared[i].value, prepared[i].o))
+    const runs = lines.map((line, i) => this._triggered(def, line, prepared[i].value, prepared[i].o))
+    if (!woken) this._wake()
+    return runs
   }
 
   // ---- queries ---------------------------------------------------------------
@@ -382,6 +393,7 @@ class Durably {
     checkId(runId)
     const run = parseRun(unwrapAsync(await this._engine.retry(runId)))
     this._emit('run:retry', run)
+    this._wake()
     return run
   }
 
@@ -540,6 +552,16 @@ class Durably {
       }
     } catch (err) {
       this._workerError(err, null)
+    }
+  }
+
+  /** Wakes the native claim loop (after the event announcing new work was emitted). */
+  _wake() {
+    if (this._closed) return
+    try {
+      this._engine.wake()
+    } catch (err) {
+      this._workerError(fromNative(err), null)
     }
   }
 

@@ -238,9 +238,9 @@ impl Engine {
                 coalesce,
                 labels: &labels,
             };
-            let out = inner.store.trigger(&item)?;
-            inner.worker.wake();
-            Ok(encode_outcome(&out))
+            // No wake here: the JS side wakes the worker after it emitted
+            // run:trigger, so run:start cannot overtake it.
+            Ok(encode_outcome(&inner.store.trigger(&item)?))
         }))
     }
 
@@ -265,9 +265,8 @@ impl Engine {
         Ok(NativeTask::spawn(move || {
             let parsed = parse_batch(&items)?;
             let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
-            let out = inner.store.trigger_batch(&items)?;
-            inner.worker.wake();
-            Ok(encode_outcomes(&out))
+            // The JS side wakes the worker after emitting run:trigger.
+            Ok(encode_outcomes(&inner.store.trigger_batch(&items)?))
         }))
     }
 
@@ -357,9 +356,8 @@ impl Engine {
     pub fn retry(&self, id: String) -> Result<AsyncTask<NativeTask>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            let run = inner.store.retry(&id)?;
-            inner.worker.wake();
-            Ok(run)
+            // The JS side wakes the worker after emitting run:retry.
+            inner.store.retry(&id)
         }))
     }
 
