@@ -572,11 +572,26 @@ class Durably {
       const runs = JSON.parse(text)
       // After the settled waiters' continuations (run:complete of the predecessors).
       queueMicrotask(() => {
-        for (const r of runs) this._execute(r, tags)
+        for (const r of runs) {
+          if (this._started) this._execute(r, tags)
+          else this._handBack(r) // claimed by a flush that raced with stop()
+        }
       })
     } catch (err) {
       this._workerError(err, null)
     }
+  }
+
+  /** Gives a claimed run back (pending) without executing it. */
+  _handBack(claimed) {
+    const id = claimed.id
+    const gen = claimed.leaseGeneration
+    this._writer
+      .push(`["r",${q(id)},${gen}]`)
+      .catch((err) => this._workerError(err, null))
+      .finally(() => {
+        if (!this._closed) native(() => this._engine.release(id, gen))
+      })
   }
 
   _execute(claimed, tags) {
