@@ -15,6 +15,7 @@ mod migrate;
 mod query;
 mod trigger;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, SystemTime};
 
@@ -82,7 +83,16 @@ pub struct Store {
     clock: Clock,
     ids: Mutex<ulid::Generator>,
     owner: String,
+    /// Commits by this store, and their count at the last checkpoint pass.
+    commits: AtomicU64,
+    checkpointed_at: AtomicU64,
 }
+
+/// Commits since the last pass below which the checkpointer skips a pass. A
+/// checkpoint that catches up makes the next write restart the log, which
+/// syncs the new log header: after an idle moment that fsync would land on
+/// the next trigger (on the JS thread), so small logs are left alone.
+const CHECKPOINT_MIN_COMMITS: u64 = 200;
 
 /// WAL frames (pages) past which the checkpointer holds this process's
 /// writers back while it finishes, so the log resets instead of growing
@@ -112,6 +122,8 @@ impl Store {
             opts,
             clock,
             ids: Mutex::new(ulid::Generator::new()),
+            commits: AtomicU64::new(0),
+            checkpointed_at: AtomicU64::new(0),
         })
     }
 
@@ -148,7 +160,9 @@ impl Store {
     /// waiting for the lock (up to the busy timeout).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut conn = lock(&self.writer);
-        in_tx(&mut conn, f)
+        let out = in_tx(&mut conn, f)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(out)
     }
 
     /// Like [`Store::write`] but never waits: returns `Ok(None)` at once when
@@ -174,7 +188,10 @@ impl Store {
             Err(e) => Err(Error::from(e)),
         };
         let err = match err {
-            Ok(out) => return Ok(Some(out)),
+            Ok(out) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(out));
+            }
             Err(e) => e,
         };
         conn.busy_timeout(self.opts.busy_timeout)?;
@@ -210,6 +227,11 @@ impl Store {
     /// JS-thread writes that find the mutex taken go to a pool thread), and
     /// the next write starts the log from the beginning.
     pub fn checkpoint(&self, conn: &Connection) -> Result<()> {
+        let commits = self.commits.load(Ordering::Relaxed);
+        if commits - self.checkpointed_at.load(Ordering::Relaxed) < CHECKPOINT_MIN_COMMITS {
+            return Ok(());
+        }
+        self.checkpointed_at.store(commits, Ordering::Relaxed);
         if let Some((log, _done)) = passive_checkpoint(conn)? {
             if log > WAL_RESET_FRAMES {
                 let _writers_wait = lock(&self.writer);
