@@ -198,6 +198,12 @@ class Durably {
       native(() => this._engine.stop())
       for (const t of this._timers) clearInterval(t)
       this._timers = []
+      // The loop may be finishing a claim; its runs reach us after it exits
+      // (through the ThreadsafeFunction) and, since we are stopped, are handed
+      // back to pending instead of being dropped.
+      while (native(() => this._engine.loopAlive())) await new Promise((r) => setTimeout(r, 1))
+      await new Promise((r) => setImmediate(r))
+      await new Promise((r) => setImmediate(r))
     }
     if (options && options.abort) for (const { exec } of this._active.values()) exec.abort(STOPPED)
     while (this._active.size) await Promise.allSettled([...this._active.values()].map((a) => a.promise))
@@ -539,7 +545,10 @@ class Durably {
       const msg = JSON.parse(text)
       if (msg.t === 'runs') {
         const tags = text.includes(TAG_TEXT)
-        for (const r of msg.runs) this._execute(r, tags)
+        for (const r of msg.runs) {
+          if (this._started) this._execute(r, tags)
+          else this._handBack(r) // claimed while stop() was under way
+        }
       } else if (msg.t === 'lost') {
         const a = this._active.get(msg.id)
         if (!a) return

@@ -174,6 +174,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether the claim loop task is still alive (finishing a claim after `stop`).
+    #[napi(catch_unwind)]
+    pub fn loop_alive(&self) -> Result<bool, JsCode> {
+        Ok(self.inner()?.worker.loop_alive())
+    }
+
     /// Wakes the claim loop.
     #[napi(catch_unwind)]
     pub fn wake(&self) -> Result<(), JsCode> {

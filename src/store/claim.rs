@@ -88,18 +88,25 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>()?
         };
         let now = self.now();
-        let mut upd = c.prepare_cached(&format!(
+        // UPDATE then a primary-key read rather than UPDATE … RETURNING,
+        // which materializes its rows in a temporary table first.
+        let mut upd = c.prepare_cached(
             "UPDATE runs SET status = 'running', lease_generation = lease_generation + 1, \
              lease_owner = ?2, heartbeat_at = ?3, started_at = COALESCE(started_at, ?3), \
-             updated_at = ?3 WHERE id = ?1 AND status = 'pending' RETURNING {RUN_COLUMNS}"
-        ))?;
+             updated_at = ?3 WHERE id = ?1 AND status = 'pending'",
+        )?;
+        let mut read =
+            c.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?;
         let mut steps = c.prepare_cached(
             "SELECT name, \"index\", output FROM steps WHERE run_id = ?1 AND status = 'completed' \
              ORDER BY \"index\"",
         )?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let (mut obj, job_name, generation) = upd.query_row((&id, &self.owner, &now), |r| {
+            if upd.execute((&id, &self.owner, &now))? == 0 {
+                continue; // selected above in this transaction, so never happens
+            }
+            let (mut obj, job_name, generation) = read.query_row([&id], |r| {
                 Ok((run_object(r)?, r.get::<_, String>(1)?, r.get::<_, i64>(14)?))
             })?;
             let rows = steps.query_map([&id], |r| {

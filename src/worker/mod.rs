@@ -170,6 +170,12 @@ impl Worker {
         self.wake();
     }
 
+    /// Whether the claim loop task is still alive (it may be finishing a
+    /// claim after [`Worker::stop`]).
+    pub fn loop_alive(&self) -> bool {
+        self.shared.loop_alive.load(Ordering::SeqCst)
+    }
+
     /// Whether the claim loop is on.
     pub fn is_running(&self) -> bool {
         self.shared.running.load(Ordering::SeqCst)
