@@ -15,6 +15,7 @@ const {
   ValidationError,
   NotFoundError,
   CancelledError,
+  LeaseLostError,
   TimeoutError,
   RunFailedError,
   fromNative,
@@ -25,7 +26,7 @@ const {
 const TRIGGER_KEYS = new Set(['idempotencyKey', 'concurrencyKey', 'coalesce', 'labels'])
 const FILTER_KEYS = new Set(['status', 'jobName', 'labels', 'limit', 'offset'])
 const TERMINAL_EVENTS = new Set(['run:complete', 'run:fail', 'run:cancel', 'run:delete'])
-const STOPPED = Object.assign(new DurablyError('the worker was stopped with abort: true', 'STOPPED'), {})
+const STOPPED = new DurablyError('the worker was stopped with abort: true', 'STOPPED')
 
 function checkId(id) {
   if (typeof id !== 'string' || id.length === 0 || id.length > 200) {
@@ -71,7 +72,7 @@ function checkTriggerOptions(options) {
   }
 }
 
-function oneOrMany(name, v, check) {
+function oneOrMany(v, check) {
   const list = Array.isArray(v) ? v : [v]
   for (const x of list) check(x)
   return list
@@ -85,13 +86,13 @@ function checkFilter(filter) {
     if (!FILTER_KEYS.has(k)) throw new ValidationError(`unknown getRuns filter field ${k}`)
     if (v === undefined) continue
     if (k === 'status') {
-      out.status = oneOrMany(k, v, (s) => {
+      out.status = oneOrMany(v, (s) => {
         if (!['pending', 'running', 'completed', 'failed', 'cancelled'].includes(s)) {
           throw new ValidationError(`unknown status ${JSON.stringify(s)} in getRuns filter`)
         }
       })
     } else if (k === 'jobName') {
-      out.jobName = oneOrMany(k, v, (s) => {
+      out.jobName = oneOrMany(v, (s) => {
         if (typeof s !== 'string' || !s.isWellFormed()) {
           throw new ValidationError('getRuns filter jobName must be a string or strings')
         }
@@ -555,7 +556,7 @@ class Durably {
         if (msg.reason === 'cancelled') a.exec.abort(new CancelledError(`run ${msg.id} was cancelled`))
         else if (msg.reason === 'timeout') {
           a.exec.abort(new TimeoutError(`run ${msg.id} timed out after ${a.exec.job.def.timeout} ms`))
-        } else a.exec.abort(new (require('./errors').LeaseLostError)())
+        } else a.exec.abort(new LeaseLostError())
       } else if (msg.t === 'error') {
         this._workerError(fromNative({ code: msg.code, message: msg.message }), null)
       }
