@@ -8,22 +8,10 @@ import { z } from 'zod'
 import { createDurably, defineJob, ValidationError, DurablyError, NotFoundError } from '../index.js'
 import helpers from './helpers.js'
 
-const { makeDurably, closeAll, tempDb, tempDir, spawnNode, until } = helpers
+const { makeDurably, closeAll, tempDb, tempDir, spawnNode, until, sql } = helpers
 const __dirname = import.meta.dirname
 
 afterEach(closeAll)
-
-/** Reads the file with Python's sqlite3: an independent view of what is stored. */
-function sql(dbPath, query) {
-  const out = execFileSync('python3', [
-    '-c',
-    'import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); ' +
-      'print(json.dumps([list(r) for r in c.execute(sys.argv[2])]))',
-    dbPath,
-    query,
-  ])
-  return JSON.parse(out.toString())
-}
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/
 

@@ -5,7 +5,7 @@
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { spawn } = require('node:child_process')
+const { spawn, execFileSync } = require('node:child_process')
 const { createDurably } = require('..')
 
 const ROOT = path.resolve(__dirname, '..')
@@ -91,4 +91,16 @@ async function until(pred, { timeout = 10_000, every = 10, what = 'condition' } 
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-module.exports = { ROOT, tempDir, tempDb, makeDurably, closeAll, spawnNode, until, sleep }
+/** Reads the file with Python's sqlite3: an independent view of what is stored. */
+function sql(dbPath, query) {
+  const out = execFileSync('python3', [
+    '-c',
+    'import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); ' +
+      'print(json.dumps([list(r) for r in c.execute(sys.argv[2])]))',
+    dbPath,
+    query,
+  ])
+  return JSON.parse(out.toString())
+}
+
+module.exports = { ROOT, tempDir, tempDb, makeDurably, closeAll, spawnNode, until, sleep, sql }

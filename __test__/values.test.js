@@ -5,7 +5,6 @@
 // - unstorable values fail with a ValidationError naming step and path;
 // - replay safety: reordered steps, lenient mode, duplicate names, parallel steps.
 import path from 'node:path'
-import { execFileSync } from 'node:child_process'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   defineJob,
@@ -19,23 +18,11 @@ import helpers from './helpers.js'
 import table from './fixtures/values-table.js'
 
 const { encode, decode, isPlain } = values
-const { makeDurably, closeAll, tempDb, spawnNode, sleep } = helpers
+const { makeDurably, closeAll, tempDb, spawnNode, sleep, sql } = helpers
 const { makeTable, TOP_LEVEL, DATE } = table
 const __dirname = import.meta.dirname
 
 afterEach(closeAll)
-
-/** Reads the file with Python's sqlite3: an independent view of what is stored. */
-function sql(dbPath, query) {
-  const out = execFileSync('python3', [
-    '-c',
-    'import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); ' +
-      'print(json.dumps([list(r) for r in c.execute(sys.argv[2])]))',
-    dbPath,
-    query,
-  ])
-  return JSON.parse(out.toString())
-}
 
 // ---- what must come back ------------------------------------------------------
 
