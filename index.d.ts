@@ -494,8 +494,8 @@ export declare class Durably<TJobs extends JobDefinitions = {}> {
   /** Processes runs until none is pending; resolves with how many ran. */
   processUntilIdle(): Promise<number>
 
-  /** Listens to one event type (in-process only). Returns the unsubscribe function. */
-  on<K extends DurablyEventType>(type: K, listener: (event: DurablyEventMap[K]) => void | Promise<void>): Unsubscribe
+  /** Listens to one event type (in-process only). Returns the unsubscribe function. A listener's return value is ignored (a rejected promise is reported as `worker:error`). */
+  on<K extends DurablyEventType>(type: K, listener: (event: DurablyEventMap[K]) => unknown): Unsubscribe
   use(plugin: DurablyPlugin): this
   /** The run's events: its current state first, closing after its terminal event. */
   subscribe(runId: string): ReadableStream<SubscribeEvent>

@@ -355,6 +355,10 @@ function events(durably: Durably) {
     expectType<unknown>(e.error)
   })
   durably.on('run:complete', async () => {})
+  // A listener's return value is ignored, whatever it is (issue 12: `(e) => e.failedStepName` must compile).
+  durably.on('run:fail', (e) => e.failedStepName)
+  durably.on('run:complete', async (e) => e.output)
+  durably.on('log:write', (e) => [e.level, e.message])
   // @ts-expect-error unknown event name
   durably.on('run:finished', () => {})
   // @ts-expect-error run:snapshot comes from subscribe() only
