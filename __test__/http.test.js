@@ -134,7 +134,7 @@ describe('POST /trigger', () => {
       body: typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body),
     })
     expect(res.status).toBe(status)
-    expect(res.headers.get('content-type')).toMatch(/application\/json/)
+    expect(res.headers.get('content-type')).toBe('application/json; charset=utf-8') // as documented in README (Routes)
     const err = await res.json()
     expect(err.error).toEqual(expect.any(String))
   })
@@ -400,7 +400,7 @@ describe('SSE GET /subscribe', () => {
     // A late subscriber: the run started before it connected.
     const sse = await openSse(srv.url(`/subscribe?runId=${id}`))
     expect(sse.status).toBe(200)
-    expect(sse.headers.get('content-type')).toMatch(/^text\/event-stream/)
+    expect(sse.headers.get('content-type')).toBe('text/event-stream; charset=utf-8') // as documented in README (Server-sent events)
     expect(sse.headers.get('cache-control')).toMatch(/no-cache/)
     const snap = await sse.next((e) => e.type === 'run:snapshot')
     expect(snap.run).toMatchObject({ id, status: 'running', progress: { current: 1, total: 2, message: 'half' } })
