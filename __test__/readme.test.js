@@ -29,14 +29,13 @@
 //
 // Cost: one tsc invocation for all blocks (it also emits the JS that is run).
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { execFile, execFileSync } from 'node:child_process'
 import { createRequire } from 'node:module'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { beforeAll, describe, expect, test } from 'vitest'
 import helpers from './helpers.js'
 
-const { ROOT, sql } = helpers
+const { ROOT, tempDir, sql } = helpers
 const require = createRequire(import.meta.url)
 const pkg = require('../package.json')
 const { createDurably } = require('..')
@@ -198,10 +197,7 @@ const SELF_TEST = [
 let project // { dir, files, tsc }
 
 beforeAll(async () => {
-  // Not a `durably-` temp dir: global-setup's teardown in any vitest process
-  // (another checkout's, on a shared machine) removes those. afterAll removes
-  // it unless README_TEST_KEEP=1 (for debugging).
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'readme-test-'))
+  const dir = tempDir('durably-readme-')
   linkModule(dir, 'durably', ROOT)
   linkModule(dir, 'zod', path.join(ROOT, 'node_modules', 'zod'))
   linkModule(dir, '@types/node', path.join(ROOT, 'node_modules', '@types', 'node'))
@@ -375,6 +371,3 @@ function normalizeSql(text) {
     .trim()
 }
 
-afterAll(() => {
-  if (project && !process.env.README_TEST_KEEP) fs.rmSync(project.dir, { recursive: true, force: true })
-})
