@@ -339,4 +339,6 @@ pub(crate) fn retry_busy<T>(limit: Duration, mut f: impl FnMut() -> Result<T>) -
 }
 
 #[cfg(test)]
+pub(crate) mod contract;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -1,0 +1,404 @@
+//! The cases of the contract suite, generic over the backend (see the
+//! `contract` module docs for the scenes they play).
+
+use serde_json::{json, Value};
+
+use super::{
+    col_json, col_text, CResult, ContractStore, Outcome, Snapshot, Workers, Write, WriteKind,
+};
+
+/// Job of the run the cases fight over.
+pub(crate) const JOB: &str = "job";
+/// Job of the bystander run (held by B under generation 1 too).
+pub(crate) const BYSTANDER: &str = "bystander";
+/// The step A commits before it loses the run (B replays it).
+pub(crate) const FIRST_STEP: &str = "first";
+/// The step B commits after it reclaims the run.
+const SECOND_STEP: &str = "second";
+/// The step the [`WriteKind::StepNew`] writes add.
+const NEXT_STEP: &str = "next";
+
+type Open<S> = fn() -> CResult<Workers<S>>;
+
+/// The write of `kind` on `run` under `generation`, its values marked with
+/// `who` (so a stale write that got through is recognisable).
+pub(crate) fn write_of(kind: WriteKind, run: &str, generation: i64, who: &str) -> Write {
+    let run = run.to_string();
+    let mark = json!({ "by": who, "generation": generation });
+    let progress = json!({ "current": generation, "message": who });
+    match kind {
+        WriteKind::StepNew => Write::Step {
+            run,
+            generation,
+            name: NEXT_STEP.into(),
+            index: 2,
+            output: mark,
+            progress: Some(progress),
+        },
+        WriteKind::StepOverwrite => Write::Step {
+            run,
+            generation,
+            name: FIRST_STEP.into(),
+            index: 0,
+            output: mark,
+            progress: None,
+        },
+        WriteKind::Complete => Write::Complete {
+            run,
+            generation,
+            output: mark,
+            progress: Some(progress),
+        },
+        WriteKind::Fail => Write::Fail {
+            run,
+            generation,
+            error: format!("failed by {who}"),
+            progress: Some(progress),
+        },
+        WriteKind::TimeoutFail => Write::TimeoutFail {
+            run,
+            generation,
+            error: format!("timed out ({who})"),
+        },
+        WriteKind::Progress => Write::Progress {
+            run,
+            generation,
+            progress,
+        },
+        WriteKind::Log => Write::Log {
+            run,
+            generation,
+            message: format!("log by {who}"),
+        },
+        WriteKind::Release => Write::Release { run, generation },
+        WriteKind::Heartbeat => Write::Heartbeat { run, generation },
+    }
+}
+
+fn step(run: &str, generation: i64, name: &str, index: i64, who: &str) -> Write {
+    Write::Step {
+        run: run.to_string(),
+        generation,
+        name: name.to_string(),
+        index,
+        output: json!({ "by": who, "generation": generation }),
+        progress: Some(json!({ "current": index + 1 })),
+    }
+}
+
+fn run_of(w: &Write) -> &str {
+    match w {
+        Write::Step { run, .. }
+        | Write::Complete { run, .. }
+        | Write::Fail { run, .. }
+        | Write::TimeoutFail { run, .. }
+        | Write::Progress { run, .. }
+        | Write::Log { run, .. }
+        | Write::Release { run, .. }
+        | Write::Heartbeat { run, .. } => run,
+    }
+}
+
+/// A fresh database where A holds the run and B the bystander.
+struct Scene<S> {
+    w: Workers<S>,
+    run: String,
+    bystander: String,
+}
+
+/// A claims the run (generation 1) and commits its first step and a log; B
+/// claims the bystander (also generation 1) and commits a step there.
+fn held_by_a<S: ContractStore>(open: Open<S>) -> CResult<Scene<S>> {
+    let w = open()?;
+    let run = w.a.create_run(JOB)?;
+    let bystander = w.b.create_run(BYSTANDER)?;
+    assert_eq!(w.a.claim_one(JOB)?, (run.clone(), 1), "A's claim");
+    assert_eq!(
+        w.b.claim_one(BYSTANDER)?,
+        (bystander.clone(), 1),
+        "B's claim of the bystander"
+    );
+    accepted_plain(&w.a, &step(&run, 1, FIRST_STEP, 0, "A"))?;
+    accepted_plain(&w.a, &write_of(WriteKind::Log, &run, 1, "A"))?;
+    accepted_plain(&w.b, &step(&bystander, 1, FIRST_STEP, 0, "B"))?;
+    Ok(Scene { w, run, bystander })
+}
+
+/// B's stale recovery puts A's run back to `pending`.
+fn lose<S: ContractStore>(s: &Scene<S>) -> CResult {
+    assert_eq!(s.w.b.recover_stale(JOB)?, 1, "stale recovery of A's run");
+    Ok(())
+}
+
+/// B claims the run (generation 2), replays A's step and commits a second
+/// step, a log and progress.
+fn reclaim<S: ContractStore>(s: &Scene<S>) -> CResult {
+    assert_eq!(s.w.b.claim_one(JOB)?, (s.run.clone(), 2), "B's claim");
+    accepted_plain(&s.w.b, &step(&s.run, 2, SECOND_STEP, 1, "B"))?;
+    accepted_plain(&s.w.b, &write_of(WriteKind::Log, &s.run, 2, "B"))?;
+    accepted_plain(&s.w.b, &write_of(WriteKind::Progress, &s.run, 2, "B"))?;
+    Ok(())
+}
+
+fn accepted_plain<S: ContractStore>(by: &S, w: &Write) -> CResult {
+    match by.write(w)? {
+        Outcome::Ok => Ok(()),
+        other => Err(format!("setup write {w:?} answered {other:?}").into()),
+    }
+}
+
+/// `by` issues `w`: the store must answer `want` and change nothing at all.
+fn refused<S: ContractStore>(
+    by: &S,
+    observer: &S,
+    w: &Write,
+    want: Outcome,
+    when: &str,
+) -> CResult {
+    let before = observer.snapshot()?;
+    let got = by.write(w)?;
+    let after = observer.snapshot()?;
+    if got != want {
+        return Err(format!("{when}: {w:?} answered {got:?}, expected {want:?}").into());
+    }
+    let diff = before.diff(&after);
+    if !diff.is_empty() {
+        return Err(format!(
+            "{when}: the refused {w:?} changed the database:\n{}",
+            diff.join("\n")
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `by` issues `w`: the store must accept it, apply it, and touch no other run.
+fn accepted<S: ContractStore>(by: &S, observer: &S, w: &Write, when: &str) -> CResult {
+    let before = observer.snapshot()?;
+    let got = by.write(w)?;
+    let after = observer.snapshot()?;
+    if got != Outcome::Ok {
+        return Err(format!("{when}: {w:?} answered {got:?}, expected Ok").into());
+    }
+    let run = run_of(w);
+    let others = before.without_run(run).diff(&after.without_run(run));
+    if !others.is_empty() {
+        return Err(format!("{when}: {w:?} changed other runs:\n{}", others.join("\n")).into());
+    }
+    check_applied(w, &before, &after).map_err(|e| {
+        format!(
+            "{when}: {w:?} was accepted but {e}; changes:\n{}",
+            before.diff(&after).join("\n")
+        )
+        .into()
+    })
+}
+
+/// The accepted write `w` is visible in `after`.
+fn check_applied(w: &Write, before: &Snapshot, after: &Snapshot) -> Result<(), String> {
+    let id = run_of(w);
+    let was = before.run(id).ok_or("the run was missing before")?;
+    let run = after.run(id).ok_or("the run is gone")?;
+    let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
+    let progress_is = |p: &Option<Value>| match p {
+        Some(p) => ensure(col_json(run, "progress") == *p, "the progress is not set"),
+        None => ensure(
+            run.get("progress") == was.get("progress"),
+            "the progress changed",
+        ),
+    };
+    let status = col_text(run, "status");
+    match w {
+        Write::Step {
+            name,
+            index,
+            output,
+            progress,
+            ..
+        } => {
+            let steps = after.of_run("steps", id);
+            let row = steps.iter().find(|r| col_text(r, "name") == Some(name));
+            ensure(
+                row.is_some_and(|r| {
+                    col_json(r, "output") == *output
+                        && col_text(r, "status") == Some("completed")
+                        && r.get("index") == Some(&json!(index))
+                }),
+                "its step row is not stored",
+            )?;
+            let old = was
+                .get("current_step_index")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            ensure(
+                run.get("current_step_index") == Some(&json!(old.max(index + 1))),
+                "current_step_index is wrong",
+            )?;
+            progress_is(progress)
+        }
+        Write::Complete {
+            output, progress, ..
+        } => {
+            ensure(status == Some("completed"), "the run is not completed")?;
+            ensure(col_json(run, "output") == *output, "the output is not set")?;
+            ensure(col_text(run, "completed_at").is_some(), "no completed_at")?;
+            progress_is(progress)
+        }
+        Write::Fail {
+            error, progress, ..
+        } => {
+            ensure(status == Some("failed"), "the run is not failed")?;
+            ensure(
+                col_text(run, "error") == Some(error),
+                "the error is not set",
+            )?;
+            progress_is(progress)
+        }
+        Write::TimeoutFail { error, .. } => {
+            ensure(status == Some("failed"), "the run is not failed")?;
+            ensure(
+                col_text(run, "error") == Some(error),
+                "the error is not set",
+            )
+        }
+        Write::Progress { progress, .. } => progress_is(&Some(progress.clone())),
+        Write::Log { message, .. } => {
+            let (old, new) = (before.of_run("logs", id), after.of_run("logs", id));
+            ensure(new.len() == old.len() + 1, "no log row was added")?;
+            ensure(
+                new.iter()
+                    .any(|r| !old.contains(r) && col_text(r, "message") == Some(message)),
+                "the new log row is not this one",
+            )
+        }
+        Write::Release { .. } => {
+            ensure(status == Some("pending"), "the run is not pending")?;
+            ensure(
+                run.get("lease_owner") == Some(&Value::Null),
+                "the lease owner is kept",
+            )
+        }
+        Write::Heartbeat { .. } => ensure(
+            col_text(run, "heartbeat_at") > col_text(was, "heartbeat_at"),
+            "heartbeat_at did not move forward",
+        ),
+    }
+}
+
+/// A lost its run to stale recovery (now `pending`, nobody holds it): A's
+/// write is refused as lost.
+pub(crate) fn refused_after_recovery<S: ContractStore>(open: Open<S>, kind: WriteKind) -> CResult {
+    let s = held_by_a(open)?;
+    lose(&s)?;
+    let stale = write_of(kind, &s.run, 1, "A");
+    refused(
+        &s.w.a,
+        &s.w.b,
+        &stale,
+        Outcome::Lost,
+        "after stale recovery",
+    )
+}
+
+/// B reclaimed the run (generation 2, `running`): A's write under
+/// generation 1 is refused as lost; B's same write is accepted.
+pub(crate) fn refused_once_reclaimed<S: ContractStore>(open: Open<S>, kind: WriteKind) -> CResult {
+    let s = held_by_a(open)?;
+    lose(&s)?;
+    reclaim(&s)?;
+    let stale = write_of(kind, &s.run, 1, "A");
+    refused(&s.w.a, &s.w.b, &stale, Outcome::Lost, "reclaimed by B")?;
+    let holder = write_of(kind, &s.run, 2, "B");
+    accepted(&s.w.b, &s.w.a, &holder, "the holder's write")
+}
+
+/// The run was cancelled (by B) while A holds it: A's write is refused as
+/// cancelled.
+pub(crate) fn refused_when_cancelled<S: ContractStore>(open: Open<S>, kind: WriteKind) -> CResult {
+    let s = held_by_a(open)?;
+    s.w.b.cancel(&s.run)?;
+    let late = write_of(kind, &s.run, 1, "A");
+    refused(
+        &s.w.a,
+        &s.w.b,
+        &late,
+        Outcome::Cancelled,
+        "cancelled while held",
+    )
+}
+
+/// B reclaimed the run and completed it: neither A's write (generation 1)
+/// nor a late one of B's (generation 2) changes the finished run.
+pub(crate) fn refused_after_the_run_ended<S: ContractStore>(
+    open: Open<S>,
+    kind: WriteKind,
+) -> CResult {
+    let s = held_by_a(open)?;
+    lose(&s)?;
+    reclaim(&s)?;
+    accepted_plain(&s.w.b, &write_of(WriteKind::Complete, &s.run, 2, "B"))?;
+    let stale = write_of(kind, &s.run, 1, "A");
+    refused(&s.w.a, &s.w.b, &stale, Outcome::Lost, "A after the end")?;
+    let late = write_of(kind, &s.run, 2, "B-late");
+    refused(&s.w.b, &s.w.a, &late, Outcome::Lost, "B after the end")?;
+    // The bystander is untouched by all of it.
+    let snap = s.w.a.snapshot()?;
+    let by = snap.run(&s.bystander).ok_or("bystander missing")?;
+    assert_eq!(col_text(by, "status"), Some("running"));
+    Ok(())
+}
+
+/// One batch of A's: ops on a run A still holds (`held`, generation 1) are
+/// applied, ops on the run it lost (`lost`, reclaimed by B) are refused, each
+/// on its own, and the lost run is left exactly as B wrote it.
+pub(crate) fn batch_mixes_held_and_stale_ops<S: ContractStore>(open: Open<S>) -> CResult {
+    let w = open()?;
+    let lost = w.a.create_run(JOB)?;
+    let held = w.a.create_run(BYSTANDER)?;
+    assert_eq!(w.a.claim_one(JOB)?, (lost.clone(), 1));
+    assert_eq!(w.a.claim_one(BYSTANDER)?, (held.clone(), 1));
+    accepted_plain(&w.a, &step(&lost, 1, FIRST_STEP, 0, "A"))?;
+    assert_eq!(w.b.recover_stale(JOB)?, 1);
+    assert_eq!(w.b.claim_one(JOB)?, (lost.clone(), 2));
+    accepted_plain(&w.b, &step(&lost, 2, SECOND_STEP, 1, "B"))?;
+
+    use WriteKind::*;
+    let plan: Vec<(Write, Outcome)> = [
+        (held.as_str(), StepNew, Outcome::Ok),
+        (lost.as_str(), StepNew, Outcome::Lost),
+        (held.as_str(), Log, Outcome::Ok),
+        (lost.as_str(), StepOverwrite, Outcome::Lost),
+        (lost.as_str(), Log, Outcome::Lost),
+        (lost.as_str(), Progress, Outcome::Lost),
+        (held.as_str(), Complete, Outcome::Ok),
+        (lost.as_str(), Release, Outcome::Lost),
+        (lost.as_str(), Fail, Outcome::Lost),
+        (lost.as_str(), Complete, Outcome::Lost),
+    ]
+    .into_iter()
+    .map(|(run, kind, want)| (write_of(kind, run, 1, "A"), want))
+    .collect();
+    let writes: Vec<Write> = plan.iter().map(|(w, _)| w.clone()).collect();
+    assert!(writes.iter().all(Write::batched));
+    let wants: Vec<Outcome> = plan.iter().map(|(_, o)| *o).collect();
+
+    let before = w.b.snapshot()?;
+    let got = w.a.write_batch(&writes)?;
+    let after = w.b.snapshot()?;
+    assert_eq!(got, wants, "one outcome per op");
+    let changed = before.without_run(&held).diff(&after.without_run(&held));
+    assert!(
+        changed.is_empty(),
+        "the stale ops changed the database:\n{}",
+        changed.join("\n")
+    );
+    let run = after.run(&held).ok_or("held run missing")?;
+    assert_eq!(col_text(run, "status"), Some("completed"));
+    assert_eq!(
+        col_json(run, "output"),
+        json!({ "by": "A", "generation": 1 })
+    );
+    assert_eq!(after.of_run("steps", &held).len(), 1);
+    assert_eq!(after.of_run("logs", &held).len(), 1);
+    Ok(())
+}
