@@ -7,6 +7,12 @@
 // and its completion are refused (A sees LeaseLostError / its signal
 // aborted), and the stored result and steps stay B's. A then pushes raw
 // writes under its old lease generation straight to the engine: all refused.
+//
+// In those cases A's heartbeat tells it first that the run is lost, so they
+// pass even without the store's fence. The race case (issue 22) forces the
+// other order: A's heartbeat is held back, so its step resolves and its
+// write reaches the store while B holds the run (running, generation 2);
+// only the store's fence stops it.
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -31,8 +37,8 @@ const job = defineJob({
   },
 })
 
-const spawn = (args, env) => {
-  const w = spawnNode(fixture('fault-fence-worker.js'), args, { env })
+const spawn = (args, env, file = 'fault-fence-worker.js') => {
+  const w = spawnNode(fixture(file), args, { env })
   children.add(w)
   w.exited.then(() => children.delete(w))
   return w
@@ -133,4 +139,116 @@ describe('fencing: a paused worker cannot write after its run was reclaimed', ()
       await d.close()
     }, 60_000)
   }
+})
+
+/** Every row of runs, steps and logs (heartbeat_at left out: B renews it every 100 ms). */
+function rows(db) {
+  const out = {}
+  for (const table of ['runs', 'steps', 'logs']) {
+    const cols = sql(db, `SELECT name FROM pragma_table_info('${table}')`).map((r) => r[0])
+    out[table] = sql(db, `SELECT * FROM ${table} ORDER BY 1`).map((r) =>
+      Object.fromEntries(cols.map((c, i) => [c, r[i]])),
+    )
+  }
+  for (const r of out.runs) delete r.heartbeat_at
+  return out
+}
+
+describe('fencing: a stale write that reaches the store before its worker knows is refused', () => {
+  it("A's step resolves while B holds the run and A's heartbeat is held back: the store refuses it, B's steps and result stand", async (ctx) => {
+    if (!hasPython()) {
+      if (process.env.CI) throw new Error('python3 with sqlite3 is needed to read every row of the database')
+      console.log('fault/fencing SKIP race: python3 with sqlite3 is needed to read every row of the database')
+      return ctx.skip('python3 missing')
+    }
+    const dir = tempDir('durably-fault-race-')
+    const db = path.join(dir, 'race.db')
+    const raceJob = defineJob({
+      name: 'fault-fence-race',
+      run: async () => {
+        throw new Error('the driver never executes runs')
+      },
+    })
+    const d = createDurably({ path: db, jobs: { raceJob } })
+    await d.migrate()
+    sql(db, AUDIT_SQL, { script: true })
+    const run = await d.jobs.raceJob.trigger({})
+    const race = (who) => spawn([db, dir], { FAULT_WHO: who }, 'fault-fence-race-worker.js')
+
+    const a = race('A')
+    const inStep = await lineWithin(a, /^in-step /, 30_000)
+    if (!inStep) throw new Error(dump('A', a))
+    expect(inStep).toBe(`in-step ${run.id} 1`)
+
+    // B reclaims once A's only heartbeat (its claim) is 400 ms old, commits
+    // 'slow' and holds the run inside 'last'.
+    const b = race('B')
+    const holding = await lineWithin(b, /^holding /, 30_000)
+    if (!holding) throw new Error(dump('B', b))
+    expect(holding).toBe(`holding ${run.id} 2`)
+    const held = rows(db)
+    expect(held.runs).toHaveLength(1)
+    expect(held.runs[0]).toMatchObject({ status: 'running', lease_generation: 2 })
+    expect(held.steps.map((s) => [s.name, s.output])).toEqual([
+      ['first', '"A-first"'],
+      ['slow', '"B-slow"'],
+    ])
+    // A has heard nothing: no heartbeat of its own ran, nothing was refused yet.
+    expect(a.lines.filter((l) => l.startsWith('abort')), dump('A', a)).toEqual([])
+
+    // A's step returns now; its write goes to the store under generation 1.
+    fs.writeFileSync(path.join(dir, 'resume-a'), '')
+    const aExit = await exitWithin(a, 20_000)
+    expect(aExit && aExit.code, dump('A', a)).toBe(0)
+    const seen = a.lines
+    console.log(`fault/fencing (race) A saw: ${seen.join(' | ')}`)
+    const at = (line) => {
+      const i = seen.indexOf(line)
+      if (i < 0) throw new Error(`A never printed '${line}'\n${dump('A', a)}`)
+      return i
+    }
+    // The refused write is what told A: the signal fired after the step function returned.
+    expect(at('abort LeaseLostError LEASE_LOST')).toBeGreaterThan(at('step-fn-returns'))
+    expect(at('step-rejected LeaseLostError LEASE_LOST')).toBeGreaterThan(at('abort LeaseLostError LEASE_LOST'))
+    expect(seen.some((l) => l.startsWith('step-resolved'))).toBe(false)
+    // Raw writes of every batched kind under generation 1, while B still holds the run: all refused.
+    expect(seen.filter((l) => l.startsWith('late '))).toEqual([
+      'late step-overwrite l',
+      'late step-new l',
+      'late progress l',
+      'late log l',
+      'late release l',
+      'late fail l',
+      'late complete l',
+    ])
+    // And none of it changed a row.
+    expect(rows(db)).toEqual(held)
+
+    fs.writeFileSync(path.join(dir, 'resume-b'), '')
+    const bDone = await lineWithin(b, /^complete /, 30_000)
+    if (!bDone) throw new Error(dump('B', b))
+    const bExit = await exitWithin(b, 10_000)
+    expect(bExit && bExit.code, dump('B', b)).toBe(0)
+
+    const expected = { who: 'B', first: 'A-first', slow: 'B-slow', last: 'B-last' }
+    const final = await d.getRun(run.id)
+    expect(final.status).toBe('completed')
+    expect(final.output).toEqual(expected)
+    expect((await d.getSteps(run.id)).map((s) => [s.name, s.output])).toEqual([
+      ['first', 'A-first'],
+      ['slow', 'B-slow'],
+      ['last', 'B-last'],
+    ])
+    // Every step row ever written (SQLite triggers in the engine's own transactions): A's 'slow' never was.
+    expect(sql(db, `SELECT name, output FROM fault_step_audit WHERE run_id = '${run.id}' ORDER BY rowid`)).toEqual([
+      ['first', '"A-first"'],
+      ['slow', '"B-slow"'],
+      ['last', '"B-last"'],
+    ])
+    expect(sql(db, `SELECT status, output, lease_generation FROM fault_run_audit WHERE run_id = '${run.id}'`)).toEqual([
+      ['completed', JSON.stringify(expected), 2],
+    ])
+    expect(await d.getLogs(run.id)).toEqual([])
+    await d.close()
+  }, 60_000)
 })
