@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{CResult, ContractStore, Outcome, Row, Snapshot, Workers, Write};
 use crate::store::{
-    iso, Clock, HeartbeatOutcome, OpStatus, Store, StoreOptions, TriggerItem, TriggerOutcome,
+    iso, Clock, HeartbeatOutcome, Store, StoreOptions, TriggerItem, TriggerOutcome,
 };
 
 /// A clock that moves 1 ms forward on every reading, from the real time.
@@ -38,7 +38,8 @@ pub(crate) fn open_pair() -> CResult<Workers<Store>> {
     })
 }
 
-/// A flush status character (see [`OpStatus::as_char`]).
+/// A flush status character (see `OpStatus::as_char`); any other status is
+/// an error of the case.
 fn outcome(c: char) -> CResult<Outcome> {
     Ok(match c {
         '0' => Outcome::Ok,
@@ -46,14 +47,6 @@ fn outcome(c: char) -> CResult<Outcome> {
         'l' => Outcome::Lost,
         _ => return Err(format!("unknown op status {c:?}").into()),
     })
-}
-
-fn from_status(s: OpStatus) -> Outcome {
-    match s {
-        OpStatus::Ok => Outcome::Ok,
-        OpStatus::Cancelled => Outcome::Cancelled,
-        OpStatus::Lost => Outcome::Lost,
-    }
 }
 
 fn opt(v: &Option<Value>) -> Value {
@@ -165,7 +158,7 @@ impl ContractStore for Store {
                 run,
                 generation,
                 error,
-            } => Ok(from_status(self.fail_owned(run, *generation, error)?)),
+            } => outcome(self.fail_owned(run, *generation, error)?.as_char()),
             _ => {
                 let mut out = self.write_batch(std::slice::from_ref(w))?;
                 out.pop().ok_or_else(|| "no outcome".into())
