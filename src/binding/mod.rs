@@ -387,12 +387,42 @@ impl Engine {
         }))
     }
 
-    /// Stops the worker and closes the database. Later calls fail with `CLOSED`.
-    #[napi(catch_unwind)]
-    pub fn close(&self) -> Result<(), JsCode> {
-        if let Some(inner) = lock(&self.inner).take() {
+    /// Stops the worker and closes the database; resolves once every
+    /// connection (and so every file handle) is closed. Later calls of other
+    /// methods fail with `CLOSED`; a second `close` resolves at once.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn close(&self) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let taken = lock(&self.inner).take();
+        Ok(NativeTask::spawn(move || {
+            let Some(inner) = taken else {
+                return Ok(String::new());
+            };
             inner.worker.close();
-        }
-        Ok(())
+            let limit = inner.store.options().busy_timeout + Duration::from_secs(5);
+            let tasks_done = inner.worker.wait_closed(limit);
+            // Other calls in flight (a query, a flush on the pool) hold `inner` too.
+            let mut inner = Some(inner);
+            let start = std::time::Instant::now();
+            while let Some(i) = inner.take() {
+                match Arc::try_unwrap(i) {
+                    Ok(alone) => drop(alone), // closes the connections
+                    Err(shared) if start.elapsed() < limit => {
+                        inner = Some(shared);
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => {
+                        return Err(EngineError::Internal(
+                            "close: a native call is still using the database".into(),
+                        ))
+                    }
+                }
+            }
+            if !tasks_done {
+                return Err(EngineError::Internal(
+                    "close: the worker's background tasks did not exit".into(),
+                ));
+            }
+            Ok(String::new())
+        }))
     }
 }

@@ -188,6 +188,20 @@ impl Worker {
         self.shared.closed_notify.notify_waiters();
     }
 
+    /// After [`Worker::close`]: waits (up to `limit`) until every background
+    /// task has exited and dropped its connections. True if they all did.
+    pub fn wait_closed(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        // Each task (and each of its blocking calls) holds a clone of `shared`.
+        while Arc::strong_count(&self.shared) > 1 {
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
     /// Wakes the claim loop (a run was triggered or a slot was freed).
     pub fn wake(&self) {
         self.shared.wake.notify_one();

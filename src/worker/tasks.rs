@@ -15,6 +15,23 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .unwrap_or_else(|e| Err(Error::Internal(format!("worker task failed: {e}"))))
 }
 
+/// Sleeps for `d`; returns early, with true, once the worker is closed.
+/// (The notification is armed before the flag is read, so a close between
+/// the two is never missed.)
+async fn sleep_unless_closed(sh: &Shared, d: Duration) -> bool {
+    let closed = sh.closed_notify.notified();
+    tokio::pin!(closed);
+    closed.as_mut().enable();
+    if sh.closed.load(Ordering::SeqCst) {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = closed => {}
+    }
+    sh.closed.load(Ordering::SeqCst)
+}
+
 /// The claim loop: runs while `running`; exits when stopped.
 pub(super) async fn claim_loop(sh: Arc<Shared>) {
     loop {
@@ -93,10 +110,16 @@ async fn claim_while_running(sh: &Arc<Shared>) {
                 Err(e) => sh.sink.error(&e),
             }
         }
+        let closed = sh.closed_notify.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if sh.closed.load(Ordering::SeqCst) {
+            break;
+        }
         woken = tokio::select! {
             _ = sh.wake.notified() => true,
             _ = tokio::time::sleep(sh.cfg.check_interval) => false,
-            _ = sh.closed_notify.notified() => false,
+            _ = closed => false,
         };
     }
 }
@@ -131,11 +154,7 @@ pub(super) async fn heartbeats(sh: Arc<Shared>) {
     let tick = sh.cfg.heartbeat_interval.min(Duration::from_millis(250));
     let mut last_beat = Instant::now();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = sh.closed_notify.notified() => {}
-        }
-        if sh.closed.load(Ordering::SeqCst) {
+        if sleep_unless_closed(&sh, tick).await {
             return;
         }
         let sh2 = sh.clone();
@@ -209,11 +228,7 @@ pub(super) async fn checkpoints(sh: Arc<Shared>) {
         }
     };
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(sh.cfg.checkpoint_interval) => {}
-            _ = sh.closed_notify.notified() => {}
-        }
-        if sh.closed.load(Ordering::SeqCst) {
+        if sleep_unless_closed(&sh, sh.cfg.checkpoint_interval).await {
             return;
         }
         let c = conn.clone();

@@ -189,3 +189,27 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
     worker.close();
     Ok(())
 }
+
+#[test]
+fn close_ends_every_background_task_promptly() -> TestResult {
+    // Long periods: only the close notification can end the tasks' sleeps.
+    let cfg = WorkerConfig {
+        polling_interval: Duration::from_secs(60),
+        heartbeat_interval: Duration::from_secs(60),
+        stale_threshold: Duration::from_secs(120),
+        check_interval: Duration::from_secs(60),
+        checkpoint_interval: Duration::from_secs(60),
+        ..WorkerConfig::default()
+    };
+    let (_dir, store, _rec, worker, _rt) = setup(cfg)?;
+    worker.start();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!worker.wait_closed(Duration::from_millis(20)), "tasks run until close");
+    let t = std::time::Instant::now();
+    worker.close();
+    assert!(worker.wait_closed(Duration::from_secs(5)), "tasks exited");
+    assert!(t.elapsed() < Duration::from_millis(200), "took {:?}", t.elapsed());
+    // Only the fixture and the worker's shared state hold the store now.
+    assert_eq!(Arc::strong_count(&store), 2);
+    Ok(())
+}
