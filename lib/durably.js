@@ -49,6 +49,24 @@ function checkLabels(labels) {
   return JSON.stringify(labels)
 }
 
+function checkStopOptions(what, options) {
+  if (options === undefined || options === null) return { abort: false, timeout: undefined }
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw new ValidationError(`${what}(): options must be an object { abort?, timeout? }`)
+  }
+  for (const k of Object.keys(options)) {
+    if (k !== 'abort' && k !== 'timeout') throw new ValidationError(`${what}(): unknown option ${k} (known: abort, timeout)`)
+  }
+  const { abort, timeout } = options
+  if (abort !== undefined && typeof abort !== 'boolean') {
+    throw new ValidationError(`${what}(): option abort must be a boolean (got ${typeof abort})`)
+  }
+  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0 || timeout > 2 ** 31 - 1)) {
+    throw new ValidationError(`${what}(): option timeout must be an integer number of ms from 0 to ${2 ** 31 - 1}`)
+  }
+  return { abort: abort === true, timeout }
+}
+
 function checkTriggerOptions(options) {
   if (options === undefined || options === null) return { idem: null, conc: null, coalesce: false, labels: '{}' }
   if (typeof options !== 'object') throw new ValidationError('trigger options must be an object')
@@ -190,9 +208,14 @@ class Durably {
 
   /**
    * Stops claiming; resolves once in-flight runs finished their job function.
-   * With `{ abort: true }` their signals fire and they go back to pending.
+   * `{ abort: true }`: resolves at once, whatever the steps do: each run in
+   * flight is handed back to pending (lease released, so any worker resumes
+   * it now), its signal fires, and its execution is abandoned (a step that
+   * ignores the signal and settles later is not stored and the job function
+   * does not go on). `{ timeout: ms }`: waits up to `ms`, then aborts.
    */
-  async stop(options = {}) {
+  async stop(options) {
+    const { abort, timeout } = checkStopOptions('stop', options)
     if (this._closed) return
     if (this._started) {
       this._started = false
@@ -206,17 +229,55 @@ class Durably {
       await new Promise((r) => setImmediate(r))
       await new Promise((r) => setImmediate(r))
     }
-    if (options && options.abort) for (const { exec } of this._active.values()) exec.abort(STOPPED)
-    while (this._active.size) await Promise.allSettled([...this._active.values()].map((a) => a.promise))
+    if (!abort && timeout !== undefined && this._active.size) {
+      let timer
+      await Promise.race([this._settled(), new Promise((r) => (timer = setTimeout(r, timeout)))])
+      clearTimeout(timer)
+    }
+    if (abort || timeout !== undefined) await this._handBackActive()
+    await this._settled()
     await this._writer.drain()
   }
 
-  /** stop(), then close the database. */
-  async close() {
-    if (this._closed) return
-    await this.stop()
-    this._closed = true
-    native(() => this._engine.close())
+  /** Resolves once no run is in flight here. */
+  async _settled() {
+    while (this._active.size) await Promise.allSettled([...this._active.values()].map((a) => a.promise))
+  }
+
+  /** Abandons every execution in flight and hands its run back to pending. */
+  async _handBackActive() {
+    const list = [...this._active.values()]
+    await Promise.all(
+      list.map(({ exec }) => {
+        exec.detach(STOPPED)
+        if (this._active.get(exec.id)?.exec === exec) this._active.delete(exec.id)
+        return this._handBack({ id: exec.id, leaseGeneration: exec.generation })
+      }),
+    )
+  }
+
+  /**
+   * stop(options), then close the database. Idempotent: every call, also
+   * concurrent ones, resolves once every file handle is released (a later
+   * call with `abort`/`timeout` still shortens a graceful close under way).
+   */
+  close(options) {
+    let opts
+    try {
+      opts = checkStopOptions('close', options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (this._closing) {
+      if (opts.abort || opts.timeout !== undefined) this.stop(opts).catch(() => {})
+      return this._closing
+    }
+    this._closing = (async () => {
+      await this.stop(opts)
+      this._closed = true
+      unwrapAsync(await this._engine.close())
+    })()
+    return this._closing
   }
 
   // ---- jobs ----------------------------------------------------------------
@@ -596,7 +657,7 @@ class Durably {
   _handBack(claimed) {
     const id = claimed.id
     const gen = claimed.leaseGeneration
-    this._writer
+    return this._writer
       .push(`["r",${q(id)},${gen}]`)
       .catch((err) => this._workerError(err, null))
       .finally(() => {
@@ -613,19 +674,19 @@ class Durably {
     }
     const exec = new Execution(this, job, claimed, tags)
     const input = reviveParsed(claimed.input, tags)
-    const promise = exec
-      .run(input, claimed.leaseGeneration)
-      .catch((err) => this._workerError(err, exec))
-      .finally(() => {
-        this._active.delete(id)
-        if (!this._closed) {
+    const ran = exec.run(input, claimed.leaseGeneration).catch((err) => this._workerError(err, exec))
+    // A detached execution (stop({ abort })) may never settle: stop waiting for it.
+    const promise = Promise.race([ran, exec.whenDetached]).finally(() => {
+      if (this._active.get(id)?.exec === exec) this._active.delete(id)
+      // (a detached run was released by its hand-back)
+      if (!this._closed && !exec.detached) {
           try {
             this._engine.release(id, claimed.leaseGeneration)
-          } catch {
-            // closed meanwhile
-          }
+        } catch {
+          // closed meanwhile
         }
-      })
+      }
+    })
     this._active.set(id, { exec, promise })
     return promise
   }

@@ -96,6 +96,10 @@ class Execution {
     this.lastStep = null
     this.ended = false
     this.cancelEmitted = false
+    // Set by detach(): the run was handed back by stop({ abort }) and this
+    // execution is abandoned. Whatever it does later is ignored.
+    this.detached = false
+    this.whenDetached = new Promise((resolve) => (this.onDetached = resolve))
     this.ctx = this.makeContext()
   }
 
@@ -112,6 +116,21 @@ class Execution {
   /** Stops the execution: the signal fires with `reason`. */
   abort(reason) {
     if (!this.controller.signal.aborted) this.controller.abort(reason)
+  }
+
+  /**
+   * Abandons the execution (stop({ abort }) hands its run back): the signal
+   * fires, and from now on nothing it does is written or emitted. A step
+   * still running when it settles is dropped, and its `ctx.run` promise never
+   * settles, so the job function does not go on; nor does a later `ctx.run`.
+   */
+  detach(reason) {
+    if (this.detached) return
+    this.detached = true
+    this.ended = true
+    this.takeProgress()
+    this.abort(reason)
+    this.onDetached()
   }
 
   stopError() {
@@ -136,6 +155,7 @@ class Execution {
   // ---- steps -------------------------------------------------------------
 
   step(name, fn) {
+    if (this.detached) return NEVER
     if (typeof name !== 'string' || name.length === 0) {
       return Promise.reject(new ValidationError('ctx.run: step name must be a non-empty string'))
     }
@@ -232,12 +252,14 @@ class Execution {
       value = await stepScope.run(name, callStep, fn, signal)
     } catch (err) {
       this.running--
+      if (this.detached) return NEVER
       if (signal.aborted) return this.stepCut(name, index, startedAt)
       if (err !== null && typeof err === 'object') stepErrors.set(err, name)
       await this.persistStep(name, index, 'failed', null, errorText(err), startedAt)
       throw err
     }
     this.running--
+    if (this.detached) return NEVER
     if (signal.aborted) return this.stepCut(name, index, startedAt)
     let text
     try {
@@ -253,8 +275,10 @@ class Execution {
       stepName: name,
       stepIndex: index,
       output: value,
-      duration: performance.now() - t0,
+      duration: Math.round(performance.now() - t0),
     })
+    // Handed back while the write was in flight: the job does not go on.
+    if (this.detached) return NEVER
     return value
   }
 
@@ -293,6 +317,7 @@ class Execution {
   // ---- progress and logs ---------------------------------------------------
 
   setProgress(p) {
+    if (this.detached) return
     if (p === null || typeof p !== 'object') throw new ValidationError('progress must be an object')
     const { current, total, message } = p
     if (typeof current !== 'number' || !Number.isFinite(current)) {
@@ -344,6 +369,7 @@ class Execution {
   }
 
   log(level, message, data) {
+    if (this.detached) return
     if (typeof message !== 'string') throw new ValidationError(`ctx.log.${level}: message must be a string`)
     const stepName = this.running === 0 ? null : (stepScope.getStore() ?? this.lastStep)
     this.emit('log:write', { stepName, level, message, data: data === undefined ? null : data })
@@ -381,6 +407,7 @@ class Execution {
     } catch (err) {
       return this.failed(err)
     }
+    if (this.detached) return
     if (this.controller.signal.aborted) return this.stopped()
     let text
     try {
@@ -407,6 +434,7 @@ class Execution {
   }
 
   async failed(err) {
+    if (this.detached) return
     if (this.controller.signal.aborted) return this.stopped()
     const { message, stack } = errorText(err)
     const progress = this.takeProgress()
@@ -427,6 +455,7 @@ class Execution {
 
   /** The run ended because it was cancelled, lost, timed out or stopped. */
   async stopped() {
+    if (this.detached) return
     this.ended = true
     this.takeProgress()
     const reason = this.controller.signal.reason
@@ -435,9 +464,6 @@ class Execution {
       this.durably._cancelEmitted.delete(this.id)
     } else if (reason instanceof TimeoutError) {
       this.emit('run:fail', { error: reason.message, failedStepName: null })
-    } else if (reason && reason.code === 'STOPPED') {
-      // stop({ abort: true }): hand the run back so any worker resumes it now.
-      await this.durably._writer.push(`["r",${q(this.id)},${this.generation}]`).catch(() => {})
     } else if (reason instanceof DurablyError) {
       // Lease lost, or a write of ours failed (see persistStep): a worker error, not a
       // run failure. After a failed write the run stays `running`; once its heartbeat
@@ -446,6 +472,9 @@ class Execution {
     }
   }
 }
+
+/** What an abandoned execution's steps resolve to: nothing, ever. */
+const NEVER = new Promise(() => {})
 
 function callStep(fn, signal) {
   return fn(signal)
