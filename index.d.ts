@@ -177,8 +177,13 @@ export interface PurgeOptions {
 }
 
 export interface StopOptions {
-  /** Abort in-flight runs (their signals fire) and hand them back to `pending`. */
+  /**
+   * Resolve at once: in-flight runs are handed back to `pending` (lease released), their signals
+   * fire, and their executions are abandoned, even when a step ignores its signal.
+   */
   abort?: boolean
+  /** Wait at most this many ms for in-flight job functions to finish, then abort as above. */
+  timeout?: number
 }
 
 // ---------------------------------------------------------------------------
@@ -447,8 +452,11 @@ export declare class Durably<TJobs extends JobDefinitions = {}> {
   init(): Promise<void>
   /** Stops claiming; resolves once in-flight runs finished their job function (or were aborted). */
   stop(options?: StopOptions): Promise<void>
-  /** `stop()`, then closes the database. A closed instance throws `DurablyError` code `CLOSED`. */
-  close(): Promise<void>
+  /**
+   * `stop(options)`, then closes the database; resolves once every file handle is released.
+   * Idempotent (concurrent calls all resolve). A closed instance throws `DurablyError` code `CLOSED`.
+   */
+  close(options?: StopOptions): Promise<void>
 
   /** Registers job definitions; returns their handles by key. */
   register<T extends JobDefinitions>(defs: T): JobHandles<T>

@@ -70,6 +70,8 @@ async function main() {
   // 2. This process opens the same file. The run is still `running` with a
   //    stale heartbeat; the worker reclaims it and replays it.
   const durably = createDurably({ path: dbPath, jobs: { importOrders }, ...timings })
+  // Shutdown: in-flight job functions get up to 10 s, then their runs go back to `pending`.
+  process.on('SIGTERM', () => durably.close({ timeout: 10_000 }))
   durably.on('step:start', (e) => console.log(`[main] executing step ${e.stepName}`))
   await durably.init()
   // Same idempotency key: we get the existing run back instead of a new one.

@@ -66,14 +66,16 @@ async function main() {
     console.log(`Started run ${run.id} (${PAGES} pages + a report). Press Ctrl-C any time, then run me again.`)
   }
 
-  const interrupt = async () => {
+  // The recommended shutdown: on SIGTERM the job function gets up to 10 s to finish, then its run
+  // is handed back to `pending`; Ctrl-C hands it back at once. Either way the next start resumes it
+  // right away from its last committed step.
+  const interrupt = (options) => async () => {
     console.log('\nInterrupted. Handing the run back; run `npm run demo` again to resume.')
-    await durably.stop({ abort: true })
-    await durably.close()
+    await durably.close(options)
     process.exit(130)
   }
-  process.once('SIGINT', interrupt)
-  process.once('SIGTERM', interrupt)
+  process.once('SIGINT', interrupt({ abort: true }))
+  process.once('SIGTERM', interrupt({ timeout: 10_000 }))
 
   await durably.start()
   try {

@@ -69,6 +69,12 @@ async function main() {
   })
   const server = createServer(toNodeHandler(handler, '/api/durably'))
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  // Shutdown: stop accepting requests; in-flight job functions get up to 10 s, then their
+  // runs are handed back to `pending` for the next start.
+  process.on('SIGTERM', () => {
+    server.close()
+    void durably.close({ timeout: 10_000 })
+  })
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/durably`
   console.log(`listening    ${base}`)
 

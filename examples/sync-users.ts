@@ -48,6 +48,8 @@ const syncUsers = defineJob({
 
 async function main() {
   const durably = createDurably({ path: dbPath, jobs: { syncUsers } })
+  // Shutdown: in-flight job functions get up to 10 s, then their runs go back to `pending`.
+  process.on('SIGTERM', () => durably.close({ timeout: 10_000 }))
   durably.use(withLogPersistence())
   durably.on('run:fail', (e) => console.log(`run:fail     step ${e.failedStepName}: ${e.error}`))
   durably.on('run:progress', (e) => console.log(`run:progress ${e.progress.current}/${e.progress.total} ${e.progress.message}`))
