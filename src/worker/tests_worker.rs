@@ -204,11 +204,18 @@ fn close_ends_every_background_task_promptly() -> TestResult {
     let (_dir, store, _rec, worker, _rt) = setup(cfg)?;
     worker.start();
     std::thread::sleep(Duration::from_millis(50));
-    assert!(!worker.wait_closed(Duration::from_millis(20)), "tasks run until close");
+    assert!(
+        !worker.wait_closed(Duration::from_millis(20)),
+        "tasks run until close"
+    );
     let t = std::time::Instant::now();
     worker.close();
     assert!(worker.wait_closed(Duration::from_secs(5)), "tasks exited");
-    assert!(t.elapsed() < Duration::from_millis(200), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "took {:?}",
+        t.elapsed()
+    );
     // Only the fixture and the worker's shared state hold the store now.
     assert_eq!(Arc::strong_count(&store), 2);
     Ok(())
