@@ -80,6 +80,8 @@ export interface Run<TInput = unknown, TOutput = unknown> {
   idempotencyKey: string | null
   concurrencyKey: string | null
   currentStepIndex: number
+  /** How many times the run was started: 1 on its first execution, +1 on each resume after a crash and each retry. */
+  attempt: number
   createdAt: string
   updatedAt: string
   startedAt: string | null
@@ -103,6 +105,16 @@ export interface Step {
   errorStack: string | null
   startedAt: string
   completedAt: string | null
+}
+
+/** Counts of runs by status; `total` is their sum. */
+export type StatusCounts = Record<RunStatus, number>
+
+/** What `getStats()` and `GET /stats` return. */
+export interface RunStats {
+  total: number
+  byStatus: StatusCounts
+  byJob: Record<string, StatusCounts & { total: number }>
 }
 
 /** A persisted log line (see `withLogPersistence`). */
@@ -479,6 +491,8 @@ export declare class Durably<TJobs extends JobDefinitions = {}> {
   getSteps(runId: string): Promise<Step[]>
   /** Persisted logs (needs `withLogPersistence()`), in time order. */
   getLogs(runId: string): Promise<Log[]>
+  /** Run counts per status and per job (one grouped count, no run payloads). */
+  getStats(): Promise<RunStats>
 
   /** A `failed` or `cancelled` run goes back to `pending` as the same run (completed steps replay). */
   retry(runId: string): Promise<Run>
@@ -588,7 +602,7 @@ export interface ClientRun<TInput = unknown, TOutput = unknown>
 }
 
 /** What a request wants to do with one run (`onRunAccess`). */
-export type HttpOperation = 'read' | 'steps' | 'subscribe' | 'retry' | 'retrigger' | 'cancel' | 'delete'
+export type HttpOperation = 'read' | 'steps' | 'logs' | 'subscribe' | 'retry' | 'retrigger' | 'cancel' | 'delete'
 
 /** Body of `POST /trigger`. */
 export interface TriggerRequest extends TriggerOptions {
@@ -629,6 +643,19 @@ export interface DurablyHandlerOptions<TCtx = unknown> {
   sseThrottleMs?: number
   /** Largest accepted request body. Default 1 MiB. */
   maxBodyBytes?: number
+  /**
+   * Serves the dashboard at `<basePath>/ui`. `readOnly` hides its actions and
+   * makes the handler refuse every mutating route (403), also `POST /trigger`;
+   * a function decides per request.
+   */
+  ui?: boolean | DurablyUiOptions<TCtx>
+}
+
+export interface DurablyUiOptions<TCtx = unknown> {
+  /** Page title. Default `'durably'`. */
+  title?: string
+  /** Default false. */
+  readOnly?: boolean | ((ctx: TCtx, request: Request) => boolean | Promise<boolean>)
 }
 
 export interface DurablyHandler {

@@ -1,7 +1,7 @@
 'use strict'
 // The Durably instance: the public API over the native engine.
 
-const { Engine } = require('../binding.js')
+const { Engine, librarySchemaVersion } = require('../binding.js')
 const { resolveOptions } = require('./options')
 const { Events, EVENT_TYPES } = require('./events')
 const { Writer, q } = require('./writer')
@@ -126,6 +126,25 @@ function checkFilter(filter) {
   return out
 }
 
+const STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled']
+
+const zeroCounts = () => Object.fromEntries([['total', 0], ...STATUSES.map((st) => [st, 0])])
+
+/** `[{ jobName, status, count }]` → `{ total, byStatus, byJob }` (every status present, 0 when none). */
+function tallyStats(rows) {
+  const byStatus = zeroCounts()
+  const byJob = {}
+  for (const { jobName, status, count } of rows) {
+    const job = byJob[jobName] ?? (byJob[jobName] = zeroCounts())
+    job[status] = (job[status] ?? 0) + count
+    job.total += count
+    byStatus[status] = (byStatus[status] ?? 0) + count
+    byStatus.total += count
+  }
+  const { total, ...statuses } = byStatus
+  return { total, byStatus: statuses, byJob }
+}
+
 class Durably {
   constructor(options) {
     const o = resolveOptions(options)
@@ -181,6 +200,30 @@ class Durably {
   async migrate() {
     this._ensureOpen()
     native(() => this._engine.migrate())
+    this._migrated = true
+  }
+
+  /**
+   * For tools that must not change a file (the CLI): uses the schema as it
+   * is instead of migrating, and refuses a file whose schema version is not
+   * this library's. Throws `SCHEMA_MISMATCH` (with `found`/`expected`).
+   */
+  _useExistingSchema() {
+    this._ensureOpen()
+    const found = native(() => this._engine.schemaVersion())
+    const expected = librarySchemaVersion()
+    if (found !== expected) {
+      const why =
+        found === 0
+          ? 'it has no durably schema (not a durably database, or never migrated)'
+          : found > expected
+            ? `its schema version ${found} is newer than this durably's (${expected}): use a newer durably`
+            : `its schema version ${found} is older than this durably's (${expected}): open it once with the app (durably.migrate()) to upgrade it`
+      const err = new DurablyError(`the database ${why}`, 'SCHEMA_MISMATCH')
+      err.found = found
+      err.expected = expected
+      throw err
+    }
     this._migrated = true
   }
 
@@ -372,6 +415,7 @@ class Durably {
         idempotencyKey: o.idem,
         concurrencyKey: o.conc,
         currentStepIndex: 0,
+        attempt: 0,
         createdAt,
         updatedAt: createdAt,
         startedAt: null,
@@ -452,6 +496,12 @@ class Durably {
     this._ensureReady()
     checkId(runId)
     return parseLogs(native(() => this._engine.getLogs(runId)))
+  }
+
+  /** Run counts: `{ total, byStatus: { pending, … }, byJob: { [jobName]: { total, pending, … } } }`. */
+  async getStats() {
+    this._ensureReady()
+    return tallyStats(JSON.parse(native(() => this._engine.runCounts())))
   }
 
   // ---- management ------------------------------------------------------------
@@ -804,4 +854,4 @@ function createDurably(options) {
   return new Durably(options)
 }
 
-module.exports = { Durably, createDurably, withLogPersistence }
+module.exports = { Durably, createDurably, withLogPersistence, tallyStats }

@@ -5,6 +5,8 @@
 const { DurablyError, ValidationError } = require('./errors')
 const { SseChannel, stringify } = require('./http-sse')
 const { toNodeHandler, normalizeBase, routePath } = require('./http-node')
+const { checkUiOption, isReadOnly, uiResponse } = require('./ui/serve')
+const { tallyStats } = require('./durably')
 const {
   HttpError,
   readJsonObject,
@@ -17,10 +19,15 @@ const {
 } = require('./http-request')
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled'])
-const OPTION_KEYS = new Set(['auth', 'onRequest', 'sseThrottleMs', 'maxBodyBytes', 'onError'])
+const OPTION_KEYS = new Set(['auth', 'onRequest', 'sseThrottleMs', 'maxBodyBytes', 'onError', 'ui'])
 const AUTH_HOOKS = new Set(['authenticate', 'onTrigger', 'onRunAccess', 'scopeRuns', 'scopeRunsSubscribe'])
 const STATUS_BY_CODE = { VALIDATION_ERROR: 400, NOT_FOUND: 404, CONFLICT: 409, DB_BUSY: 503, CLOSED: 503 }
 const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }
+
+// What a read-only dashboard refuses (403), whoever calls.
+const MUTATING = new Set(['POST /trigger', 'POST /retry', 'POST /retrigger', 'POST /cancel', 'DELETE /run'])
+// Runs counted per page when scoped stats must go through getRuns.
+const STATS_PAGE = 1000
 
 const notFound = () => new HttpError(404, 'Run not found')
 
@@ -51,12 +58,25 @@ function toClientRun(run) {
     labels: run.labels,
     progress: run.progress,
     currentStepIndex: run.currentStepIndex,
+    attempt: run.attempt,
     createdAt: run.createdAt,
     updatedAt: run.updatedAt,
     startedAt: run.startedAt,
     completedAt: run.completedAt,
     isTerminal: TERMINAL.has(run.status),
     isActive: !TERMINAL.has(run.status),
+  }
+}
+
+function toClientLog(l) {
+  return {
+    id: l.id,
+    runId: l.runId,
+    stepName: l.stepName,
+    level: l.level,
+    message: l.message,
+    data: l.data,
+    timestamp: l.timestamp,
   }
 }
 
@@ -151,7 +171,7 @@ function checkOptions(durably, options) {
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw new ValidationError('createDurablyHandler: maxBodyBytes must be a positive integer')
   }
-  return { auth, onRequest, onError, sseThrottleMs, maxBodyBytes }
+  return { auth, onRequest, onError, sseThrottleMs, maxBodyBytes, ui: checkUiOption(o.ui) }
 }
 
 // ---- the handler --------------------------------------------------------------------
@@ -161,7 +181,7 @@ function checkOptions(durably, options) {
  * Request/Response (see notes/http-readme.md for routes and hooks).
  */
 function createDurablyHandler(durably, options) {
-  const { auth, onRequest, onError, sseThrottleMs, maxBodyBytes } = checkOptions(durably, options)
+  const { auth, onRequest, onError, sseThrottleMs, maxBodyBytes, ui } = checkOptions(durably, options)
 
   const onAny = (fn) =>
     typeof durably._events?.onAny === 'function'
@@ -215,6 +235,9 @@ function createDurablyHandler(durably, options) {
     ['/runs', new Map([['GET', listRuns]])],
     ['/run', new Map([['GET', getRun], ['DELETE', deleteRun]])],
     ['/steps', new Map([['GET', getSteps]])],
+    ['/logs', new Map([['GET', getLogs]])],
+    ['/jobs', new Map([['GET', listJobs]])],
+    ['/stats', new Map([['GET', stats]])],
     ['/subscribe', new Map([['GET', subscribeRun]])],
     ['/runs/subscribe', new Map([['GET', subscribeRuns]])],
     ['/retry', new Map([['POST', retry]])],
@@ -260,6 +283,45 @@ function createDurablyHandler(durably, options) {
     const run = await call.run('steps')
     const steps = await durably.getSteps(run.id)
     return json(steps.map(toClientStep))
+  }
+
+  async function getLogs(call) {
+    const run = await call.run('logs')
+    const logs = await durably.getLogs(run.id)
+    return json(logs.map(toClientLog))
+  }
+
+  /** Counts per status and job, of the runs this caller may see. */
+  async function countRuns(call) {
+    if (!(auth && auth.scopeRuns)) return durably.getStats()
+    // A scope is a getRuns filter: count through it, a page at a time.
+    const scope = (await auth.scopeRuns(call.ctx, {})) ?? {}
+    const counts = new Map()
+    for (let offset = 0; ; offset += STATS_PAGE) {
+      const page = await durably.getRuns({ ...scope, limit: STATS_PAGE, offset })
+      for (const r of page) {
+        const k = `${r.status}\0${r.jobName}`
+        counts.set(k, (counts.get(k) ?? 0) + 1)
+      }
+      if (page.length < STATS_PAGE) break
+    }
+    return tallyStats(
+      [...counts].map(([k, count]) => {
+        const [status, jobName] = k.split('\0')
+        return { jobName, status, count }
+      }),
+    )
+  }
+
+  async function stats(call) {
+    return json(await countRuns(call))
+  }
+
+  /** Registered jobs and jobs that have runs (maybe run by other processes). */
+  async function listJobs(call) {
+    const registered = new Set(Object.values(durably.jobs ?? {}).map((h) => h.name))
+    const names = new Set([...registered, ...Object.keys((await countRuns(call)).byJob)])
+    return json([...names].sort().map((name) => ({ name, registered: registered.has(name) })))
   }
 
   async function retry(call) {
@@ -359,6 +421,13 @@ function createDurablyHandler(durably, options) {
     if (onRequest) {
       const r = await onRequest(request, ctx)
       if (isResponse(r)) return r
+    }
+    const readOnly = await isReadOnly(ui, ctx, request)
+    if (ui && (path === '/ui' || path.startsWith('/ui/'))) {
+      return uiResponse(ui, path, normalizeBase(basePath), readOnly, request.method) ?? json({ error: 'Not found' }, 404)
+    }
+    if (readOnly && MUTATING.has(`${request.method} ${path}`)) {
+      return json({ error: 'this dashboard is read-only' }, 403)
     }
     const route = routes.get(path)
     if (!route) return json({ error: 'Not found' }, 404)

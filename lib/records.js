@@ -19,6 +19,7 @@ function publicRun(r, tags) {
     idempotencyKey: r.idempotencyKey,
     concurrencyKey: r.concurrencyKey,
     currentStepIndex: r.currentStepIndex,
+    attempt: r.leaseGeneration ?? 0,
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
     startedAt: r.startedAt,

@@ -61,6 +61,13 @@ struct Inner {
     worker: Worker,
 }
 
+/// The newest schema version this library knows (files at another version
+/// are refused by tools that must not migrate, such as the CLI).
+#[napi]
+pub fn library_schema_version() -> i64 {
+    crate::store::SCHEMA_VERSION
+}
+
 /// One open database with its worker.
 #[napi]
 pub struct Engine {
@@ -343,6 +350,12 @@ impl Engine {
     #[napi(catch_unwind)]
     pub fn get_logs(&self, run_id: String) -> Result<String, JsCode> {
         self.inner()?.store.get_logs(&run_id).map_err(to_js)
+    }
+
+    /// Run counts per job and status (JSON array of `{jobName, status, count}`).
+    #[napi(catch_unwind)]
+    pub fn run_counts(&self) -> Result<String, JsCode> {
+        self.inner()?.store.run_counts().map_err(to_js)
     }
 
     /// Cancels a run: `{"previous": status, "run": run}`.

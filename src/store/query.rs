@@ -146,6 +146,25 @@ impl Store {
         })
     }
 
+    /// How many runs there are per job and status, as a JSON array of
+    /// `{"jobName", "status", "count"}` (one grouped scan, no run payloads).
+    pub fn run_counts(&self) -> Result<String> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT job_name, status, COUNT(*) FROM runs GROUP BY job_name, status \
+                 ORDER BY job_name, status",
+            )?;
+            let rows = st.query_map([], |r| {
+                let mut o = JsonObject::new();
+                o.str("jobName", Some(&r.get::<_, String>(0)?))
+                    .str("status", Some(&r.get::<_, String>(1)?))
+                    .int("count", r.get(2)?);
+                Ok(o.finish())
+            })?;
+            Ok(array(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+        })
+    }
+
     /// The run's persisted logs in time order, as a JSON array.
     pub fn get_logs(&self, run_id: &str) -> Result<String> {
         self.read(|c| {

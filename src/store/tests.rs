@@ -305,3 +305,18 @@ fn label_filters_bind_keys() -> TestResult {
     assert_eq!(store.get_runs(&filter)?, "[]");
     Ok(())
 }
+
+#[test]
+fn run_counts_group_by_job_and_status() -> TestResult {
+    let (_d, store) = temp_store()?;
+    assert_eq!(store.run_counts()?, "[]");
+    store.trigger(&item("a", None, None))?;
+    store.trigger(&item("a", None, None))?;
+    let id = created_id(store.trigger(&item("b", None, None))?);
+    store.cancel(&id)?;
+    assert_eq!(
+        store.run_counts()?,
+        r#"[{"jobName":"a","status":"pending","count":2},{"jobName":"b","status":"cancelled","count":1}]"#
+    );
+    Ok(())
+}
