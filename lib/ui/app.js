@@ -68,6 +68,8 @@ function fmtDuration(ms) {
 }
 
 const between = (a, b) => (a ? (b ? Date.parse(b) : Date.now()) - Date.parse(a) : null)
+// A retried run keeps its old startedAt while pending: no duration then.
+const runDuration = (r) => (r.status === 'pending' ? null : between(r.startedAt, r.completedAt))
 
 function pretty(v) {
   if (v === undefined) return 'undefined'
@@ -317,7 +319,7 @@ function showList(params) {
       h('td', null, progress),
       h('td', { class: 'labels' }, chips(run.labels)),
       h('td', null, fmtTime(run.createdAt)),
-      h('td', null, fmtDuration(between(run.startedAt, run.completedAt))),
+      h('td', null, fmtDuration(runDuration(run))),
     )
     return { run, tr, box, progress }
   }
@@ -480,7 +482,7 @@ function showRun(runId) {
         h('dt', null, 'Finished'),
         h('dd', null, fmtTime(run.completedAt)),
         h('dt', null, 'Duration'),
-        h('dd', null, fmtDuration(between(run.startedAt, run.completedAt))),
+        h('dd', null, fmtDuration(runDuration(run))),
       ),
     )
     const error = run.error ? h('div', { class: 'card' }, h('h2', null, 'Error'), h('pre', { class: 'error', id: 'error' }, run.error)) : null
