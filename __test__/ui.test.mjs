@@ -226,6 +226,14 @@ describe.skipIf(!!skipReason)('dashboard in Chromium', () => {
     await page.evaluate(() => (window.__sameDocument = true))
     gates.get('live:1').open()
     await page.waitForFunction(() => document.querySelector('tr.run .ptext')?.textContent.startsWith('1/3'))
+    expect(await page.evaluate(() => window.__sameDocument)).toBe(true)
+    // The whole list while it runs (the README's picture).
+    await page.goto(srv.url('/ui'))
+    await page.waitForSelector('tr.run[data-status="running"]')
+    await page.screenshot({ path: path.join(OUT, 'list-live.png') })
+    await page.goto(srv.url(`/ui?label.t=live`))
+    await page.waitForSelector('#runs[data-loaded]')
+    await page.evaluate(() => (window.__sameDocument = true))
 
     await page.click(`tr.run a`)
     await page.waitForSelector('#run[data-status="running"]')
