@@ -294,8 +294,17 @@ describe('other processes', () => {
     try {
       const line = await until(() => worker.lines.find((l) => l.startsWith('waiting ')), { timeout: 20_000, what: 'the run to wait' })
       const runId = line.split(' ')[1]
+      // `logs -f` follows the live run until it ends.
+      const follow = cli(['logs', runId, '-f', '--json', '--interval', '50'], { db: file })
+      let followEnded = false
+      follow.then(() => (followEnded = true))
+      await new Promise((r) => setTimeout(r, 600))
+      expect(followEnded).toBe(false)
       const r = await cli(['cancel', runId], { db: file })
       expect(r.code).toBe(0)
+      const followed = await follow
+      expect(followed.code).toBe(0)
+      expect(followed.stdout.trim().split('\n').map((l) => JSON.parse(l).message)).toEqual(['before done'])
       await until(() => worker.lines.includes(`aborted ${runId}`), { timeout: 10_000, what: 'the worker to see the cancel' })
       const shown = await json(['show', runId], { db: file })
       expect(shown.body.run.status).toBe('cancelled')
