@@ -10,7 +10,7 @@ import helpers from './helpers.js'
 import httpHelpers from './http-helpers.js'
 import browserHelpers from './browser.js'
 
-const { defineJob, withLogPersistence } = durablyPkg
+const { defineJob, withLogPersistence, createDurably } = durablyPkg
 const { makeDurably, closeAll, until, ROOT } = helpers
 const { startServer, call, gate } = httpHelpers
 const { launchBrowser, browserSkipReason } = browserHelpers
@@ -252,6 +252,18 @@ describe.skipIf(!!skipReason)('dashboard in Chromium', () => {
     const r = await d.jobs.sync.trigger({ org: 'new' }, { labels: { t: 'fresh' } })
     await page.waitForSelector(`tr.run[data-run-id="${r.id}"][data-status="completed"]`)
     expect(await page.evaluate(() => window.__sameDocument)).toBe(true)
+  })
+
+  it('runs written by another instance on the file appear through the slow poll', async () => {
+    await goto('list', '?label.t=elsewhere')
+    await page.evaluate(() => (window.__sameDocument = true))
+    // Another instance has its own events: only the page's poll can see this run.
+    const other = createDurably({ path: d._options.path, jobs: { x: defineJob({ name: 'elsewhere', run: async () => 1 }) } })
+    const r = await other.jobs.x.trigger(null, { labels: { t: 'elsewhere' } })
+    await other.close()
+    await page.waitForSelector(`tr.run[data-run-id="${r.id}"][data-status="pending"]`, { timeout: 15_000 })
+    expect(await page.evaluate(() => window.__sameDocument)).toBe(true)
+    await d.cancel(r.id)
   })
 
   it('retries a failed run, which turns green live', async () => {

@@ -413,7 +413,11 @@ function showList(params) {
     if (e.type === 'log:write' || e.type.startsWith('step:')) return
     reload()
   })
-  const timer = setInterval(load, POLL_MS)
+  const timer = setInterval(() => {
+    if (document.hidden) return
+    load()
+    refreshCounts()
+  }, POLL_MS)
   cleanup = () => {
     close()
     clearInterval(timer)
@@ -604,7 +608,7 @@ function showRun(runId) {
   }
 
   load()
-  const timer = setInterval(load, POLL_MS)
+  const timer = setInterval(() => document.hidden || load(), POLL_MS)
   cleanup = () => {
     stopped = true
     clearInterval(timer)
