@@ -458,6 +458,20 @@ async function http(durably: Durably) {
   await handler.handle(new Request('http://localhost/runs'))
   const { createServer } = await import('node:http')
   createServer(toNodeHandler(handler, '/api/durably'))
+
+  // The dashboard: read-only decided from the auth context.
+  createDurablyHandler(durably, {
+    auth: { authenticate: () => ({ role: 'viewer' as string }) },
+    ui: { title: 'Jobs', readOnly: (ctx) => ctx.role !== 'admin' },
+  })
+  createDurablyHandler(durably, { ui: true })
+  // @ts-expect-error ui.readOnly is a boolean or a function
+  createDurablyHandler(durably, { ui: { readOnly: 'yes' } })
+  const stats = await durably.getStats()
+  expectType<number>(stats.byStatus.failed)
+  expectType<number | undefined>(stats.byJob['sync-users']?.total)
+  const run = await durably.getRun('x')
+  if (run) expectType<number>(run.attempt)
 }
 
 void [handles, events, subscribe, plugins, errors, http]
