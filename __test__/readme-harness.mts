@@ -67,6 +67,7 @@ export const metrics = {
 /** A session store for the auth example: every request belongs to org_1. */
 export const sessions = {
   fromRequest: async (_request: Request) => ({ orgId: 'org_1', role: 'member' }),
+  get: async (_sessionId: string): Promise<{ orgId: string; role: string } | undefined> => ({ orgId: 'org_1', role: 'admin' }),
 }
 
 // ---- jobs and an instance with runs in every state ---------------------------

@@ -19,7 +19,8 @@
 //   Any other `<!-- readme:` comment is an error, so a typo cannot skip a check.
 // - ```sh blocks: every command must be `npm install|ci|test`, `npm run <script>`
 //   (the script must exist), `npx <bin> <file>` or `node <file>` (the bin and the
-//   file must exist). Anything else needs a skip marker.
+//   file must exist), or `npx durably <command> …` (parsed as the CLI parses it:
+//   known command, known options, valid arguments). Anything else needs a skip marker.
 // - The ```sql block is the schema: executed on a fresh SQLite file, its
 //   sqlite_master must equal the engine's after migrate() (comments and
 //   whitespace aside).
@@ -32,6 +33,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { execFile, execFileSync } from 'node:child_process'
 import { createRequire } from 'node:module'
+import { parseArgs } from 'node:util'
 import { beforeAll, describe, expect, test } from 'vitest'
 import helpers from './helpers.js'
 
@@ -353,6 +355,7 @@ function checkShellCommand([cmd, ...args]) {
     if (sub === 'run') return pkg.scripts[script] ? null : `no "${script}" script in package.json`
     return `unchecked npm command (mark the block skip if it is right)`
   }
+  if (cmd === 'npx' && args[0] === 'durably') return checkCliCommand(args.slice(1))
   if (cmd === 'npx') {
     const [bin, file] = args
     if (!exists(path.join('node_modules', '.bin', bin))) return `no ${bin} in node_modules/.bin`
@@ -360,6 +363,23 @@ function checkShellCommand([cmd, ...args]) {
   }
   if (cmd === 'node') return args[0] && exists(args[0]) ? null : `no file ${args[0]}`
   return 'unchecked command (mark the block skip if it is right)'
+}
+
+/** Why `npx durably …` is wrong: the package's bin, then the command and its options as the CLI parses them. */
+function checkCliCommand([name, ...rest]) {
+  if (!pkg.bin?.durably || !fs.existsSync(path.join(ROOT, pkg.bin.durably))) return 'package.json has no durably bin'
+  const { COMMANDS } = require('../lib/cli/commands.js')
+  const { COMMON } = require('../lib/cli/main.js')
+  const command = COMMANDS[name]
+  if (!command) return `no durably command ${JSON.stringify(name)}`
+  try {
+    const options = { ...COMMON, ...command.options }
+    const { values, positionals } = parseArgs({ args: rest, options, allowPositionals: true, strict: true })
+    command.check?.(values, positionals, Error)
+  } catch (err) {
+    return err.message
+  }
+  return null
 }
 
 /** SQL text without comments, whitespace normalized: formatting is free, structure is not. */

@@ -145,4 +145,4 @@ async function main(argv, io = {}) {
   }
 }
 
-module.exports = { main, EXIT, exitCodeOf }
+module.exports = { main, EXIT, exitCodeOf, COMMON }
