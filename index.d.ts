@@ -1,5 +1,11 @@
+/// <reference types="node" />
 // Type definitions for durably: durable, resumable step jobs on an embedded
 // SQLite file. Hand-written and type-tested (__test__/types/fixture.ts).
+//
+// The reference above brings Node's types (node:http, Request, Response,
+// ReadableStream, AbortSignal) into any project that imports durably, without
+// `types: ["node"]` in its tsconfig (TypeScript 7 no longer includes @types
+// packages by default); @types/node is a dependency so it is always there.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 

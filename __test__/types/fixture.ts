@@ -86,12 +86,9 @@ type _syncDef = Expect<
 >
 
 // A run returning the wrong shape for its output schema does not compile.
+// (One line: TypeScript 5 reports this error on the call, TypeScript 7 on the `output` property.)
 // @ts-expect-error syncedCount must be a number
-defineJob({
-  name: 'bad-output',
-  output: z.object({ syncedCount: z.number() }),
-  run: async () => ({ syncedCount: 'many' }),
-})
+defineJob({ name: 'bad-output', output: z.object({ syncedCount: z.number() }), run: async () => ({ syncedCount: 'many' }) })
 
 // Transforming schemas: trigger takes the schema's input, run gets its output.
 const lengthJob = defineJob({
