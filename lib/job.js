@@ -36,7 +36,9 @@ const CONFIG_KEYS = new Set(['name', 'input', 'output', 'run', 'timeout', 'repla
 function defineJob(config) {
   if (config === null || typeof config !== 'object') throw new ValidationError('defineJob: config must be an object')
   for (const k of Object.keys(config)) {
-    if (!CONFIG_KEYS.has(k)) throw new ValidationError(`defineJob: unknown field ${k}`)
+    if (!CONFIG_KEYS.has(k)) {
+      throw new ValidationError(`defineJob: unknown field '${k}' (valid fields: ${[...CONFIG_KEYS].join(', ')})`)
+    }
   }
   checkName('job name', config.name)
   if (typeof config.run !== 'function') {

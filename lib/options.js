@@ -2,6 +2,7 @@
 // createDurably options: defaults, and a ValidationError naming the option
 // for anything wrong.
 
+const { inspect } = require('node:util')
 const { ValidationError } = require('./errors')
 
 const DEFAULTS = {
@@ -18,9 +19,17 @@ const DEFAULTS = {
 
 const MAX_MS = 2 ** 31 - 1
 
+/**
+ * A bad value as an error message shows it: strings quoted ('500'), so a
+ * string is told apart from a number (500); other values as Node prints them.
+ */
+function describeValue(v) {
+  return inspect(v, { depth: 1, maxArrayLength: 5, maxStringLength: 100, breakLength: Infinity })
+}
+
 function positiveInt(name, v, { min = 1, max = MAX_MS } = {}) {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw new ValidationError(`option ${name} must be an integer from ${min} to ${max} (got ${String(v)})`)
+    throw new ValidationError(`option ${name} must be an integer from ${min} to ${max} (got ${describeValue(v)})`)
   }
   return v
 }
@@ -31,7 +40,7 @@ const UNITS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 function parseDuration(name, v) {
   const m = typeof v === 'string' ? /^(\d+)\s*([smhd])$/.exec(v.trim()) : null
   if (!m || Number(m[1]) <= 0) {
-    throw new ValidationError(`option ${name} must look like '30d', '12h', '15m' or '45s' (got ${JSON.stringify(v)})`)
+    throw new ValidationError(`option ${name} must look like '30d', '12h', '15m' or '45s' (got ${describeValue(v)})`)
   }
   return Number(m[1]) * UNITS[m[2]]
 }
@@ -62,7 +71,7 @@ function resolveOptions(options) {
     )
   }
   if (o.synchronous !== 'normal' && o.synchronous !== 'full') {
-    throw new ValidationError(`option synchronous must be 'normal' or 'full' (got ${JSON.stringify(o.synchronous)})`)
+    throw new ValidationError(`option synchronous must be 'normal' or 'full' (got ${describeValue(o.synchronous)})`)
   }
   o.retainMs = o.retainRuns === undefined ? null : parseDuration('retainRuns', o.retainRuns)
   if (o.jobs !== undefined && (o.jobs === null || typeof o.jobs !== 'object' || Array.isArray(o.jobs))) {
@@ -71,4 +80,4 @@ function resolveOptions(options) {
   return o
 }
 
-module.exports = { resolveOptions, parseDuration, positiveInt }
+module.exports = { resolveOptions, parseDuration, positiveInt, describeValue }
