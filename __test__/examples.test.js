@@ -2,11 +2,12 @@
 // each on a fresh database file, and must exit 0 on their own with the
 // output they promise. (Their types are checked by types.test.js.)
 import path from 'node:path'
+import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { describe, expect, test } from 'vitest'
 import helpers from './helpers.js'
 
-const { ROOT, tempDb, spawnNode } = helpers
+const { ROOT, tempDb, tempDir, spawnNode, until } = helpers
 const require = createRequire(import.meta.url)
 const TSX = path.join(path.dirname(require.resolve('tsx/package.json')), 'dist', 'cli.mjs')
 
@@ -64,3 +65,63 @@ describe('examples', () => {
     expect(line(lines, 'other tenant')).toBe('other tenant 404, no tenant 401')
   }, 90_000)
 })
+
+/** Starts `node examples/demo.js` in `cwd` (the demo uses ./durably.db); collects its stdout lines. */
+function startDemo(cwd) {
+  const demo = path.join(ROOT, 'examples', 'demo.js')
+  const child = spawn(process.execPath, [demo], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  const lines = []
+  let buf = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => {
+    buf += chunk
+    const parts = buf.split('\n')
+    buf = parts.pop()
+    lines.push(...parts)
+  })
+  child.stderr.on('data', (c) => (stderr += c))
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr })))
+  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+  exited.then(() => clearTimeout(killer))
+  return { child, lines, exited }
+}
+
+describe('demo (npm run demo) with two processes on one database', () => {
+  test('a second demo while the first is alive says so (not "killed"), waits, and reports the other finished', async () => {
+    const cwd = tempDir()
+    const a = startDemo(cwd)
+    const ran = (step) => () => a.lines.some((l) => l.includes(step))
+    await until(ran('fetch-page-1'), { timeout: 20_000, what: 'the first demo to commit a step' })
+    const b = startDemo(cwd)
+    const [ra, rb] = await Promise.all([a.exited, b.exited])
+    expect(ra, a.lines.join('\n')).toEqual({ code: 0, signal: null, stderr: '' })
+    expect(rb, b.lines.join('\n')).toEqual({ code: 0, signal: null, stderr: '' })
+    expect(line(b.lines, 'Found run')).toMatch(/marked running by another process/)
+    expect(line(b.lines, '  Another process is still running this run')).toBeDefined()
+    expect(b.lines.filter((l) => /killed;|Taking the run over/.test(l)), b.lines.join('\n')).toEqual([])
+    expect(line(b.lines, 'Done:')).toMatch(/^Done: the other process imported 150 orders/)
+    expect(b.lines).toContain('Steps executed in this process: 0. Run again to start a new import.')
+    expect(a.lines).toContain('Steps executed in this process: 7. Run again to start a new import.')
+  }, 90_000)
+
+  test('a demo started after the first was SIGKILLed says its heartbeat went stale, takes over and finishes', async () => {
+    const cwd = tempDir()
+    const a = startDemo(cwd)
+    const ran = (step) => () => a.lines.some((l) => l.includes(step))
+    await until(ran('fetch-page-2'), { timeout: 20_000, what: 'the first demo to commit two steps' })
+    a.child.kill('SIGKILL')
+    expect((await a.exited).signal).toBe('SIGKILL')
+    const b = startDemo(cwd)
+    const rb = await b.exited
+    expect(rb, b.lines.join('\n')).toEqual({ code: 0, signal: null, stderr: '' })
+    expect(line(b.lines, 'Found run')).toMatch(/marked running by another process, [23] step\(s\) committed so far/)
+    expect(line(b.lines, '  Taking the run over')).toMatch(/stopped renewing its heartbeat/)
+    expect(b.lines.filter((l) => l.includes('still running this run'))).toEqual([])
+    expect(line(b.lines, 'Done:')).toMatch(/^Done: imported 150 orders/)
+    // The steps A committed are replayed, not run again: B ran the rest (7 steps in all).
+    const ranInB = b.lines.filter((l) => l.includes('ran now, result committed')).length
+    const committedByA = Number(/, (\d) step/.exec(line(b.lines, 'Found run'))[1])
+    expect(ranInB + committedByA).toBe(7)
+  }, 90_000)
+})
+
