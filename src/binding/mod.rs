@@ -313,6 +313,15 @@ impl Engine {
         }))
     }
 
+    /// Returns stale runs of the registered jobs to pending now; resolves with the count.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn recover_stale(&self) -> Result<AsyncTask<NativeTask>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(move || {
+            Ok(inner.worker.recover_stale()?.to_string())
+        }))
+    }
+
     /// Claims up to `limit` runs now if the worker is on and the lock is free
     /// at once: a JSON array (maybe empty), or `null` when the lock is taken.
     #[napi(catch_unwind)]

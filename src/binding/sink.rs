@@ -50,9 +50,10 @@ impl Sink for JsSink {
         self.send(o.finish());
     }
 
-    fn error(&self, err: &Error) {
+    fn error(&self, context: &'static str, err: &Error) {
         let mut o = JsonObject::new();
         o.str("t", Some("error"))
+            .str("context", Some(context))
             .str("code", Some(err.code()))
             .str("message", Some(&err.to_string()));
         self.send(o.finish());

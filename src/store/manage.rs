@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::query::{get_run_in, run_json, RUN_COLUMNS};
+use super::query::get_run_in;
 use super::Store;
 use crate::error::{Error, Result};
 
@@ -42,12 +42,12 @@ impl Store {
                     "run {id} is {prev}; only pending or running runs can be cancelled"
                 )));
             }
-            let json = c
-                .prepare_cached(&format!(
-                    "UPDATE runs SET status = 'cancelled', completed_at = ?2, updated_at = ?2 \
-                     WHERE id = ?1 RETURNING {RUN_COLUMNS}"
-                ))?
-                .query_row((id, &now), run_json)?;
+            c.prepare_cached(
+                "UPDATE runs SET status = 'cancelled', completed_at = ?2, updated_at = ?2 \
+                 WHERE id = ?1",
+            )?
+            .execute((id, &now))?;
+            let json = get_run_in(c, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             Ok((prev, json))
         })
     }
@@ -65,12 +65,13 @@ impl Store {
             }
             c.prepare_cached("DELETE FROM steps WHERE run_id = ?1 AND status != 'completed'")?
                 .execute([id])?;
-            Ok(c.prepare_cached(&format!(
+            c.prepare_cached(
                 "UPDATE runs SET status = 'pending', error = NULL, error_stack = NULL, \
                  output = NULL, completed_at = NULL, lease_owner = NULL, updated_at = ?2 \
-                 WHERE id = ?1 RETURNING {RUN_COLUMNS}"
-            ))?
-            .query_row((id, &now), run_json)?)
+                 WHERE id = ?1",
+            )?
+            .execute((id, &now))?;
+            get_run_in(c, id)?.ok_or_else(|| Error::NotFound(id.to_string()))
         })
     }
 

@@ -7,10 +7,13 @@ use super::json::{array, JsonObject};
 use super::Store;
 use crate::error::{Error, Result};
 
-/// Columns of `runs` in the order [`run_json`] reads them.
+/// Columns of `runs` in the order [`run_json`] reads them, plus the number
+/// of completed steps (a subquery on the steps index: select them `FROM runs`,
+/// not aliased, and not in a `RETURNING` clause).
 pub(crate) const RUN_COLUMNS: &str = "id, job_name, input, status, idempotency_key, \
     concurrency_key, labels, current_step_index, progress, output, error, error_stack, \
-    heartbeat_at, lease_owner, lease_generation, created_at, updated_at, started_at, completed_at";
+    heartbeat_at, lease_owner, lease_generation, created_at, updated_at, started_at, completed_at, \
+    (SELECT COUNT(*) FROM steps WHERE steps.run_id = runs.id AND steps.status = 'completed')";
 
 /// Run statuses as stored.
 pub const STATUSES: [&str; 5] = ["pending", "running", "completed", "failed", "cancelled"];
@@ -52,7 +55,8 @@ pub(crate) fn run_object(r: &Row) -> rusqlite::Result<JsonObject> {
         .str("createdAt", Some(&r.get::<_, String>(15)?))
         .str("updatedAt", Some(&r.get::<_, String>(16)?))
         .str("startedAt", r.get::<_, Option<String>>(17)?.as_deref())
-        .str("completedAt", r.get::<_, Option<String>>(18)?.as_deref());
+        .str("completedAt", r.get::<_, Option<String>>(18)?.as_deref())
+        .int("completedStepCount", r.get(19)?);
     Ok(o)
 }
 

@@ -49,8 +49,10 @@ pub trait Sink: Send + Sync + 'static {
     fn runs(&self, runs: Vec<ClaimedRun>);
     /// A run in flight was lost (cancelled elsewhere, reclaimed, timed out).
     fn lost(&self, id: &str, reason: LostReason);
-    /// An error outside any run (busy database, full disk…).
-    fn error(&self, err: &Error);
+    /// An error outside any run (busy database, full disk…); `context` names
+    /// the task it happened in: `claim`, `recover` (stale recovery), `watch`
+    /// (the cross-process change check), `heartbeat`, `timeout`, `checkpoint`.
+    fn error(&self, context: &'static str, err: &Error);
 }
 
 /// Worker timing and limits.
@@ -211,6 +213,13 @@ impl Worker {
     /// `processOne`), bounded by free slots.
     pub fn claim_now(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
         self.shared.claim(limit)
+    }
+
+    /// Returns the stale runs of this worker's jobs to `pending` now (what the
+    /// claim loop does every polling interval), for `processOne` without the
+    /// loop. Runs this worker executes are left alone. Returns how many.
+    pub fn recover_stale(&self) -> Result<usize> {
+        tasks::recover_stale(&self.shared)
     }
 
     /// Like [`Worker::claim_now`] but only while the claim loop is on, and

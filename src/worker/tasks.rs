@@ -53,7 +53,7 @@ async fn claim_while_running(sh: &Arc<Shared>) {
     let watch = match sh.store.side_connection() {
         Ok(c) => c.map(|c| Arc::new(std::sync::Mutex::new(c))),
         Err(e) => {
-            sh.sink.error(&e);
+            sh.sink.error("watch", &e);
             None
         }
     };
@@ -66,7 +66,7 @@ async fn claim_while_running(sh: &Arc<Shared>) {
             last_poll = Some(Instant::now());
             let sh2 = sh.clone();
             if let Err(e) = blocking(move || recover_stale(&sh2)).await {
-                sh.sink.error(&e);
+                sh.sink.error("recover", &e);
             }
         }
         let mut changed = false;
@@ -81,7 +81,7 @@ async fn claim_while_running(sh: &Arc<Shared>) {
                     changed = last_version != Some(v);
                     last_version = Some(v);
                 }
-                Err(e) => sh.sink.error(&e),
+                Err(e) => sh.sink.error("watch", &e),
             }
         }
         if (woken || changed || poll_due) && sh.free_slots() > 0 {
@@ -107,7 +107,7 @@ async fn claim_while_running(sh: &Arc<Shared>) {
                     continue;
                 }
                 Ok(_) => {}
-                Err(e) => sh.sink.error(&e),
+                Err(e) => sh.sink.error("claim", &e),
             }
         }
         let closed = sh.closed_notify.notified();
@@ -124,7 +124,7 @@ async fn claim_while_running(sh: &Arc<Shared>) {
     }
 }
 
-fn recover_stale(sh: &Shared) -> Result<usize> {
+pub(super) fn recover_stale(sh: &Shared) -> Result<usize> {
     let jobs = sh.job_set();
     if jobs.names.is_empty() {
         return Ok(0);
@@ -159,7 +159,7 @@ pub(super) async fn heartbeats(sh: Arc<Shared>) {
         }
         let sh2 = sh.clone();
         if let Err(e) = blocking(move || enforce_timeouts(&sh2)).await {
-            sh.sink.error(&e);
+            sh.sink.error("timeout", &e);
         }
         if last_beat.elapsed() < sh.cfg.heartbeat_interval {
             continue;
@@ -189,7 +189,7 @@ pub(super) async fn heartbeats(sh: Arc<Shared>) {
                     sh.sink.lost(&id, reason);
                 }
             }
-            Err(e) => sh.sink.error(&e),
+            Err(e) => sh.sink.error("heartbeat", &e),
         }
     }
 }
@@ -223,7 +223,7 @@ pub(super) async fn checkpoints(sh: Arc<Shared>) {
         Ok(Some(c)) => Arc::new(std::sync::Mutex::new(c)),
         Ok(None) => return,
         Err(e) => {
-            sh.sink.error(&e);
+            sh.sink.error("checkpoint", &e);
             return;
         }
     };
@@ -234,7 +234,7 @@ pub(super) async fn checkpoints(sh: Arc<Shared>) {
         let c = conn.clone();
         let store = sh.store.clone();
         if let Err(e) = blocking(move || store.checkpoint(&lock(&c))).await {
-            sh.sink.error(&e);
+            sh.sink.error("checkpoint", &e);
         }
     }
 }

@@ -21,8 +21,8 @@ impl Sink for Recorder {
     fn lost(&self, id: &str, reason: LostReason) {
         lock(&self.lost).push((id.to_string(), reason));
     }
-    fn error(&self, err: &Error) {
-        lock(&self.errors).push(err.to_string());
+    fn error(&self, context: &'static str, err: &Error) {
+        lock(&self.errors).push(format!("{context}: {err}"));
     }
 }
 
