@@ -14,6 +14,7 @@ const {
   DurablyError,
   ValidationError,
   NotFoundError,
+  ConflictError,
   CancelledError,
   LeaseLostError,
   TimeoutError,
@@ -67,8 +68,16 @@ function checkStopOptions(what, options) {
   return { abort: abort === true, timeout }
 }
 
+function checkWaitTimeout(timeout) {
+  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0)) {
+    throw new ValidationError('waitForRun: timeout must be a non-negative integer (ms)')
+  }
+}
+
 function checkTriggerOptions(options) {
-  if (options === undefined || options === null) return { idem: null, conc: null, coalesce: false, labels: '{}' }
+  if (options === undefined || options === null) {
+    return { idem: null, conc: null, coalesce: false, labels: '{}', labelsValue: {} }
+  }
   if (typeof options !== 'object') throw new ValidationError('trigger options must be an object')
   for (const k of Object.keys(options)) {
     if (!TRIGGER_KEYS.has(k)) throw new ValidationError(`unknown trigger option ${k}`)
@@ -82,11 +91,13 @@ function checkTriggerOptions(options) {
   if (coalesce && concurrencyKey === undefined) {
     throw new ValidationError("trigger option coalesce: 'skip' needs a concurrencyKey")
   }
+  const text = checkLabels(labels)
   return {
     idem: idempotencyKey ?? null,
     conc: concurrencyKey ?? null,
     coalesce: coalesce === 'skip',
-    labels: checkLabels(labels),
+    labels: text,
+    labelsValue: labels === undefined ? {} : JSON.parse(text),
   }
 }
 
@@ -103,6 +114,8 @@ function checkFilter(filter) {
   for (const [k, v] of Object.entries(filter)) {
     if (!FILTER_KEYS.has(k)) throw new ValidationError(`unknown getRuns filter field ${k}`)
     if (v === undefined) continue
+    // An empty list means no filter (not "match nothing").
+    if ((k === 'status' || k === 'jobName') && Array.isArray(v) && v.length === 0) continue
     if (k === 'status') {
       out.status = oneOrMany(v, (s) => {
         if (!['pending', 'running', 'completed', 'failed', 'cancelled'].includes(s)) {
@@ -330,7 +343,19 @@ class Durably {
     this._ensureOpen()
     if (defs === null || typeof defs !== 'object') throw new ValidationError('register() takes an object of job definitions')
     const out = {}
-    for (const [key, def] of Object.entries(defs)) {
+    const proto = Object.getPrototypeOf(defs)
+    if (proto !== Object.prototype && proto !== null && isJobDefinition(proto)) {
+      throw new ValidationError(
+        'the jobs object has a job definition as its prototype (`__proto__: job` in an object literal): use another key',
+      )
+    }
+    const entries = Object.entries(defs)
+    for (const [key] of entries) {
+      if (key === '__proto__') {
+        throw new ValidationError("job key '__proto__' is not allowed (it would replace the prototype of durably.jobs): use another key")
+      }
+    }
+    for (const [key, def] of entries) {
       if (!isJobDefinition(def)) throw new ValidationError(`jobs.${key} is not a job definition (use defineJob)`)
       const existing = this._jobs.get(def.name)
       if (existing && existing.def !== def) {
@@ -359,9 +384,26 @@ class Durably {
 
   // ---- triggering ------------------------------------------------------------
 
-  async _trigger(def, input, options) {
-    this._ensureReady()
+  /** Trigger options checked, with labels validated by the `labels` schema if any. */
+  async _triggerOptions(options) {
     const o = checkTriggerOptions(options)
+    const schema = this._options.labels
+    if (schema) {
+      let labels = validate(schema, o.labelsValue, 'invalid labels')
+      if (labels !== null && typeof labels === 'object' && typeof labels.then === 'function') labels = await labels
+      o.labels = checkLabels(labels)
+      o.labelsValue = JSON.parse(o.labels)
+    }
+    return o
+  }
+
+  /**
+   * `onRun(run)` is called as soon as the run exists, before the worker can
+   * start it (triggerAndWait subscribes there, so it misses nothing).
+   */
+  async _trigger(def, input, options, onRun) {
+    this._ensureReady()
+    const o = this._options.labels ? await this._triggerOptions(options) : checkTriggerOptions(options)
     let value = validate(def.input, input, `invalid input for job '${def.name}'`)
     if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
     const text = encode(value, 'input')
@@ -375,6 +417,7 @@ class Durably {
       woken = false
     }
     const run = this._triggered(def, r, value, o)
+    if (onRun) onRun(run)
     if (r[0] === 'c') {
       if (!woken) this._wake()
       if (this._started) this._startLocally()
@@ -394,7 +437,7 @@ class Durably {
     try {
       text = this._engine.tryClaim(1)
     } catch (err) {
-      return this._workerError(fromNative(err), null)
+      return this._workerError(fromNative(err), null, 'claim')
     }
     if (text !== null && text !== '[]') this._onClaimed(text)
   }
@@ -410,12 +453,13 @@ class Durably {
         output: null,
         error: null,
         errorStack: null,
-        labels: JSON.parse(o.labels),
+        labels: o.labelsValue,
         progress: null,
         idempotencyKey: o.idem,
         concurrencyKey: o.conc,
         currentStepIndex: 0,
         attempt: 0,
+        completedStepCount: 0,
         createdAt,
         updatedAt: createdAt,
         startedAt: null,
@@ -431,7 +475,7 @@ class Durably {
       return run
     }
     run.disposition = 'coalesced'
-    this._emit('run:coalesced', run, { skippedInput: value })
+    this._emit('run:coalesced', run, { skippedInput: value, skippedLabels: o.labelsValue })
     return run
   }
 
@@ -443,7 +487,7 @@ class Durably {
       const it = items[i]
       try {
         if (it === null || typeof it !== 'object') throw new ValidationError('must be an object { input, options }')
-        const o = checkTriggerOptions(it.options)
+        const o = await this._triggerOptions(it.options)
         let value = validate(def.input, it.input, `invalid input for job '${def.name}'`)
         if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
         prepared.push({ o, value, text: encode(value, 'input') })
@@ -466,6 +510,18 @@ class Durably {
     const runs = lines.map((line, i) => this._triggered(def, line, prepared[i].value, prepared[i].o))
     if (!woken) this._wake()
     return runs
+  }
+
+  async _triggerAndWait(def, input, options) {
+    const { timeout, onProgress, onLog, ...rest } = options ?? {}
+    checkWaitTimeout(timeout)
+    let waiting
+    const run = await this._trigger(def, input, rest, (r) => {
+      waiting = this.waitForRun(r.id, { timeout, onProgress, onLog })
+      waiting.catch(() => {}) // awaited below; never reported as unhandled meanwhile
+    })
+    const done = await waiting
+    return { id: run.id, output: done.output, disposition: run.disposition }
   }
 
   // ---- queries ---------------------------------------------------------------
@@ -520,6 +576,11 @@ class Durably {
     checkId(runId)
     const run = this._getRunNow(runId)
     if (!run) throw new NotFoundError(`run ${runId} not found`)
+    if (!TERMINAL.has(run.status)) {
+      throw new ConflictError(
+        `run ${runId} is ${run.status}; only completed, failed or cancelled runs can be retriggered`,
+      )
+    }
     const job = this._jobs.get(run.jobName)
     if (!job) throw new ValidationError(`job '${run.jobName}' is not registered in this instance`)
     // Same input, labels and concurrency key (the key is about mutual
@@ -566,7 +627,7 @@ class Durably {
     try {
       await this.purgeRuns({ olderThan: new Date(Date.now() - this._options.retainMs), limit: 100 })
     } catch (err) {
-      this._workerError(err, null)
+      this._workerError(err, null, 'retain')
     }
   }
 
@@ -577,8 +638,10 @@ class Durably {
     this._ensureReady()
     checkId(runId)
     const { timeout, onProgress, onLog } = options ?? {}
-    if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0)) {
-      return Promise.reject(new ValidationError('waitForRun: timeout must be a non-negative integer (ms)'))
+    try {
+      checkWaitTimeout(timeout)
+    } catch (err) {
+      return Promise.reject(err)
     }
     return new Promise((resolve, reject) => {
       let done = false
@@ -621,7 +684,7 @@ class Durably {
       }
       if (timeout !== undefined) {
         timeoutTimer = setTimeout(
-          () => finish(reject, new TimeoutError(`waitForRun: run ${runId} did not finish within ${timeout} ms`)),
+          () => finish(reject, new TimeoutError(`waitForRun: run ${runId} did not finish within ${timeout} ms${this._noWorkerNote(runId)}`)),
           timeout,
         )
       }
@@ -631,9 +694,45 @@ class Durably {
 
   // ---- processing without the loop -------------------------------------------
 
-  /** Claims and executes one run; resolves false when none was pending. */
+  /**
+   * Claims and executes one run; resolves false when none was pending.
+   * First recovers stale runs (a crashed worker's) and applies `retainRuns`.
+   */
   async processOne() {
     this._ensureReady()
+    await this._beforeProcessing()
+    return this._processNext()
+  }
+
+  /**
+   * Processes runs until none is pending (or `maxRuns` ran); resolves with how
+   * many ran. First recovers stale runs and applies `retainRuns`, once.
+   */
+  async processUntilIdle(options) {
+    this._ensureReady()
+    if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) {
+      throw new ValidationError('processUntilIdle(): options must be an object { maxRuns? }')
+    }
+    const { maxRuns, ...unknown } = options ?? {}
+    for (const k of Object.keys(unknown)) throw new ValidationError(`processUntilIdle(): unknown option ${k} (known: maxRuns)`)
+    if (maxRuns !== undefined && (!Number.isInteger(maxRuns) || maxRuns < 1)) {
+      throw new ValidationError(`processUntilIdle(): maxRuns must be a positive integer (got ${String(maxRuns)})`)
+    }
+    await this._beforeProcessing()
+    let n = 0
+    while ((maxRuns === undefined || n < maxRuns) && (await this._processNext())) n++
+    return n
+  }
+
+  /** What the worker loop does on its own: stale recovery and retention. */
+  async _beforeProcessing() {
+    unwrapAsync(await this._engine.recoverStale())
+    if (this._options.retainMs !== null) {
+      await this.purgeRuns({ olderThan: new Date(Date.now() - this._options.retainMs), limit: 1000 })
+    }
+  }
+
+  async _processNext() {
     const runs = JSON.parse(unwrapAsync(await this._engine.claim(1)))
     if (runs.length === 0) return false
     const text = JSON.stringify(runs)
@@ -642,11 +741,21 @@ class Durably {
     return true
   }
 
-  /** Processes runs until none is pending; resolves with how many ran. */
-  async processUntilIdle() {
-    let n = 0
-    while (await this.processOne()) n++
-    return n
+  /** For a TimeoutError: why nothing here would have executed the run. */
+  _noWorkerNote(runId) {
+    let run = null
+    try {
+      run = this._getRunNow(runId)
+    } catch {
+      // closed meanwhile
+    }
+    const jobName = run ? run.jobName : null
+    if (this._started && (jobName === null || this._jobs.has(jobName))) return ''
+    const job = jobName === null ? 'the job' : `job '${jobName}'`
+    return (
+      ` (this process has no started worker for ${job}: call durably.start() or init() here, ` +
+      'or make sure another process executes it)'
+    )
   }
 
   // ---- execution ---------------------------------------------------------------
@@ -669,10 +778,10 @@ class Durably {
           a.exec.abort(new TimeoutError(`run ${msg.id} timed out after ${a.exec.job.def.timeout} ms`))
         } else a.exec.abort(new LeaseLostError())
       } else if (msg.t === 'error') {
-        this._workerError(fromNative({ code: msg.code, message: msg.message }), null)
+        this._workerError(fromNative({ code: msg.code, message: msg.message }), null, msg.context)
       }
     } catch (err) {
-      this._workerError(err, null)
+      this._workerError(err, null, 'message')
     }
   }
 
@@ -682,7 +791,7 @@ class Durably {
     try {
       this._engine.wake()
     } catch (err) {
-      this._workerError(fromNative(err), null)
+      this._workerError(fromNative(err), null, 'wake')
     }
   }
 
@@ -699,7 +808,7 @@ class Durably {
         }
       })
     } catch (err) {
-      this._workerError(err, null)
+      this._workerError(err, null, 'claim')
     }
   }
 
@@ -709,7 +818,7 @@ class Durably {
     const gen = claimed.leaseGeneration
     return this._writer
       .push(`["r",${q(id)},${gen}]`)
-      .catch((err) => this._workerError(err, null))
+      .catch((err) => this._workerError(err, null, 'hand-back'))
       .finally(() => {
         if (!this._closed) native(() => this._engine.release(id, gen))
       })
@@ -724,7 +833,7 @@ class Durably {
     }
     const exec = new Execution(this, job, claimed, tags)
     const input = reviveParsed(claimed.input, tags)
-    const ran = exec.run(input, claimed.leaseGeneration).catch((err) => this._workerError(err, exec))
+    const ran = exec.run(input, claimed.leaseGeneration).catch((err) => this._workerError(err, exec, 'execute'))
     // A detached execution (stop({ abort })) may never settle: stop waiting for it.
     const promise = Promise.race([ran, exec.whenDetached]).finally(() => {
       if (this._active.get(id)?.exec === exec) this._active.delete(id)
@@ -751,6 +860,11 @@ class Durably {
     return this._events.on(type, listener)
   }
 
+  /** Shorthand for `on('worker:error', listener)`; returns the unsubscribe function. */
+  onError(listener) {
+    return this.on('worker:error', listener)
+  }
+
   use(plugin) {
     if (plugin === null || typeof plugin !== 'object' || typeof plugin.install !== 'function') {
       throw new ValidationError('use(): a plugin is { name, install(durably) }')
@@ -765,7 +879,8 @@ class Durably {
     this._events.emit(extra ? Object.assign(e, extra) : e)
   }
 
-  _workerError(err, exec) {
+  /** `context` names where it happened: claim, heartbeat, step-write, listener… (see WorkerErrorContext). */
+  _workerError(err, exec, context) {
     this._events.emit({
       type: 'worker:error',
       runId: exec ? exec.id : null,
@@ -773,6 +888,7 @@ class Durably {
       labels: exec ? exec.labels : {},
       timestamp: new Date().toISOString(),
       error: err,
+      context,
     })
   }
 

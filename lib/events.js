@@ -27,6 +27,8 @@ class Events {
     this.listeners = new Map()
     /** listeners of every event (subscribe, waiters) */
     this.any = new Set()
+    /** the last event's `sequence`: increasing per instance, to order and de-duplicate streams */
+    this.sequence = 0
   }
 
   on(type, listener) {
@@ -58,6 +60,7 @@ class Events {
   }
 
   emit(event) {
+    event.sequence = ++this.sequence
     const set = this.listeners.get(event.type)
     if (set) for (const fn of set) this.call(fn, event)
     if (this.any.size) for (const fn of this.any) this.call(fn, event)
@@ -81,6 +84,7 @@ class Events {
       labels: event.labels ?? {},
       timestamp: new Date().toISOString(),
       error: err,
+      context: 'listener',
     })
   }
 }

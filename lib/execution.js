@@ -93,6 +93,7 @@ class Execution {
     this.progressTimer = null
     this.lastProgressWrite = 0
     this.running = 0 // steps executing now
+    this.inFlight = new Set() // their names
     this.lastStep = null
     this.ended = false
     this.cancelEmitted = false
@@ -160,7 +161,8 @@ class Execution {
       return Promise.reject(new ValidationError('ctx.run: step name must be a non-empty string'))
     }
     if (typeof fn !== 'function') {
-      return Promise.reject(new ValidationError(`ctx.run('${name}'): the step function is missing`))
+      const got = fn === null ? 'null' : typeof fn
+      return Promise.reject(new ValidationError(`ctx.run('${name}'): second argument must be a function (got ${got})`))
     }
     // A refused call is not a step: it takes no position.
     if (this.names.has(name)) {
@@ -189,7 +191,11 @@ class Execution {
       }
       return Promise.resolve(stored.output)
     }
-    return this.execute(name, index, fn)
+    const p = this.execute(name, index, fn)
+    // A step the job forgot to await must not reject unhandled and crash the
+    // process (run() fails the run instead); awaiting it still sees the rejection.
+    p.catch(noop)
+    return p
   }
 
   /** The stored step to replay for this call, undefined to execute it, or a ReplayMismatchError. */
@@ -247,11 +253,13 @@ class Execution {
     const signal = this.controller.signal
     let value
     this.running++
+    this.inFlight.add(name)
     this.lastStep = name
     try {
       value = await stepScope.run(name, callStep, fn, signal)
     } catch (err) {
       this.running--
+      this.inFlight.delete(name)
       if (this.detached) return NEVER
       if (signal.aborted) return this.stepCut(name, index, startedAt)
       if (err !== null && typeof err === 'object') stepErrors.set(err, name)
@@ -259,6 +267,7 @@ class Execution {
       throw err
     }
     this.running--
+    this.inFlight.delete(name)
     if (this.detached) return NEVER
     if (signal.aborted) return this.stepCut(name, index, startedAt)
     let text
@@ -293,6 +302,7 @@ class Execution {
     } catch (storeErr) {
       // The store refused the write (DB_BUSY after busyTimeout, DB_FULL…): stop this
       // execution without failing the run (stopped() reports it as a worker error).
+      this.writeFailed = 'step-write'
       this.abort(storeErr)
       throw storeErr
     }
@@ -364,7 +374,7 @@ class Execution {
         this.emit('run:progress', { progress: value })
       } else this.lostBy(st)
     } catch (err) {
-      this.durably._workerError(err, this)
+      this.durably._workerError(err, this, 'progress-write')
     }
   }
 
@@ -381,7 +391,7 @@ class Execution {
     try {
       if (data !== undefined) text = encode(data, 'data')
     } catch (err) {
-      this.durably._workerError(err, this)
+      this.durably._workerError(err, this, 'log-write')
       return
     }
     const op = `["l",${q(this.id)},${this.generation},${q(stepName)},"${level}",${q(message)},${text},"${now()}"]`
@@ -389,7 +399,7 @@ class Execution {
       (st) => {
         if (st !== '0') this.lostBy(st)
       },
-      (err) => this.durably._workerError(err, this),
+      (err) => this.durably._workerError(err, this, 'log-write'),
     )
   }
 
@@ -401,6 +411,16 @@ class Execution {
     let output
     try {
       output = await callJob(def.run, this.ctx, input)
+      if (this.inFlight.size > 0 && !this.detached && !this.controller.signal.aborted) {
+        // A forgotten `await`: the step would go on writing into a finished run.
+        const name = this.inFlight.values().next().value
+        const err = new ValidationError(`job returned while step '${name}' was still running — missing await?`)
+        stepErrors.set(err, name)
+        await this.failed(err)
+        // Its signal fires; when it settles, nothing is stored or emitted.
+        this.detach(err)
+        return
+      }
       if (this.replayError) throw this.replayError
       this.checkUnvisited()
       if (def.output) output = await validate(def.output, output, `job '${this.jobName}' returned an invalid output`)
@@ -425,7 +445,7 @@ class Execution {
       return this.stopped()
     }
     if (progress) this.emit('run:progress', { progress: this.progress })
-    this.emit('run:complete', { output, duration: this.duration() })
+    this.emit('run:complete', { output, duration: Math.round(this.duration()) })
   }
 
   duration() {
@@ -468,10 +488,13 @@ class Execution {
       // Lease lost, or a write of ours failed (see persistStep): a worker error, not a
       // run failure. After a failed write the run stays `running`; once its heartbeat
       // is stale it is recovered and resumes from its last stored step.
-      this.durably._workerError(reason, this)
+      const context = reason instanceof LeaseLostError ? 'lease-lost' : (this.writeFailed ?? 'execute')
+      this.durably._workerError(reason, this, context)
     }
   }
 }
+
+function noop() {}
 
 /** What an abandoned execution's steps resolve to: nothing, ever. */
 const NEVER = new Promise(() => {})

@@ -78,11 +78,8 @@ class JobHandle {
     return this._d._batchTrigger(this.definition, items)
   }
 
-  async triggerAndWait(input, options = {}) {
-    const { timeout, onProgress, onLog, ...rest } = options ?? {}
-    const run = await this.trigger(input, rest)
-    const done = await this._d.waitForRun(run.id, { timeout, onProgress, onLog })
-    return { id: run.id, output: done.output, disposition: run.disposition }
+  triggerAndWait(input, options) {
+    return this._d._triggerAndWait(this.definition, input, options)
   }
 
   async getRun(id) {

@@ -4,6 +4,7 @@
 
 const { inspect } = require('node:util')
 const { ValidationError } = require('./errors')
+const { isSchema } = require('./schema')
 
 const DEFAULTS = {
   path: 'durably.db',
@@ -14,6 +15,7 @@ const DEFAULTS = {
   synchronous: 'normal',
   busyTimeout: 5000,
   retainRuns: undefined,
+  labels: undefined,
   jobs: undefined,
 }
 
@@ -74,6 +76,9 @@ function resolveOptions(options) {
     throw new ValidationError(`option synchronous must be 'normal' or 'full' (got ${describeValue(o.synchronous)})`)
   }
   o.retainMs = o.retainRuns === undefined ? null : parseDuration('retainRuns', o.retainRuns)
+  if (o.labels !== undefined && !isSchema(o.labels)) {
+    throw new ValidationError('option labels must be a Standard Schema validator (Zod 4, Valibot, ArkType…) for run labels')
+  }
   if (o.jobs !== undefined && (o.jobs === null || typeof o.jobs !== 'object' || Array.isArray(o.jobs))) {
     throw new ValidationError('option jobs must be an object of job definitions')
   }

@@ -20,6 +20,7 @@ function publicRun(r, tags) {
     concurrencyKey: r.concurrencyKey,
     currentStepIndex: r.currentStepIndex,
     attempt: r.leaseGeneration ?? 0,
+    completedStepCount: r.completedStepCount,
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
     startedAt: r.startedAt,

@@ -26,6 +26,14 @@ const TAG = '$t'
 // slower, `$` is rare. A false positive only costs a revive walk.
 const TAG_TEXT = '$t"'
 const MAX_PLAIN_DEPTH = 512
+// V8's longest string: no stored text can be longer. Shapes whose text would
+// be are refused before the walk, which could otherwise run out of memory
+// (a sparse array of length 2**32-1 is one line of code and 4 billion holes).
+const MAX_TEXT = 2 ** 29 - 24
+// Arrays longer than this get their holes counted before the walk.
+const HOLE_CHECK_LENGTH = 1 << 20
+// Each hole is stored as this tag.
+const HOLE_TEXT = '{"$t":"undefined"},'.length
 
 const OBJECT_PROTO = Object.prototype
 const ARRAY_PROTO = Array.prototype
@@ -147,6 +155,7 @@ function toTagged(v, path, seen) {
       if (proto !== ARRAY_PROTO) {
         return refuse(path, `is ${instanceName(v)} (an Array subclass), which cannot be stored (its prototype would be lost)`)
       }
+      if (v.length > HOLE_CHECK_LENGTH) checkArraySize(v, path)
       const out = new Array(v.length)
       for (let i = 0; i < v.length; i++) out[i] = toTagged(v[i], `${path}[${i}]`, seen)
       return out
@@ -173,6 +182,7 @@ function toTagged(v, path, seen) {
       for (const it of v) items.push(toTagged(it, `${path}.<item ${i++}>`, seen))
       return tag('Set', items)
     }
+    if (Buffer.isBuffer(v) || proto === Uint8Array.prototype) checkBytesSize(v, path)
     if (Buffer.isBuffer(v)) return tag('Buffer', v.toString('base64'))
     if (proto === Uint8Array.prototype) {
       return tag('Uint8Array', Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64'))
@@ -198,16 +208,43 @@ function toTagged(v, path, seen) {
   }
 }
 
+/** Refuses an array whose text would exceed MAX_TEXT, counting its holes without visiting them. */
+function checkArraySize(v, path) {
+  // Own keys of a sparse array are its present indices: cheap even for length 2**32-1.
+  const present = Math.min(Object.keys(v).length, v.length)
+  const holes = v.length - present
+  const atLeast = holes * HOLE_TEXT + present * 2
+  if (atLeast > MAX_TEXT) {
+    refuse(
+      path,
+      `is an array of length ${v.length} (${holes} of them holes), too large to store: ` +
+        `its text would be at least ${atLeast} characters (the limit is ${MAX_TEXT})`,
+    )
+  }
+}
+
+function checkBytesSize(v, path) {
+  const chars = Math.ceil(v.byteLength / 3) * 4
+  if (chars > MAX_TEXT) {
+    refuse(path, `is ${v.byteLength} bytes, too large to store: its base64 text would exceed ${MAX_TEXT} characters`)
+  }
+}
+
 /**
  * Encodes a value as stored JSON text. `path` names the value in errors
  * (`input`, `result`, `output`, `data`). Throws ValidationError.
  */
 function encode(value, path) {
-  if (isPlain(value, 0)) return JSON.stringify(value)
   try {
+    if (isPlain(value, 0)) return JSON.stringify(value)
     return JSON.stringify(toTagged(value, path, new Set()))
   } catch (err) {
-    if (err instanceof RangeError) throw new ValidationError(`${path} is nested too deeply to be stored`)
+    if (err instanceof RangeError) {
+      if (/string length/i.test(err.message)) {
+        throw new ValidationError(`${path} is too large to store: its text would exceed ${MAX_TEXT} characters`)
+      }
+      throw new ValidationError(`${path} is nested too deeply to be stored`)
+    }
     throw err
   }
 }
