@@ -76,6 +76,38 @@ async function readJsonObject(request, limit) {
   return body
 }
 
+/**
+ * The runId of POST /retry|/retrigger|/cancel: from the query (`?runId=`)
+ * or a JSON body `{ "runId": … }`; both may be given only if they agree.
+ */
+async function actionRunId(request, params, limit) {
+  const fromQuery = oneParam(params, 'runId', false)
+  const text = await readBody(request, limit)
+  let fromBody
+  if (text.trim() !== '') {
+    let body
+    try {
+      body = JSON.parse(text)
+    } catch {
+      throw new HttpError(400, 'request body must be valid JSON')
+    }
+    if (!isObject(body)) throw new HttpError(400, 'request body must be a JSON object { "runId": … }')
+    for (const k of Object.keys(body)) {
+      if (k !== 'runId') throw new HttpError(400, `unknown field ${JSON.stringify(k)} in request body (known: runId)`)
+    }
+    if (body.runId !== undefined) {
+      if (typeof body.runId !== 'string' || body.runId === '') throw new HttpError(400, 'runId must be a non-empty string')
+      fromBody = body.runId
+    }
+  }
+  if (fromQuery !== undefined && fromBody !== undefined && fromQuery !== fromBody) {
+    throw new HttpError(400, 'runId given in both the query and the body, with different values')
+  }
+  const runId = fromQuery ?? fromBody
+  if (runId === undefined) throw new HttpError(400, 'runId is required (query parameter or JSON body)')
+  return runId
+}
+
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
 
 /** Validates a trigger request; returns a fresh copy a hook may change. */
@@ -187,6 +219,7 @@ function eventMatches(e, filter) {
 module.exports = {
   HttpError,
   readJsonObject,
+  actionRunId,
   checkTriggerRequest,
   oneParam,
   subscribeFilter,

@@ -10,6 +10,7 @@ const { tallyStats } = require('./durably')
 const {
   HttpError,
   readJsonObject,
+  actionRunId,
   checkTriggerRequest,
   oneParam,
   subscribeFilter,
@@ -228,6 +229,12 @@ function createDurablyHandler(durably, options) {
       const runId = oneParam(this.params, 'runId', true)
       return this.allow(await durably.getRun(runId), operation)
     }
+
+    /** The run of a POST action: runId from the query or a JSON body. */
+    async actionRun(operation) {
+      const runId = await actionRunId(this.request, this.params, maxBodyBytes)
+      return this.allow(await durably.getRun(runId), operation)
+    }
   }
 
   const routes = new Map([
@@ -325,19 +332,19 @@ function createDurablyHandler(durably, options) {
   }
 
   async function retry(call) {
-    const run = await call.run('retry')
+    const run = await call.actionRun('retry')
     await durably.retry(run.id)
     return json({ success: true, runId: run.id })
   }
 
   async function retrigger(call) {
-    const run = await call.run('retrigger')
+    const run = await call.actionRun('retrigger')
     const created = await durably.retrigger(run.id)
     return json({ success: true, runId: created.id })
   }
 
   async function cancel(call) {
-    const run = await call.run('cancel')
+    const run = await call.actionRun('cancel')
     await durably.cancel(run.id)
     return json({ success: true })
   }
