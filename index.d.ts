@@ -70,7 +70,7 @@ export interface Progress {
 }
 
 /** One execution instance of a job. Times are ISO-8601 strings; ids are ULIDs. */
-export interface Run<TInput = unknown, TOutput = unknown> {
+export interface Run<TInput = unknown, TOutput = unknown, TLabels extends Labels = Labels> {
   id: string
   jobName: string
   status: RunStatus
@@ -81,13 +81,16 @@ export interface Run<TInput = unknown, TOutput = unknown> {
   /** The failure message once `failed`, else null. */
   error: string | null
   errorStack: string | null
-  labels: Labels
+  /** Typed by the `labels` schema of `createDurably`, if any. */
+  labels: TLabels
   progress: Progress | null
   idempotencyKey: string | null
   concurrencyKey: string | null
   currentStepIndex: number
   /** How many times the run was started: 1 on its first execution, +1 on each resume after a crash and each retry. */
   attempt: number
+  /** How many of its steps are completed (stored). */
+  completedStepCount: number
   createdAt: string
   updatedAt: string
   startedAt: string | null
@@ -95,7 +98,11 @@ export interface Run<TInput = unknown, TOutput = unknown> {
 }
 
 /** What `trigger` / `batchTrigger` / `retrigger` return. */
-export type TriggeredRun<TInput = unknown, TOutput = unknown> = Run<TInput, TOutput> & {
+export type TriggeredRun<TInput = unknown, TOutput = unknown, TLabels extends Labels = Labels> = Run<
+  TInput,
+  TOutput,
+  TLabels
+> & {
   disposition: Disposition
 }
 
@@ -138,7 +145,7 @@ export interface Log {
 // Options
 // ---------------------------------------------------------------------------
 
-export interface DurablyOptions<TJobs extends JobDefinitions = JobDefinitions> {
+export interface DurablyOptions<TJobs extends JobDefinitions = JobDefinitions, TLabels extends Labels = Labels> {
   /** SQLite file, created if absent; `':memory:'` for tests. Default `'durably.db'`. */
   path?: string
   /** Idle polling period in ms (only a fallback for runs written by other processes). Default 1000. */
@@ -155,18 +162,24 @@ export interface DurablyOptions<TJobs extends JobDefinitions = JobDefinitions> {
   busyTimeout?: number
   /** Purge terminal runs older than this while idle: `'30d'`, `'12h'`, `'15m'`, `'45s'`. */
   retainRuns?: `${number}${'s' | 'm' | 'h' | 'd'}`
+  /**
+   * A Standard Schema validator for run labels: checked at every trigger (labels omitted are
+   * checked as `{}`), `ValidationError` and nothing written when invalid; types `labels` in
+   * trigger options and run records.
+   */
+  labels?: StandardSchemaV1<any, TLabels>
   /** Job definitions to register; `durably.jobs.<key>` are typed handles. */
   jobs?: TJobs
 }
 
-export interface TriggerOptions {
+export interface TriggerOptions<TLabels extends Labels = Labels> {
   /** Same job + key already exists → that run is returned (`disposition: 'idempotent'`). */
   idempotencyKey?: string
   /** Runs sharing a key never execute at the same time; they run in creation order. */
   concurrencyKey?: string
   /** With `concurrencyKey`: return the pending run of that key instead of creating one. */
   coalesce?: 'skip'
-  labels?: Labels
+  labels?: TLabels
 }
 
 export interface WaitForRunOptions {
@@ -176,10 +189,12 @@ export interface WaitForRunOptions {
   onLog?: (event: LogWriteEvent) => void
 }
 
-export type TriggerAndWaitOptions = TriggerOptions & WaitForRunOptions
+export type TriggerAndWaitOptions<TLabels extends Labels = Labels> = TriggerOptions<TLabels> & WaitForRunOptions
 
 export interface RunFilter {
+  /** One or several; an empty list means no filter. */
   status?: RunStatus | RunStatus[]
+  /** One or several; an empty list means no filter. */
   jobName?: string | string[]
   /** All must match. */
   labels?: Labels
@@ -303,31 +318,34 @@ type InputArgs<TTrigger, TOptions> = undefined extends TTrigger
   : [input: TTrigger, options?: TOptions]
 
 /** A registered job bound to one durably instance. */
-export interface JobHandle<TTrigger = unknown, TInput = unknown, TOutput = unknown> {
+export interface JobHandle<TTrigger = unknown, TInput = unknown, TOutput = unknown, TLabels extends Labels = Labels> {
   readonly name: string
   readonly definition: JobDefinition<TTrigger, TInput, TOutput>
   /**
    * Creates a `pending` run (validated input). The worker does not have to be running.
    * The input may be omitted when the job accepts `undefined` (no input schema).
    */
-  trigger(...args: InputArgs<TTrigger, TriggerOptions>): Promise<TriggeredRun<TInput, TOutput>>
+  trigger(...args: InputArgs<TTrigger, TriggerOptions<TLabels>>): Promise<TriggeredRun<TInput, TOutput, TLabels>>
   /** All items in one transaction: one invalid input and nothing is written. */
   batchTrigger(
-    items: ReadonlyArray<{ input: TTrigger; options?: TriggerOptions }>,
-  ): Promise<TriggeredRun<TInput, TOutput>[]>
-  /** Triggers, then waits for completion; rejects like `waitForRun`. */
+    items: ReadonlyArray<{ input: TTrigger; options?: TriggerOptions<TLabels> }>,
+  ): Promise<TriggeredRun<TInput, TOutput, TLabels>[]>
+  /**
+   * Triggers, then waits for completion; rejects like `waitForRun`. It listens before the run
+   * can start, so `onLog`/`onProgress` miss nothing.
+   */
   triggerAndWait(
-    ...args: InputArgs<TTrigger, TriggerAndWaitOptions>
+    ...args: InputArgs<TTrigger, TriggerAndWaitOptions<TLabels>>
   ): Promise<{ id: string; output: TOutput; disposition: Disposition }>
   /** The run if it belongs to this job, else null. */
-  getRun(id: string): Promise<Run<TInput, TOutput> | null>
-  getRuns(filter?: Omit<RunFilter, 'jobName'>): Promise<Run<TInput, TOutput>[]>
+  getRun(id: string): Promise<Run<TInput, TOutput, TLabels> | null>
+  getRuns(filter?: Omit<RunFilter, 'jobName'>): Promise<Run<TInput, TOutput, TLabels>[]>
 }
 
 /** The typed handles for an object of job definitions. */
-export type JobHandles<TJobs> = {
+export type JobHandles<TJobs, TLabels extends Labels = Labels> = {
   [K in keyof TJobs]: TJobs[K] extends JobDefinition<infer TTrigger, infer TInput, infer TOutput>
-    ? JobHandle<TTrigger, TInput, TOutput>
+    ? JobHandle<TTrigger, TInput, TOutput, TLabels>
     : never
 }
 
@@ -343,13 +361,17 @@ export interface BaseEvent<TType extends string = string> {
   labels: Labels
   /** ISO-8601 */
   timestamp: string
+  /** Increases with every event of this instance: orders and de-duplicates streams. */
+  sequence: number
 }
 
 export interface RunTriggerEvent extends BaseEvent<'run:trigger'> {
   input: unknown
 }
 export interface RunCoalescedEvent extends BaseEvent<'run:coalesced'> {
+  /** The input and labels of the trigger that was coalesced into this run. */
   skippedInput: unknown
+  skippedLabels: Labels
 }
 export interface RunStartEvent extends BaseEvent<'run:start'> {
   input: unknown
@@ -358,7 +380,7 @@ export interface RunStartEvent extends BaseEvent<'run:start'> {
 }
 export interface RunCompleteEvent extends BaseEvent<'run:complete'> {
   output: unknown
-  /** ms since the run started */
+  /** integer ms since the run started */
   duration: number
 }
 export interface RunFailEvent extends BaseEvent<'run:fail'> {
@@ -379,7 +401,7 @@ export interface StepCompleteEvent extends BaseEvent<'step:complete'> {
   stepName: string
   stepIndex: number
   output: unknown
-  /** ms */
+  /** integer ms */
   duration: number
 }
 export interface StepFailEvent extends BaseEvent<'step:fail'> {
@@ -397,6 +419,31 @@ export interface LogWriteEvent extends BaseEvent<'log:write'> {
   message: string
   data: unknown
 }
+/**
+ * Where a `worker:error` happened: the native worker's `claim`, `recover` (stale recovery),
+ * `watch` (the cross-process change check), `heartbeat`, `timeout` (enforcing a job timeout),
+ * `checkpoint`; a run's `step-write`, `progress-write`, `log-write`, `lease-lost`, `execute`
+ * (any other error of an execution); or `listener` (an event listener threw), `retain`
+ * (`retainRuns` purge), `hand-back` (returning a run to pending at stop), `wake`, `message`.
+ */
+export type WorkerErrorContext =
+  | 'claim'
+  | 'recover'
+  | 'watch'
+  | 'heartbeat'
+  | 'timeout'
+  | 'checkpoint'
+  | 'step-write'
+  | 'progress-write'
+  | 'log-write'
+  | 'lease-lost'
+  | 'execute'
+  | 'listener'
+  | 'retain'
+  | 'hand-back'
+  | 'wake'
+  | 'message'
+
 /** An error outside any job (DB busy, disk full, a listener threw). */
 export interface WorkerErrorEvent {
   type: 'worker:error'
@@ -404,8 +451,11 @@ export interface WorkerErrorEvent {
   jobName: string | null
   labels: Labels
   timestamp: string
+  sequence: number
   /** Usually an `Error` (a `DurablyError` for storage errors); whatever a listener threw otherwise. */
   error: unknown
+  /** Where it happened. */
+  context: WorkerErrorContext
 }
 
 /** Event type → event shape, for `on()`. */
@@ -456,11 +506,11 @@ export declare function withLogPersistence(): DurablyPlugin
 // Durably
 // ---------------------------------------------------------------------------
 
-export declare class Durably<TJobs extends JobDefinitions = {}> {
-  constructor(options?: DurablyOptions<TJobs>)
+export declare class Durably<TJobs extends JobDefinitions = {}, TLabels extends Labels = Labels> {
+  constructor(options?: DurablyOptions<TJobs, TLabels>)
 
   /** Typed handles of the jobs passed as `createDurably({ jobs })`. */
-  readonly jobs: JobHandles<TJobs>
+  readonly jobs: JobHandles<TJobs, TLabels>
 
   /** Creates/upgrades the schema. Idempotent; safe from several processes at once. */
   migrate(): Promise<void>
@@ -477,22 +527,22 @@ export declare class Durably<TJobs extends JobDefinitions = {}> {
   close(options?: StopOptions): Promise<void>
 
   /** Registers job definitions; returns their handles by key. */
-  register<T extends JobDefinitions>(defs: T): JobHandles<T>
+  register<T extends JobDefinitions>(defs: T): JobHandles<T, TLabels>
   /** Seed form: defines and registers at once; returns the handle. */
   defineJob<TInputSchema extends AnySchema | undefined = undefined, TOutputSchema extends AnySchema = AnySchema>(
     config: JobConfigBase<TInputSchema> & { output: TOutputSchema },
     fn: (ctx: JobContext, input: InputOf<TInputSchema>) => MaybePromise<StandardSchemaV1.InferInput<TOutputSchema>>,
-  ): JobHandle<TriggerOf<TInputSchema>, InputOf<TInputSchema>, StandardSchemaV1.InferOutput<TOutputSchema>>
+  ): JobHandle<TriggerOf<TInputSchema>, InputOf<TInputSchema>, StandardSchemaV1.InferOutput<TOutputSchema>, TLabels>
   defineJob<TInputSchema extends AnySchema | undefined = undefined, TResult = unknown>(
     config: JobConfigBase<TInputSchema> & { output?: undefined },
     fn: (ctx: JobContext, input: InputOf<TInputSchema>) => TResult,
-  ): JobHandle<TriggerOf<TInputSchema>, InputOf<TInputSchema>, Awaited<TResult>>
+  ): JobHandle<TriggerOf<TInputSchema>, InputOf<TInputSchema>, Awaited<TResult>, TLabels>
   /** The handle of a registered job by job name. */
-  getJob(name: string): JobHandle | undefined
+  getJob(name: string): JobHandle<unknown, unknown, unknown, TLabels> | undefined
 
-  getRun(id: string): Promise<Run | null>
+  getRun(id: string): Promise<Run<unknown, unknown, TLabels> | null>
   /** Newest first. */
-  getRuns(filter?: RunFilter): Promise<Run[]>
+  getRuns(filter?: RunFilter): Promise<Run<unknown, unknown, TLabels>[]>
   /** In execution order. */
   getSteps(runId: string): Promise<Step[]>
   /** Persisted logs (needs `withLogPersistence()`), in time order. */
@@ -501,11 +551,14 @@ export declare class Durably<TJobs extends JobDefinitions = {}> {
   getStats(): Promise<RunStats>
 
   /** A `failed` or `cancelled` run goes back to `pending` as the same run (completed steps replay). */
-  retry(runId: string): Promise<Run>
-  /** A new run with the same job, input and labels (input re-validated). */
-  retrigger(runId: string): Promise<TriggeredRun>
+  retry(runId: string): Promise<Run<unknown, unknown, TLabels>>
+  /**
+   * A new run with the same job, input and labels (input and labels re-validated) from a
+   * terminal run; a `pending`/`running` run → `ConflictError`.
+   */
+  retrigger(runId: string): Promise<TriggeredRun<unknown, unknown, TLabels>>
   /** `pending`/`running` → `cancelled`; a running run's signal fires. Terminal → `ConflictError`. */
-  cancel(runId: string): Promise<Run>
+  cancel(runId: string): Promise<Run<unknown, unknown, TLabels>>
   /** Deletes a terminal run with its steps and logs; an active run → `ConflictError`. */
   deleteRun(runId: string): Promise<void>
   /** Deletes terminal runs that finished before `olderThan` (with their steps and logs); resolves with how many. */
@@ -515,24 +568,29 @@ export declare class Durably<TJobs extends JobDefinitions = {}> {
    * Resolves with the completed run; rejects with `RunFailedError`, `CancelledError`,
    * `TimeoutError` or `NotFoundError`. Works when another process executes the run.
    */
-  waitForRun(runId: string, options?: WaitForRunOptions): Promise<Run>
+  waitForRun(runId: string, options?: WaitForRunOptions): Promise<Run<unknown, unknown, TLabels>>
 
-  /** Claims and executes one run; false when none was pending. */
+  /**
+   * Claims and executes one run; false when none was pending. First recovers stale runs
+   * (a crashed worker's) and applies `retainRuns`, like the worker loop does.
+   */
   processOne(): Promise<boolean>
-  /** Processes runs until none is pending; resolves with how many ran. */
-  processUntilIdle(): Promise<number>
+  /** Like `processOne` until none is pending, or `maxRuns` ran; resolves with how many ran. */
+  processUntilIdle(options?: { maxRuns?: number }): Promise<number>
 
   /** Listens to one event type (in-process only). Returns the unsubscribe function. A listener's return value is ignored (a rejected promise is reported as `worker:error`). */
   on<K extends DurablyEventType>(type: K, listener: (event: DurablyEventMap[K]) => unknown): Unsubscribe
+  /** Shorthand for `on('worker:error', listener)`; returns the unsubscribe function. */
+  onError(listener: (event: WorkerErrorEvent) => unknown): Unsubscribe
   use(plugin: DurablyPlugin): this
   /** The run's events: its current state first, closing after its terminal event. */
   subscribe(runId: string): ReadableStream<SubscribeEvent>
 }
 
 /** Creates an instance; call `init()` (or `migrate()` + `start()`) before triggering work. */
-export declare function createDurably<TJobs extends JobDefinitions = {}>(
-  options?: DurablyOptions<TJobs>,
-): Durably<TJobs>
+export declare function createDurably<TJobs extends JobDefinitions = {}, TLabels extends Labels = Labels>(
+  options?: DurablyOptions<TJobs, TLabels>,
+): Durably<TJobs, TLabels>
 
 // ---------------------------------------------------------------------------
 // Errors
