@@ -147,6 +147,28 @@ describe('events', () => {
     expect((await d.waitForRun(run.id, { timeout: 10_000 })).status).toBe('completed')
   })
 
+  it('a step write that fails on a locked database is a worker:error with context "step-write"', async () => {
+    const db = tempDb()
+    const g = gate()
+    const job = defineJob({ name: 'write', run: async (ctx) => ctx.run('s', () => g.promise) })
+    const d = makeDurably({ path: db, jobs: { job }, busyTimeout: 50 })
+    const errors = []
+    d.onError((e) => errors.push(`${e.context} ${e.error.code}`))
+    await d.init()
+    const started = new Promise((r) => d.on('step:start', r))
+    const run = await d.jobs.job.trigger(undefined)
+    await started
+    const holder = holdWriteLock(db, 1000)
+    await holder.locked
+    g.open('late')
+    await until(() => errors.some((e) => e.startsWith('step-write')), { what: 'the step write to fail' })
+    expect(errors).toContain('step-write DB_BUSY')
+    for (const e of errors) expect(e).toMatch(/^(step-write|heartbeat|claim|recover|checkpoint) DB_BUSY$/)
+    await holder.released
+    // The run stays running until its heartbeat is stale, then resumes (staleThreshold 1000 ms).
+    expect((await d.waitForRun(run.id, { timeout: 15_000 })).status).toBe('completed')
+  })
+
   it('events carry a per-instance increasing sequence; durations are integer ms', async () => {
     const job = defineJob({
       name: 'seq',

@@ -174,6 +174,7 @@ describe('GET /runs, /run, /steps', () => {
       input: { n: 21 },
       output: { twice: 42, big: '10', when: '1970-01-01T00:00:00.000Z', tags: ['a'] },
       labels: { list: 'yes', kind: 'a' },
+      completedStepCount: 0,
       isTerminal: true,
       isActive: false,
     })

@@ -59,6 +59,7 @@ function toClientRun(run) {
     labels: run.labels,
     progress: run.progress,
     currentStepIndex: run.currentStepIndex,
+    completedStepCount: run.completedStepCount,
     attempt: run.attempt,
     createdAt: run.createdAt,
     updatedAt: run.updatedAt,

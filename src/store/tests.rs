@@ -320,3 +320,38 @@ fn run_counts_group_by_job_and_status() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn run_records_count_completed_steps() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let id = created_id(store.trigger(&item("job", None, None))?);
+    assert!(store
+        .get_run(&id)?
+        .ok_or("missing run")?
+        .contains("\"completedStepCount\":0"));
+    let claimed = store.claim(&jobs(&["job"]), 1)?;
+    assert!(claimed[0].json.contains("\"completedStepCount\":0"));
+    let failed_step = format!(
+        r#"["s","{id}",1,"c",2,"failed",null,"boom",null,"2020-01-01T00:00:00.000Z","2020-01-01T00:00:00.001Z",null]"#
+    );
+    let ops = format!(
+        "[{},{},{failed_step}]",
+        step_op(&id, 1, "a", 0),
+        step_op(&id, 1, "b", 1)
+    );
+    assert_eq!(store.flush(&ops)?, "000");
+    let f = format!(r#"[["f","{id}",1,"boom",null,null,"2020-01-01T00:00:01.000Z"]]"#);
+    assert_eq!(store.flush(&f)?, "0");
+    // A failed step is not counted; every record shape carries the count.
+    assert!(store
+        .get_run(&id)?
+        .ok_or("missing run")?
+        .contains("\"completedStepCount\":2"));
+    let filter = RunFilter::default();
+    assert!(store
+        .get_runs(&filter)?
+        .contains("\"completedStepCount\":2"));
+    assert!(store.retry(&id)?.contains("\"completedStepCount\":2"));
+    assert!(store.cancel(&id)?.1.contains("\"completedStepCount\":2"));
+    Ok(())
+}
