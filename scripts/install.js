@@ -1,0 +1,71 @@
+'use strict'
+// The published package's `install` script (`npm run pack` adds it; a
+// checkout builds with `prepare` instead). Nothing to do when the addon loads,
+// which is the case wherever a prebuilt package matches the platform.
+// Otherwise it builds the addon from source with cargo, or, without Rust,
+// leaves the install alone: `require('durably')` then throws one sentence
+// naming the platform and the way out (binding.js).
+
+const { spawnSync } = require('node:child_process')
+const fs = require('node:fs')
+const path = require('node:path')
+
+const ROOT = path.join(__dirname, '..')
+const pkg = require(path.join(ROOT, 'package.json'))
+const { currentPlatform } = require(path.join(ROOT, 'lib', 'platform.js'))
+
+/** The error that loading the addon throws now, or null when it loads. */
+function loadError() {
+  try {
+    require(path.join(ROOT, 'binding.js'))
+    return null
+  } catch (e) {
+    return e
+  }
+}
+
+function hasCargo() {
+  return spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status === 0
+}
+
+/** Builds the cdylib with cargo and returns the path cargo wrote it to. */
+function cargoBuild() {
+  const r = spawnSync('cargo', ['build', '--release', '--locked', '--features', 'node', '--message-format=json-render-diagnostics'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  if (r.status !== 0) throw new Error(`cargo build failed (${r.status ?? r.signal}); its output is above`)
+  for (const line of r.stdout.split('\n')) {
+    if (!line.startsWith('{')) continue
+    const msg = JSON.parse(line)
+    if (msg.reason !== 'compiler-artifact' || msg.target.name !== pkg.napi.binaryName || !msg.target.kind.includes('cdylib')) continue
+    const lib = msg.filenames.find((f) => /\.(so|dylib|dll)$/.test(f))
+    if (lib) return lib
+  }
+  throw new Error('cargo build reported no cdylib for durably')
+}
+
+function main() {
+  const before = loadError()
+  if (!before) return 0
+  const platform = currentPlatform()
+  if (!hasCargo()) {
+    // npm shows this only with --foreground-scripts; require() repeats it.
+    console.warn(before.message)
+    return 0
+  }
+  console.log(`durably: building the native addon for ${platform} from source with cargo (${before.code}); this takes a few minutes`)
+  const lib = cargoBuild()
+  const dest = path.join(ROOT, `${pkg.napi.binaryName}.${platform}.node`)
+  fs.copyFileSync(lib, dest)
+  // Cargo's default target dir here is hundreds of MB that nothing needs any more.
+  if (!process.env.CARGO_TARGET_DIR) fs.rmSync(path.join(ROOT, 'target'), { recursive: true, force: true })
+  const after = loadError()
+  if (after) throw after
+  console.log(`durably: built ${path.basename(dest)}`)
+  return 0
+}
+
+process.exitCode = main()
