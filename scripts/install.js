@@ -28,8 +28,23 @@ function hasCargo() {
   return spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status === 0
 }
 
+/**
+ * npm unpacks every file with one old mtime (1985), so cargo, comparing
+ * mtimes, would take the output of another durably version in a shared
+ * CARGO_TARGET_DIR for up to date. Fresh mtimes make it rebuild this crate.
+ */
+function touchSources() {
+  const now = new Date()
+  const visit = (p) => {
+    if (fs.statSync(p).isDirectory()) for (const e of fs.readdirSync(p)) visit(path.join(p, e))
+    else fs.utimesSync(p, now, now)
+  }
+  for (const p of ['src', 'Cargo.toml', 'Cargo.lock', 'build.rs']) visit(path.join(ROOT, p))
+}
+
 /** Builds the cdylib with cargo and returns the path cargo wrote it to. */
 function cargoBuild() {
+  touchSources()
   const r = spawnSync('cargo', ['build', '--release', '--locked', '--features', 'node', '--message-format=json-render-diagnostics'], {
     cwd: ROOT,
     encoding: 'utf8',

@@ -63,7 +63,7 @@ function newestSource() {
 /** Throws with the install commands when cargo-zigbuild or the Rust target is missing. */
 function checkCrossTools(triple) {
   const missing = []
-  if (!output('cargo', ['zigbuild', '--version'])) missing.push('cargo-zigbuild and zig (pip install ziglang cargo-zigbuild)')
+  if (!output('cargo-zigbuild', ['--version'])) missing.push('cargo-zigbuild and zig (pip install ziglang cargo-zigbuild)')
   const installed = output('rustup', ['target', 'list', '--installed'])
   if (installed !== null && !installed.split('\n').includes(triple)) missing.push(`the Rust target (rustup target add ${triple})`)
   if (missing.length) {
