@@ -113,7 +113,7 @@ beforeAll(() => {
   } else {
     DIST = path.join(TMP, 'dist')
     const r = sh(process.execPath, [path.join(ROOT, 'scripts', 'pack.js'), '--out', DIST, '--targets', 'host', '--reuse-host'], { cwd: ROOT })
-    expect(r.out).toContain('durably-0.1.0.tgz')
+    expect(r.out).toContain(`durably-${pkg.version}.tgz`)
     expect(r.status, r.out).toBe(0)
   }
   packed = JSON.parse(fs.readFileSync(path.join(DIST, 'pack.json'), 'utf8'))
