@@ -185,6 +185,11 @@ describe('installed into a fresh app with npm --offline and no Rust on PATH', ()
     expect(out).toMatchObject(EXPECTED)
     expect(out.addon).toBe(path.join(fs.realpathSync(dir), 'node_modules', `durably-${HOST}`, `durably.${HOST}.node`))
 
+    // The CLI comes with the package as `npx durably`.
+    const cli = sh(path.join(dir, 'node_modules', '.bin', 'durably'), ['--help'], { cwd: dir, env: NO_RUST })
+    expect(cli.stdout).toContain('Usage: durably')
+    expect(cli.status, cli.out).toBe(0)
+
     // A platform package of another version is refused, naming both versions.
     const manifest = path.join(dir, 'node_modules', `durably-${HOST}`, 'package.json')
     const original = fs.readFileSync(manifest, 'utf8')
