@@ -55,14 +55,29 @@ function pathWithoutRust() {
 let NO_RUST // env with no Rust on PATH
 const WITH_RUST = { ...process.env, CARGO_TARGET_DIR: path.join(ROOT, 'target') } // reuses the checkout's compiled crates
 
+/** durably's own dependencies, served from the checkout's node_modules (no registry here); overrides make durably use them. */
+function localDependencies() {
+  const dependencies = Object.fromEntries(Object.keys(pkg.dependencies ?? {}).map((name) => [name, `file:${path.join(ROOT, 'node_modules', name)}`]))
+  const overrides = Object.fromEntries(Object.keys(dependencies).map((name) => [name, `$${name}`]))
+  return { dependencies, overrides }
+}
+
 /** A fresh app folder whose package.json depends on durably and maps every packed platform package to its tarball. */
 function makeApp(name, { type, dependencies = {}, main = packed.main } = {}) {
   const dir = path.join(TMP, name)
   fs.mkdirSync(dir, { recursive: true })
-  const overrides = Object.fromEntries(
-    Object.entries(packed.platforms).map(([p, file]) => [`${pkg.name}-${p}`, `file:${path.join(DIST, file)}`]),
-  )
-  const manifest = { name, private: true, ...(type ? { type } : {}), dependencies: { durably: `file:${path.resolve(DIST, main)}`, ...dependencies }, overrides }
+  const local = localDependencies()
+  const overrides = {
+    ...local.overrides,
+    ...Object.fromEntries(Object.entries(packed.platforms).map(([p, file]) => [`${pkg.name}-${p}`, `file:${path.join(DIST, file)}`])),
+  }
+  const manifest = {
+    name,
+    private: true,
+    ...(type ? { type } : {}),
+    dependencies: { durably: `file:${path.resolve(DIST, main)}`, ...local.dependencies, ...dependencies },
+    overrides,
+  }
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify(manifest, null, 2))
   return dir
 }
@@ -218,9 +233,8 @@ describe('installed into a fresh app with npm --offline and no Rust on PATH', ()
   }, 120_000)
 
   test('TypeScript (strict, module nodenext, skipLibCheck false): defineJob with zod type-checks, compiles and runs', () => {
-    // zod and @types/node come from the checkout's node_modules (no network); tsc is the checkout's.
-    const local = (name) => `file:${path.join(ROOT, 'node_modules', name)}`
-    const dir = makeApp('app-ts', { type: 'module', dependencies: { zod: local('zod'), '@types/node': local('@types/node') } })
+    // zod comes from the checkout's node_modules (no network), like durably's own @types/node; tsc is the checkout's.
+    const dir = makeApp('app-ts', { type: 'module', dependencies: { zod: `file:${path.join(ROOT, 'node_modules', 'zod')}` } })
     const r = npmInstall(dir, NO_RUST)
     expect(r.status, r.out).toBe(0)
     fs.writeFileSync(
@@ -353,7 +367,7 @@ test('a git dependency builds the addon at install and keeps it', () => {
   expect(head.status, 'the checkout must be a git repository').toBe(0)
   const dir = path.join(TMP, 'app-git')
   fs.mkdirSync(dir)
-  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'app-git', private: true }))
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'app-git', private: true, ...localDependencies() }))
   // --offline: the checkout's dev dependencies come from npm's cache, filled by its own npm install.
   const r = sh('npm', ['install', '--offline', '--no-audit', '--no-fund', `git+file://${ROOT}#${head.stdout.trim()}`], { cwd: dir, env: WITH_RUST, timeout: 540_000 })
   expect(r.out).not.toMatch(/ERR!/)
