@@ -57,7 +57,8 @@ function consumerProject({ withTypesNode = true } = {}) {
   for (const f of fs.readdirSync(src)) fs.copyFileSync(path.join(src, f), path.join(dir, f))
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ private: true, type: 'module' }))
   const installed = path.join(dir, 'node_modules', 'durably')
-  for (const f of [...pkg.files, 'package.json']) fs.cpSync(path.join(ROOT, f), path.join(installed, f), { recursive: true })
+  // Glob entries (the built addon, durably.*.node) play no part in type-checking.
+  for (const f of [...pkg.files.filter((f) => !f.includes('*')), 'package.json']) fs.cpSync(path.join(ROOT, f), path.join(installed, f), { recursive: true })
   if (withTypesNode) {
     fs.mkdirSync(path.join(installed, 'node_modules', '@types'), { recursive: true })
     fs.symlinkSync(path.join(ROOT, 'node_modules', '@types', 'node'), path.join(installed, 'node_modules', '@types', 'node'), 'dir')
