@@ -256,6 +256,15 @@ describe('giant values', () => {
     expect(performance.now() - t0).toBeLessThan(3000)
     // As an input too: refused before anything is written.
     await expect(d.jobs.job.trigger(new Array(2 ** 32 - 1))).rejects.toMatchObject({ code: 'VALIDATION_ERROR', message: /^input is an array/ })
+    // Bytes whose base64 text would exceed the longest string: refused before encoding.
+    const t1 = performance.now()
+    const big = Buffer.allocUnsafe(403_000_000)
+    await expect(d.jobs.job.trigger({ file: big })).rejects.toMatchObject({
+      code: 'VALIDATION_ERROR',
+      message: /^input\.file is 403000000 bytes, too large to store/,
+    })
+    expect(performance.now() - t1).toBeLessThan(3000)
+    expect((await d.getRuns()).length).toBe(2)
   })
 })
 

@@ -112,6 +112,7 @@ function toSlimEvent(e) {
   switch (e.type) {
     case 'run:coalesced':
       out.skippedInput = e.skippedInput
+      out.skippedLabels = e.skippedLabels
       break
     case 'run:start':
       out.attempt = e.attempt
