@@ -37,9 +37,11 @@ const SCENARIOS = [
   'full',
   'ceiling_full',
   'loop',
+  'multiprocess',
+  'after_big_value',
 ]
 /** Scenarios that measure durably alone. */
-const OURS_ONLY = new Set(['ceiling', 'ceiling_full'])
+const OURS_ONLY = new Set(['ceiling', 'ceiling_full', 'multiprocess', 'after_big_value'])
 
 function parseArgs(argv) {
   const o = { only: null, quick: false, upstream: false, out: path.join(__dirname, 'results.json') }
@@ -285,6 +287,33 @@ function summarize(R) {
       kind: 'minFraction',
       target: 0.5,
     },
+    { key: 'mp1', label: 'multiprocess P=1, runs/s', ours: get(o, 'multiprocess', 'byProcesses', '1', 'runsPerS'), up: undefined, kind: null },
+    ...[2, 4, 8].flatMap((p) => [
+      {
+        key: `mp${p}`,
+        label: `multiprocess P=${p}, runs/s / P=1`,
+        ours: get(o, 'multiprocess', 'byProcesses', String(p), 'ofOneProcess'),
+        up: undefined,
+        kind: 'minFraction',
+        target: 0.8,
+      },
+      {
+        key: `mp${p}_faults`,
+        label: `multiprocess P=${p}: DB_BUSY + runs not run exactly once + left running`,
+        ours: mpFaults(get(o, 'multiprocess', 'byProcesses', String(p))),
+        up: undefined,
+        kind: 'atMost',
+        target: 0,
+      },
+    ]),
+    {
+      key: 'after_big_value',
+      label: 'small steps/s after a 100 MB step / before',
+      ours: get(o, 'after_big_value', 'afterOfBefore'),
+      up: undefined,
+      kind: 'minFraction',
+      target: 0.8,
+    },
   ].map((row) => {
     const ratio = typeof row.ours === 'number' && typeof row.up === 'number' && row.up > 0 ? row.ours / row.up : null
     let met = null
@@ -312,6 +341,11 @@ function summarize(R) {
       met,
     }
   })
+}
+
+function mpFaults(r) {
+  if (!r) return undefined
+  return r.dbBusy + r.executedTwiceOrMore + r.neverExecuted + r.leftRunning + r.leftPending
 }
 
 function fraction(a, b) {

@@ -24,8 +24,8 @@ const ROOT = process.env.DURABLY_BENCH_ROOT || path.join(__dirname, '..')
 
 /** Default sizes (the issue's) and the `--quick` ones. */
 const SIZES = {
-  full: { trigger: 5000, batch: 20000, batchSize: 500, runs: 2000, steps: 10, samples: 50, payloadRuns: 2000 },
-  quick: { trigger: 1000, batch: 5000, batchSize: 500, runs: 300, steps: 10, samples: 10, payloadRuns: 300 },
+  full: { trigger: 5000, batch: 20000, batchSize: 500, runs: 2000, steps: 10, samples: 50, payloadRuns: 2000, mpRuns: 2000, smallSteps: 300 },
+  quick: { trigger: 1000, batch: 5000, batchSize: 500, runs: 300, steps: 10, samples: 10, payloadRuns: 300, mpRuns: 300, smallSteps: 300 },
 }
 
 const hrNow = () => performance.timeOrigin + performance.now()
@@ -425,6 +425,213 @@ scenarios.ceiling = async (lib, sz, args) => {
 /** The same with synchronous 'full': the physical limit of the `full` scenario. */
 scenarios.ceiling_full = (lib, sz, args) => scenarios.ceiling(lib, sz, { ...args, synchronous: 'full' })
 
+/**
+ * Issue 13: P worker processes on one file. P × R one-step runs, spread over
+ * 32 concurrency keys, all triggered (batchTrigger) before any worker starts;
+ * each worker has maxConcurrentRuns 4. Timed from the parent's `go` to the
+ * last run:complete reported by any worker; the workers then close cleanly.
+ * Checked per P: every run executed exactly once (each worker reports the
+ * ids its step functions ran for), no DB_BUSY (or any worker:error), nothing
+ * left `running` or `pending` after every worker closed. P = 1 is the base.
+ */
+scenarios.multiprocess = async (lib, sz) => {
+  if (lib.impl !== 'durably') return { skipped: 'ours only' }
+  const R = sz.mpRuns
+  const counts = sz.mpProcesses ?? [1, 2, 4, 8]
+  const out = { runsPerProcess: R, keys: 32, maxConcurrentRuns: 4, byProcesses: {} }
+  for (const P of counts) {
+    out.byProcesses[P] = await multiprocessOnce(lib, P, R)
+    log(`P=${P}: ${JSON.stringify(out.byProcesses[P])}`)
+  }
+  const base = out.byProcesses[1] ? out.byProcesses[1].runsPerS : null
+  for (const P of counts) {
+    const r = out.byProcesses[P]
+    r.ofOneProcess = base ? round(r.runsPerS / base, 3) : null
+  }
+  return out
+}
+
+async function multiprocessOnce(lib, P, R) {
+  const { file } = tempDb()
+  const n = P * R
+  const inst = lib.create({ path: file, jobs: { mp: mpJob() } })
+  await inst.migrate()
+  const job = inst.job('mp')
+  const list = []
+  for (let b = 0; b < n; b += 500) {
+    list.push(
+      Array.from({ length: Math.min(500, n - b) }, (_, j) => ({
+        input: { i: b + j },
+        options: { concurrencyKey: `k${(b + j) % 32}` },
+      })),
+    )
+  }
+  for (const b of list) await job.batchTrigger(b)
+  await inst.close()
+  const kids = []
+  for (let p = 0; p < P; p++) {
+    const child = fork(__filename, ['_mp_child', JSON.stringify({ file })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const k = { child, done: 0, report: null, exited: new Promise((r) => child.on('exit', (code) => r(code))) }
+    k.ready = new Promise((resolve, reject) => {
+      child.on('message', (m) => {
+        if (m.ready) resolve()
+        if (m.done !== undefined) k.done = m.done
+        if (m.report) k.report = m.report
+        if (m.error) reject(new Error(`worker ${p}: ${m.error}`))
+      })
+      child.on('exit', (code) => reject(new Error(`worker ${p} exited (${code}) before it was ready`)))
+    })
+    kids.push(k)
+  }
+  await Promise.all(kids.map((k) => k.ready))
+  const t0 = performance.now()
+  for (const k of kids) k.child.send({ go: true })
+  const deadline = t0 + 300_000
+  while (kids.reduce((s, k) => s + k.done, 0) < n) {
+    if (performance.now() > deadline) break
+    await sleep(2)
+  }
+  const ms = performance.now() - t0
+  const completed = kids.reduce((s, k) => s + k.done, 0)
+  for (const k of kids) k.child.send({ close: true })
+  const codes = await Promise.all(kids.map((k) => k.exited))
+  // Every run's step function, across all workers.
+  const seen = new Map()
+  const errors = {}
+  for (const k of kids) {
+    for (const id of k.report ? k.report.executed : []) seen.set(id, (seen.get(id) ?? 0) + 1)
+    for (const [code, c] of Object.entries(k.report ? k.report.errors : {})) errors[code] = (errors[code] ?? 0) + c
+  }
+  const check = lib.create({ path: file, jobs: { mp: mpJob() } })
+  const left = {}
+  for (const status of ['pending', 'running', 'failed']) {
+    left[status] = (await check.job('mp').getRuns({ status })).length
+  }
+  await check.close()
+  return {
+    processes: P,
+    runs: n,
+    completed,
+    ms: round(ms),
+    runsPerS: Math.round((completed / ms) * 1000),
+    executedOnce: [...seen.values()].filter((c) => c === 1).length,
+    executedTwiceOrMore: [...seen.values()].filter((c) => c > 1).length,
+    neverExecuted: n - seen.size,
+    dbBusy: errors.DB_BUSY ?? 0,
+    workerErrors: errors,
+    leftRunning: left.running,
+    leftPending: left.pending,
+    failed: left.failed,
+    exitCodes: codes,
+    walMBAtEnd: mb(fileSize(`${file}-wal`)),
+  }
+}
+
+function mpJob() {
+  return {
+    name: 'mp',
+    input: (z) => z.object({ i: z.number() }),
+    run: async (ctx, input) => {
+      await ctx.run('only', () => {
+        if (mpExecuted) mpExecuted.push(ctx.runId)
+        return input.i
+      })
+      return { i: input.i }
+    },
+  }
+}
+let mpExecuted = null
+
+/**
+ * Issue 13: one giant value must cost its own write and nothing after it.
+ * One instance (mc 1): a run of `smallSteps` tiny steps (the rate before),
+ * a run whose one step returns a 100 MB string, then another run of tiny
+ * steps (the rate after). Also records the WAL size at each point.
+ */
+scenarios.after_big_value = async (lib, sz) => {
+  if (lib.impl !== 'durably') return { skipped: 'ours only' }
+  const { file } = tempDb()
+  const bigMB = sz.bigMB ?? 100
+  const jobs = {
+    small: {
+      name: 'small',
+      input: (z) => z.object({ n: z.number() }),
+      run: async (ctx, input) => {
+        for (let i = 0; i < input.n; i++) await ctx.run(`s${i}`, () => ({ i }))
+        return { n: input.n }
+      },
+    },
+    big: {
+      name: 'big',
+      input: (z) => z.object({ mb: z.number() }),
+      run: async (ctx, input) => {
+        const v = await ctx.run('big', () => 'x'.repeat(input.mb * 1024 * 1024))
+        return { length: v.length }
+      },
+    },
+  }
+  const inst = lib.create({ path: file, jobs })
+  await inst.migrate()
+  await inst.start()
+  const timed = async (key, input) => {
+    const t0 = performance.now()
+    await withDeadline(inst.job(key).triggerAndWait(input), 600_000, key)
+    return performance.now() - t0
+  }
+  await timed('small', { n: 20 }) // warm-up
+  const beforeMs = await timed('small', { n: sz.smallSteps })
+  const walBefore = fileSize(`${file}-wal`)
+  const bigMs = await timed('big', { mb: bigMB })
+  const walAfterBig = fileSize(`${file}-wal`)
+  const afterMs = await timed('small', { n: sz.smallSteps })
+  const walAfter = fileSize(`${file}-wal`)
+  const rssMB = mb(process.memoryUsage().rss)
+  await inst.close()
+  const before = Math.round((sz.smallSteps / beforeMs) * 1000)
+  const after = Math.round((sz.smallSteps / afterMs) * 1000)
+  return {
+    smallSteps: sz.smallSteps,
+    bigMB,
+    beforeStepsPerS: before,
+    bigStepMs: round(bigMs),
+    afterStepsPerS: after,
+    afterOfBefore: round(after / before, 3),
+    walMBBefore: mb(walBefore),
+    walMBAfterBig: mb(walAfterBig),
+    walMBAfter: mb(walAfter),
+    rssMBAtEnd: rssMB,
+    dbMB: mb(fileSize(file)),
+  }
+}
+
+/** Child of multiprocess: one worker process (maxConcurrentRuns 4). */
+async function mpChild(args) {
+  const lib = makeOurs()
+  mpExecuted = []
+  const errors = {}
+  const inst = lib.create({ path: args.file, maxConcurrentRuns: 4, jobs: { mp: mpJob() } })
+  let done = 0
+  inst.on('run:complete', () => done++)
+  inst.on('worker:error', (e) => {
+    const code = (e.error && e.error.code) || 'UNKNOWN'
+    errors[code] = (errors[code] ?? 0) + 1
+  })
+  let last = -1
+  const ticker = setInterval(() => {
+    if (done !== last) process.send({ done: (last = done) })
+  }, 5)
+  process.on('message', async (m) => {
+    if (m.go) await inst.start()
+    if (m.close) {
+      clearInterval(ticker)
+      await inst.close()
+      process.send({ done, report: { executed: mpExecuted, errors } }, () => process.exit(0))
+    }
+  })
+  process.on('disconnect', () => process.exit(1)) // the parent is gone
+  process.send({ ready: true })
+}
+
 /** Child of latency_xp: triggers on the parent's signal. */
 async function triggerChild(args) {
   const lib = await loadImpl(args.impl)
@@ -449,6 +656,7 @@ async function main() {
   const [name, json = '{}'] = process.argv.slice(2)
   const args = JSON.parse(json)
   if (name === '_trigger_child') return triggerChild(args)
+  if (name === '_mp_child') return mpChild(args)
   const fn = scenarios[name]
   if (!fn) throw new Error(`unknown scenario ${name} (known: ${Object.keys(scenarios).join(', ')})`)
   const impl = args.impl ?? 'durably'
@@ -462,7 +670,7 @@ async function main() {
 
 main().then(
   () => {
-    if (process.argv[2] !== '_trigger_child') process.exit(0)
+    if (!process.argv[2].startsWith('_')) process.exit(0)
   },
   (err) => {
     log(err && err.stack ? err.stack : err)
