@@ -36,16 +36,19 @@ pub enum HeartbeatOutcome {
 }
 
 impl Store {
-    /// True if some pending run of `jobs` exists (a cheap read, no lock).
+    /// True if some pending run of `jobs` could be claimed now (a read, no
+    /// lock): the claim's own query, so a worker whose every candidate is
+    /// held back by its concurrency key does not take the write lock for
+    /// nothing (with several processes on one file, those empty claims were
+    /// most of the writes).
     pub fn has_pending(&self, conn: Option<&Connection>, jobs: &[String]) -> Result<bool> {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'pending'{})",
-            in_list("job_name", jobs.len())
-        );
+        let sql = candidates_sql(jobs.len());
         let run = |c: &Connection| -> Result<bool> {
             let mut st = c.prepare_cached(&sql)?;
-            let params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
-            Ok(st.query_row(params.as_slice(), |r| r.get(0))?)
+            let one = 1i64;
+            let mut params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
+            params.push(&one);
+            Ok(st.exists(params.as_slice())?)
         };
         match conn {
             Some(c) => run(c),
@@ -68,17 +71,7 @@ impl Store {
         jobs: &[String],
         limit: usize,
     ) -> Result<Vec<ClaimedRun>> {
-        let sql = format!(
-            "SELECT id FROM runs AS r WHERE status = 'pending'{} AND (concurrency_key IS NULL OR ( \
-               NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
-                           AND x.concurrency_key = r.concurrency_key) \
-               AND NOT EXISTS (SELECT 1 FROM runs AS y WHERE y.status = 'pending' \
-                           AND y.concurrency_key = r.concurrency_key \
-                           AND (y.created_at < r.created_at \
-                                OR (y.created_at = r.created_at AND y.id < r.id))))) \
-             ORDER BY created_at, id LIMIT ?",
-            in_list("job_name", jobs.len())
-        );
+        let sql = candidates_sql(jobs.len());
         let limit = limit as i64;
         let mut params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
         params.push(&limit);
@@ -224,6 +217,22 @@ impl Store {
             None => self.read(run),
         }
     }
+}
+
+/// The oldest pending runs of the jobs (`?` each, then `LIMIT ?`) whose
+/// concurrency key has no running run and no older pending run.
+fn candidates_sql(jobs: usize) -> String {
+    format!(
+        "SELECT id FROM runs AS r WHERE status = 'pending'{} AND (concurrency_key IS NULL OR ( \
+           NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
+                       AND x.concurrency_key = r.concurrency_key) \
+           AND NOT EXISTS (SELECT 1 FROM runs AS y WHERE y.status = 'pending' \
+                       AND y.concurrency_key = r.concurrency_key \
+                       AND (y.created_at < r.created_at \
+                            OR (y.created_at = r.created_at AND y.id < r.id))))) \
+         ORDER BY created_at, id LIMIT ?",
+        in_list("job_name", jobs)
+    )
 }
 
 /// The run's status, or `None` if it no longer exists.

@@ -6,6 +6,7 @@
 //! the write lock first, or two processes can deadlock upgrading read locks).
 //! Queries use a second connection so they never wait for the writer.
 
+mod busy;
 pub mod ceiling;
 mod claim;
 mod flush;
@@ -109,12 +110,15 @@ impl Store {
     /// Like [`Store::open`] with an explicit clock.
     pub fn open_with_clock(opts: StoreOptions, clock: Clock) -> Result<Store> {
         let memory = opts.path == ":memory:";
-        let writer = open_connection(&opts, true)?;
-        let reader = if memory {
-            None
-        } else {
-            Some(Mutex::new(open_connection(&opts, false)?))
-        };
+        let (writer, reader) = busy::with_timeout(opts.busy_timeout, || -> Result<_> {
+            let writer = open_connection(&opts, true)?;
+            let reader = if memory {
+                None
+            } else {
+                Some(Mutex::new(open_connection(&opts, false)?))
+            };
+            Ok((writer, reader))
+        })?;
         Ok(Store {
             writer: Mutex::new(writer),
             reader,
@@ -160,7 +164,7 @@ impl Store {
     /// waiting for the lock (up to the busy timeout).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut conn = lock(&self.writer);
-        let out = in_tx(&mut conn, f)?;
+        let out = busy::with_timeout(self.opts.busy_timeout, || in_tx(&mut conn, f))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(out)
     }
@@ -177,37 +181,33 @@ impl Store {
             Err(TryLockError::WouldBlock) => return Ok(None),
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        conn.busy_timeout(Duration::ZERO)?;
-        let err = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => {
-                tx.busy_timeout(self.opts.busy_timeout)?;
+        let begun = busy::with_timeout(Duration::ZERO, || {
+            conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        });
+        let out = match begun {
+            Ok(tx) => busy::with_timeout(self.opts.busy_timeout, || {
                 let out = f(&tx)?;
                 tx.commit()?;
                 Ok(out)
-            }
+            }),
             Err(e) => Err(Error::from(e)),
         };
-        let err = match err {
+        match out {
             Ok(out) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(out));
+                Ok(Some(out))
             }
-            Err(e) => e,
-        };
-        conn.busy_timeout(self.opts.busy_timeout)?;
-        if err.is_busy() {
-            Ok(None)
-        } else {
-            Err(err)
+            Err(e) if e.is_busy() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     /// Runs a read on the reader connection (the writer for `:memory:`).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        match &self.reader {
+        busy::with_timeout(self.opts.busy_timeout, || match &self.reader {
             Some(r) => f(&lock(r)),
             None => f(&lock(&self.writer)),
-        }
+        })
     }
 
     /// Opens one more connection to the same file (for the worker's change
@@ -216,39 +216,56 @@ impl Store {
         if self.reader.is_none() {
             return Ok(None);
         }
-        open_connection(&self.opts, false).map(Some)
+        busy::with_timeout(self.opts.busy_timeout, || {
+            open_connection(&self.opts, false)
+        })
+        .map(Some)
     }
 
     /// Runs a passive WAL checkpoint on `conn`, a connection of its own (the
-    /// checkpointer's). It never blocks writers, so while this process keeps
+    /// checkpointer's). It never blocks writers, so while any process keeps
     /// writing the pass is never quite complete and the log never resets by
-    /// itself; once the log is long, a second pass runs while holding this
-    /// process's writer mutex (no local appends meanwhile, so it completes;
-    /// JS-thread writes that find the mutex taken go to a pool thread), and
-    /// the next write starts the log from the beginning.
+    /// itself: with several processes writing all the time it grew without
+    /// bound (400 MB in a few seconds with 8 workers, and every page read
+    /// then searches more of the log's index). So once the log is long, a
+    /// `RESTART` checkpoint follows: it takes the write lock (all processes'
+    /// writers wait, for the few milliseconds it needs to copy what the
+    /// passive pass left), waits briefly for readers to leave the log, and
+    /// the next write starts the log from the beginning (cut back to
+    /// `journal_size_limit`). This process's writer mutex is held meanwhile
+    /// so its own writes queue instead of spinning on the lock.
     pub fn checkpoint(&self, conn: &Connection) -> Result<()> {
         let commits = self.commits.load(Ordering::Relaxed);
         if commits - self.checkpointed_at.load(Ordering::Relaxed) < CHECKPOINT_MIN_COMMITS {
             return Ok(());
         }
         self.checkpointed_at.store(commits, Ordering::Relaxed);
-        if let Some((log, _done)) = passive_checkpoint(conn)? {
+        if let Some((log, _done)) = checkpoint_pass(conn, "PASSIVE")? {
             if log > WAL_RESET_FRAMES {
                 let _writers_wait = lock(&self.writer);
-                passive_checkpoint(conn)?;
+                let wait = self.opts.busy_timeout.min(RESTART_WAIT);
+                busy::with_timeout(wait, || checkpoint_pass(conn, "RESTART"))?;
             }
         }
         Ok(())
     }
 }
 
-/// `PRAGMA wal_checkpoint(PASSIVE)`: `(frames in the log, frames checkpointed)`,
-/// or `None` when another connection is checkpointing.
-fn passive_checkpoint(conn: &Connection) -> Result<Option<(i64, i64)>> {
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+/// How long a `RESTART` checkpoint waits for the write lock and for readers.
+const RESTART_WAIT: Duration = Duration::from_millis(250);
+
+/// `PRAGMA wal_checkpoint(mode)`: `(frames in the log, frames checkpointed)`,
+/// or `None` when another connection is checkpointing or the locks it needs stayed taken.
+fn checkpoint_pass(conn: &Connection, mode: &str) -> Result<Option<(i64, i64)>> {
+    match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     }) {
-        Ok(v) => Ok(Some(v)),
+        Ok((0, log, done)) => Ok(Some((log, done))),
+        Ok(_) => Ok(None),
         Err(e) => match Error::from(e) {
             Error::Busy(_) => Ok(None),
             e => Err(e),
@@ -277,14 +294,18 @@ fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
     let conn = Connection::open_with_flags(&opts.path, flags).map_err(|e| {
         let e = Error::from(e);
         match e {
-            Error::CannotOpen(_) | Error::Sqlite(_) => Error::CannotOpen(format!(
-                "{} (does the directory exist and is it writable?)",
+            Error::CannotOpen(m) => Error::CannotOpen(format!(
+                "{} (does the directory exist and is it writable?): {m}",
+                opts.path
+            )),
+            Error::Sqlite(e) => Error::CannotOpen(format!(
+                "{} (does the directory exist and is it writable?): {e}",
                 opts.path
             )),
             e => e,
         }
     })?;
-    conn.busy_timeout(opts.busy_timeout)?;
+    busy::install(&conn)?;
     if conn.is_readonly(rusqlite::MAIN_DB)? {
         return Err(Error::ReadOnly(opts.path.clone()));
     }
@@ -320,7 +341,20 @@ fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
         conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     }
     conn.set_prepared_statement_cache_capacity(64);
+    if let Some(limit) = test_length_limit() {
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, limit)?;
+    }
     Ok(conn)
+}
+
+/// For tests only: `DURABLY_TEST_SQLITE_MAX_LENGTH` lowers SQLite's length
+/// limit (`SQLITE_LIMIT_LENGTH`, about 1 GB) on every connection, so the
+/// path of a value SQLite refuses is tested without allocating a gigabyte.
+fn test_length_limit() -> Option<i32> {
+    std::env::var("DURABLY_TEST_SQLITE_MAX_LENGTH")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|v| *v > 0)
 }
 
 /// Retries `f` while it fails with `DB_BUSY`, for at most `limit`.

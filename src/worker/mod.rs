@@ -264,6 +264,24 @@ impl Worker {
     /// finished run hands its slot on without a second commit or a wake-up.
     /// `None` (only when `wait` is false) means the lock was taken.
     pub fn flush(&self, ops: &str, wait: bool) -> Result<Option<(String, Vec<ClaimedRun>)>> {
+        loop {
+            match self.flush_once(ops, wait) {
+                // A waiting flush holds results the job functions already
+                // produced: giving up on them would leave the runs `running`
+                // until stale recovery executes those steps a second time.
+                // So a lock held past the busy timeout is reported and the
+                // batch is tried again, for as long as the worker is open
+                // (another worker that reclaims a run meanwhile bumps its
+                // lease, and the retried ops for it are then refused).
+                Err(e) if wait && e.is_busy() && !self.shared.closed.load(Ordering::SeqCst) => {
+                    self.shared.sink.error(&e);
+                }
+                out => return out,
+            }
+        }
+    }
+
+    fn flush_once(&self, ops: &str, wait: bool) -> Result<Option<(String, Vec<ClaimedRun>)>> {
         let sh = &self.shared;
         let claiming = sh.running.load(Ordering::SeqCst);
         let mut reserved = 0;
