@@ -160,6 +160,12 @@ export interface DurablyOptions<TJobs extends JobDefinitions = JobDefinitions, T
   synchronous?: 'normal' | 'full'
   /** How long a write waits for another process's lock, in ms. Default 5000. */
   busyTimeout?: number
+  /**
+   * Largest encoded input, step result or output, in UTF-8 bytes. Default 64 MB (67108864).
+   * A larger input is refused at trigger (`ValidationError`); a larger step result or output
+   * fails the run with an error starting `VALUE_TOO_LARGE:`.
+   */
+  maxValueBytes?: number
   /** Purge terminal runs older than this while idle: `'30d'`, `'12h'`, `'15m'`, `'45s'`. */
   retainRuns?: `${number}${'s' | 'm' | 'h' | 'd'}`
   /**

@@ -6,7 +6,7 @@ const { resolveOptions } = require('./options')
 const { Events, EVENT_TYPES } = require('./events')
 const { Writer, q } = require('./writer')
 const { Execution } = require('./execution')
-const { encode, reviveParsed, TAG_TEXT } = require('./values')
+const { encode, reviveParsed, TAG_TEXT, oversize } = require('./values')
 const { validate } = require('./schema')
 const { defineJob, isJobDefinition, JobHandle, checkKey } = require('./job')
 const { parseRun, parseRuns, parseSteps, parseLogs, TERMINAL } = require('./records')
@@ -407,6 +407,7 @@ class Durably {
     let value = validate(def.input, input, `invalid input for job '${def.name}'`)
     if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
     const text = encode(value, 'input')
+    this._checkInputSize(def, text)
     // With synchronous: 'full' a commit waits for fsync: keep it off the event loop.
     let r = this._writer.alwaysAsync
       ? null
@@ -423,6 +424,17 @@ class Durably {
       if (this._started) this._startLocally()
     }
     return run
+  }
+
+  /** An input over `maxValueBytes` is refused before anything is written. */
+  _checkInputSize(def, text) {
+    const max = this._options.maxValueBytes
+    const bytes = oversize(text, max)
+    if (bytes) {
+      throw new ValidationError(
+        `input for job '${def.name}' is ${bytes} bytes encoded, over maxValueBytes (${max})`,
+      )
+    }
   }
 
   /**
@@ -490,7 +502,9 @@ class Durably {
         const o = await this._triggerOptions(it.options)
         let value = validate(def.input, it.input, `invalid input for job '${def.name}'`)
         if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
-        prepared.push({ o, value, text: encode(value, 'input') })
+        const text = encode(value, 'input')
+        this._checkInputSize(def, text)
+        prepared.push({ o, value, text })
       } catch (err) {
         throw new ValidationError(`batchTrigger item ${i}: ${err.message}`)
       }

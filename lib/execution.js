@@ -5,7 +5,7 @@
 // ('c') or taken over ('l'), and the execution stops writing.
 
 const { AsyncLocalStorage } = require('node:async_hooks')
-const { encode, reviveParsed } = require('./values')
+const { encode, reviveParsed, oversize } = require('./values')
 const { validate } = require('./schema')
 const { q } = require('./writer')
 const {
@@ -279,6 +279,8 @@ class Execution {
       await this.persistStep(name, index, 'failed', null, errorText(e), startedAt)
       throw e
     }
+    const bytes = oversize(text, this.durably._options.maxValueBytes)
+    if (bytes) return this.stepTooLarge(name, index, startedAt, bytes, 'maxValueBytes')
     await this.persistStep(name, index, 'completed', text, null, startedAt)
     this.emit('step:complete', {
       stepName: name,
@@ -291,6 +293,21 @@ class Execution {
     return value
   }
 
+  /**
+   * A step result too large to store (over maxValueBytes, or refused by
+   * SQLite's length limit): the step is stored failed and the error fails
+   * the run. Retrying could never store it, so the run must not stay running.
+   */
+  async stepTooLarge(name, index, startedAt, bytes, limit) {
+    const e = new DurablyError(
+      `VALUE_TOO_LARGE: step '${name}' returned a value of ${bytes} bytes encoded, over ${limit === 'maxValueBytes' ? `maxValueBytes (${this.durably._options.maxValueBytes})` : "SQLite's length limit"}`,
+      'VALUE_TOO_LARGE',
+    )
+    stepErrors.set(e, name)
+    await this.persistStep(name, index, 'failed', null, errorText(e), startedAt)
+    throw e
+  }
+
   /** Writes a step row; throws if the run is no longer ours. */
   async persistStep(name, index, status, outputText, err, startedAt) {
     const op =
@@ -300,12 +317,17 @@ class Execution {
     try {
       st = await this.durably._writer.push(op)
     } catch (storeErr) {
+      // A value SQLite refuses (a whole batch failing with SQLITE_TOOBIG): retrying cannot help.
+      if (storeErr && storeErr.code === 'VALUE_TOO_LARGE' && status === 'completed') {
+        return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
+      }
       // The store refused the write (DB_BUSY after busyTimeout, DB_FULL…): stop this
       // execution without failing the run (stopped() reports it as a worker error).
       this.writeFailed = 'step-write'
       this.abort(storeErr)
       throw storeErr
     }
+    if (st === 'b') return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
     if (st !== '0') {
       this.lostBy(st)
       this.emit('step:cancel', { stepName: name, stepIndex: index })
@@ -435,17 +457,28 @@ class Execution {
     } catch (err) {
       return this.failed(new ValidationError(`job '${this.jobName}' returned an output that cannot be stored: ${err.message}`))
     }
+    const bytes = oversize(text, this.durably._options.maxValueBytes)
+    if (bytes) return this.failed(this.outputTooLarge(bytes, `maxValueBytes (${this.durably._options.maxValueBytes})`))
     const progress = this.takeProgress()
     this.ended = true
     const st = await this.durably._writer.push(
       `["c",${q(this.id)},${this.generation},${text},${progress ?? 'null'},"${now()}"]`,
     )
+    if (st === 'b') {
+      this.ended = false
+      if (progress) this.progressDirty = true
+      return this.failed(this.outputTooLarge(Buffer.byteLength(text), "SQLite's length limit"))
+    }
     if (st !== '0') {
       this.lostBy(st)
       return this.stopped()
     }
     if (progress) this.emit('run:progress', { progress: this.progress })
     this.emit('run:complete', { output, duration: Math.round(this.duration()) })
+  }
+
+  outputTooLarge(bytes, limit) {
+    return new DurablyError(`VALUE_TOO_LARGE: job '${this.jobName}' returned an output of ${bytes} bytes encoded, over ${limit}`, 'VALUE_TOO_LARGE')
   }
 
   duration() {

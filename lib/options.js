@@ -14,6 +14,7 @@ const DEFAULTS = {
   maxConcurrentRuns: 1,
   synchronous: 'normal',
   busyTimeout: 5000,
+  maxValueBytes: 64 * 1024 * 1024,
   retainRuns: undefined,
   labels: undefined,
   jobs: undefined,
@@ -67,6 +68,7 @@ function resolveOptions(options) {
   positiveInt('staleThreshold', o.staleThreshold)
   positiveInt('maxConcurrentRuns', o.maxConcurrentRuns, { max: 1024 })
   positiveInt('busyTimeout', o.busyTimeout, { min: 0 })
+  positiveInt('maxValueBytes', o.maxValueBytes, { max: Number.MAX_SAFE_INTEGER })
   if (o.staleThreshold <= o.heartbeatInterval) {
     throw new ValidationError(
       `option staleThreshold (${o.staleThreshold}) must be greater than heartbeatInterval (${o.heartbeatInterval})`,

@@ -306,4 +306,14 @@ function reviveParsed(v, hadTags) {
   return hadTags ? revive(v) : v
 }
 
-module.exports = { encode, decode, reviveParsed, isPlain: (v) => isPlain(v, 0), TAG_TEXT }
+/**
+ * UTF-8 size of an encoded value when it is over `max` bytes, else 0. (A
+ * string of n UTF-16 units is at most 3n bytes, so short values skip the count.)
+ */
+function oversize(text, max) {
+  if (text.length * 3 <= max) return 0
+  const bytes = Buffer.byteLength(text, 'utf8')
+  return bytes > max ? bytes : 0
+}
+
+module.exports = { encode, decode, reviveParsed, isPlain: (v) => isPlain(v, 0), TAG_TEXT, oversize }

@@ -35,6 +35,10 @@ pub enum Error {
         "database schema version {found} is newer than this durably supports ({known}); upgrade durably"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    /// A value is longer than SQLite stores (`SQLITE_TOOBIG`, its length
+    /// limit, about 1 GB by default); retrying cannot help.
+    #[error("value too large to store: {0}")]
+    TooBig(String),
     /// The instance was closed.
     #[error("durably instance is closed")]
     Closed,
@@ -62,6 +66,7 @@ impl Error {
             Error::Corrupt(_) => "DB_CORRUPT",
             Error::CannotOpen(_) => "DB_CANTOPEN",
             Error::SchemaTooNew { .. } => "SCHEMA_TOO_NEW",
+            Error::TooBig(_) => "VALUE_TOO_LARGE",
             Error::Closed => "CLOSED",
             Error::Sqlite(_) => "DB_ERROR",
             Error::Internal(_) => "INTERNAL",
@@ -87,6 +92,7 @@ impl From<rusqlite::Error> for Error {
             Some(ErrorCode::ReadOnly) => Error::ReadOnly(msg),
             Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => Error::Corrupt(msg),
             Some(ErrorCode::CannotOpen) => Error::CannotOpen(msg),
+            Some(ErrorCode::TooBig) => Error::TooBig(msg),
             _ => Error::Sqlite(e),
         }
     }

@@ -179,6 +179,7 @@ async function handles() {
     maxConcurrentRuns: 4,
     synchronous: 'full',
     busyTimeout: 1000,
+    maxValueBytes: 16 * 1024 * 1024,
     retainRuns: '30d',
     jobs: { syncUsers, square, untyped, lengthJob },
   })

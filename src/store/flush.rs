@@ -30,15 +30,20 @@ pub enum OpStatus {
     Cancelled,
     /// Not written: the run belongs to another lease (reclaimed, reset, deleted).
     Lost,
+    /// Not written: a value in it is longer than SQLite's length limit
+    /// (retrying cannot help; the JS layer fails the run).
+    TooBig,
 }
 
 impl OpStatus {
-    /// One character per op in the flush result: `0` ok, `c` cancelled, `l` lost.
+    /// One character per op in the flush result: `0` ok, `c` cancelled,
+    /// `l` lost, `b` a value too big for SQLite.
     pub fn as_char(self) -> char {
         match self {
             OpStatus::Ok => '0',
             OpStatus::Cancelled => 'c',
             OpStatus::Lost => 'l',
+            OpStatus::TooBig => 'b',
         }
     }
 }
@@ -261,10 +266,60 @@ impl Store {
 
 fn apply(c: &Connection, ops: &[Op], now: &str) -> Result<String> {
     let mut out = String::with_capacity(ops.len());
+    let limit = length_limit(c);
     for op in ops {
-        out.push(apply_one(c, op, now)?.as_char());
+        let status = if op.longest_value() > limit {
+            OpStatus::TooBig
+        } else {
+            apply_one(c, op, now)?
+        };
+        out.push(status.as_char());
     }
     Ok(out)
+}
+
+/// Headroom under SQLite's length limit for the other columns of a row:
+/// a value this close to the limit would make the row itself too long.
+const ROW_HEADROOM: usize = 64 * 1024;
+
+/// The longest value SQLite accepts in a row on `c`.
+fn length_limit(c: &Connection) -> usize {
+    let limit = c
+        .limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH)
+        .unwrap_or(i32::MAX);
+    (limit.max(0) as usize).saturating_sub(ROW_HEADROOM)
+}
+
+impl Op<'_> {
+    /// Length of the op's longest stored value. An op over SQLite's length
+    /// limit is refused before any of its statements runs, so the batch (and
+    /// the other runs' ops in it) still commits, and the op reports
+    /// [`OpStatus::TooBig`] instead of an error the writer would retry.
+    fn longest_value(&self) -> usize {
+        let len = |v: &Option<&str>| v.map_or(0, |s| s.len());
+        let slen = |v: &Option<String>| v.as_ref().map_or(0, |s| s.len());
+        match self {
+            Op::Step {
+                output,
+                error,
+                stack,
+                progress,
+                ..
+            } => len(output) + slen(error) + slen(stack) + len(progress),
+            Op::Complete {
+                output, progress, ..
+            } => len(output) + len(progress),
+            Op::Fail {
+                error,
+                stack,
+                progress,
+                ..
+            } => error.len() + slen(stack) + len(progress),
+            Op::Progress { progress, .. } => progress.len(),
+            Op::Log { message, data, .. } => message.len() + len(data),
+            Op::Release { .. } => 0,
+        }
+    }
 }
 
 fn apply_one(c: &Connection, op: &Op, now: &str) -> Result<OpStatus> {

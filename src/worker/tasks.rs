@@ -210,7 +210,8 @@ fn enforce_timeouts(sh: &Shared) -> Result<()> {
         let reason = match status {
             crate::store::OpStatus::Ok => LostReason::Timeout,
             crate::store::OpStatus::Cancelled => LostReason::Cancelled,
-            crate::store::OpStatus::Lost => LostReason::Lost,
+            // (a timeout's fail op holds no user value)
+            crate::store::OpStatus::Lost | crate::store::OpStatus::TooBig => LostReason::Lost,
         };
         sh.sink.lost(&id, reason);
     }
