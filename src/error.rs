@@ -39,6 +39,11 @@ pub enum Error {
     /// limit, about 1 GB by default); retrying cannot help.
     #[error("value too large to store: {0}")]
     TooBig(String),
+    /// The database file (or its `-wal`) was deleted or replaced under this
+    /// live instance: its writes would go to an unlinked file and be lost,
+    /// so it refuses them. Reopen the instance.
+    #[error("database file replaced under this instance, writes refused: {0}")]
+    Replaced(String),
     /// The instance was closed.
     #[error("durably instance is closed")]
     Closed,
@@ -67,6 +72,7 @@ impl Error {
             Error::CannotOpen(_) => "DB_CANTOPEN",
             Error::SchemaTooNew { .. } => "SCHEMA_TOO_NEW",
             Error::TooBig(_) => "VALUE_TOO_LARGE",
+            Error::Replaced(_) => "DB_REPLACED",
             Error::Closed => "CLOSED",
             Error::Sqlite(_) => "DB_ERROR",
             Error::Internal(_) => "INTERNAL",
@@ -81,11 +87,14 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        let code = match &e {
-            rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
-            _ => None,
+        let (code, extended) = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => (Some(f.code), f.extended_code),
+            _ => (None, 0),
         };
         let msg = e.to_string();
+        if extended == rusqlite::ffi::SQLITE_READONLY_DBMOVED {
+            return Error::Replaced(msg);
+        }
         match code {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => Error::Busy(msg),
             Some(ErrorCode::DiskFull) => Error::DiskFull(msg),

@@ -10,6 +10,7 @@ mod busy;
 pub mod ceiling;
 mod claim;
 mod flush;
+mod identity;
 pub mod json;
 mod manage;
 mod migrate;
@@ -87,6 +88,8 @@ pub struct Store {
     /// Commits by this store, and their count at the last checkpoint pass.
     commits: AtomicU64,
     checkpointed_at: AtomicU64,
+    /// The file's identity, to notice it being replaced (`None` for `:memory:`).
+    file: Option<identity::FileWatch>,
 }
 
 /// Commits since the last pass below which the checkpointer skips a pass. A
@@ -119,6 +122,7 @@ impl Store {
             };
             Ok((writer, reader))
         })?;
+        let opts_path = opts.path.clone();
         Ok(Store {
             writer: Mutex::new(writer),
             reader,
@@ -128,6 +132,7 @@ impl Store {
             ids: Mutex::new(ulid::Generator::new()),
             commits: AtomicU64::new(0),
             checkpointed_at: AtomicU64::new(0),
+            file: identity::FileWatch::new(&opts_path),
         })
     }
 
@@ -163,6 +168,7 @@ impl Store {
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection,
     /// waiting for the lock (up to the busy timeout).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.refuse_if_replaced()?;
         let mut conn = lock(&self.writer);
         let out = busy::with_timeout(self.opts.busy_timeout, || in_tx(&mut conn, f))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -176,6 +182,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<Option<T>> {
+        self.refuse_if_replaced()?;
         let mut conn = match self.writer.try_lock() {
             Ok(c) => c,
             Err(TryLockError::WouldBlock) => return Ok(None),
@@ -200,6 +207,25 @@ impl Store {
             Err(e) if e.is_busy() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn refuse_if_replaced(&self) -> Result<()> {
+        match self.file.as_ref().and_then(|f| f.refused()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Compares the database file and its `-wal` with the ones opened (device
+    /// and inode). The first time they differ, returns `DB_REPLACED`; from then
+    /// on every write fails with it (see `identity.rs`).
+    pub fn check_file(&self) -> Option<Error> {
+        self.file.as_ref().and_then(|f| f.check())
+    }
+
+    /// True once [`Store::check_file`] found the file replaced.
+    pub fn is_replaced(&self) -> bool {
+        self.file.as_ref().is_some_and(|f| f.refused().is_some())
     }
 
     /// Runs a read on the reader connection (the writer for `:memory:`).

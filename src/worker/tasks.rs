@@ -61,6 +61,15 @@ async fn claim_while_running(sh: &Arc<Shared>) {
     let mut last_poll: Option<Instant> = None;
     let mut woken = true;
     while sh.running.load(Ordering::SeqCst) && !sh.closed.load(Ordering::SeqCst) {
+        if sh.store.is_replaced() {
+            // The heartbeat task reported it; claims would only fail again.
+            tokio::select! {
+                _ = tokio::time::sleep(sh.cfg.polling_interval) => {}
+                _ = sh.closed_notify.notified() => {}
+                _ = sh.wake.notified() => {}
+            }
+            continue;
+        }
         let poll_due = last_poll.is_none_or(|t| t.elapsed() >= sh.cfg.polling_interval);
         if poll_due {
             last_poll = Some(Instant::now());
@@ -156,6 +165,13 @@ pub(super) async fn heartbeats(sh: Arc<Shared>) {
     loop {
         if sleep_unless_closed(&sh, tick).await {
             return;
+        }
+        if let Some(e) = sh.store.check_file() {
+            sh.sink.error(&e);
+        }
+        if sh.store.is_replaced() {
+            // Every write would fail: no heartbeats, timeouts or claims to report again and again.
+            continue;
         }
         let sh2 = sh.clone();
         if let Err(e) = blocking(move || enforce_timeouts(&sh2)).await {
