@@ -69,10 +69,10 @@ function makeOurs() {
   return {
     impl: 'durably',
     describe: () => ({ impl: 'durably', library: `durably ${require(path.join(ROOT, 'package.json')).version}` }),
-    create({ path: file, synchronous = 'normal', maxConcurrentRuns = 1, jobs }) {
+    create({ path: file, synchronous = 'normal', maxConcurrentRuns = 1, jobs, maxValueBytes }) {
       const defs = {}
       for (const [key, j] of Object.entries(jobs)) defs[key] = defineJob({ name: j.name, input: j.input(z), run: j.run })
-      const d = createDurably({ path: file, synchronous, maxConcurrentRuns, jobs: defs })
+      const d = createDurably({ path: file, synchronous, maxConcurrentRuns, jobs: defs, maxValueBytes })
       return {
         info: { synchronous },
         job: (key) => d.jobs[key],
@@ -570,7 +570,8 @@ scenarios.after_big_value = async (lib, sz) => {
       },
     },
   }
-  const inst = lib.create({ path: file, jobs })
+  // (over the 64 MB default of maxValueBytes)
+  const inst = lib.create({ path: file, jobs, maxValueBytes: (bigMB + 1) * 1024 * 1024 })
   await inst.migrate()
   await inst.start()
   const timed = async (key, input) => {
