@@ -439,6 +439,7 @@ export type WorkerErrorContext =
   | 'heartbeat'
   | 'timeout'
   | 'checkpoint'
+  | 'file'
   | 'step-write'
   | 'progress-write'
   | 'log-write'

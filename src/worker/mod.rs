@@ -51,7 +51,8 @@ pub trait Sink: Send + Sync + 'static {
     fn lost(&self, id: &str, reason: LostReason);
     /// An error outside any run (busy database, full disk…); `context` names
     /// the task it happened in: `claim`, `recover` (stale recovery), `watch`
-    /// (the cross-process change check), `heartbeat`, `timeout`, `checkpoint`.
+    /// (the cross-process change check), `heartbeat`, `timeout`, `checkpoint`,
+    /// `file` (the database file found replaced), `step-write` (a flush retried after `DB_BUSY`).
     fn error(&self, context: &'static str, err: &Error);
 }
 
@@ -274,7 +275,7 @@ impl Worker {
                 // (another worker that reclaims a run meanwhile bumps its
                 // lease, and the retried ops for it are then refused).
                 Err(e) if wait && e.is_busy() && !self.shared.closed.load(Ordering::SeqCst) => {
-                    self.shared.sink.error(&e);
+                    self.shared.sink.error("step-write", &e);
                 }
                 out => return out,
             }

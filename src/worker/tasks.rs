@@ -167,7 +167,7 @@ pub(super) async fn heartbeats(sh: Arc<Shared>) {
             return;
         }
         if let Some(e) = sh.store.check_file() {
-            sh.sink.error(&e);
+            sh.sink.error("file", &e);
         }
         if sh.store.is_replaced() {
             // Every write would fail: no heartbeats, timeouts or claims to report again and again.
