@@ -103,8 +103,9 @@ mod tests {
             }
             let waited = t0.elapsed();
             assert!(waited >= Duration::from_millis(20), "{waited:?}");
-            assert!(waited < Duration::from_millis(500), "{waited:?}");
-            assert!(n > 20, "polled only {n} times");
+            // (How often it polled depends on the machine's load; the schedule is tested above.)
+            assert!(waited < Duration::from_secs(2), "{waited:?}");
+            assert!(n > 1, "polled only {n} times");
         });
         // Zero: give up at once.
         with_timeout(Duration::ZERO, || assert!(!on_busy(0)));
