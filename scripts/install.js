@@ -62,10 +62,29 @@ function cargoBuild() {
   throw new Error('cargo build reported no cdylib for durably')
 }
 
+/**
+ * The platform npm installs for when told another one (`npm install
+ * --cpu=arm64 --os=linux --libc=musl`, e.g. to bundle for a container or a
+ * function): then a build here would make an addon for the wrong machine.
+ * Null when npm installs for this machine.
+ */
+function otherTarget(platform) {
+  const [os, cpu, libc] = platform.split('-')
+  const wanted = { os: process.env.npm_config_os, cpu: process.env.npm_config_cpu, libc: process.env.npm_config_libc }
+  const here = { os, cpu, libc: libc === 'musl' ? 'musl' : 'glibc' }
+  const differs = Object.keys(here).some((k) => wanted[k] && wanted[k] !== here[k])
+  return differs ? [wanted.os ?? os, wanted.cpu ?? cpu, wanted.libc ?? here.libc].join('-') : null
+}
+
 function main() {
+  const platform = currentPlatform()
+  const target = otherTarget(platform)
+  if (target) {
+    console.log(`durably: installing for ${target}, not this machine (${platform}): nothing to build here`)
+    return 0
+  }
   const before = loadError()
   if (!before) return 0
-  const platform = currentPlatform()
   if (!hasCargo()) {
     // npm shows this only with --foreground-scripts; require() repeats it.
     console.warn(before.message)
