@@ -289,6 +289,10 @@ impl Engine {
     /// commit; `null` when busy (then `flushAsync`).
     #[napi(catch_unwind)]
     pub fn flush(&self, ops: String) -> Result<Option<String>, JsCode> {
+        if ops.len() >= crate::store::BIG_WRITE_BYTES {
+            // A big value: commit (and checkpoint) it on a pool thread, not on the event loop.
+            return Ok(None);
+        }
         let out = self.inner()?.worker.flush(&ops, false).map_err(to_js)?;
         Ok(out.map(encode_flush))
     }

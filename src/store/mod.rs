@@ -277,6 +277,31 @@ impl Store {
     }
 }
 
+/// A write of at least this many bytes of values is a big write: it is
+/// committed off the JS thread and checkpointed at once (see
+/// [`Store::checkpoint_big_write`]).
+pub const BIG_WRITE_BYTES: usize = 4 * 1024 * 1024;
+
+impl Store {
+    /// Checkpoints right after a big write, on the writer connection, before
+    /// the write is reported done. Left to the background checkpointer, the
+    /// copy of a 100 MB value into the database file ran while the next small
+    /// steps were committing and slowed them down (and the log stayed 100 MB
+    /// long until then): a large value must cost its own write and nothing
+    /// after it. Best effort: if readers keep the log busy, the background
+    /// checkpointer finishes the job.
+    pub fn checkpoint_big_write(&self) {
+        if self.reader.is_none() || self.is_replaced() {
+            return;
+        }
+        let conn = lock(&self.writer);
+        let wait = self.opts.busy_timeout.min(RESTART_WAIT);
+        let _ = busy::with_timeout(wait, || checkpoint_pass(&conn, "RESTART"));
+        self.checkpointed_at
+            .store(self.commits.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
 /// How long a `RESTART` checkpoint waits for the write lock and for readers.
 const RESTART_WAIT: Duration = Duration::from_millis(250);
 

@@ -277,6 +277,12 @@ impl Worker {
                 Err(e) if wait && e.is_busy() && !self.shared.closed.load(Ordering::SeqCst) => {
                     self.shared.sink.error("step-write", &e);
                 }
+                Ok(Some(out)) => {
+                    if wait && ops.len() >= crate::store::BIG_WRITE_BYTES {
+                        self.shared.store.checkpoint_big_write();
+                    }
+                    return Ok(Some(out));
+                }
                 out => return out,
             }
         }
