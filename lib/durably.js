@@ -929,6 +929,8 @@ class Durably {
           jobName: run.jobName,
           labels: run.labels,
           timestamp: new Date().toISOString(),
+          // The state after every event up to this sequence: later events have a higher one.
+          sequence: this._events.sequence,
           run,
         })
         if (TERMINAL.has(run.status)) {
@@ -958,6 +960,7 @@ class Durably {
               jobName: run.jobName,
               labels: run.labels,
               timestamp: new Date().toISOString(),
+              sequence: this._events.sequence,
               run: now,
             })
             close()
