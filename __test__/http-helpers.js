@@ -61,6 +61,7 @@ async function openSse(url, { headers = {} } = {}) {
     headers: res.headers,
     events,
     frames: [],
+    ids: [],
     isEnded: false,
     ended: null,
     close() {
@@ -110,8 +111,13 @@ async function openSse(url, { headers = {} } = {}) {
           const frame = buf.slice(0, i)
           buf = buf.slice(i + 2)
           sse.frames.push(frame)
-          if (!frame.startsWith('data: ')) throw new Error(`bad SSE frame ${JSON.stringify(frame)}`)
-          events.push(JSON.parse(frame.slice(6)))
+          // `id: …` names an event; a frame without data (`retry: …`) carries none.
+          const lines = frame.split('\n')
+          const id = lines.find((l) => l.startsWith('id: '))
+          const data = lines.find((l) => l.startsWith('data: '))
+          if (lines.some((l) => !/^(id|data|retry): /.test(l))) throw new Error(`bad SSE frame ${JSON.stringify(frame)}`)
+          if (id) sse.ids.push(id.slice(4))
+          if (data) events.push(JSON.parse(data.slice(6)))
         }
         notify()
       }

@@ -413,7 +413,7 @@ describe('SSE GET /subscribe', () => {
     const types = sse.events.map((e) => e.type)
     expect(types).toEqual(['run:snapshot', 'step:complete', 'log:write', 'run:complete'])
     expect(sse.events.at(-1)).toMatchObject({ runId: id, jobName: 'gated', output: { key: 'live' } })
-    for (const f of sse.frames) expect(f).toMatch(/^data: \{.*\}$/)
+    for (const f of sse.frames) expect(f).toMatch(/^id: [0-9a-f]{8}\.\d+\ndata: \{.*\}$/)
   })
 
   it('a subscriber to a finished run gets its final state and the stream ends', async () => {
@@ -509,10 +509,12 @@ describe('SSE connections do not leak listeners', () => {
     const id = (await trigger({ jobName: 'gated', input: { key: 'leak' } })).body.runId
     await waitStatus(id, 'running')
     const baseline = durably._events.listenerCount()
+    // A dropped /subscribe stream stays parked for a resuming client for sseResumeMs, then lets go.
+    const resumable = await startServer(durably, { sseResumeMs: 200 })
     for (let round = 0; round < 5; round++) {
       const clients = await Promise.all(
         Array.from({ length: 20 }, (_, i) =>
-          openSse(srv.url(i % 2 ? `/subscribe?runId=${id}` : `/runs/subscribe?label.round=${round}`)),
+          openSse(i % 2 ? resumable.url(`/subscribe?runId=${id}`) : srv.url(`/runs/subscribe?label.round=${round}`)),
         )
       )
       expect(clients.every((c) => c.status === 200)).toBe(true)
@@ -520,6 +522,7 @@ describe('SSE connections do not leak listeners', () => {
       await Promise.all(clients.map((c) => c.close()))
       await until(() => durably._events.listenerCount() === baseline, { what: 'listeners back to baseline' })
     }
+    await resumable.close()
     gates.get('leak').open()
     await durably.waitForRun(id, { timeout: 10_000 })
     expect(durably._events.listenerCount()).toBe(baseline)

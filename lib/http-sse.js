@@ -39,8 +39,9 @@ function replacer(key, value) {
 /**
  * Per-run throttle of `run:progress`: sent at once when the last one of that
  * run went out at least `ms` ago, otherwise the newest waits for the rest of
- * the interval. A terminal event (or a snapshot) flushes the waiting one
- * first, so the last progress always reaches the client, in order.
+ * the interval. Any other event of that run (a terminal one, a snapshot, a
+ * log line) flushes the waiting one first, so the last progress always
+ * reaches the client, in order.
  */
 class ProgressThrottle {
   constructor(ms, out) {
@@ -69,7 +70,10 @@ class ProgressThrottle {
       this.pending.set(id, { event: e, timer })
       return
     }
-    if (TERMINAL_EVENTS.has(e.type) || e.type === 'run:snapshot') this.flush(id)
+    // Any other event of the run flushes its waiting progress first, so a
+    // stream's events go out in sequence order (a resuming client's cursor is
+    // then exact).
+    this.flush(id)
     if (TERMINAL_EVENTS.has(e.type)) this.last.delete(id)
     this.out(e)
   }
@@ -103,10 +107,14 @@ class ProgressThrottle {
 /**
  * One SSE response. `onEnd(fn)` registers cleanup that runs exactly once:
  * when the client cancels the body, when `request.signal` aborts, when the
- * producer calls `end()`, or when the client reads too slowly.
+ * producer calls `end()`, or when the client reads too slowly (`fn` gets
+ * whether the end was graceful). `idOf(event)`, when given, names each frame
+ * (`id:` line) so a client can resume after it.
  */
 class SseChannel {
-  constructor(request, throttleMs) {
+  constructor(request, throttleMs, idOf) {
+    this.idOf = idOf
+    this.graceful = false
     this.closed = false
     this.cleanups = []
     this.encoder = new TextEncoder()
@@ -131,7 +139,7 @@ class SseChannel {
   }
 
   onEnd(fn) {
-    if (this.closed) fn()
+    if (this.closed) fn(this.graceful)
     else this.cleanups.push(fn)
   }
 
@@ -147,7 +155,9 @@ class SseChannel {
 
   write(event) {
     if (this.closed) return
-    this.controller.enqueue(this.encoder.encode(`data: ${stringify(event)}\n\n`))
+    const id = this.idOf ? this.idOf(event) : null
+    const frame = `${id === null || id === undefined ? '' : `id: ${id}\n`}data: ${stringify(event)}\n\n`
+    this.controller.enqueue(this.encoder.encode(frame))
     if (this.controller.desiredSize < -MAX_QUEUED_FRAMES) {
       this.end(false)
       try {
@@ -158,17 +168,24 @@ class SseChannel {
     }
   }
 
+  /** Sends an SSE field line of its own (e.g. `retry: 86400000`). */
+  field(line) {
+    if (this.closed) return
+    this.controller.enqueue(this.encoder.encode(`${line}\n\n`))
+  }
+
   /** Ends the stream; `graceful` first sends throttled progress still waiting. */
   end(graceful = true) {
     if (this.closed) return
     if (graceful) this.throttle.flushAll()
     this.closed = true
+    this.graceful = graceful
     this.throttle.stop()
     const fns = this.cleanups
     this.cleanups = []
     for (const fn of fns) {
       try {
-        fn()
+        fn(graceful)
       } catch {
         // a cleanup failing must not keep the others from running
       }

@@ -3,7 +3,10 @@
 // SSE streams of run events, and auth hooks that scope every route.
 
 const { DurablyError, ValidationError } = require('./errors')
+const { randomBytes } = require('node:crypto')
 const { SseChannel, stringify } = require('./http-sse')
+const { RunFeed, Feeds, resumeCursor } = require('./http-resume')
+const { COMPAT_MODES, NO_RECONNECT, compatParams, compatRun, compatEvent, replayOf } = require('./http-compat')
 const { toNodeHandler, normalizeBase, routePath } = require('./http-node')
 const { checkUiOption, isReadOnly, uiResponse } = require('./ui/serve')
 const { tallyStats } = require('./durably')
@@ -20,7 +23,7 @@ const {
 } = require('./http-request')
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled'])
-const OPTION_KEYS = new Set(['auth', 'onRequest', 'sseThrottleMs', 'maxBodyBytes', 'onError', 'ui'])
+const OPTION_KEYS = new Set(['auth', 'onRequest', 'sseThrottleMs', 'maxBodyBytes', 'onError', 'ui', 'sseResumeMs', 'compat'])
 const AUTH_HOOKS = new Set(['authenticate', 'onTrigger', 'onRunAccess', 'scopeRuns', 'scopeRunsSubscribe'])
 const STATUS_BY_CODE = { VALIDATION_ERROR: 400, NOT_FOUND: 404, CONFLICT: 409, DB_BUSY: 503, CLOSED: 503 }
 const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }
@@ -153,7 +156,7 @@ function checkOptions(durably, options) {
   for (const k of Object.keys(o)) {
     if (!OPTION_KEYS.has(k)) throw new ValidationError(`createDurablyHandler: unknown option ${k}`)
   }
-  const { auth, onRequest, onError, sseThrottleMs = 100, maxBodyBytes = 1024 * 1024 } = o
+  const { auth, onRequest, onError, sseThrottleMs = 100, maxBodyBytes = 1024 * 1024, sseResumeMs = 30_000, compat } = o
   if (auth !== undefined) {
     if (auth === null || typeof auth !== 'object') throw new ValidationError('createDurablyHandler: auth must be an object of hooks')
     for (const [k, v] of Object.entries(auth)) {
@@ -174,7 +177,13 @@ function checkOptions(durably, options) {
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw new ValidationError('createDurablyHandler: maxBodyBytes must be a positive integer')
   }
-  return { auth, onRequest, onError, sseThrottleMs, maxBodyBytes, ui: checkUiOption(o.ui) }
+  if (typeof sseResumeMs !== 'number' || !Number.isFinite(sseResumeMs) || sseResumeMs < 0) {
+    throw new ValidationError('createDurablyHandler: sseResumeMs must be a non-negative number of ms')
+  }
+  if (compat !== undefined && !COMPAT_MODES.has(compat)) {
+    throw new ValidationError(`createDurablyHandler: compat must be one of ${[...COMPAT_MODES].map((m) => `'${m}'`).join(', ')}`)
+  }
+  return { auth, onRequest, onError, sseThrottleMs, maxBodyBytes, ui: checkUiOption(o.ui), sseResumeMs, compat }
 }
 
 // ---- the handler --------------------------------------------------------------------
@@ -184,7 +193,22 @@ function checkOptions(durably, options) {
  * Request/Response (see notes/http-readme.md for routes and hooks).
  */
 function createDurablyHandler(durably, options) {
-  const { auth, onRequest, onError, sseThrottleMs, maxBodyBytes, ui } = checkOptions(durably, options)
+  const { auth, onRequest, onError, sseThrottleMs, maxBodyBytes, ui, sseResumeMs, compat } = checkOptions(durably, options)
+  // Names this handler's event ids, so a resume cursor from another process
+  // (or an earlier one) is never taken for one of ours.
+  const epoch = randomBytes(4).toString('hex')
+  const idOf = (e) => (typeof e.sequence === 'number' ? `${epoch}.${e.sequence}` : null)
+  const feeds = new Feeds(sseResumeMs)
+  const upstream = compat === 'upstream-0.15'
+  const clientRun = upstream ? (r) => compatRun(toClientRun(r)) : toClientRun
+  const clientEvent = upstream ? (e) => compatEvent(toClientEvent(e)) : toClientEvent
+  const slimEvent = upstream ? (e) => compatEvent(toSlimEvent(e)) : toSlimEvent
+  /** Upstream names jobs by their register key: accept a key where no job has that name. */
+  const jobNameOf = (name) => {
+    if (!upstream || durably.getJob(name)) return name
+    const handle = Object.hasOwn(durably.jobs, name) ? durably.jobs[name] : undefined
+    return handle && typeof handle.name === 'string' ? handle.name : name
+  }
 
   const onAny = (fn) =>
     typeof durably._events?.onAny === 'function'
@@ -199,7 +223,7 @@ function createDurablyHandler(durably, options) {
     constructor(request, url, ctx) {
       this.request = request
       this.url = url
-      this.params = url.searchParams
+      this.params = upstream ? compatParams(url.searchParams, jobNameOf) : url.searchParams
       this.ctx = ctx
       this.scope = undefined
     }
@@ -256,6 +280,7 @@ function createDurablyHandler(durably, options) {
 
   async function trigger(call) {
     let req = checkTriggerRequest(await readJsonObject(call.request, maxBodyBytes))
+    req.jobName = jobNameOf(req.jobName)
     const unknownJob = (name) => new HttpError(400, `unknown job ${JSON.stringify(name)}`)
     if (!durably.getJob(req.jobName)) throw unknownJob(req.jobName)
     if (auth && auth.onTrigger) {
@@ -281,11 +306,11 @@ function createDurablyHandler(durably, options) {
     let filter = runsFilter(call.params)
     if (auth && auth.scopeRuns) filter = (await auth.scopeRuns(call.ctx, filter)) ?? filter
     const runs = await durably.getRuns(filter)
-    return json(runs.map(toClientRun))
+    return json(runs.map(clientRun))
   }
 
   async function getRun(call) {
-    return json(toClientRun(await call.run('read')))
+    return json(clientRun(await call.run('read')))
   }
 
   async function getSteps(call) {
@@ -357,8 +382,37 @@ function createDurablyHandler(durably, options) {
     return json({ success: true })
   }
 
+  /** Prepares a run event for the stream (compat adds upstream's replay after the snapshot). */
+  function prepareRunEvent(e, replaying) {
+    const out = [clientEvent(e)]
+    if (upstream && e.type === 'run:snapshot' && (replaying || out[0].run === null || out[0].run.isTerminal)) {
+      out.push(...replayOf(out[0]))
+    }
+    return out
+  }
+
+  function endRunChannel(channel) {
+    // EventSource reconnects to a stream that ends; upstream's hooks rely on that not happening.
+    if (upstream) {
+      channel.throttle.flushAll()
+      channel.field(NO_RECONNECT)
+    }
+    channel.end(true)
+  }
+
   async function subscribeRun(call) {
     const runId = oneParam(call.params, 'runId', true)
+    const cursor = resumeCursor(call.params, call.request.headers)
+    if (cursor && (cursor.epoch === null || cursor.epoch === epoch)) {
+      // A client resuming: the stream it lost is kept with every event since.
+      const feed = feeds.find(runId, cursor.sequence)
+      if (feed) {
+        await call.allow(feed.run, 'subscribe')
+        const channel = new SseChannel(call.request, sseThrottleMs, idOf)
+        feed.attach(channel, cursor.sequence)
+        return channel.response()
+      }
+    }
     // The snapshot is read before answering: an unknown run gets a 404, and
     // access is checked on the very state the stream starts from.
     const reader = durably.subscribe(runId).getReader()
@@ -371,20 +425,9 @@ function createDurablyHandler(durably, options) {
       reader.cancel().catch(() => {})
       throw err instanceof DurablyError && err.code === 'NOT_FOUND' ? notFound() : err
     }
-    const channel = new SseChannel(call.request, sseThrottleMs)
-    channel.onEnd(() => reader.cancel().catch(() => {}))
-    channel.send(toClientEvent(first.value))
-    const pump = async () => {
-      for (;;) {
-        const { value, done } = await reader.read()
-        if (done || channel.closed) break
-        if (value.type !== 'worker:error') channel.send(toClientEvent(value))
-      }
-    }
-    pump().then(
-      () => channel.end(true),
-      () => channel.end(false),
-    )
+    const channel = new SseChannel(call.request, sseThrottleMs, idOf)
+    const feed = new RunFeed(reader, first.value, { feeds, end: endRunChannel, prepare: prepareRunEvent })
+    feed.attach(channel, null)
     return channel.response()
   }
 
@@ -396,7 +439,7 @@ function createDurablyHandler(durably, options) {
     const channel = new SseChannel(call.request, sseThrottleMs)
     const off = onAny((e) => {
       if (!e.runId || e.type === 'worker:error' || !eventMatches(e, filter)) return
-      channel.send(toSlimEvent(e))
+      channel.send(slimEvent(e))
     })
     channel.onEnd(off)
     return channel.response()
