@@ -266,10 +266,11 @@ declare const jobTypes: unique symbol
 
 /**
  * A job definition from `defineJob`. Type parameters: what `trigger` accepts,
- * what `run` receives (and runs store as `input`), what the job outputs.
+ * what `run` receives (and runs store as `input`), what the job outputs, and
+ * its name (a literal type, so `durably/client` can name jobs as the HTTP API does).
  */
-export interface JobDefinition<TTrigger = unknown, TInput = unknown, TOutput = unknown> {
-  readonly name: string
+export interface JobDefinition<TTrigger = unknown, TInput = unknown, TOutput = unknown, TName extends string = string> {
+  readonly name: TName
   readonly input?: StandardSchemaV1<TTrigger, TInput>
   readonly output?: StandardSchemaV1<any, TOutput>
   run(ctx: JobContext, input: TInput): unknown
@@ -277,15 +278,15 @@ export interface JobDefinition<TTrigger = unknown, TInput = unknown, TOutput = u
   readonly replay: ReplayMode
   readonly description?: string
   /** Type-level only; absent at run time. */
-  readonly [jobTypes]?: { trigger: TTrigger; input: TInput; output: TOutput }
+  readonly [jobTypes]?: { trigger: TTrigger; input: TInput; output: TOutput; name: TName }
 }
 
-export type JobDefinitions = Record<string, JobDefinition<any, any, any>>
+export type JobDefinitions = Record<string, JobDefinition<any, any, any, string>>
 
 /** Fields shared by both forms of `defineJob`. */
-export interface JobConfigBase<TInputSchema> {
+export interface JobConfigBase<TInputSchema, TName extends string = string> {
   /** 1–200 characters, no quotes, backslashes or control characters. */
-  name: string
+  name: TName
   /** Standard Schema for the input; omitted → any JSON value, typed `unknown`. */
   input?: TInputSchema
   /** Job timeout in ms: the run fails with "run timed out after N ms" and its signal aborts. */
@@ -295,14 +296,15 @@ export interface JobConfigBase<TInputSchema> {
 }
 
 /** `defineJob` config with an output schema: `run` must return the schema's input type. */
-export interface JobConfigWithOutput<TInputSchema, TOutputSchema extends AnySchema>
-  extends JobConfigBase<TInputSchema> {
+export interface JobConfigWithOutput<TInputSchema, TOutputSchema extends AnySchema, TName extends string = string>
+  extends JobConfigBase<TInputSchema, TName> {
   output: TOutputSchema
   run: (ctx: JobContext, input: InputOf<TInputSchema>) => MaybePromise<StandardSchemaV1.InferInput<TOutputSchema>>
 }
 
 /** `defineJob` config without an output schema: the output type is what `run` returns. */
-export interface JobConfigWithoutOutput<TInputSchema, TResult> extends JobConfigBase<TInputSchema> {
+export interface JobConfigWithoutOutput<TInputSchema, TResult, TName extends string = string>
+  extends JobConfigBase<TInputSchema, TName> {
   output?: undefined
   run: (ctx: JobContext, input: InputOf<TInputSchema>) => TResult
 }
@@ -311,12 +313,17 @@ export interface JobConfigWithoutOutput<TInputSchema, TResult> extends JobConfig
 export declare function defineJob<
   TInputSchema extends AnySchema | undefined = undefined,
   TOutputSchema extends AnySchema = AnySchema,
+  TName extends string = string,
 >(
-  config: JobConfigWithOutput<TInputSchema, TOutputSchema>,
-): JobDefinition<TriggerOf<TInputSchema>, InputOf<TInputSchema>, StandardSchemaV1.InferOutput<TOutputSchema>>
-export declare function defineJob<TInputSchema extends AnySchema | undefined = undefined, TResult = unknown>(
-  config: JobConfigWithoutOutput<TInputSchema, TResult>,
-): JobDefinition<TriggerOf<TInputSchema>, InputOf<TInputSchema>, Awaited<TResult>>
+  config: JobConfigWithOutput<TInputSchema, TOutputSchema, TName>,
+): JobDefinition<TriggerOf<TInputSchema>, InputOf<TInputSchema>, StandardSchemaV1.InferOutput<TOutputSchema>, TName>
+export declare function defineJob<
+  TInputSchema extends AnySchema | undefined = undefined,
+  TResult = unknown,
+  TName extends string = string,
+>(
+  config: JobConfigWithoutOutput<TInputSchema, TResult, TName>,
+): JobDefinition<TriggerOf<TInputSchema>, InputOf<TInputSchema>, Awaited<TResult>, TName>
 
 /** `[input, options?]`, with `input` optional when the job accepts `undefined`. */
 type InputArgs<TTrigger, TOptions> = undefined extends TTrigger

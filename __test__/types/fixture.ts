@@ -82,7 +82,7 @@ const syncUsers = defineJob({
 
 type SyncDef = typeof syncUsers
 type _syncDef = Expect<
-  Equal<SyncDef, JobDefinition<{ orgId: string; limit?: number | undefined }, { orgId: string; limit: number }, { syncedCount: number }>>
+  Equal<SyncDef, JobDefinition<{ orgId: string; limit?: number | undefined }, { orgId: string; limit: number }, { syncedCount: number }, 'sync-users'>>
 >
 
 // A run returning the wrong shape for its output schema does not compile.
@@ -100,7 +100,7 @@ const lengthJob = defineJob({
     return input * 2
   },
 })
-type _lengthDef = Expect<Equal<typeof lengthJob, JobDefinition<string, number, string>>>
+type _lengthDef = Expect<Equal<typeof lengthJob, JobDefinition<string, number, string, 'length'>>>
 
 // ---- a non-Zod validator: a hand-written Standard Schema ------------------------
 
@@ -124,7 +124,7 @@ const square = defineJob({
     return ctx.run('square', () => n * n)
   },
 })
-type _squareDef = Expect<Equal<typeof square, JobDefinition<string, number, number>>>
+type _squareDef = Expect<Equal<typeof square, JobDefinition<string, number, number, 'square'>>>
 
 // ---- without schemas: unknown input, output from `run`'s return ----------------------
 
@@ -135,10 +135,10 @@ const untyped = defineJob({
     return { ok: true as const }
   },
 })
-type _untypedDef = Expect<Equal<typeof untyped, JobDefinition<unknown, unknown, { ok: true }>>>
+type _untypedDef = Expect<Equal<typeof untyped, JobDefinition<unknown, unknown, { ok: true }, 'untyped'>>>
 
 const noReturn = defineJob({ name: 'no-return', run: async () => {} })
-type _noReturnDef = Expect<Equal<typeof noReturn, JobDefinition<unknown, unknown, void>>>
+type _noReturnDef = Expect<Equal<typeof noReturn, JobDefinition<unknown, unknown, void, 'no-return'>>>
 
 defineJob({
   name: 'opts',
