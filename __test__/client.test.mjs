@@ -415,3 +415,81 @@ describe('server side of resuming', () => {
     expect(() => durablyPkg.createDurablyHandler(durably, { compat: 'upstream' })).toThrow(/compat must be one of 'upstream-0.15'/)
   })
 })
+
+describe("compat: 'upstream-0.15' (what @coji/durably-react 0.15 reads)", () => {
+  it('leased for running in lists, runs and events; register keys as job names; state replayed after the snapshot; no reconnect', async () => {
+    const up = await startServer(durably, { compat: 'upstream-0.15', sseThrottleMs: 0 })
+    try {
+      hold('k:0')
+      const feed = await openSse(up.url('/runs/subscribe?jobName=chatty'))
+      const keyed = await call(up.url('/trigger'), { method: 'POST', body: { jobName: 'chatty', input: { key: 'k', phases: 1, n: 1 } } })
+      expect(keyed.status).toBe(200)
+      const runId = keyed.body.runId
+      await until(async () => (await durably.getRun(runId)).status === 'running', { what: 'running' })
+      const leased = await call(up.url('/runs?jobName=chatty&status=leased'))
+      expect(leased.body.map((r) => [r.id, r.status])).toContainEqual([runId, 'leased'])
+      expect((await call(up.url(`/run?runId=${runId}`))).body.status).toBe('leased')
+      // Right after the snapshot: run:leased and the progress so far (as upstream replays).
+      const live = await openSse(up.url(`/subscribe?runId=${runId}`))
+      await live.next((e) => e.type === 'run:leased')
+      expect(live.events.map((e) => e.type)).toEqual(['run:snapshot', 'run:leased'])
+      expect(live.events[0].run.status).toBe('leased')
+      gates.get('k:0').open()
+      await live.ended
+      expect(live.events.map((e) => e.type)).toEqual(['run:snapshot', 'run:leased', 'step:complete', 'log:write', 'run:progress', 'run:complete'])
+      // The stream ends with a retry field that keeps EventSource from reconnecting.
+      expect(live.frames.at(-1)).toBe('retry: 86400000')
+      const ended = await openSse(up.url(`/subscribe?runId=${runId}`))
+      await ended.ended
+      expect(ended.events.map((e) => e.type)).toEqual(['run:snapshot', 'run:complete'])
+      expect(ended.events[1].output).toEqual({ lines: 1 })
+      await feed.next((e) => e.type === 'run:leased' && e.runId === runId)
+      expect(feed.events.some((e) => e.type === 'run:start')).toBe(false)
+      await feed.close()
+
+      // A job registered under a key that differs from its name.
+      const other = makeDurably({ jobs: { importCsv: defineJob({ name: 'import-csv', run: async () => 'ok' }) } })
+      await other.init()
+      const otherSrv = await startServer(other, { compat: 'upstream-0.15' })
+      try {
+        const byKey = await call(otherSrv.url('/trigger'), { method: 'POST', body: { jobName: 'importCsv', input: null } })
+        expect(byKey.status).toBe(200)
+        expect((await other.waitForRun(byKey.body.runId, { timeout: 10_000 })).jobName).toBe('import-csv')
+        expect((await call(otherSrv.url('/runs?jobName=importCsv'))).body.map((r) => r.id)).toEqual([byKey.body.runId])
+        // Without compat a key is not a job name.
+        const plain = await startServer(other)
+        try {
+          expect((await call(plain.url('/trigger'), { method: 'POST', body: { jobName: 'importCsv', input: null } })).status).toBe(400)
+        } finally {
+          await plain.close()
+        }
+      } finally {
+        await otherSrv.close()
+      }
+    } finally {
+      await up.close()
+    }
+  })
+
+  it('the client reads a compat (or upstream) server as it reads ours: leased → running', async () => {
+    const up = await startServer(durably, { compat: 'upstream-0.15', sseThrottleMs: 0 })
+    try {
+      hold('m:0')
+      const c = createDurablyClient({ baseUrl: up.url('') })
+      const { runId } = await c.trigger('chatty', { key: 'm', phases: 1, n: 1 })
+      await until(async () => (await c.getRun(runId)).status === 'running', { what: 'running through the client' })
+      const seen = []
+      const loop = (async () => {
+        for await (const e of c.subscribe(runId)) seen.push(e)
+      })()
+      await until(() => seen.length >= 1, { what: 'snapshot' })
+      gates.get('m:0').open()
+      await loop
+      expect(seen[0].run.status).toBe('running')
+      // Upstream's replayed run:leased (same sequence as the snapshot) is not shown twice.
+      expect(seen.map((e) => e.type)).toEqual(['run:snapshot', 'step:complete', 'log:write', 'run:progress', 'run:complete'])
+    } finally {
+      await up.close()
+    }
+  })
+})
