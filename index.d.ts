@@ -727,6 +727,13 @@ export interface DurablyHandlerOptions<TCtx = unknown> {
    * a function decides per request.
    */
   ui?: boolean | DurablyUiOptions<TCtx>
+  /**
+   * How long (ms) a dropped `/subscribe` stream is kept, still reading its run's events, so its client
+   * can resume with `after=`/`Last-Event-ID` without losing or repeating events. Default 30000; 0: never.
+   */
+  sseResumeMs?: number
+  /** `'upstream-0.15'`: answer as `@coji/durably-react` 0.15 expects (`leased`, replayed state, register keys). */
+  compat?: 'upstream-0.15'
 }
 
 export interface DurablyUiOptions<TCtx = unknown> {
