@@ -7,6 +7,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import http from 'node:http'
 import path from 'node:path'
+import { execFile } from 'node:child_process'
+import { createRequire } from 'node:module'
 import esbuild from 'esbuild'
 import durablyPkg from '../index.js'
 import helpers from './helpers.js'
@@ -14,7 +16,8 @@ import httpHelpers from './http-helpers.js'
 import browser from './browser.js'
 
 const { defineJob, withLogPersistence, createDurablyHandler, toNodeHandler } = durablyPkg
-const { makeDurably, closeAll, ROOT } = helpers
+const { makeDurably, closeAll, ROOT, spawnNode, tempDb, until } = helpers
+const require = createRequire(import.meta.url)
 const { gate } = httpHelpers
 const { launchBrowser, browserSkipReason } = browser
 
@@ -129,7 +132,7 @@ async function open(url) {
   const errors = []
   p.on('pageerror', (e) => errors.push(e.message))
   p.on('console', (m) => {
-    if (m.type() === 'error') errors.push(m.text())
+    if (m.type() === 'error') errors.push(`${m.text()} ${m.location().url}`)
   })
   await p.goto(url)
   return { p, errors }
@@ -248,4 +251,48 @@ describe.skipIf(!!skip)('@coji/durably-react 0.15 through compat: upstream-0.15'
     const c = await fetch(`${origin}/compat/durably/runs?jobName=steps&status=leased&limit=1`)
     expect(c.status).toBe(200)
   })
+})
+
+describe('examples/react', () => {
+  it('type-checks (the app against durably/react, the server against durably)', async () => {
+    const out = await new Promise((resolve) =>
+      execFile(
+        process.execPath,
+        [require.resolve('typescript/bin/tsc'), '-p', path.join(ROOT, 'examples', 'react', 'tsconfig.json')],
+        { cwd: ROOT },
+        (error, stdout, stderr) => resolve({ code: error ? (error.code ?? 1) : 0, text: `${stdout}${stderr}` }),
+      ),
+    )
+    expect(out.text).toBe('')
+    expect(out.code).toBe(0)
+  }, 120_000)
+
+  it.skipIf(!!skip)('runs: start, progress, a failure, retry, the output', async () => {
+    const tsx = path.join(path.dirname(require.resolve('tsx/package.json')), 'dist', 'cli.mjs')
+    let url = null
+    const proc = spawnNode(tsx, [path.join(ROOT, 'examples', 'react', 'server.mts')], {
+      env: { PORT: '0', DURABLY_DB: tempDb('react-example.db') },
+      onLine: (l) => {
+        const m = /^listening on (\S+)$/.exec(l)
+        if (m) url = m[1]
+      },
+    })
+    try {
+      await until(() => url !== null, { timeout: 60_000, what: `the example to listen (${proc.stderr()})` })
+      const { p, errors } = await open(url)
+      await p.getByRole('checkbox').check()
+      await p.getByTestId('start').click()
+      await expectText(p, 'status', 'failed')
+      await expectText(p, 'error', 'the upstream API answered 503')
+      await p.getByTestId('retry').click()
+      await expectText(p, 'status', 'completed')
+      await expectText(p, 'output', 'imported 50 rows')
+      await expect.poll(() => p.getByRole('listitem').filter({ hasText: /^imported rows/ }).count()).toBe(5)
+      expect(errors).toEqual([])
+      await p.close()
+    } finally {
+      proc.child.kill('SIGTERM')
+      await proc.exited
+    }
+  }, 120_000)
 })
