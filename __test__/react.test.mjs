@@ -179,7 +179,7 @@ describe.skipIf(!!skip)('durably/react in Chromium', () => {
     await expectText(p, 'runs', new RegExp(`${runId}:completed:3`))
     // useJob, two useRun and two useLogs under StrictMode: a single /subscribe for the run.
     expect(subscribes.filter((s) => s.runId === runId && s.path === '/api/durably/subscribe')).toHaveLength(1)
-    expect(errors).toEqual([])
+    expect([...errors]).toEqual([])
     await p.close()
   })
 
@@ -195,7 +195,7 @@ describe.skipIf(!!skip)('durably/react in Chromium', () => {
     const runs = await durably.getRuns({ jobName: 'flaky' })
     // Retried as the same run.
     expect(runs.filter((r) => r.input.key === 'b')).toHaveLength(1)
-    expect(errors).toEqual([])
+    expect([...errors]).toEqual([])
     await p.close()
   })
 })
@@ -216,7 +216,7 @@ describe.skipIf(!!skip)('@coji/durably-react 0.15 through compat: upstream-0.15'
     await expectText(p, 'status', 'completed')
     await expectText(p, 'output', '{"total":3}')
     await expectText(p, 'logs', 'step 1 done|step 2 done|step 3 done')
-    expect(errors).toEqual([])
+    expect([...errors]).toEqual([])
     await p.close()
 
     // A page opened on the finished run: useJobRun replays its state from the snapshot.
@@ -229,7 +229,7 @@ describe.skipIf(!!skip)('@coji/durably-react 0.15 through compat: upstream-0.15'
     const again = subscribes.slice(before).filter((s) => s.runId === runId)
     expect(again.length).toBeGreaterThanOrEqual(1)
     expect(again.length).toBeLessThanOrEqual(2) // StrictMode opens and closes one EventSource first
-    expect(done.errors).toEqual([])
+    expect([...done.errors]).toEqual([])
     await done.p.close()
   })
 
@@ -241,7 +241,7 @@ describe.skipIf(!!skip)('@coji/durably-react 0.15 through compat: upstream-0.15'
     await p.getByTestId('flaky-retrigger').click()
     await expectText(p, 'flaky-status', 'completed')
     await expectText(p, 'flaky-output', '{"attempt":2}')
-    expect(errors).toEqual([])
+    expect([...errors]).toEqual([])
     await p.close()
   })
 
@@ -288,7 +288,7 @@ describe('examples/react', () => {
       await expectText(p, 'status', 'completed')
       await expectText(p, 'output', 'imported 50 rows')
       await expect.poll(() => p.getByRole('listitem').filter({ hasText: /^imported rows/ }).count()).toBe(5)
-      expect(errors).toEqual([])
+      expect([...errors], proc.stderr()).toEqual([])
       await p.close()
     } finally {
       proc.child.kill('SIGTERM')
