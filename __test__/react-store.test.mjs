@@ -40,6 +40,12 @@ describe('mergeLogs', () => {
     expect(mergeLogs(p, []).map((l) => l.message)).toEqual(['a', 'b', 'c'])
   })
 
+  it('live lines with a gap (a retry replayed before the stream reopened) are still matched one by one', () => {
+    const p = [line('a', 0), line('b', 150), line('a', 700), line('b', 700), line('c', 850)]
+    const live = [line('a', 0), line('b', 150), line('c', 850), line('d', 900)]
+    expect(mergeLogs(p, live).map((l) => l.message)).toEqual(['a', 'b', 'a', 'b', 'c', 'd'])
+  })
+
   it('the same message logged again later is a new line', () => {
     const p = [line('tick', 0)]
     expect(mergeLogs(p, [line('tick', 500)]).map((l) => l.message)).toEqual(['tick', 'tick'])

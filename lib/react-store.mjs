@@ -173,21 +173,25 @@ export const EMPTY_RUN_STATE = EMPTY
 
 /**
  * Persisted log lines followed by the live ones not among them. The live
- * lines (received since subscribing) are a run of the run's lines that may
- * begin inside the persisted list: where they line up with its end (same
- * level, step, message, timestamps within 5 ms) they are the same lines.
+ * lines (received since subscribing) may have gaps (a reconnect, a retry
+ * that replayed before the stream reopened), so each is looked up on its
+ * own: a persisted line with the same level, step and message and a
+ * timestamp within 5 ms, not already taken by another live line, is it.
  */
 export function mergeLogs(persisted, live) {
-  const same = (p, l) =>
-    p.level === l.level &&
-    p.message === l.message &&
-    (p.stepName ?? null) === (l.stepName ?? null) &&
-    Math.abs(Date.parse(p.timestamp) - Date.parse(l.timestamp)) <= 5
-  for (let start = 0; start < persisted.length; start++) {
-    const n = Math.min(live.length, persisted.length - start)
-    let i = 0
-    while (i < n && same(persisted[start + i], live[i])) i++
-    if (i === n) return [...persisted, ...live.slice(n)]
+  const keyOf = (l) => `${l.level}\u0000${l.stepName ?? ''}\u0000${l.message}`
+  const byKey = new Map()
+  for (const p of persisted) {
+    const k = keyOf(p)
+    if (!byKey.has(k)) byKey.set(k, [])
+    byKey.get(k).push({ at: Date.parse(p.timestamp), taken: false })
   }
-  return [...persisted, ...live]
+  const extra = []
+  for (const l of live) {
+    const at = Date.parse(l.timestamp)
+    const same = (byKey.get(keyOf(l)) ?? []).find((c) => !c.taken && Math.abs(c.at - at) <= 5)
+    if (same) same.taken = true
+    else extra.push(l)
+  }
+  return extra.length ? [...persisted, ...extra] : persisted
 }
