@@ -288,6 +288,13 @@ function summarize(R) {
       target: 0.5,
     },
     { key: 'mp1', label: 'multiprocess P=1, runs/s', ours: get(o, 'multiprocess', 'byProcesses', '1', 'runsPerS'), up: undefined, kind: null },
+    {
+      key: 'mp8_cpu',
+      label: 'multiprocess P=8, runs per CPU-second / P=1 (load-independent)',
+      ours: get(o, 'multiprocess', 'byProcesses', '8', 'cpuEfficiencyOfOneProcess'),
+      up: undefined,
+      kind: null,
+    },
     ...[2, 4, 8].flatMap((p) => [
       {
         key: `mp${p}`,

@@ -446,9 +446,11 @@ scenarios.multiprocess = async (lib, sz) => {
     log(`P=${P}: ${JSON.stringify(out.byProcesses[P])}`)
   }
   const base = out.byProcesses[1] ? out.byProcesses[1].runsPerS : null
+  const baseCpu = out.byProcesses[1] ? out.byProcesses[1].runsPerCpuS : null
   for (const P of counts) {
     const r = out.byProcesses[P]
     r.ofOneProcess = base ? round(r.runsPerS / base, 3) : null
+    r.cpuEfficiencyOfOneProcess = baseCpu ? round(r.runsPerCpuS / baseCpu, 3) : null
   }
   return out
 }
@@ -504,6 +506,7 @@ async function multiprocessOnce(lib, P, R) {
     for (const id of k.report ? k.report.executed : []) seen.set(id, (seen.get(id) ?? 0) + 1)
     for (const [code, c] of Object.entries(k.report ? k.report.errors : {})) errors[code] = (errors[code] ?? 0) + c
   }
+  const cpuMs = kids.reduce((sum, k) => sum + (k.report ? k.report.cpuMs : 0), 0)
   const check = lib.create({ path: file, jobs: { mp: mpJob() } })
   const left = {}
   for (const status of ['pending', 'running', 'failed']) {
@@ -516,6 +519,9 @@ async function multiprocessOnce(lib, P, R) {
     completed,
     ms: round(ms),
     runsPerS: Math.round((completed / ms) * 1000),
+    // Load-independent: runs per second of CPU the workers used (includes their idle polling until close).
+    cpuMs: round(cpuMs),
+    runsPerCpuS: Math.round((completed / cpuMs) * 1000),
     executedOnce: [...seen.values()].filter((c) => c === 1).length,
     executedTwiceOrMore: [...seen.values()].filter((c) => c > 1).length,
     neverExecuted: n - seen.size,
@@ -627,15 +633,21 @@ async function mpChild(args) {
     errors[code] = (errors[code] ?? 0) + 1
   })
   let last = -1
+  let cpu0 = null
   const ticker = setInterval(() => {
     if (done !== last) process.send({ done: (last = done) })
   }, 5)
   process.on('message', async (m) => {
-    if (m.go) await inst.start()
+    if (m.go) {
+      cpu0 = process.cpuUsage()
+      await inst.start()
+    }
     if (m.close) {
       clearInterval(ticker)
+      // CPU (all threads: JS, worker, SQLite) from the start signal to the close request.
+      const cpu = process.cpuUsage(cpu0)
       await inst.close()
-      process.send({ done, report: { executed: mpExecuted, errors } }, () => process.exit(0))
+      process.send({ done, report: { executed: mpExecuted, errors, cpuMs: (cpu.user + cpu.system) / 1000 } }, () => process.exit(0))
     }
   })
   process.on('disconnect', () => process.exit(1)) // the parent is gone
