@@ -400,8 +400,10 @@ test('a git dependency builds the addon at install and keeps it', () => {
   const dir = path.join(TMP, 'app-git')
   fs.mkdirSync(dir)
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'app-git', private: true, ...localDependencies() }))
-  // --offline: the checkout's dev dependencies come from npm's cache, filled by its own npm install.
-  const r = sh('npm', ['install', '--offline', '--no-audit', '--no-fund', `git+file://${ROOT}#${head.stdout.trim()}`], { cwd: dir, env: WITH_RUST, timeout: 540_000 })
+  // Not --offline: npm prepares a git dependency by installing its dev dependencies, and resolving
+  // them needs registry metadata that a lockfile install never puts in npm's cache (a fresh machine
+  // has none). A user adding a git dependency is online too; the registry is reachable here.
+  const r = sh('npm', ['install', '--no-audit', '--no-fund', `git+file://${ROOT}#${head.stdout.trim()}`], { cwd: dir, env: WITH_RUST, timeout: 540_000 })
   expect(r.out).not.toMatch(/ERR!/)
   expect(r.status, r.out).toBe(0)
   const addon = path.join(dir, 'node_modules', 'durably', `durably.${HOST}.node`)
