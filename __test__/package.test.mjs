@@ -83,9 +83,9 @@ function makeApp(name, { type, dependencies = {}, main = packed.main } = {}) {
 }
 
 /** npm install with no network: --offline, and a registry nobody listens on. */
-function npmInstall(dir, env, extra = []) {
+function npmInstall(dir, env, extra = [], { timeout } = {}) {
   const args = ['install', '--offline', '--registry=http://127.0.0.1:9/', '--no-audit', '--no-fund', '--foreground-scripts', ...extra]
-  return sh('npm', args, { cwd: dir, env })
+  return sh('npm', args, { cwd: dir, env, timeout })
 }
 
 /** A job with two steps that counts, written for CommonJS or ESM. */
@@ -338,7 +338,8 @@ describe('no prebuilt addon for the platform', () => {
 
   test('with cargo on PATH, the install builds the addon from source and a job runs', () => {
     const dir = makeApp('app-from-source', { main: noHost })
-    const r = npmInstall(dir, WITH_RUST)
+    // A release build from source: ~2 min on a quiet machine, more when it is busy.
+    const r = npmInstall(dir, WITH_RUST, [], { timeout: 540_000 })
     expect(r.out).toContain(`durably: building the native addon for ${HOST} from source with cargo`)
     expect(r.out).toContain(`durably: built durably.${HOST}.node`)
     expect(r.status, r.out).toBe(0)
