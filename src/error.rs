@@ -50,6 +50,11 @@ pub enum Error {
     /// Any other SQLite failure.
     #[error("sqlite error: {0}")]
     Sqlite(rusqlite::Error),
+    /// A PostgreSQL failure that has no variant of its own (a constraint, a
+    /// lost connection, a server error), with the server's message.
+    #[cfg(feature = "postgres")]
+    #[error("postgres error: {0}")]
+    Postgres(String),
     /// Malformed data crossing into the engine (a bug in the JS layer, not user input).
     #[error("internal error: {0}")]
     Internal(String),
@@ -75,6 +80,8 @@ impl Error {
             Error::Replaced(_) => "DB_REPLACED",
             Error::Closed => "CLOSED",
             Error::Sqlite(_) => "DB_ERROR",
+            #[cfg(feature = "postgres")]
+            Error::Postgres(_) => "DB_ERROR",
             Error::Internal(_) => "INTERNAL",
         }
     }

@@ -19,6 +19,8 @@
 //! one transaction (group commit) and costs one boundary crossing.
 
 pub mod error;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod store;
 pub mod worker;
 

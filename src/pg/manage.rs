@@ -1,0 +1,156 @@
+//! Run management on PostgreSQL: cancel, retry, delete, purge. Each locks
+//! the run's row (`FOR UPDATE`) before checking its state, so a check and
+//! its change hold together across machines.
+
+use std::time::SystemTime;
+
+use deadpool_postgres::Transaction;
+
+use super::query::{run_json, RUN_COLUMNS};
+use super::PgStore;
+use crate::error::{Error, Result};
+
+/// `purgeRuns` arguments on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgPurgeOptions {
+    /// Terminal runs that finished before this time.
+    pub older_than: SystemTime,
+    /// At most this many runs.
+    pub limit: i64,
+}
+
+/// The run's status, its row locked until the transaction ends.
+async fn lock_status(tx: &Transaction<'_>, id: &str) -> Result<String> {
+    let st = tx
+        .prepare_cached("SELECT status FROM runs WHERE id = $1 FOR UPDATE")
+        .await?;
+    tx.query_opt(&st, &[&id])
+        .await?
+        .map(|r| r.try_get::<_, String>(0))
+        .transpose()?
+        .ok_or_else(|| Error::NotFound(id.to_string()))
+}
+
+impl PgStore {
+    /// Cancels a pending or running run; returns `(previous status, run
+    /// JSON)`. Notifies the cancel channel (payload: the run id), and wakes
+    /// workers when the run held a concurrency key.
+    pub async fn cancel(&self, id: &str) -> Result<(String, String)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let prev = lock_status(&tx, id).await?;
+        if prev != "pending" && prev != "running" {
+            return Err(Error::Conflict(format!(
+                "run {id} is {prev}; only pending or running runs can be cancelled"
+            )));
+        }
+        let st = tx
+            .prepare_cached(&format!(
+                "UPDATE runs SET status = 'cancelled', completed_at = now(), updated_at = now() \
+                 WHERE id = $1 RETURNING {RUN_COLUMNS}"
+            ))
+            .await?;
+        let row = tx.query_one(&st, &[&id]).await?;
+        let json = run_json(&row)?;
+        let keyed = row.try_get::<_, Option<&str>>(5)?.is_some();
+        tx.execute("SELECT pg_notify($1, $2)", &[&self.cancel_channel(), &id])
+            .await?;
+        if keyed && prev == "running" {
+            tx.execute("SELECT pg_notify($1, '')", &[&self.wake_channel()])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((prev, json))
+    }
+
+    /// Puts a failed or cancelled run back to pending as the same run.
+    /// Completed steps stay (they will be replayed); failed and cancelled
+    /// step rows go. Wakes workers.
+    pub async fn retry(&self, id: &str) -> Result<String> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let prev = lock_status(&tx, id).await?;
+        if prev != "failed" && prev != "cancelled" {
+            return Err(Error::Conflict(format!(
+                "run {id} is {prev}; only failed or cancelled runs can be retried"
+            )));
+        }
+        tx.execute(
+            "DELETE FROM steps WHERE run_id = $1 AND status <> 'completed'",
+            &[&id],
+        )
+        .await?;
+        let st = tx
+            .prepare_cached(&format!(
+                "UPDATE runs SET status = 'pending', error = NULL, error_stack = NULL, \
+                 output = NULL, completed_at = NULL, lease_owner = NULL, updated_at = now() \
+                 WHERE id = $1 RETURNING {RUN_COLUMNS}"
+            ))
+            .await?;
+        let row = tx.query_one(&st, &[&id]).await?;
+        let json = run_json(&row)?;
+        let job: &str = row.try_get(1)?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&self.wake_channel(), &job])
+            .await?;
+        tx.commit().await?;
+        Ok(json)
+    }
+
+    /// Deletes a terminal run with its steps and logs; returns the deleted run.
+    pub async fn delete_run(&self, id: &str) -> Result<String> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let status = lock_status(&tx, id).await?;
+        if status == "pending" || status == "running" {
+            return Err(Error::Conflict(format!(
+                "run {id} is {status}; only completed, failed or cancelled runs can be deleted"
+            )));
+        }
+        tx.execute("DELETE FROM steps WHERE run_id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM logs WHERE run_id = $1", &[&id])
+            .await?;
+        let st = tx
+            .prepare_cached(&format!(
+                "DELETE FROM runs WHERE id = $1 RETURNING {RUN_COLUMNS}"
+            ))
+            .await?;
+        let json = run_json(&tx.query_one(&st, &[&id]).await?)?;
+        tx.commit().await?;
+        Ok(json)
+    }
+
+    /// Deletes up to `limit` terminal runs that finished before
+    /// `older_than`; returns how many. Rows another transaction has locked
+    /// are skipped (a concurrent purge takes them).
+    pub async fn purge(&self, opts: &PgPurgeOptions) -> Result<usize> {
+        if opts.limit < 0 {
+            return Err(Error::Validation("purge limit must not be negative".into()));
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let st = tx
+            .prepare_cached(
+                "SELECT id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') \
+                 AND COALESCE(completed_at, updated_at) < $1 ORDER BY created_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .await?;
+        let ids: Vec<String> = tx
+            .query(&st, &[&opts.older_than, &opts.limit])
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        if !ids.is_empty() {
+            tx.execute("DELETE FROM steps WHERE run_id = ANY($1)", &[&ids])
+                .await?;
+            tx.execute("DELETE FROM logs WHERE run_id = ANY($1)", &[&ids])
+                .await?;
+            tx.execute("DELETE FROM runs WHERE id = ANY($1)", &[&ids])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len())
+    }
+}

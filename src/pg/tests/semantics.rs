@@ -1,0 +1,583 @@
+//! The store's operations against the SQLite store's semantics: triggers
+//! with keys (also from many connections at once), management, queries,
+//! the database clock, and the notifications.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::{code_of, skip_without_server, TResult, TestSchema};
+use crate::pg::{FlushOp, PgPurgeOptions, PgStore};
+use crate::store::{HeartbeatOutcome, RunFilter, TriggerItem, TriggerOutcome};
+
+fn item<'a>(job: &'a str) -> TriggerItem<'a> {
+    TriggerItem {
+        job_name: job,
+        input: "{}",
+        idempotency_key: None,
+        concurrency_key: None,
+        coalesce: false,
+        labels: "{}",
+    }
+}
+
+fn id_of(out: &TriggerOutcome) -> String {
+    match out {
+        TriggerOutcome::Created { id, .. } => id.clone(),
+        TriggerOutcome::Idempotent(json) | TriggerOutcome::Coalesced(json) => {
+            let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+            v["id"].as_str().unwrap_or_default().to_string()
+        }
+    }
+}
+
+fn json(text: &str) -> TResult<Value> {
+    Ok(serde_json::from_str(text)?)
+}
+
+#[test]
+fn idempotency_keys_hold_across_connections_at_once() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new_multi("idem")?;
+    db.runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let s = db.store(1).await?;
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for k in 0..20 {
+                    let key = format!("key-{k}");
+                    let it = TriggerItem {
+                        idempotency_key: Some(&key),
+                        ..item("job")
+                    };
+                    ids.push(id_of(&s.trigger(&it).await?));
+                }
+                Ok::<_, crate::error::Error>(ids)
+            }));
+        }
+        let mut per_key: Vec<HashSet<String>> = vec![HashSet::new(); 20];
+        for t in tasks {
+            for (k, id) in t.await??.into_iter().enumerate() {
+                per_key[k].insert(id);
+            }
+        }
+        assert!(per_key.iter().all(|ids| ids.len() == 1), "one run per key");
+        let s = db.store(1).await?;
+        let runs = json(&s.get_runs(&RunFilter::default()).await?)?;
+        assert_eq!(runs.as_array().map(Vec::len), Some(20));
+        // The same key for another job is another run.
+        let other = TriggerItem {
+            idempotency_key: Some("key-0"),
+            ..item("other")
+        };
+        assert!(matches!(
+            s.trigger(&other).await?,
+            TriggerOutcome::Created { .. }
+        ));
+        let again = s.trigger(&other).await?;
+        assert!(matches!(again, TriggerOutcome::Idempotent(_)), "{again:?}");
+        TResult::Ok(())
+    })
+}
+
+#[test]
+fn coalescing_triggers_from_many_connections_leave_one_pending_run() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new_multi("coalesce")?;
+    db.runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let s = db.store(1).await?;
+            tasks.push(tokio::spawn(async move {
+                let mut outs = Vec::new();
+                for _ in 0..10 {
+                    let it = TriggerItem {
+                        concurrency_key: Some("K"),
+                        coalesce: true,
+                        ..item("job")
+                    };
+                    outs.push(s.trigger(&it).await?);
+                }
+                Ok::<_, crate::error::Error>(outs)
+            }));
+        }
+        let mut created = 0;
+        let mut ids = HashSet::new();
+        for t in tasks {
+            for out in t.await?? {
+                if matches!(out, TriggerOutcome::Created { .. }) {
+                    created += 1;
+                }
+                ids.insert(id_of(&out));
+            }
+        }
+        assert_eq!(created, 1, "one trigger created, 59 coalesced");
+        assert_eq!(ids.len(), 1);
+        // Once it runs, the next coalescing trigger creates a new pending run.
+        let s = db.store(1).await?;
+        let claimed = s.claim(&["job".to_string()], 5).await?;
+        assert_eq!(claimed.len(), 1);
+        let it = TriggerItem {
+            concurrency_key: Some("K"),
+            coalesce: true,
+            ..item("job")
+        };
+        let next = s.trigger(&it).await?;
+        assert!(matches!(next, TriggerOutcome::Created { .. }));
+        assert!(matches!(
+            s.trigger(&it).await?,
+            TriggerOutcome::Coalesced(_)
+        ));
+        // It waits for the running one of its key.
+        assert_eq!(s.claim(&["job".to_string()], 5).await?.len(), 0);
+        TResult::Ok(())
+    })
+}
+
+#[test]
+fn batches_share_one_time_and_are_all_or_nothing() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("batch")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        let items: Vec<TriggerItem> = (0..50).map(|_| item("job")).collect();
+        let outs = s.trigger_batch(&items).await?;
+        let times: HashSet<String> = outs
+            .iter()
+            .map(|o| match o {
+                TriggerOutcome::Created { created_at, .. } => created_at.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(times.len(), 1, "one created_at for the batch");
+        let ids: Vec<String> = outs.iter().map(id_of).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "ids keep the batch order");
+        // Claimed in batch order.
+        let claimed: Vec<String> = s
+            .claim(&["job".to_string()], 50)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(claimed, ids);
+        // A batch with keys, one of them repeated: the repeat is idempotent.
+        let keyed = [
+            TriggerItem {
+                idempotency_key: Some("a"),
+                ..item("job")
+            },
+            TriggerItem {
+                idempotency_key: Some("a"),
+                ..item("job")
+            },
+        ];
+        let outs = s.trigger_batch(&keyed).await?;
+        assert!(matches!(outs[0], TriggerOutcome::Created { .. }));
+        assert!(matches!(outs[1], TriggerOutcome::Idempotent(_)));
+        assert_eq!(id_of(&outs[0]), id_of(&outs[1]));
+        // Bad JSON in one item: nothing of the batch is written.
+        let before = json(&s.get_runs(&RunFilter::default()).await?)?;
+        let bad = [
+            item("job"),
+            TriggerItem {
+                input: "{not json",
+                ..item("job")
+            },
+        ];
+        assert_eq!(code_of(s.trigger_batch(&bad).await), "DB_ERROR");
+        let after = json(&s.get_runs(&RunFilter::default()).await?)?;
+        assert_eq!(before, after);
+        TResult::Ok(())
+    })
+}
+
+#[test]
+fn cancel_retry_delete_and_purge() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("manage")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        let jobs = ["job".to_string()];
+        let id = id_of(&s.trigger(&item("job")).await?);
+        assert_eq!(code_of(s.retry(&id).await), "CONFLICT");
+        assert_eq!(code_of(s.delete_run(&id).await), "CONFLICT");
+        let run = s.claim(&jobs, 1).await?.pop().ok_or("no claim")?;
+        // A completed step, then a failed one.
+        let now = SystemTime::now();
+        let step = |name: &str, index, status: &str| FlushOp::Step {
+            run: id.clone(),
+            generation: run.generation,
+            name: name.into(),
+            index,
+            status: status.into(),
+            output: (status == "completed").then(|| "1".to_string()),
+            error: (status != "completed").then(|| "boom".to_string()),
+            stack: None,
+            started_at: now,
+            completed_at: Some(now),
+            progress: None,
+        };
+        let ops = [
+            step("a", 0, "completed"),
+            step("b", 1, "failed"),
+            FlushOp::Fail {
+                run: id.clone(),
+                generation: run.generation,
+                error: "boom".into(),
+                stack: Some("at b".into()),
+                progress: None,
+            },
+        ];
+        assert_eq!(s.flush(&ops).await?, "000");
+        let failed = json(&s.get_run(&id).await?.ok_or("gone")?)?;
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["errorStack"], "at b");
+        assert_eq!(code_of(s.cancel(&id).await), "CONFLICT");
+        // Retry: the same run, pending, the failed step row gone.
+        let retried = json(&s.retry(&id).await?)?;
+        assert_eq!(retried["status"], "pending");
+        assert_eq!(retried["error"], Value::Null);
+        let steps = json(&s.get_steps(&id).await?)?;
+        assert_eq!(steps.as_array().map(Vec::len), Some(1));
+        assert_eq!(steps[0]["name"], "a");
+        // The replay gets the completed step back, under a new generation.
+        let again = s.claim(&jobs, 1).await?.pop().ok_or("no reclaim")?;
+        assert_eq!(again.generation, 2);
+        assert_eq!(
+            json(&again.json)?["steps"],
+            serde_json::json!([["a", 0, 1]])
+        );
+        // Cancel while running: previous status reported.
+        let (prev, cancelled) = s.cancel(&id).await?;
+        assert_eq!(prev, "running");
+        assert_eq!(json(&cancelled)?["status"], "cancelled");
+        let lost = s.heartbeat(&[(id.clone(), 2)]).await?;
+        assert_eq!(lost, [HeartbeatOutcome::Cancelled(id.clone())]);
+        // Delete: run, steps and logs gone.
+        let deleted = json(&s.delete_run(&id).await?)?;
+        assert_eq!(deleted["id"], id.as_str());
+        assert_eq!(s.get_run(&id).await?, None);
+        assert_eq!(s.get_steps(&id).await?, "[]");
+        assert_eq!(code_of(s.delete_run(&id).await), "NOT_FOUND");
+        assert_eq!(code_of(s.cancel("nope").await), "NOT_FOUND");
+        // Purge: only terminal runs that ended before the cutoff, up to the limit.
+        let mut ended = Vec::new();
+        for _ in 0..3 {
+            let id = id_of(&s.trigger(&item("job")).await?);
+            s.cancel(&id).await?;
+            ended.push(id);
+        }
+        let pending = id_of(&s.trigger(&item("job")).await?);
+        let past = PgPurgeOptions {
+            older_than: SystemTime::now() - Duration::from_secs(3600),
+            limit: 10,
+        };
+        assert_eq!(s.purge(&past).await?, 0);
+        let future = PgPurgeOptions {
+            older_than: s.db_now().await? + Duration::from_secs(1),
+            limit: 2,
+        };
+        assert_eq!(s.purge(&future).await?, 2);
+        assert_eq!(s.purge(&future).await?, 1);
+        assert_eq!(s.purge(&future).await?, 0);
+        assert!(s.get_run(&pending).await?.is_some());
+        TResult::Ok(())
+    })
+}
+
+#[test]
+fn queries_filter_by_status_job_and_labels() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("query")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        let mut ids = Vec::new();
+        for (job, labels) in [
+            ("a", r#"{"team":"x","env":"prod"}"#),
+            ("a", r#"{"team":"y"}"#),
+            ("b", r#"{"team":"x"}"#),
+        ] {
+            ids.push(id_of(
+                &s.trigger(&TriggerItem {
+                    labels,
+                    ..item(job)
+                })
+                .await?,
+            ));
+        }
+        s.cancel(&ids[1]).await?;
+        let ids_of = |v: Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|r| r["id"].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let filter = |f: &str| -> TResult<RunFilter> { Ok(serde_json::from_str(f)?) };
+        // Newest first.
+        let all = ids_of(json(&s.get_runs(&RunFilter::default()).await?)?);
+        assert_eq!(all, [ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+        let x = ids_of(json(
+            &s.get_runs(&filter(r#"{"labels":{"team":"x"}}"#)?).await?,
+        )?);
+        assert_eq!(x, [ids[2].clone(), ids[0].clone()]);
+        let both = filter(r#"{"labels":{"team":"x","env":"prod"},"jobName":["a"]}"#)?;
+        assert_eq!(ids_of(json(&s.get_runs(&both).await?)?), [ids[0].clone()]);
+        let cancelled = filter(r#"{"status":["cancelled"]}"#)?;
+        assert_eq!(
+            ids_of(json(&s.get_runs(&cancelled).await?)?),
+            [ids[1].clone()]
+        );
+        let page = filter(r#"{"limit":1,"offset":1}"#)?;
+        assert_eq!(ids_of(json(&s.get_runs(&page).await?)?), [ids[1].clone()]);
+        assert_eq!(
+            code_of(s.get_runs(&filter(r#"{"status":["done"]}"#)?).await),
+            "VALIDATION_ERROR"
+        );
+        assert_eq!(
+            code_of(s.get_runs(&filter(r#"{"limit":-2}"#)?).await),
+            "VALIDATION_ERROR"
+        );
+        let counts = json(&s.run_counts().await?)?;
+        assert_eq!(
+            counts,
+            serde_json::json!([
+                {"jobName": "a", "status": "cancelled", "count": 1},
+                {"jobName": "a", "status": "pending", "count": 1},
+                {"jobName": "b", "status": "pending", "count": 1}
+            ])
+        );
+        TResult::Ok(())
+    })
+}
+
+/// The store's times come from the database: a heartbeat lands between
+/// two readings of the server's clock, and staleness is judged on it.
+#[test]
+fn leases_and_heartbeats_use_the_database_clock() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("clock")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        let jobs = ["job".to_string()];
+        let id = id_of(&s.trigger(&item("job")).await?);
+        let run = s.claim(&jobs, 1).await?.pop().ok_or("no claim")?;
+        let before = s.db_now().await?;
+        assert_eq!(s.heartbeat(&[(id.clone(), run.generation)]).await?, []);
+        let after = s.db_now().await?;
+        let c = s.client().await?;
+        let beat: SystemTime = c
+            .query_one("SELECT heartbeat_at FROM runs WHERE id = $1", &[&id])
+            .await?
+            .get(0);
+        assert!(
+            before <= beat && beat <= after,
+            "heartbeat_at is the server's now()"
+        );
+        // Ten seconds old on the server's clock: stale for 5 s, not for 60 s.
+        c.execute(
+            "UPDATE runs SET heartbeat_at = now() - interval '10 seconds' WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        assert!(!s.has_stale(&jobs, Duration::from_secs(60)).await?);
+        assert_eq!(s.recover_stale(&jobs, Duration::from_secs(60)).await?, 0);
+        assert!(s.has_stale(&jobs, Duration::from_secs(5)).await?);
+        // The worker's own runs in flight are kept.
+        let keep = [(id.clone(), run.generation)];
+        assert_eq!(
+            s.recover_stale_except(&jobs, Duration::from_secs(5), &keep)
+                .await?,
+            0
+        );
+        assert_eq!(s.recover_stale(&jobs, Duration::from_secs(5)).await?, 1);
+        let lost = s.heartbeat(&[(id.clone(), run.generation)]).await?;
+        assert_eq!(lost, [HeartbeatOutcome::Lost(id.clone())]);
+        // Job timeout: fenced like any op.
+        let again = s.claim(&jobs, 1).await?.pop().ok_or("no reclaim")?;
+        assert_eq!(
+            s.fail_owned(&id, run.generation, "late").await?,
+            crate::store::OpStatus::Lost
+        );
+        assert_eq!(
+            s.fail_owned(&id, again.generation, "timed out").await?,
+            crate::store::OpStatus::Ok
+        );
+        assert_eq!(
+            json(&s.get_run(&id).await?.ok_or("gone")?)?["error"],
+            "timed out"
+        );
+        TResult::Ok(())
+    })
+}
+
+/// Today's flush format (the JS layer's op arrays) parses into typed ops,
+/// and bad batches fail with INTERNAL naming the problem.
+#[test]
+fn flush_batches_in_the_js_format_parse() -> TResult {
+    let ops = FlushOp::parse_batch(
+        r#"[["s","r1",3,"a",0,"completed",{"x":[1,2]},null,null,"2026-01-02T03:04:05.678Z","2026-01-02T03:04:06.000Z",{"current":1}],
+            ["c","r1",3,"out",null,"2026-01-02T03:04:07.000Z"],
+            ["f","r2",1,"boom","stack",null,"2026-01-02T03:04:07.000Z"],
+            ["p","r2",1,{"current":2}],
+            ["l","r2",1,null,"warn","msg",{"b":1,"a":2},"2026-01-02T03:04:08.000Z"],
+            ["r","r3",4]]"#,
+    )?;
+    assert_eq!(ops.len(), 6);
+    match &ops[0] {
+        FlushOp::Step {
+            output,
+            progress,
+            started_at,
+            ..
+        } => {
+            assert_eq!(output.as_deref(), Some(r#"{"x":[1,2]}"#));
+            assert_eq!(progress.as_deref(), Some(r#"{"current":1}"#));
+            assert_eq!(
+                *started_at,
+                humantime::parse_rfc3339("2026-01-02T03:04:05.678Z")?
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &ops[4] {
+        FlushOp::Log { data, level, .. } => {
+            assert_eq!(data.as_deref(), Some(r#"{"b":1,"a":2}"#), "kept as written");
+            assert_eq!(level, "warn");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        ops[5],
+        FlushOp::Release {
+            run: "r3".into(),
+            generation: 4
+        }
+    );
+    assert!(ops[1].ends_execution() && ops[2].ends_execution() && ops[5].ends_execution());
+    for bad in [
+        r#"[["x","r",1]]"#,
+        r#"[["c","r",1]]"#,
+        r#"[["s","r",1,"a",0,"completed",null,null,null,"yesterday",null,null]]"#,
+        r#"not json"#,
+    ] {
+        assert_eq!(code_of(FlushOp::parse_batch(bad)), "INTERNAL", "{bad}");
+    }
+    Ok(())
+}
+
+/// Receives notifications on `channels` until `n` arrived (or 10 s passed).
+async fn listen(
+    db: &TestSchema,
+    channels: &[&str],
+) -> TResult<(
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+)> {
+    let (client, mut conn) =
+        tokio_postgres::connect(&db.options(1).url, tokio_postgres::NoTls).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = msg {
+                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    for ch in channels {
+        client.batch_execute(&format!("LISTEN \"{ch}\"")).await?;
+    }
+    Ok((client, rx))
+}
+
+async fn next(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) -> TResult<(String, String)> {
+    Ok(tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .map_err(|_| "no notification within 10 s")?
+        .ok_or("listener closed")?)
+}
+
+#[test]
+fn triggers_cancels_and_hand_backs_notify_at_commit() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("notify")?;
+    db.runtime().block_on(async {
+        let s: PgStore = db.store(2).await?;
+        assert_eq!(s.wake_channel(), format!("durably_wake_{}", db.name()));
+        assert_eq!(s.cancel_channel(), format!("durably_cancel_{}", db.name()));
+        let (_keep, mut rx) = listen(&db, &[s.wake_channel(), s.cancel_channel()]).await?;
+        let wake = |job: &str| (s.wake_channel().to_string(), job.to_string());
+
+        let id = id_of(&s.trigger(&item("mail")).await?);
+        assert_eq!(next(&mut rx).await?, wake("mail"));
+        let batch = [item("a"), item("b"), item("a")];
+        s.trigger_batch(&batch).await?;
+        let mut got = vec![next(&mut rx).await?, next(&mut rx).await?];
+        got.sort();
+        assert_eq!(got, [wake("a"), wake("b")], "one per job of the batch");
+        // A failed batch notifies nothing (checked by the next message below).
+        let bad = [TriggerItem {
+            input: "{",
+            ..item("zzz")
+        }];
+        assert!(s.trigger_batch(&bad).await.is_err());
+
+        let run = s
+            .claim(&["mail".to_string()], 1)
+            .await?
+            .pop()
+            .ok_or("no claim")?;
+        let release = [FlushOp::Release {
+            run: id.clone(),
+            generation: run.generation,
+        }];
+        assert_eq!(s.flush(&release).await?, "0");
+        assert_eq!(next(&mut rx).await?, wake("mail"), "a hand-back wakes");
+        s.cancel(&id).await?;
+        assert_eq!(
+            next(&mut rx).await?,
+            (s.cancel_channel().to_string(), id.clone())
+        );
+        s.retry(&id).await?;
+        assert_eq!(next(&mut rx).await?, wake("mail"), "a retry wakes");
+
+        // The end of a keyed run wakes (its successor may be claimable).
+        let keyed = TriggerItem {
+            concurrency_key: Some("K"),
+            ..item("k")
+        };
+        s.trigger(&keyed).await?;
+        assert_eq!(next(&mut rx).await?, wake("k"));
+        let k = s
+            .claim(&["k".to_string()], 1)
+            .await?
+            .pop()
+            .ok_or("no claim")?;
+        let done = [FlushOp::Complete {
+            run: k.id.clone(),
+            generation: k.generation,
+            output: None,
+            progress: None,
+        }];
+        assert_eq!(s.flush(&done).await?, "0");
+        assert_eq!(next(&mut rx).await?, wake(""));
+        // Stale recovery wakes the jobs whose runs went back to pending.
+        s.claim(&["mail".to_string()], 1).await?;
+        assert_eq!(
+            s.recover_older_than_ms(&["mail".to_string()], -1000, &[])
+                .await?,
+            1
+        );
+        assert_eq!(next(&mut rx).await?, wake("mail"));
+        assert!(rx.try_recv().is_err(), "nothing else was sent");
+        TResult::Ok(())
+    })
+}
