@@ -34,7 +34,7 @@ use std::time::Duration;
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
-use super::query::{run_object, CREATED_COLUMN, GENERATION_COLUMN, RUN_COLUMNS};
+use super::query::{run_object, CREATED_COLUMN, GENERATION_COLUMN, RUN_COLUMNS, STEP_INDEX_COLUMN};
 use super::{is_claim_race, PgStore};
 use crate::error::{Error, Result};
 use crate::store::json::{array, push_str};
@@ -80,10 +80,28 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let mut c = self.client().await?;
-        let mut tx = c.transaction().await?;
-        let out = self.claim_in(&mut tx, jobs, limit).await?;
-        tx.commit().await?;
-        Ok(out)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Its own transaction: a lost race rolls it back whole (no savepoint).
+            let tx = c.transaction().await?;
+            match claim_statement(&tx, jobs, limit, self.owner()).await {
+                Ok(rows) => {
+                    let out = claimed_runs(&tx, rows).await?;
+                    tx.commit().await?;
+                    return Ok(out);
+                }
+                Err(e) if is_claim_race(&e) => {
+                    tx.rollback().await?;
+                    if attempt >= CLAIM_ATTEMPTS {
+                        // Lost every attempt (heavy contention on the keys):
+                        // nothing now; the next wake-up or poll tries again.
+                        return Ok(Vec::new());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Claims inside an open transaction, each attempt in a savepoint so a
@@ -259,14 +277,24 @@ async fn claimed_runs(tx: &Transaction<'_>, mut rows: Vec<Row>) -> Result<Vec<Cl
         keyed.push((at, id, r));
     }
     keyed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let ids: Vec<&str> = keyed.iter().map(|(_, id, _)| id.as_str()).collect();
-    let st = tx
-        .prepare_cached(
-            "SELECT run_id, name, \"index\", output::text FROM steps \
-             WHERE run_id = ANY($1) AND status = 'completed' ORDER BY run_id, \"index\"",
-        )
-        .await?;
-    let step_rows = tx.query(&st, &[&ids]).await?;
+    // Only a run with a completed step has current_step_index > 0: a batch
+    // of fresh runs needs no second round trip.
+    let ids: Vec<&str> = keyed
+        .iter()
+        .filter(|(_, _, r)| r.get::<_, i64>(STEP_INDEX_COLUMN) > 0)
+        .map(|(_, id, _)| id.as_str())
+        .collect();
+    let step_rows = if ids.is_empty() {
+        Vec::new()
+    } else {
+        let st = tx
+            .prepare_cached(
+                "SELECT run_id, name, \"index\", output::text FROM steps \
+                 WHERE run_id = ANY($1) AND status = 'completed' ORDER BY run_id, \"index\"",
+            )
+            .await?;
+        tx.query(&st, &[&ids]).await?
+    };
     let mut out = Vec::with_capacity(keyed.len());
     for (_, id, r) in &keyed {
         let mut steps = Vec::new();

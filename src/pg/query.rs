@@ -19,6 +19,8 @@ pub(crate) const RUN_COLUMNS: &str = "runs.id, runs.job_name, runs.input::text, 
     runs.lease_owner, runs.lease_generation, runs.created_at, runs.updated_at, \
     runs.started_at, runs.completed_at";
 
+/// Index of `current_step_index` in [`RUN_COLUMNS`].
+pub(crate) const STEP_INDEX_COLUMN: usize = 7;
 /// Index of `lease_generation` in [`RUN_COLUMNS`].
 pub(crate) const GENERATION_COLUMN: usize = 14;
 /// Index of `created_at` in [`RUN_COLUMNS`].

@@ -21,6 +21,33 @@ use super::PgStore;
 use crate::error::{Error, Result};
 use crate::store::{iso, TriggerItem, TriggerOutcome};
 
+/// Inserts one run and wakes the listeners (at commit), in one statement;
+/// with an idempotency key already taken, inserts nothing and returns no row.
+const INSERT_SQL: &str = "WITH ins AS ( \
+       INSERT INTO runs (id, job_name, input, status, idempotency_key, \
+         concurrency_key, labels, created_at, updated_at) \
+       VALUES ($1, $2, $3::text::json, 'pending', $4, $5, $6::text::json, now(), now()) \
+       ON CONFLICT (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL \
+       DO NOTHING RETURNING created_at) \
+     SELECT created_at, pg_notify($7, $2)::text FROM ins";
+
+/// The parameters of [`INSERT_SQL`].
+fn insert_params<'a>(
+    id: &'a String,
+    it: &'a TriggerItem<'_>,
+    channel: &'a String,
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 7] {
+    [
+        id,
+        &it.job_name,
+        &it.input,
+        &it.idempotency_key,
+        &it.concurrency_key,
+        &it.labels,
+        channel,
+    ]
+}
+
 /// First key of the coalescing advisory lock (the second is the key's hash).
 const COALESCE_LOCK_SPACE: &str = "durably.coalesce";
 
@@ -28,6 +55,17 @@ impl PgStore {
     /// Creates one run.
     pub async fn trigger(&self, item: &TriggerItem<'_>) -> Result<TriggerOutcome> {
         let mut c = self.client().await?;
+        if item.idempotency_key.is_none() && !(item.coalesce && item.concurrency_key.is_some()) {
+            // Nothing to check first: one statement, its own transaction.
+            let (id, st) = (self.new_id(), c.prepare_cached(INSERT_SQL).await?);
+            let row = c
+                .query_one(&st, &insert_params(&id, item, &self.inner.wake_channel))
+                .await?;
+            return Ok(TriggerOutcome::Created {
+                id,
+                created_at: iso(row.try_get::<_, SystemTime>(0)?),
+            });
+        }
         let tx = c.transaction().await?;
         let out = self.trigger_in(&tx, item).await?;
         tx.commit().await?;
@@ -89,30 +127,9 @@ impl PgStore {
         }
         let id = self.new_id();
         // One statement inserts and wakes the listeners (at commit).
-        let st = tx
-            .prepare_cached(
-                "WITH ins AS ( \
-                   INSERT INTO runs (id, job_name, input, status, idempotency_key, \
-                     concurrency_key, labels, created_at, updated_at) \
-                   VALUES ($1, $2, $3::text::json, 'pending', $4, $5, $6::text::json, now(), now()) \
-                   ON CONFLICT (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL \
-                   DO NOTHING RETURNING created_at) \
-                 SELECT created_at, pg_notify($7, $2)::text FROM ins",
-            )
-            .await?;
+        let st = tx.prepare_cached(INSERT_SQL).await?;
         let row = tx
-            .query_opt(
-                &st,
-                &[
-                    &id,
-                    &it.job_name,
-                    &it.input,
-                    &it.idempotency_key,
-                    &it.concurrency_key,
-                    &it.labels,
-                    &self.wake_channel(),
-                ],
-            )
+            .query_opt(&st, &insert_params(&id, it, &self.inner.wake_channel))
             .await?;
         match row {
             Some(row) => Ok(TriggerOutcome::Created {

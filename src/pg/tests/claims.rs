@@ -43,7 +43,7 @@ struct Race {
 /// The interleaving of `claim.rs`'s docs: B claims r2 (key K) and has not
 /// committed; a trigger that began before r2's commits r1 (key K, older);
 /// A claims; B commits.
-async fn race(db: &TestSchema, with_index: bool) -> TResult<Race> {
+async fn race(db: &TestSchema, with_index: bool, via_flush: bool) -> TResult<Race> {
     let a = db.store(2).await?;
     let b = db.store(2).await?;
     let raw = db.raw().await?;
@@ -77,7 +77,15 @@ async fn race(db: &TestSchema, with_index: bool) -> TResult<Race> {
     t.commit().await?;
     // A's claim sees r1 as the oldest pending run of K and nothing running.
     let a2 = a.clone();
-    let a_task = tokio::spawn(async move { a2.claim(&[JOB.to_string()], 5).await });
+    let a_task = tokio::spawn(async move {
+        let jobs = vec![JOB.to_string()];
+        if via_flush {
+            // The claim that follows a batch, in its transaction (savepoint).
+            Ok(a2.flush_then_claim(&[], |_| Some((jobs, 5))).await?.then)
+        } else {
+            a2.claim(&jobs, 5).await
+        }
+    });
     // With the index, A's update of r1 waits for B's transaction.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut a_waited = false;
@@ -122,15 +130,17 @@ async fn race(db: &TestSchema, with_index: bool) -> TResult<Race> {
 #[test]
 fn a_claim_racing_an_older_trigger_never_runs_two_runs_of_a_key() -> TResult {
     skip_without_server!();
-    let db = TestSchema::new("race")?;
-    let r = db.runtime().block_on(race(&db, true))?;
-    assert!(r.a_waited);
-    assert!(
-        !r.a_claimed.contains(&r.older),
-        "A claimed r1 while r2 of the same key runs"
-    );
-    assert_eq!(r.a_claimed, Vec::<String>::new());
-    assert_eq!(r.running_of_k, 1);
+    for via_flush in [false, true] {
+        let db = TestSchema::new("race")?;
+        let r = db.runtime().block_on(race(&db, true, via_flush))?;
+        assert!(r.a_waited);
+        assert!(
+            !r.a_claimed.contains(&r.older),
+            "A claimed r1 while r2 of the same key runs"
+        );
+        assert_eq!(r.a_claimed, Vec::<String>::new());
+        assert_eq!(r.running_of_k, 1);
+    }
     Ok(())
 }
 
@@ -141,7 +151,7 @@ fn a_claim_racing_an_older_trigger_never_runs_two_runs_of_a_key() -> TResult {
 fn without_the_unique_index_the_same_race_double_claims() -> TResult {
     skip_without_server!();
     let db = TestSchema::new("race_noidx")?;
-    let r = db.runtime().block_on(race(&db, false))?;
+    let r = db.runtime().block_on(race(&db, false, false))?;
     assert_eq!(
         r.a_claimed,
         std::slice::from_ref(&r.older),
@@ -195,6 +205,7 @@ fn claims_from_many_connections_never_double_claim_nor_overlap_a_key() -> TResul
         let key_of = Arc::new(Mutex::new(key_of));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let done = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         // Late triggers while the workers claim.
         let late = {
@@ -218,11 +229,16 @@ fn claims_from_many_connections_never_double_claim_nor_overlap_a_key() -> TResul
         for w in 0..WORKERS {
             let store: PgStore = db.store(1).await?;
             let (ledger, done, key_of) = (ledger.clone(), done.clone(), key_of.clone());
-            tasks.push(tokio::spawn(async move {
+            let failed = failed.clone();
+            let failed2 = failed.clone();
+            let work = async move {
                 let jobs = [JOB.to_string()];
                 let deadline = Instant::now() + Duration::from_secs(120);
                 let mut next: Vec<ClaimedRun> = Vec::new();
                 while done.load(Ordering::SeqCst) < TOTAL {
+                    if failed.load(Ordering::SeqCst) {
+                        return Ok(()); // another worker failed: its error is reported
+                    }
                     if Instant::now() > deadline {
                         return Err("hammer did not finish in 120 s".into());
                     }
@@ -306,6 +322,13 @@ fn claims_from_many_connections_never_double_claim_nor_overlap_a_key() -> TResul
                     return Err(format!("claimed {} runs after all were done", next.len()).into());
                 }
                 TResult::<()>::Ok(())
+            };
+            tasks.push(tokio::spawn(async move {
+                let out = work.await;
+                if out.is_err() {
+                    failed2.store(true, Ordering::SeqCst);
+                }
+                out
             }));
         }
         late.await??;
