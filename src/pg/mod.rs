@@ -3,64 +3,84 @@
 //! worker processes on many machines. No napi here; async (tokio-postgres on
 //! a deadpool pool), so the engine calls it from its tokio runtime.
 //!
-//! # Hand-over note (issues 15/16): how each SQLite operation maps
+//! # Hand-over note (issues 15/16)
 //!
-//! | SQLite `Store`                         | `PgStore`                                | what differs |
-//! |----------------------------------------|------------------------------------------|--------------|
-//! | `open` + `migrate`                     | [`PgStore::connect`] + [`PgStore::migrate`] | migrations under `pg_advisory_xact_lock`, in the configured `schema` (created if missing); a newer schema fails with `SCHEMA_TOO_NEW` like SQLite |
-//! | `trigger`, `trigger_batch` (+ `try_*`) | [`PgStore::trigger`], [`PgStore::trigger_batch`] | no `try_*`: nothing blocks the JS thread, the engine awaits. Idempotency by `INSERT … ON CONFLICT DO NOTHING` (two machines triggering one key get the same run); coalesce under a per-key advisory lock. `created_at` is the database's `now()` (one per batch). Sends `NOTIFY` on the wake channel |
-//! | `claim`, `claim_in`, `try_claim`       | [`PgStore::claim`]                       | one statement, `FOR UPDATE SKIP LOCKED`; concurrency keys also guarded by the unique index `runs_one_running_per_key` (see `claim.rs` for the race it closes) |
-//! | `flush` / `flush_then` (+ claim)       | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are typed ([`FlushOp`]; [`FlushOp::parse_batch`] reads today's JSON array format). A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op (the worker saw them) |
-//! | `fail_owned` (job timeout)             | [`PgStore::fail_owned`]                  | — |
-//! | `heartbeat`                            | [`PgStore::heartbeat`]                   | `heartbeat_at = now()` of the database |
-//! | `has_stale`, `recover_stale_except`    | [`PgStore::has_stale`], [`PgStore::recover_stale_except`] | take the stale *threshold* (a `Duration`), compared with the database clock, instead of a cutoff time from the worker's clock. `NOTIFY` wake when runs went back to pending |
-//! | `has_pending` (+ `data_version` poll)  | [`PgStore::has_pending`]                 | other machines' triggers arrive by `LISTEN` on [`PgStore::wake_channel`]; polling stays the fallback |
-//! | `cancel`, `retry`, `delete_run`, `purge` | same names                             | `cancel` sends `NOTIFY` on [`PgStore::cancel_channel`] (payload: the run id) so the executing machine aborts at once; `retry` wakes |
-//! | `get_run(s)`, `get_steps`, `get_logs`, `run_counts` | same names, same JSON          | times as ISO-8601 UTC with milliseconds, like SQLite (stored with microseconds) |
-//! | `checkpoint`, `side_connection`, `try_write` | —                                  | not needed: the server does its own |
+//! ## How each SQLite operation maps
 //!
-//! Values (`input`, `output`, `progress`, `labels`, step `output`, log
-//! `data`) are stored as `json`, not `jsonb`: `json` keeps the text exactly as
-//! written, while `jsonb` reorders object keys (by length, then bytes: a
-//! user's `{"name", "id"}` would come back as `{"id", "name"}`), drops
-//! duplicate keys, rewrites numbers and spacing, and rejects `\u0000` in
-//! strings, which `JSON.stringify` produces for a string holding a NUL. The
-//! JS decoder (`lib/values.js`) finds tags by property lookup, so it would
-//! survive reordering, but the user's own objects would not round-trip as
-//! written. Queries that need `jsonb` operators cast (`labels::jsonb @> …`).
-//! `pg::tests` proves both the exact round trip and the `jsonb` losses.
+//! | SQLite `Store` | `PgStore` | what differs |
+//! |---|---|---|
+//! | `open` + `migrate`, `check_schema` | [`PgStore::connect`] + [`PgStore::migrate`], [`PgStore::check_schema`] | migrations (`src/pg/migrations/NNNN_*.sql`) run under `pg_advisory_xact_lock`, in the configured `schema` (created if missing); a newer schema fails with `SCHEMA_TOO_NEW`, as on SQLite |
+//! | `trigger`, `trigger_batch` (+ `try_*`) | [`PgStore::trigger`], [`PgStore::trigger_batch`] | no `try_*` (nothing blocks a JS thread: the engine awaits). Idempotency by `INSERT … ON CONFLICT DO NOTHING` (two machines, one key: one run); coalesce under a per-key advisory lock; a plain trigger is one statement, a plain batch one `INSERT … unnest`. `created_at` is the database's `now()`, one per batch. `NOTIFY` wake |
+//! | `claim`, `claim_in`, `try_claim` | [`PgStore::claim`] | one statement, `FOR UPDATE SKIP LOCKED`; one running run per concurrency key also enforced by the unique index `runs_one_running_per_key` (the race it closes: `claim.rs`); a claim that loses that race is retried |
+//! | `flush` / `flush_then` (+ `claim_in`) | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are typed ([`FlushOp`]; [`FlushOp::parse_batch`] reads today's JSON array format). Same fence text (`lease_generation = $2 AND status = 'running'`) and statuses (`0`/`c`/`l`); each op is one statement that also reports the run's status. The claim after a batch runs in a savepoint. A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op |
+//! | `fail_owned` (job timeout) | [`PgStore::fail_owned`] | — |
+//! | `heartbeat` | [`PgStore::heartbeat`] | `heartbeat_at = now()` of the database |
+//! | `has_stale`, `recover_stale(_except)` | [`PgStore::has_stale`], [`PgStore::recover_stale_except`] | take the stale *threshold* (a `Duration`, compared on the database clock) instead of a cutoff computed from the worker's clock; `NOTIFY` wake for the jobs whose runs went back to pending |
+//! | `has_pending` (+ `PRAGMA data_version` polling) | [`PgStore::has_pending`] | other machines' triggers arrive by `LISTEN` on [`PgStore::wake_channel`]; polling stays the fallback |
+//! | `cancel`, `retry`, `delete_run`, `purge` | [`PgStore::cancel`], [`PgStore::retry`], [`PgStore::delete_run`], [`PgStore::purge`] | the run's row is locked (`FOR UPDATE`) before its state is checked. `cancel` sends `NOTIFY` on [`PgStore::cancel_channel`] (payload: the run id); `retry` wakes. `purge` takes a `SystemTime` ([`PgPurgeOptions`]) and skips rows another purge holds. `retrigger` stays in JS (a trigger) |
+//! | `get_run(s)`, `get_steps`, `get_logs`, `run_counts` | same names, same JSON text | times as ISO-8601 UTC with milliseconds, as on SQLite (stored with microseconds); the labels filter is `labels::jsonb @> $n` |
+//! | `checkpoint`, `side_connection`, `try_write`, `now`/`Clock` | — | the server checkpoints; there is no worker clock to inject ([`PgStore::db_now`] reads the server's) |
 //!
-//! Times are `timestamptz`. Every lease time (claim, heartbeat, stale
-//! cutoff, hand-back) is the database's `now()`, never a worker's clock, so
-//! machines with skewed clocks agree on which lease is stale.
+//! ## Values: `json`, not `jsonb`
+//!
+//! `input`, `output`, `progress`, `labels`, step `output` and log `data` are
+//! `json`, which keeps the text exactly as written. `jsonb` reorders object
+//! keys (by length, then bytes: a user's `{"name", "id"}` comes back as
+//! `{"id", "name"}`), drops duplicate keys, rewrites spacing, and rejects
+//! `\u0000`, which `JSON.stringify` writes for a string holding a NUL. The
+//! JS decoder (`lib/values.js`) finds tags by property lookup, so tags would
+//! survive `jsonb`, but users' own objects would not come back as written.
+//! Queries that need `jsonb` operators cast. `pg::tests::values` proves the
+//! exact round trip of tagged values and each `jsonb` loss.
+//!
+//! ## Time
+//!
+//! Columns are `timestamptz`. Every lease time (claim, heartbeat, stale
+//! cutoff, hand-back) and a run's own times are the database's `now()`
+//! (the transaction's start), never a worker's clock, so machines with
+//! skewed clocks agree on which lease is stale.
 //!
 //! ## Notifications
 //!
-//! - `durably_wake_<schema>` (payload: a job name, or empty for "any job"):
-//!   sent in the same transaction as a trigger, a batch (one per job), a
-//!   retry, a hand-back (`release`), a stale recovery, and the end
-//!   (complete, fail, cancel) of a run that has a concurrency key (its
-//!   successor may be claimable now). A worker `LISTEN`s and claims.
-//! - `durably_cancel_<schema>` (payload: the run id): a cancel. The machine
-//!   executing that run aborts it at once (the heartbeat still finds it
-//!   within one interval if the notification is lost).
+//! - `durably_wake_<schema>`, payload a job name, or empty for "any job":
+//!   sent by a trigger, a batch (one per job), a retry, a hand-back
+//!   (`release`), a stale recovery, and the end (complete, fail, cancel of
+//!   a running run) of a run with a concurrency key (its successor may be
+//!   claimable now).
+//! - `durably_cancel_<schema>`, payload the run id: a cancel. The machine
+//!   executing that run aborts it at once (its heartbeat still finds the
+//!   cancel within one interval if the notification is lost).
 //!
-//! `NOTIFY` is delivered at commit, never for a rolled-back transaction.
-//! Schema names are limited to 48 characters so these names fit in
+//! A `NOTIFY` is delivered at commit, never for a rolled-back transaction.
+//! Schema names are at most 48 characters, so the channel names fit in
 //! PostgreSQL's 63.
 //!
 //! ## What the engine must call
 //!
-//! `connect` then `migrate` once at start; the claim loop calls `claim` (or
-//! `flush_then_claim` when a batch ended runs) on a wake-up, a `NOTIFY` on
-//! the wake channel, or its poll; the heartbeat task calls `heartbeat` with
-//! the runs in flight and treats the returned outcomes like SQLite's; the
-//! recovery task calls `has_stale` then `recover_stale_except` with its
-//! runs in flight; the JS write batches go to `flush`/`flush_then_claim`;
-//! a `LISTEN` connection (one per process, outside the pool) turns
-//! `cancel_channel` payloads into aborts of local runs. What is not here
-//! yet: that listener (it needs the engine's task set), and forwarding the
-//! events of runs executed on other machines to `waitForRun`/`subscribe`.
+//! - Start: [`PgStore::connect`], then [`PgStore::migrate`] once.
+//! - Claim loop: [`PgStore::claim`] on a local wake-up, a notification on
+//!   [`PgStore::wake_channel`], or the poll; after a write batch that ended
+//!   runs, [`PgStore::flush_then_claim`] (the closure gets the ended
+//!   `(run, generation)`s and answers `(jobs, limit)` to claim in the same
+//!   commit, like the worker's `reserve`).
+//! - JS write batches: [`FlushOp::parse_batch`] then [`PgStore::flush`] (or
+//!   the typed ops directly once the boundary is typed).
+//! - Heartbeat task: [`PgStore::heartbeat`] with the runs in flight; the
+//!   outcomes mean what SQLite's mean. Job timeout: [`PgStore::fail_owned`].
+//! - Recovery task: [`PgStore::has_stale`], then
+//!   [`PgStore::recover_stale_except`] with the runs in flight.
+//! - One `LISTEN` connection per process, outside the pool (deadpool
+//!   connections cannot receive notifications): wake channel → wake the
+//!   claim loop; cancel channel → abort the local run with that id. On a
+//!   dropped listen connection, reconnect and poll once (a notification
+//!   sent meanwhile is lost).
+//!
+//! Not here yet: that listener (it needs the engine's task set), and the
+//! events of runs executed on other machines for `waitForRun`/`subscribe`
+//! (a further channel carrying run events). TLS: connections use `NoTls`;
+//! a URL with `sslmode=require` fails to connect until a TLS connector is
+//! added. The flush applies its ops one statement after another; pipelining
+//! them is the next step for throughput.
 
 mod claim;
 mod flush;
