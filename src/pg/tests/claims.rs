@@ -44,8 +44,15 @@ struct Race {
 /// committed; a trigger that began before r2's commits r1 (key K, older);
 /// A claims; B commits.
 async fn race(db: &TestSchema, with_index: bool, via_flush: bool) -> TResult<Race> {
-    let a = db.store(2).await?;
+    // One connection for A, so its backend (and its lock waits) can be named.
+    let a = db.store(1).await?;
     let b = db.store(2).await?;
+    let a_pid: i32 = a
+        .client()
+        .await?
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await?
+        .get(0);
     let raw = db.raw().await?;
     let s = db.name();
     if !with_index {
@@ -86,27 +93,40 @@ async fn race(db: &TestSchema, with_index: bool, via_flush: bool) -> TResult<Rac
             a2.claim(&jobs, 5).await
         }
     });
-    // With the index, A's update of r1 waits for B's transaction.
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut a_waited = false;
-    while Instant::now() < deadline && !a_task.is_finished() {
-        let waiting: i64 = raw
-            .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
-            .await?
-            .get(0);
-        if waiting > 0 {
-            a_waited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     if with_index {
+        // A's update of r1 waits for B's transaction.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !a_task.is_finished() {
+            let waiting: i64 = raw
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
+                    &[&a_pid],
+                )
+                .await?
+                .get(0);
+            if waiting > 0 {
+                a_waited = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(
             a_waited,
             "A's claim should wait for B's uncommitted claim of K"
         );
+        b_tx.commit().await?;
+    } else {
+        // Nothing makes A wait: it finishes while B is still uncommitted.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !a_task.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .map_err(|_| "A's claim waited although there is no index")?;
+        b_tx.commit().await?;
     }
-    b_tx.commit().await?;
     let a_claimed: Vec<ClaimedRun> = tokio::time::timeout(Duration::from_secs(20), a_task)
         .await
         .map_err(|_| "A's claim never returned")???;
