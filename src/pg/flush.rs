@@ -97,6 +97,32 @@ impl FlushOp {
         }
     }
 
+    /// Bytes of the values the op stores (JSON texts, error, stack, message).
+    pub fn value_bytes(&self) -> usize {
+        let len = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        match self {
+            FlushOp::Step {
+                output,
+                error,
+                stack,
+                progress,
+                ..
+            } => len(output) + len(error) + len(stack) + len(progress),
+            FlushOp::Complete {
+                output, progress, ..
+            } => len(output) + len(progress),
+            FlushOp::Fail {
+                error,
+                stack,
+                progress,
+                ..
+            } => error.len() + len(stack) + len(progress),
+            FlushOp::Progress { progress, .. } => progress.len(),
+            FlushOp::Log { message, data, .. } => message.len() + len(data),
+            FlushOp::Release { .. } => 0,
+        }
+    }
+
     /// True for the ops that end the execution (complete, fail, hand-back).
     pub fn ends_execution(&self) -> bool {
         matches!(
@@ -232,7 +258,14 @@ impl PgStore {
         let mut tx = c.transaction().await?;
         let mut statuses = String::with_capacity(ops.len());
         for op in ops {
-            statuses.push(self.apply_one(&tx, op).await?.as_char());
+            // Over the server's limit, the statement would fail and abort the
+            // whole batch: refuse this op alone, as SQLite's store does.
+            let status = if op.value_bytes() > self.inner.max_op_bytes {
+                OpStatus::TooBig
+            } else {
+                self.apply_one(&tx, op).await?
+            };
+            statuses.push(status.as_char());
         }
         let claimed = match then(&ended) {
             Some((jobs, limit)) if !jobs.is_empty() && limit > 0 => {

@@ -12,7 +12,7 @@
 //! | `open` + `migrate`, `check_schema` | [`PgStore::connect`] + [`PgStore::migrate`], [`PgStore::check_schema`] | migrations (`src/pg/migrations/NNNN_*.sql`) run under `pg_advisory_xact_lock`, in the configured `schema` (created if missing); a newer schema fails with `SCHEMA_TOO_NEW`, as on SQLite |
 //! | `trigger`, `trigger_batch` (+ `try_*`) | [`PgStore::trigger`], [`PgStore::trigger_batch`] | no `try_*` (nothing blocks a JS thread: the engine awaits). Idempotency by `INSERT … ON CONFLICT DO NOTHING` (two machines, one key: one run); coalesce under a per-key advisory lock; a plain trigger is one statement, a plain batch one `INSERT … unnest`. `created_at` is the database's `now()`, one per batch. `NOTIFY` wake |
 //! | `claim`, `claim_in`, `try_claim` | [`PgStore::claim`] | one statement, `FOR UPDATE SKIP LOCKED`; one running run per concurrency key also enforced by the unique index `runs_one_running_per_key` (the race it closes: `claim.rs`); a claim that loses that race is retried |
-//! | `flush` / `flush_then` (+ `claim_in`) | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are typed ([`FlushOp`]; [`FlushOp::parse_batch`] reads today's JSON array format). Same fence text (`lease_generation = $2 AND status = 'running'`) and statuses (`0`/`c`/`l`); each op is one statement that also reports the run's status. The claim after a batch runs in a savepoint. A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op |
+//! | `flush` / `flush_then` (+ `claim_in`) | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are typed ([`FlushOp`]; [`FlushOp::parse_batch`] reads today's JSON array format). Same fence text (`lease_generation = $2 AND status = 'running'`) and statuses (`0`/`c`/`l`); each op is one statement that also reports the run's status. The claim after a batch runs in a savepoint. An op storing more than [`MAX_OP_BYTES`] is refused alone (`b`, `OpStatus::TooBig`), the rest of the batch commits. A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op |
 //! | `fail_owned` (job timeout) | [`PgStore::fail_owned`] | — |
 //! | `heartbeat` | [`PgStore::heartbeat`] | `heartbeat_at = now()` of the database |
 //! | `has_stale`, `recover_stale(_except)` | [`PgStore::has_stale`], [`PgStore::recover_stale_except`] | take the stale *threshold* (a `Duration`, compared on the database clock) instead of a cutoff computed from the worker's clock; `NOTIFY` wake for the jobs whose runs went back to pending |
@@ -147,7 +147,13 @@ struct Inner {
     ids: Mutex<ulid::Generator>,
     wake_channel: String,
     cancel_channel: String,
+    /// Ops storing more bytes than this are refused with `OpStatus::TooBig`.
+    max_op_bytes: usize,
 }
+
+/// PostgreSQL refuses a value, and a protocol message (all parameters of a
+/// statement), over 1 GiB; the rest of the message needs some room.
+pub const MAX_OP_BYTES: usize = (1 << 30) - 64 * 1024;
 
 /// Checks a schema name (see [`PgOptions::schema`]).
 pub fn validate_schema(name: &str) -> Result<()> {
@@ -216,6 +222,7 @@ impl PgStore {
                 schema: opts.schema,
                 owner: format!("{}:{}", std::process::id(), ulid::Ulid::new()),
                 ids: Mutex::new(ulid::Generator::new()),
+                max_op_bytes: MAX_OP_BYTES,
             }),
         };
         drop(store.client().await?);
@@ -246,6 +253,18 @@ impl PgStore {
     pub async fn db_now(&self) -> Result<SystemTime> {
         let c = self.client().await?;
         Ok(c.query_one("SELECT now()", &[]).await?.get(0))
+    }
+
+    /// The same store with another op size limit (tests use a tiny one).
+    #[cfg(test)]
+    pub(crate) fn with_max_op_bytes(self, n: usize) -> PgStore {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("store is shared"));
+        PgStore {
+            inner: Arc::new(Inner {
+                max_op_bytes: n,
+                ..inner
+            }),
+        }
     }
 
     pub(crate) fn new_id(&self) -> String {

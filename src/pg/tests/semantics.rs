@@ -581,3 +581,44 @@ fn triggers_cancels_and_hand_backs_notify_at_commit() -> TResult {
         TResult::Ok(())
     })
 }
+
+/// An op too big for the server is refused alone (`b`), before any of its
+/// statements runs; the rest of the batch commits.
+#[test]
+fn an_op_over_the_size_limit_is_refused_alone() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("toobig")?;
+    db.runtime().block_on(async {
+        let s = db.store(1).await?.with_max_op_bytes(100);
+        let id = id_of(&s.trigger(&item("job")).await?);
+        let run = s
+            .claim(&["job".to_string()], 1)
+            .await?
+            .pop()
+            .ok_or("no claim")?;
+        let big = format!("\"{}\"", "x".repeat(200));
+        let ops = [
+            FlushOp::Progress {
+                run: id.clone(),
+                generation: run.generation,
+                progress: big.clone(),
+            },
+            FlushOp::Progress {
+                run: id.clone(),
+                generation: run.generation,
+                progress: "{\"current\":1}".into(),
+            },
+            FlushOp::Complete {
+                run: id.clone(),
+                generation: run.generation,
+                output: Some(big),
+                progress: None,
+            },
+        ];
+        assert_eq!(s.flush(&ops).await?, "b0b");
+        let rec = json(&s.get_run(&id).await?.ok_or("gone")?)?;
+        assert_eq!(rec["status"], "running");
+        assert_eq!(rec["progress"], serde_json::json!({"current": 1}));
+        TResult::Ok(())
+    })
+}

@@ -40,12 +40,13 @@ fn open_pair() -> CResult<Workers<PgWorker>> {
     })
 }
 
-fn outcome(s: OpStatus) -> Outcome {
-    match s {
+fn outcome(s: OpStatus) -> CResult<Outcome> {
+    Ok(match s {
         OpStatus::Ok => Outcome::Ok,
         OpStatus::Cancelled => Outcome::Cancelled,
         OpStatus::Lost => Outcome::Lost,
-    }
+        OpStatus::TooBig => return Err("the suite's small values were refused as too big".into()),
+    })
 }
 
 fn text(v: &Option<serde_json::Value>) -> Option<String> {
@@ -187,11 +188,10 @@ impl ContractStore for PgWorker {
                 run,
                 generation,
                 error,
-            } => Ok(outcome(self.rt.block_on(self.store.fail_owned(
-                run,
-                *generation,
-                error,
-            ))?)),
+            } => outcome(
+                self.rt
+                    .block_on(self.store.fail_owned(run, *generation, error))?,
+            ),
             _ => {
                 let mut out = self.write_batch(std::slice::from_ref(w))?;
                 out.pop().ok_or_else(|| "no outcome".into())
