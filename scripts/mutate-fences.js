@@ -1,44 +1,68 @@
 #!/usr/bin/env node
 'use strict'
 // Mutation check of the lease fence (issue 22): removes each guard of each
-// fenced write in src/store/ in turn, runs the store contract suite
-// (`cargo test --lib store::contract`) and requires that at least one test
-// fails. A mutation that survives is a guard no test would miss.
+// fenced write of a store in turn, runs that store's contract suite
+// (`cargo test --lib store::contract::<backend>`) and requires that at least
+// one test fails. A mutation that survives is a guard no test would miss.
 //
 // It finds the guards itself, so a new fenced write is covered without
 // editing this file:
-// - every SQL string literal (in src/store/*.rs, test files excluded) that
-//   fences on the lease, `lease_generation = ?N`, gives two mutations: the
-//   generation guard becomes `(lease_generation = ?N OR 1)`, and its status
-//   guard `status = 'running'` (which the same literal must have, or the
-//   script fails) becomes `(status = 'running' OR 1)`;
+// - every SQL string literal (in the backend's sources, tests excluded) that
+//   fences on the lease, `lease_generation = ?N` (or `$N`), gives two
+//   mutations: the generation guard becomes `(lease_generation = ?N OR TRUE)`,
+//   and its status guard `status = 'running'` (which the same literal must
+//   have, or the script fails) becomes `(status = 'running' OR TRUE)`;
 // - every row-count guard `if changed > 0`, the Rust half of the fence (the
 //   step row is written, and an op reported as written, only when the
 //   fenced UPDATE matched), becomes `if changed > 0 || true`.
-// It fails if it finds fewer than MIN_FENCED_STATEMENTS / MIN_ROW_COUNT_GUARDS
-// (a guard renamed out of the pattern would otherwise go unchecked).
+// It fails if it finds fewer guards than the backend had when it was added
+// here (a guard renamed out of the pattern would otherwise go unchecked).
+//
+// Backends (BACKENDS below): the SQLite store (src/store), and the
+// PostgreSQL store (src/pg, when present), whose suite needs a server:
+// DURABLY_TEST_PG_URL (scripts/test-pg.sh start); without it the backend is
+// skipped, except under CI=true, where that is an error.
 //
 // Every mutated file is restored afterwards, also on failure or Ctrl-C.
-// Usage: node scripts/mutate-fences.js [--list]   (--list: print the mutations only)
+// Usage: node scripts/mutate-fences.js [--list] [backend…]
+//   --list: print the mutations only; backend names (sqlite, postgres) pick some.
 
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 
 const ROOT = path.resolve(__dirname, '..')
-const STORE = path.join(ROOT, 'src', 'store')
-const FILTER = 'store::contract'
-/** Fenced statements on main when this check was written: 6 flush ops and the heartbeat. */
-const MIN_FENCED_STATEMENTS = 7
-/** The step row's guard and the op status's guard in flush.rs. */
-const MIN_ROW_COUNT_GUARDS = 2
+
+const BACKENDS = [
+  {
+    name: 'sqlite',
+    dir: 'src/store',
+    cargo: [],
+    filter: 'store::contract::sqlite',
+    // 6 flush ops and the heartbeat; the step row's and the op status's row-count guards.
+    minStatements: 7,
+    minRowGuards: 2,
+  },
+  {
+    name: 'postgres',
+    dir: 'src/pg',
+    cargo: ['--features', 'postgres'],
+    filter: 'store::contract::postgres',
+    // The cases wait on the server, not the CPU: more at once halves the run.
+    testArgs: ['--test-threads', '8'],
+    // The same 7 writes; the step row is fenced inside its statement, so one row-count guard.
+    minStatements: 7,
+    minRowGuards: 1,
+    needs: () => (process.env.DURABLY_TEST_PG_URL ? null : 'DURABLY_TEST_PG_URL is not set (scripts/test-pg.sh start)'),
+  },
+]
 
 const GENERATION = /\blease_generation\s*=\s*(\?\d*|:\w+|\$\d+)/g
 const STATUS = /\bstatus\s*=\s*'running'/g
 const ROW_COUNT = /\bif changed > 0\b/g
 
-/** Store sources that are not tests. */
-function sourceFiles(dir = STORE) {
+/** A backend's sources that are not tests (no contract/, tests*.rs, migrations). */
+function sourceFiles(dir) {
   const out = []
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, entry.name)
@@ -98,16 +122,17 @@ function label(sql) {
   return flat.length > 48 ? `${flat.slice(0, 45)}...` : flat
 }
 
-/** Every mutation: { file, line, what, guard, apply(text) → mutated text }. */
-function findMutations() {
+/** The backend's mutations: { file, rel, line, what, guard, apply(text) → mutated text }. */
+function findMutations(backend) {
   const mutations = []
   const errors = []
   let statements = 0
   let rowGuards = 0
-  for (const file of sourceFiles()) {
+  for (const file of sourceFiles(path.join(ROOT, backend.dir))) {
     const src = fs.readFileSync(file, 'utf8')
     const rel = path.relative(ROOT, file)
-    for (const lit of stringLiterals(src)) {
+    const literals = stringLiterals(src)
+    for (const lit of literals) {
       const sql = src.slice(lit.start, lit.end)
       const gens = [...sql.matchAll(GENERATION)]
       if (gens.length === 0) continue
@@ -119,32 +144,33 @@ function findMutations() {
       const at = (m, replacement) => (text) =>
         text.slice(0, lit.start + m.index) + replacement + text.slice(lit.start + m.index + m[0].length)
       for (const m of gens) {
-        mutations.push({ file, rel, line, what, guard: 'generation', apply: at(m, `(${m[0]} OR 1)`) })
+        mutations.push({ file, rel, line, what, guard: 'generation', apply: at(m, `(${m[0]} OR TRUE)`) })
       }
       for (const m of statuses) {
-        mutations.push({ file, rel, line, what, guard: 'status', apply: at(m, `(${m[0]} OR 1)`) })
+        mutations.push({ file, rel, line, what, guard: 'status', apply: at(m, `(${m[0]} OR TRUE)`) })
       }
     }
     for (const m of src.matchAll(ROW_COUNT)) {
-      if (stringLiterals(src).some((l) => m.index >= l.start && m.index < l.end)) continue
+      if (literals.some((l) => m.index >= l.start && m.index < l.end)) continue
       rowGuards++
       const line = lineOf(src, m.index)
-      const what = src.slice(m.index).split('\n')[0].trim()
       mutations.push({
         file,
         rel,
         line,
-        what: what.length > 48 ? `${what.slice(0, 45)}...` : what,
+        what: label(src.slice(m.index).split('\n')[0]),
         guard: 'row count',
         apply: (text) => text.slice(0, m.index) + `${m[0]} || true` + text.slice(m.index + m[0].length),
       })
     }
   }
-  if (statements < MIN_FENCED_STATEMENTS) {
-    errors.push(`found ${statements} fenced statements in src/store, expected at least ${MIN_FENCED_STATEMENTS}`)
+  if (statements < backend.minStatements) {
+    errors.push(`found ${statements} fenced statements in ${backend.dir}, expected at least ${backend.minStatements}`)
   }
-  if (rowGuards < MIN_ROW_COUNT_GUARDS) {
-    errors.push(`found ${rowGuards} row-count guards (if changed > 0) in src/store, expected at least ${MIN_ROW_COUNT_GUARDS}`)
+  if (rowGuards < backend.minRowGuards) {
+    errors.push(
+      `found ${rowGuards} row-count guards (if changed > 0) in ${backend.dir}, expected at least ${backend.minRowGuards}`,
+    )
   }
   return { mutations, errors, statements, rowGuards }
 }
@@ -185,11 +211,11 @@ function cargo(args) {
   })
 }
 
-/** Builds the test binary; then runs the contract suite. */
-async function runSuite() {
-  const build = await cargo(['test', '--lib', '--no-run', '-q'])
+/** Builds the backend's test binary; then runs its contract suite. */
+async function runSuite(backend) {
+  const build = await cargo(['test', '--lib', '--no-run', '-q', ...backend.cargo])
   if (build.code !== 0) return { result: 'build error', out: build.out, secs: build.secs }
-  const test = await cargo(['test', '--lib', '-q', FILTER])
+  const test = await cargo(['test', '--lib', '-q', ...backend.cargo, backend.filter, '--', ...(backend.testArgs || [])])
   const failed = [...test.out.matchAll(/^ {4}(store::contract::\S+)$/gm)].map((m) => m[1])
   const ran = /test result: \w+\. (\d+) passed; (\d+) failed/.exec(test.out)
   return {
@@ -201,29 +227,31 @@ async function runSuite() {
   }
 }
 
-async function main() {
-  const t0 = Date.now()
-  const { mutations, errors, statements, rowGuards } = findMutations()
-  console.log(`fence mutations: ${statements} fenced statements, ${rowGuards} row-count guards, ${mutations.length} mutations`)
-  if (process.argv.includes('--list')) {
+/** Mutates, tests and restores each guard of one backend; returns its failures. */
+async function check(backend, list) {
+  const { mutations, errors, statements, rowGuards } = findMutations(backend)
+  console.log(
+    `\n== ${backend.name} (${backend.dir}): ${statements} fenced statements, ${rowGuards} row-count guards, ` +
+      `${mutations.length} mutations`,
+  )
+  if (list) {
     for (const m of mutations) console.log(`  ${m.rel}:${m.line}  ${m.guard.padEnd(10)}  ${m.what}`)
     for (const e of errors) console.log(`ERROR ${e}`)
-    return errors.length ? 1 : 0
+    return errors.length
   }
   if (errors.length) {
     for (const e of errors) console.log(`ERROR ${e}`)
-    return 1
+    return errors.length
   }
-
-  const base = await runSuite()
+  const base = await runSuite(backend)
   if (base.result !== 'passed' || base.ran === 0) {
     console.log(base.out)
-    console.log(`ERROR the contract suite does not pass unmutated (${base.result}, ${base.ran} tests)`)
+    console.log(`ERROR the ${backend.name} contract suite does not pass unmutated (${base.result}, ${base.ran} tests)`)
     return 1
   }
   console.log(`baseline: ${base.ran} contract tests pass (${base.secs.toFixed(1)} s)`)
 
-  const rows = []
+  let bad = 0
   for (const m of mutations) {
     const text = fs.readFileSync(m.file, 'utf8')
     originals.set(m.file, text)
@@ -232,12 +260,12 @@ async function main() {
     fs.writeFileSync(m.file, mutated)
     let r
     try {
-      r = await runSuite()
+      r = await runSuite(backend)
     } finally {
       restoreAll()
     }
     const status = r.result === 'failed' ? 'killed' : r.result === 'passed' ? 'SURVIVED' : r.result.toUpperCase()
-    rows.push({ m, status, r })
+    if (status !== 'killed') bad++
     const by = r.failed && r.failed.length ? `${r.failed.length} failing, e.g. ${r.failed[0].replace('store::contract::', '')}` : ''
     console.log(
       `${status.padEnd(11)} ${`${m.rel}:${m.line}`.padEnd(24)} ${m.guard.padEnd(10)} ${m.what.padEnd(48)} ${r.secs.toFixed(1).padStart(5)} s  ${by}`,
@@ -245,14 +273,41 @@ async function main() {
     if (r.result !== 'failed' && r.result !== 'passed') console.log(r.out)
   }
   // Rebuild the unmutated binary so later cargo commands start from the real code.
-  const back = await runSuite()
-  const bad = rows.filter((x) => x.status !== 'killed')
-  console.log(
-    `\n${rows.length - bad.length}/${rows.length} mutations killed, ${bad.length} not killed; ` +
-      `restored build ${back.result}; total ${((Date.now() - t0) / 1000).toFixed(0)} s`,
-  )
-  if (back.result !== 'passed') return 1
-  return bad.length ? 1 : 0
+  const back = await runSuite(backend)
+  console.log(`${backend.name}: ${mutations.length - bad}/${mutations.length} mutations killed; restored build ${back.result}`)
+  return bad + (back.result === 'passed' ? 0 : 1)
+}
+
+async function main() {
+  const t0 = Date.now()
+  const args = process.argv.slice(2)
+  const list = args.includes('--list')
+  const names = args.filter((a) => !a.startsWith('--'))
+  for (const n of names) {
+    if (!BACKENDS.some((b) => b.name === n)) throw new Error(`unknown backend ${n} (known: ${BACKENDS.map((b) => b.name).join(', ')})`)
+  }
+  let failures = 0
+  for (const backend of BACKENDS) {
+    if (names.length && !names.includes(backend.name)) continue
+    if (!fs.existsSync(path.join(ROOT, backend.dir))) {
+      if (names.includes(backend.name)) throw new Error(`${backend.dir} does not exist`)
+      continue
+    }
+    const missing = !list && backend.needs && backend.needs()
+    if (missing) {
+      if (process.env.CI) {
+        console.log(`\nERROR ${backend.name}: ${missing}`)
+        failures++
+      } else {
+        console.log(`\n== ${backend.name}: SKIPPED, ${missing}`)
+      }
+      continue
+    }
+    failures += await check(backend, list)
+  }
+  const verdict = failures ? `FAILED: ${failures} problem(s)` : list ? 'listed' : 'every fence guard is killed by a test'
+  console.log(`\n${verdict}; total ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+  return failures ? 1 : 0
 }
 
 main().then(
