@@ -20,7 +20,7 @@
 //! matches the wrong row.
 //!
 //! `scripts/mutate-fences.js` (run by `.ci/run`) removes each guard of each
-//! fenced statement in `src/store/` in turn and checks this suite fails.
+//! fenced statement of each backend in turn and checks this suite fails.
 //!
 //! ## Plugging in a new backend
 //!
@@ -37,7 +37,9 @@
 //!    to `sqlite.rs`) and end it with
 //!    `super::store_contract_suite!(YourStore, opener);`: it expands to one
 //!    module per write kind with one `#[test]` per case, named
-//!    `store::contract::<backend>::…`, the filter the mutation check runs.
+//!    `store::contract::<backend>::…`.
+//! 4. Add the backend (its source directory, cargo features, that filter) to
+//!    `BACKENDS` in `scripts/mutate-fences.js`.
 //!
 //! A new kind of fenced write: add a [`Write`] variant and its [`WriteKind`],
 //! map it in every adapter and in [`cases`]'s `write_of` and `check_applied`
