@@ -6,14 +6,23 @@
 //   --upstream     also run @coji/durably 0.15 + better-sqlite3 12 (installed
 //                  into bench/upstream/node_modules on first use) and print
 //                  ours/upstream ratios against the issue's targets
+//   --peers        also run plainjob 0.0.14 + better-sqlite3 12 (installed
+//                  into bench/peers/node_modules on first use) where it has a
+//                  counterpart (trigger, batch, onestep)
 //   --out file     where to write the JSON (default bench/results.json)
+//   --svg file     where to write the bar chart (default bench/results.svg)
 //
 // Needs the release addon: builds it (`npm run build`) when it is missing, is
 // a debug build, or is older than the Rust sources, then measures a copy of
 // the package taken at start (see snapshot()). Every scenario runs in its own
 // child process (bench/scenario.js) on a fresh temp database (WAL,
 // synchronous 'normal' unless stated); for each scenario ours runs first, then
-// upstream, so load changes on a shared machine hit both alike.
+// upstream, so load changes on a shared machine hit both alike. The
+// references (ceiling, ceiling_group, ceiling_full, cold_commit) are plain
+// rusqlite loops in bench/ceiling.rs, a cargo example built on demand
+// (`cargo build --release --example ceiling`), never part of the addon.
+// At the end: the JSON, the table against upstream, the table of issue 19
+// (each ratio against its reference in this same invocation) and an SVG chart.
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -23,15 +32,21 @@ const { spawnSync } = require('node:child_process')
 const ROOT = path.join(__dirname, '..')
 const ADDON = path.join(ROOT, 'durably.linux-x64-gnu.node')
 const UPSTREAM = path.join(__dirname, 'upstream')
+const PEERS = path.join(__dirname, 'peers')
+const CEILING = path.join(ROOT, 'target', 'release', 'examples', 'ceiling')
+const report = require('./report.js')
 
 // Each ceiling runs right after the scenario it bounds, so both meet the same machine load.
 const SCENARIOS = [
   'trigger',
   'batch',
+  'onestep',
   'e2e_mc1',
   'ceiling',
   'e2e_mc8',
+  'ceiling_group',
   'latency',
+  'cold_commit',
   'latency_xp',
   'payload1k',
   'full',
@@ -40,20 +55,26 @@ const SCENARIOS = [
   'multiprocess',
   'after_big_value',
 ]
+/** The plain-rusqlite references: measured once, filed under durably's results. */
+const REFERENCES = new Set(['ceiling', 'ceiling_group', 'ceiling_full', 'cold_commit'])
+/** Scenarios that plainjob (--peers) has a counterpart of. */
+const PLAINJOB = new Set(['trigger', 'batch', 'onestep'])
 /** Scenarios that measure durably alone. */
 const OURS_ONLY = new Set(['ceiling', 'ceiling_full', 'multiprocess', 'after_big_value'])
 
 function parseArgs(argv) {
-  const o = { only: null, quick: false, upstream: false, out: path.join(__dirname, 'results.json') }
+  const o = { only: null, quick: false, upstream: false, peers: false, out: path.join(__dirname, 'results.json'), svg: path.join(__dirname, 'results.svg') }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const val = () => (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i])
     if (a === '--quick') o.quick = true
     else if (a === '--upstream') o.upstream = true
+    else if (a === '--peers') o.peers = true
+    else if (a === '--svg' || a.startsWith('--svg=')) o.svg = path.resolve(val())
     else if (a === '--only' || a.startsWith('--only=')) o.only = val().split(',').map((s) => s.trim()).filter(Boolean)
     else if (a === '--out' || a.startsWith('--out=')) o.out = path.resolve(val())
     else if (a === '--help' || a === '-h') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 10).map((l) => l.slice(3)).join('\n'))
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 14).map((l) => l.slice(3)).join('\n'))
       process.exit(0)
     } else throw new Error(`unknown flag ${a}`)
   }
@@ -110,7 +131,6 @@ function ensureRelease() {
   else {
     const buf = fs.readFileSync(ADDON)
     if (hasDebugInfo(buf)) why = 'is a debug build'
-    else if (!buf.includes('benchCeiling')) why = 'predates benchCeiling'
     else if (newestSource() > fs.statSync(ADDON).mtimeMs) why = 'is older than the Rust sources'
   }
   if (!why) return
@@ -132,10 +152,33 @@ function snapshot() {
     }
     fs.cpSync(path.join(ROOT, 'lib'), path.join(dir, 'lib'), { recursive: true })
     const buf = fs.readFileSync(path.join(dir, path.basename(ADDON)))
-    if (!hasDebugInfo(buf) && buf.includes('benchCeiling')) return dir
+    if (!hasDebugInfo(buf)) {
+      ensureCeiling()
+      fs.copyFileSync(CEILING, path.join(dir, 'ceiling'))
+      fs.chmodSync(path.join(dir, 'ceiling'), 0o755)
+      return dir
+    }
     fs.rmSync(dir, { recursive: true, force: true })
     if (attempt > 0) throw new Error('the addon keeps changing under the benchmark (someone is building): try again later')
   }
+}
+
+/** Builds bench/ceiling.rs (the plain-rusqlite references) when it is missing or older than its sources. */
+function ensureCeiling() {
+  let why = null
+  if (!fs.existsSync(CEILING)) why = 'is not built'
+  else if (Math.max(...['bench/ceiling.rs', 'Cargo.toml', 'Cargo.lock'].map((f) => fs.statSync(path.join(ROOT, f)).mtimeMs)) > fs.statSync(CEILING).mtimeMs) {
+    why = 'is older than its sources'
+  }
+  if (!why) return
+  console.error(`bench: the ceiling example ${why}: cargo build --release --example ceiling`)
+  run('cargo', ['build', '--release', '--example', 'ceiling'], ROOT)
+}
+
+function ensurePeers() {
+  if (fs.existsSync(path.join(PEERS, 'node_modules', 'plainjob'))) return
+  console.error('bench: installing plainjob 0.0.14 + better-sqlite3 12 into bench/peers (compiles better-sqlite3: minutes)')
+  run('npm', ['install', '--no-audit', '--no-fund'], PEERS)
 }
 
 function ensureUpstream() {
@@ -212,9 +255,10 @@ function runScenario(name, impl, opts) {
   const t0 = Date.now()
   const load = os.loadavg()[0]
   process.stderr.write(`bench: ${name} / ${impl} (load ${load.toFixed(2)}) … `)
-  const r = spawnSync(process.execPath, [path.join(__dirname, 'scenario.js'), name, JSON.stringify({ impl, quick: opts.quick })], {
+  const script = impl === 'plainjob' ? path.join(PEERS, 'plainjob.mjs') : path.join(__dirname, 'scenario.js')
+  const r = spawnSync(process.execPath, [script, name, JSON.stringify({ impl, quick: opts.quick })], {
     cwd: ROOT,
-    env: { ...process.env, DURABLY_BENCH_ROOT: opts.snapshot },
+    env: { ...process.env, DURABLY_BENCH_ROOT: opts.snapshot, DURABLY_BENCH_CEILING: path.join(opts.snapshot, 'ceiling') },
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     timeout: 20 * 60_000,
@@ -393,17 +437,19 @@ function table(rows, withUpstream) {
 function main() {
   const opts = parseArgs(process.argv.slice(2))
   if (opts.upstream) ensureUpstream()
+  if (opts.peers) ensurePeers()
   opts.snapshot = snapshot()
   const measured = source() // what the snapshot holds
   process.on('exit', () => fs.rmSync(opts.snapshot, { recursive: true, force: true }))
   const list = opts.only ? SCENARIOS.filter((s) => opts.only.includes(s)) : SCENARIOS
-  const impls = opts.upstream ? ['durably', 'upstream'] : ['durably']
+  const impls = ['durably', ...(opts.upstream ? ['upstream'] : []), ...(opts.peers ? ['plainjob'] : [])]
   const startedAt = new Date().toISOString()
   const loadStart = os.loadavg()
-  const results = { durably: {}, upstream: opts.upstream ? {} : undefined }
+  const results = { durably: {}, upstream: opts.upstream ? {} : undefined, plainjob: opts.peers ? {} : undefined }
   for (const name of list) {
     for (const impl of impls) {
-      if (OURS_ONLY.has(name) && impl !== 'durably') continue
+      if ((OURS_ONLY.has(name) || REFERENCES.has(name)) && impl !== 'durably') continue
+      if (impl === 'plainjob' && !PLAINJOB.has(name)) continue
       results[impl][name] = runScenario(name, impl, opts)
     }
   }
@@ -412,11 +458,12 @@ function main() {
     bench: 'durably npm run bench (issue 7)',
     startedAt,
     finishedAt: new Date().toISOString(),
-    flags: { quick: opts.quick, upstream: opts.upstream, only: opts.only },
+    flags: { quick: opts.quick, upstream: opts.upstream, peers: opts.peers, only: opts.only },
     machine: machine(),
     source: measured,
     loadavg: { start: loadStart.map((v) => Math.round(v * 100) / 100), end: os.loadavg().map((v) => Math.round(v * 100) / 100) },
     summary: rows,
+    issue19: report.issueRows(results),
     results,
   }
   fs.writeFileSync(opts.out, `${JSON.stringify(out, null, 2)}\n`)
@@ -424,6 +471,11 @@ function main() {
   console.log('')
   console.log(table(rows.filter((r) => r.durably !== null || r.upstream !== null), opts.upstream))
   console.log('')
+  console.log('Issue 19: durably against the physical limit and the fastest peer, same invocation')
+  console.log(report.issueTable(out.issue19))
+  console.log('')
+  fs.writeFileSync(opts.svg, report.chartSvg(results, out))
+  console.log(`chart written to ${path.relative(process.cwd(), opts.svg) || opts.svg}`)
   console.log(
     `${out.machine.nproc} × ${out.machine.cpu}; node ${out.machine.node}; load ${out.loadavg.start.join(' ')} → ${out.loadavg.end.join(' ')}` +
       `${opts.quick ? '; --quick sizes' : ''}; written to ${path.relative(process.cwd(), opts.out) || opts.out}`,

@@ -15,7 +15,7 @@
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { fork } = require('node:child_process')
+const { fork, spawnSync } = require('node:child_process')
 const { pathToFileURL } = require('node:url')
 const { monitorEventLoopDelay, createHistogram } = require('node:perf_hooks')
 
@@ -327,6 +327,18 @@ scenarios.loop = (lib, sz) => endToEnd(lib, sz, { mc: 1, loop: true })
 scenarios.payload1k = (lib, sz) => endToEnd(lib, sz, { mc: 1, payload: true })
 
 /**
+ * 20,000 runs of one tiny step (2,000 with --quick), mc 1, triggered before
+ * start(). `runsPerS` counts the execution only (start() to the last
+ * run:complete), as plainjob's worker is timed; `totalRunsPerS` includes the
+ * batchTrigger calls.
+ */
+scenarios.onestep = async (lib, sz, args) => {
+  const n = sz.onestep ?? (args.quick ? 2000 : 20000)
+  const r = await endToEnd(lib, { ...sz, runs: n, steps: 1 }, { mc: 1 })
+  return { ...r, runsPerS: Math.round((n / r.execMs) * 1000), totalRunsPerS: r.runsPerS }
+}
+
+/**
  * trigger → first line of the job with the worker idle and the default
  * pollingInterval. Between samples a pseudo-random pause in [0, 1000) ms
  * (the polling period of both libraries) so a polling worker is met at every
@@ -403,25 +415,38 @@ async function latency(lib, sz, cross, implName) {
 scenarios.latency = (lib, sz, args) => latency(lib, sz, false, args.impl)
 scenarios.latency_xp = (lib, sz, args) => latency(lib, sz, true, args.impl)
 
-/** Rust-only: the step writes of the flush path, one transaction each (ours only). */
+/** The same step writes, 8 steps (of 8 runs) per commit: the bound of e2e_mc8. */
+scenarios.ceiling_group = async (lib, sz) => {
+  if (lib.impl !== 'durably') return { skipped: 'ours only' }
+  return reference('group', ['--group', '8', '--runs', String(sz.runs), '--steps', String(sz.steps)])
+}
+
+/** One plain insert after 0–1000 ms idle (the latency scenario's pauses): the bound of `latency`. */
+scenarios.cold_commit = async (lib, sz) => {
+  if (lib.impl !== 'durably') return { skipped: 'ours only' }
+  return reference('cold', ['--samples', String(sz.samples)])
+}
+
+/**
+ * The plain-rusqlite references (bench/ceiling.rs, a cargo example that
+ * bench/run.js builds and passes in DURABLY_BENCH_CEILING): `mode` is step
+ * (one commit per step), group (8 steps per commit) or cold (one insert after
+ * idle). They measure no library, so they run once, under impl 'durably'.
+ */
+function reference(mode, flags) {
+  const bin = process.env.DURABLY_BENCH_CEILING
+  if (!bin || !fs.existsSync(bin)) throw new Error('DURABLY_BENCH_CEILING does not name the built ceiling example: run through `npm run bench`')
+  const { file } = tempDb()
+  const t0 = performance.now()
+  const r = spawnSync(bin, [mode, file, ...flags], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  if (r.status !== 0) throw new Error(`ceiling ${mode} failed (${r.status ?? r.signal})`)
+  return { ...JSON.parse(r.stdout), wallMs: round(performance.now() - t0), dbBytes: fileSize(file), walBytes: fileSize(`${file}-wal`) }
+}
+
+/** One commit per step (update the run row + insert the step row): the bound of e2e_mc1. */
 scenarios.ceiling = async (lib, sz, args) => {
   if (lib.impl !== 'durably') return { skipped: 'ours only' }
-  const { benchCeiling } = require(path.join(ROOT, 'binding.js'))
-  if (typeof benchCeiling !== 'function') throw new Error('the addon has no benchCeiling: rebuild it with `npm run build`')
-  const { file } = tempDb()
-  const synchronous = args.synchronous ?? 'normal'
-  const t0 = performance.now()
-  const writesPerS = benchCeiling(file, synchronous, sz.runs, sz.steps)
-  return {
-    runs: sz.runs,
-    stepsPerRun: sz.steps,
-    writes: sz.runs * sz.steps,
-    synchronous,
-    writesPerS: Math.round(writesPerS),
-    wallMs: round(performance.now() - t0),
-    dbBytes: fileSize(file),
-    walBytes: fileSize(`${file}-wal`),
-  }
+  return reference('step', ['--sync', args.synchronous ?? 'normal', '--runs', String(sz.runs), '--steps', String(sz.steps)])
 }
 
 /** The same with synchronous 'full': the physical limit of the `full` scenario. */

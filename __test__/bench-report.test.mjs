@@ -1,0 +1,79 @@
+// bench/report.js: the table of issue 19 and the SVG chart of `npm run bench`
+// (the benchmark itself never runs in CI; its arithmetic and output do here).
+import { describe, expect, it } from 'vitest'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { issueRows, issueTable, chartSvg } = require('../bench/report.js')
+
+const results = {
+  durably: {
+    trigger: { runsPerS: 30000 },
+    batch: { runsPerS: 150000 },
+    onestep: { runsPerS: 4000 },
+    e2e_mc1: { stepsPerS: 12000 },
+    e2e_mc8: { stepsPerS: 40000 },
+    payload1k: { runsPerS: 900 },
+    latency: { p50Ms: 0.5 },
+    ceiling: { writesPerS: 20000 },
+    ceiling_group: { writesPerS: 50000 },
+    cold_commit: { p50Ms: 0.3 },
+  },
+  upstream: { trigger: { runsPerS: 3000 }, e2e_mc1: { stepsPerS: 2000 }, latency: { p50Ms: 500 } },
+  plainjob: { trigger: { runsPerS: 20000 }, batch: { runsPerS: 300000 }, onestep: { runsPerS: 4000 } },
+}
+
+describe('issue 19 rows', () => {
+  it('computes each ratio against its same-run reference and judges the target', () => {
+    const rows = Object.fromEntries(issueRows(results).map((r) => [r.key, r]))
+    expect(rows.e2e_mc1).toMatchObject({ durably: 12000, referenceValue: 20000, ratio: 0.6, met: false })
+    expect(rows.e2e_mc8).toMatchObject({ ratio: 0.8, met: true }) // target 70 %
+    expect(rows.batch).toMatchObject({ ratio: 0.5, met: false })
+    expect(rows.onestep).toMatchObject({ ratio: 1, met: true }) // exactly the target is met
+    expect(rows.trigger).toMatchObject({ ratio: 1.5, met: true })
+    expect(rows.latency).toMatchObject({ kind: 'plusMs', ratio: 0.2, met: true })
+  })
+
+  it('leaves a row without its reference unjudged instead of inventing a ratio', () => {
+    const rows = issueRows({ durably: { trigger: { runsPerS: 100 } } })
+    const trigger = rows.find((r) => r.key === 'trigger')
+    expect(trigger).toMatchObject({ durably: 100, referenceValue: null, ratio: null, met: null })
+    expect(issueTable(rows)).toMatch(/\| trigger\(\) awaited one by one, runs\/s +\| +100 \| plainjob add: – +\| +– \| +≥ 1\.0× \| n\/a \|/)
+  })
+
+  it('prints the table with the issue columns, percent, × and ms forms', () => {
+    const table = issueTable(issueRows(results)).split('\n')
+    expect(table[0]).toMatch(/^\| scenario +\| durably \| reference, same run +\| +ratio \| +target \| met \|$/)
+    expect(table).toHaveLength(2 + 6)
+    expect(table.find((l) => l.includes('e2e_mc1'))).toMatch(/rusqlite, one commit per step: 20,000 +\| +60 % \| +≥ 80 % \| +NO \|/)
+    expect(table.find((l) => l.includes('plainjob addMany'))).toMatch(/0\.50× \| +≥ 1\.0× \| +NO \|/)
+    expect(table.find((l) => l.includes('cold commit'))).toMatch(/\+0\.20 ms \| ≤ \+0\.3 ms \| yes \|/)
+  })
+})
+
+describe('chart', () => {
+  it('is one well-formed SVG with a bar per measured value, scaled within its panel', () => {
+    const svg = chartSvg(results, { startedAt: '2026-11-30T00:00:00Z', machine: { nproc: 2, cpu: 'X', node: 'v20' } })
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true)
+    expect(svg.trimEnd().endsWith('</svg>')).toBe(true)
+    // every opened element is closed or self-closing
+    const opened = (svg.match(/<(svg|text)\b/g) || []).length
+    const closed = (svg.match(/<\/(svg|text)>/g) || []).length
+    expect(opened).toBe(closed)
+    const bars = [...svg.matchAll(/<rect x="190" y="[\d.]+" width="(\d+)" height="16" rx="2" fill="(#[0-9a-f]{6})"\/>/g)]
+    // 3 + 2 + 2 + 3 + 2 + 1 + 3 measured values (the legend's squares are not bars)
+    expect(bars).toHaveLength(16)
+    const widths = bars.map((b) => Number(b[1]))
+    // trigger panel: durably 30,000, upstream 3,000, plainjob 20,000 → longest is durably
+    expect(widths[0]).toBeGreaterThan(widths[2])
+    expect(widths[0] / widths[1]).toBeCloseTo(10, 0)
+    expect(svg).toContain('durably 1.50× vs plainjob add')
+    expect(svg).toContain('+0.20 ms vs rusqlite, one cold commit')
+  })
+
+  it('escapes text and omits panels with no figures', () => {
+    const svg = chartSvg({ durably: { trigger: { runsPerS: 5 } } }, { source: { commit: '<a&b>' } })
+    expect(svg).toContain('commit &lt;a&amp;b&gt;')
+    expect(svg).not.toContain('maxConcurrentRuns 8')
+  })
+})

@@ -1,0 +1,304 @@
+//! The physical references of `npm run bench`: plain rusqlite loops, no
+//! durably code on the timed path (issue 19).
+//!
+//! A cargo example, built on demand by bench/run.js
+//! (`cargo build --release --example ceiling`), so nothing of it ships in the
+//! addon (issue 15). It links the same rusqlite, hence the same bundled
+//! SQLite, as the engine, and creates the engine's schema by running the
+//! `.sql` migration files of `src/store/migrations` as they are (setup, not
+//! timed). Pragmas as the store's writer sets them: WAL, `synchronous`
+//! NORMAL (or FULL), `temp_store` memory, `wal_autocheckpoint` off with a side
+//! connection running passive checkpoints every 50 ms (the store's
+//! checkpointer), a 5 s busy timeout.
+//!
+//! ```text
+//! ceiling step  <db> [--sync normal|full] [--runs N] [--steps N]
+//!     one transaction per step: update the run row + insert the step row
+//!     (the writes of a `ctx.run` result), runs one after another.
+//! ceiling group <db> [--sync …] [--runs N] [--steps N] [--group 8]
+//!     the same writes, `group` steps per transaction: `group` runs advance
+//!     together, one step each per transaction (what `maxConcurrentRuns: 8`
+//!     could commit at best).
+//! ceiling cold  <db> [--samples N]
+//!     one plain insert (a run row, autocommit) after a pseudo-random idle
+//!     pause in [0, 1000) ms, the same pause sequence as the `latency`
+//!     scenario; reports the percentiles of the insert alone.
+//! ```
+//!
+//! Prints one JSON object on stdout.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{Connection, OpenFlags};
+
+type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Args {
+    mode: String,
+    path: String,
+    full: bool,
+    runs: usize,
+    steps: usize,
+    group: usize,
+    samples: usize,
+}
+
+fn parse() -> Res<Args> {
+    let mut it = std::env::args().skip(1);
+    let mode = it
+        .next()
+        .ok_or("usage: ceiling step|group|cold <db> [flags]")?;
+    let path = it.next().ok_or("missing the database path")?;
+    let mut a = Args {
+        mode,
+        path,
+        full: false,
+        runs: 2000,
+        steps: 10,
+        group: 8,
+        samples: 50,
+    };
+    while let Some(flag) = it.next() {
+        let val = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let num = || {
+            val.parse::<usize>()
+                .map_err(|e| format!("{flag} {val}: {e}"))
+        };
+        match flag.as_str() {
+            "--sync" => {
+                a.full = match val.as_str() {
+                    "full" => true,
+                    "normal" => false,
+                    _ => return Err(format!("--sync {val}: expected normal or full").into()),
+                }
+            }
+            "--runs" => a.runs = num()?,
+            "--steps" => a.steps = num()?,
+            "--group" => a.group = num()?.max(1),
+            "--samples" => a.samples = num()?,
+            _ => return Err(format!("unknown flag {flag}").into()),
+        }
+    }
+    Ok(a)
+}
+
+fn iso(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn open(path: &str, full: bool) -> Res<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_millis(5000))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!("journal_mode is {mode}").into());
+    }
+    conn.pragma_update(None, "synchronous", if full { 2 } else { 1 })?;
+    conn.pragma_update(None, "temp_store", "memory")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
+    Ok(conn)
+}
+
+/// The engine's schema, from its migration files (read at run time, so a new
+/// migration is picked up without editing this file).
+fn schema(conn: &Connection) -> Res<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    if files.is_empty() {
+        return Err(format!("no migrations in {}", dir.display()).into());
+    }
+    files.sort();
+    for f in files {
+        conn.execute_batch(&std::fs::read_to_string(f)?)?;
+    }
+    Ok(())
+}
+
+/// `n` runs in status `running`, as a worker's claim leaves them (not timed).
+fn runs(conn: &Connection, n: usize) -> Res<Vec<String>> {
+    let now = iso(SystemTime::now());
+    let ids: Vec<String> = (0..n).map(|i| format!("01CEILING{i:017}")).collect();
+    let tx = conn.unchecked_transaction()?;
+    for (i, id) in ids.iter().enumerate() {
+        tx.prepare_cached(
+            "INSERT INTO runs (id, job_name, input, status, labels, lease_owner, \
+               lease_generation, heartbeat_at, created_at, updated_at, started_at) \
+             VALUES (?1, 'ceiling', ?2, 'running', '{}', 'bench', 1, ?3, ?3, ?3, ?3)",
+        )?
+        .execute((id, format!("{{\"n\":{i}}}"), &now))?;
+    }
+    tx.commit()?;
+    Ok(ids)
+}
+
+/// One step's writes: the statements the engine runs for a `ctx.run` result.
+fn step(conn: &Connection, run: &str, index: usize) -> Res<()> {
+    let now = iso(SystemTime::now());
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET current_step_index = MAX(current_step_index, ?3), updated_at = ?4 \
+             WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
+        )?
+        .execute((run, 1, index + 1, &now))?;
+    if changed != 1 {
+        return Err(format!("run {run} was not updated").into());
+    }
+    conn.prepare_cached(
+        "INSERT INTO steps (run_id, name, \"index\", status, output, started_at, completed_at) \
+         VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?5) \
+         ON CONFLICT (run_id, name) DO UPDATE SET \"index\" = excluded.\"index\", \
+           status = excluded.status, output = excluded.output, \
+           started_at = excluded.started_at, completed_at = excluded.completed_at",
+    )?
+    .execute((
+        run,
+        format!("s{index}"),
+        index,
+        format!("{{\"i\":{index}}}"),
+        &now,
+    ))?;
+    Ok(())
+}
+
+/// Runs `f` while a side connection checkpoints every 50 ms, like the store's checkpointer.
+fn with_checkpointer<T>(path: &str, f: impl FnOnce() -> Res<T>) -> Res<T> {
+    let side = Connection::open(path)?;
+    side.busy_timeout(Duration::from_millis(5000))?;
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let stop = &stop;
+        s.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                // A checkpoint that cannot run now only leaves the log longer.
+                let _ = side.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        });
+        let out = f();
+        stop.store(true, Ordering::Relaxed);
+        out
+    })
+}
+
+fn steps(a: &Args, group: usize) -> Res<String> {
+    let conn = open(&a.path, a.full)?;
+    schema(&conn)?;
+    let ids = runs(&conn, a.runs)?;
+    let (commits, elapsed) = with_checkpointer(&a.path, || {
+        let start = Instant::now();
+        let mut commits = 0u64;
+        for chunk in ids.chunks(group) {
+            for index in 0..a.steps {
+                conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+                for run in chunk {
+                    step(&conn, run, index)?;
+                }
+                conn.prepare_cached("COMMIT")?.execute([])?;
+                commits += 1;
+            }
+        }
+        Ok((commits, start.elapsed()))
+    })?;
+    let writes = (a.runs * a.steps) as f64;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let done: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM steps WHERE status = 'completed'",
+        [],
+        |r| r.get(0),
+    )?;
+    if done as f64 != writes {
+        return Err(format!("{done} step rows written, expected {writes}").into());
+    }
+    Ok(format!(
+        "{{\"mode\":\"{}\",\"synchronous\":\"{}\",\"runs\":{},\"stepsPerRun\":{},\"stepsPerCommit\":{},\
+         \"writes\":{},\"commits\":{},\"ms\":{:.2},\"writesPerS\":{:.0},\"commitsPerS\":{:.0}}}",
+        a.mode,
+        if a.full { "full" } else { "normal" },
+        a.runs,
+        a.steps,
+        group,
+        writes,
+        commits,
+        secs * 1000.0,
+        writes / secs,
+        commits as f64 / secs,
+    ))
+}
+
+/// The `latency` scenario's pause generator (mulberry32), seed 7.
+struct Prng(u32);
+
+impl Prng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x6d2b_79f5);
+        let mut t = self.0;
+        t = (t ^ (t >> 15)).wrapping_mul(t | 1);
+        t ^= t.wrapping_add((t ^ (t >> 7)).wrapping_mul(t | 61));
+        f64::from(t ^ (t >> 14)) / 4_294_967_296.0
+    }
+}
+
+fn cold(a: &Args) -> Res<String> {
+    let conn = open(&a.path, a.full)?;
+    schema(&conn)?;
+    let mut rand = Prng(7);
+    let mut ms = Vec::with_capacity(a.samples);
+    std::thread::sleep(Duration::from_millis(1000));
+    // One warm-up sample (not counted), then the samples.
+    for k in 0..=a.samples {
+        std::thread::sleep(Duration::from_secs_f64(rand.next()));
+        let now = iso(SystemTime::now());
+        let t0 = Instant::now();
+        conn.prepare_cached(
+            "INSERT INTO runs (id, job_name, input, status, labels, created_at, updated_at) \
+             VALUES (?1, 'cold', '{}', 'pending', '{}', ?2, ?2)",
+        )?
+        .execute((format!("01COLD{k:020}"), &now))?;
+        let took = t0.elapsed().as_secs_f64() * 1000.0;
+        if k > 0 {
+            ms.push(took);
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        let i = ((p / 100.0) * ms.len() as f64).ceil() as usize;
+        ms[i.clamp(1, ms.len()) - 1]
+    };
+    Ok(format!(
+        "{{\"mode\":\"cold\",\"synchronous\":\"{}\",\"samples\":{},\"p50Ms\":{:.3},\"p99Ms\":{:.3},\"minMs\":{:.3},\"maxMs\":{:.3}}}",
+        if a.full { "full" } else { "normal" },
+        ms.len(),
+        pct(50.0),
+        pct(99.0),
+        ms[0],
+        ms[ms.len() - 1],
+    ))
+}
+
+fn main() {
+    let out = parse().and_then(|a| match a.mode.as_str() {
+        "step" => steps(&a, 1),
+        "group" => steps(&a, a.group),
+        "cold" if a.samples > 0 => cold(&a),
+        "cold" => Err("--samples must be at least 1".into()),
+        m => Err(format!("unknown mode {m} (step, group or cold)").into()),
+    });
+    match out {
+        Ok(json) => println!("{json}"),
+        Err(e) => {
+            eprintln!("ceiling: {e}");
+            std::process::exit(1);
+        }
+    }
+}

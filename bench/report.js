@@ -1,0 +1,285 @@
+'use strict'
+// The table of issue 19 and the SVG chart of `npm run bench` (no dependency).
+// Both read the `results` object of bench/run.js: { durably: {scenario: result},
+// upstream?: {...}, plainjob?: {...} }; the plain-rusqlite references
+// (ceiling, ceiling_group, cold_commit) are filed under durably.
+
+const get = (o, ...keys) => keys.reduce((v, k) => (v == null ? undefined : v[k]), o)
+const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null)
+
+/**
+ * Issue 19's rows: each durably figure against its reference measured in the
+ * same invocation. kind 'fraction': durably / reference ≥ target (shown in %);
+ * 'ratio': the same shown as ×; 'plusMs': durably − reference ≤ target ms.
+ */
+function issueRows(R) {
+  const o = R.durably || {}
+  const p = R.plainjob || {}
+  const rows = [
+    {
+      key: 'e2e_mc1',
+      scenario: 'e2e_mc1 steps/s (2,000 runs × 10 steps)',
+      durably: get(o, 'e2e_mc1', 'stepsPerS'),
+      refLabel: 'rusqlite, one commit per step',
+      ref: get(o, 'ceiling', 'writesPerS'),
+      kind: 'fraction',
+      target: 0.8,
+    },
+    {
+      key: 'e2e_mc8',
+      scenario: 'e2e_mc8 steps/s',
+      durably: get(o, 'e2e_mc8', 'stepsPerS'),
+      refLabel: 'rusqlite, 8 steps per commit',
+      ref: get(o, 'ceiling_group', 'writesPerS'),
+      kind: 'fraction',
+      target: 0.7,
+    },
+    {
+      key: 'batch',
+      scenario: 'batchTrigger runs/s (500 per call)',
+      durably: get(o, 'batch', 'runsPerS'),
+      refLabel: 'plainjob addMany',
+      ref: get(p, 'batch', 'runsPerS'),
+      kind: 'ratio',
+      target: 1,
+    },
+    {
+      key: 'onestep',
+      scenario: 'one-step jobs, runs/s (20,000 runs × 1 tiny step)',
+      durably: get(o, 'onestep', 'runsPerS'),
+      refLabel: 'plainjob worker (claim + complete)',
+      ref: get(p, 'onestep', 'runsPerS'),
+      kind: 'ratio',
+      target: 1,
+    },
+    {
+      key: 'trigger',
+      scenario: 'trigger() awaited one by one, runs/s',
+      durably: get(o, 'trigger', 'runsPerS'),
+      refLabel: 'plainjob add',
+      ref: get(p, 'trigger', 'runsPerS'),
+      kind: 'ratio',
+      target: 1,
+    },
+    {
+      key: 'latency',
+      scenario: 'trigger → job start, same process, after idle, p50 ms',
+      durably: get(o, 'latency', 'p50Ms'),
+      refLabel: 'one cold commit (rusqlite)',
+      ref: get(o, 'cold_commit', 'p50Ms'),
+      kind: 'plusMs',
+      target: 0.3,
+    },
+  ]
+  return rows.map((r) => {
+    const d = num(r.durably)
+    const ref = num(r.ref)
+    let ratio = null
+    let met = null
+    if (d !== null && ref !== null) {
+      if (r.kind === 'plusMs') {
+        ratio = Math.round((d - ref) * 1000) / 1000
+        met = ratio <= r.target
+      } else if (ref > 0) {
+        ratio = Math.round((d / ref) * 1000) / 1000
+        met = ratio >= r.target
+      }
+    }
+    return { key: r.key, scenario: r.scenario, durably: d, reference: r.refLabel, referenceValue: ref, kind: r.kind, ratio, target: r.target, met }
+  })
+}
+
+function fmt(v) {
+  if (v === null || v === undefined) return '–'
+  if (Math.abs(v) >= 100) return Math.round(v).toLocaleString('en-US')
+  if (Math.abs(v) >= 10) return v.toFixed(1)
+  return String(Math.round(v * 100) / 100)
+}
+
+function ratioText(r) {
+  if (r.ratio === null) return '–'
+  if (r.kind === 'fraction') return `${Math.round(r.ratio * 100)} %`
+  if (r.kind === 'ratio') return `${r.ratio.toFixed(2)}×`
+  return `${r.ratio >= 0 ? '+' : ''}${r.ratio.toFixed(2)} ms`
+}
+
+function targetText(r) {
+  if (r.kind === 'fraction') return `≥ ${Math.round(r.target * 100)} %`
+  if (r.kind === 'ratio') return `≥ ${r.target.toFixed(1)}×`
+  return `≤ +${r.target} ms`
+}
+
+/** Markdown table: scenario | durably | reference, same run | ratio | target | met. */
+function issueTable(rows) {
+  const head = ['scenario', 'durably', 'reference, same run', 'ratio', 'target', 'met']
+  const body = rows.map((r) => [
+    r.scenario,
+    fmt(r.durably),
+    `${r.reference}: ${fmt(r.referenceValue)}`,
+    ratioText(r),
+    targetText(r),
+    r.met === null ? 'n/a' : r.met ? 'yes' : 'NO',
+  ])
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((c) => c[i].length)))
+  const left = new Set([0, 2])
+  const line = (cells) => `| ${cells.map((c, i) => (left.has(i) ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ')} |`
+  const rule = `|${widths.map((w, i) => (left.has(i) ? ` ${'-'.repeat(w)} ` : ` ${'-'.repeat(w - 1)}: `)).join('|')}|`
+  return [line(head), rule, ...body.map(line)].join('\n')
+}
+
+// ---- the chart ----------------------------------------------------------------------
+
+const SERIES = {
+  durably: { label: 'durably', color: '#2563eb' },
+  upstream: { label: '@coji/durably 0.15', color: '#9ca3af' },
+  plainjob: { label: 'plainjob 0.0.14', color: '#f59e0b' },
+  reference: { label: 'plain rusqlite loop', color: '#059669' },
+}
+
+/** One panel per scenario: [title, unit, lowerIsBetter, [[series, label, value]…]]. */
+function panels(R) {
+  const o = R.durably || {}
+  const u = R.upstream || {}
+  const p = R.plainjob || {}
+  return [
+    {
+      title: 'trigger() awaited one by one',
+      unit: 'runs/s',
+      bars: [
+        ['durably', 'durably', get(o, 'trigger', 'runsPerS')],
+        ['upstream', '@coji/durably 0.15', get(u, 'trigger', 'runsPerS')],
+        ['plainjob', 'plainjob add', get(p, 'trigger', 'runsPerS')],
+      ],
+    },
+    {
+      title: 'batchTrigger, 500 per call',
+      unit: 'runs/s',
+      bars: [
+        ['durably', 'durably', get(o, 'batch', 'runsPerS')],
+        ['upstream', '@coji/durably 0.15', get(u, 'batch', 'runsPerS')],
+        ['plainjob', 'plainjob addMany', get(p, 'batch', 'runsPerS')],
+      ],
+    },
+    {
+      title: 'one-step jobs (claim, 1 step, complete)',
+      unit: 'runs/s',
+      bars: [
+        ['durably', 'durably', get(o, 'onestep', 'runsPerS')],
+        ['upstream', '@coji/durably 0.15', get(u, 'onestep', 'runsPerS')],
+        ['plainjob', 'plainjob worker', get(p, 'onestep', 'runsPerS')],
+      ],
+    },
+    {
+      title: 'runs of 10 steps, maxConcurrentRuns 1',
+      unit: 'steps/s',
+      bars: [
+        ['durably', 'durably', get(o, 'e2e_mc1', 'stepsPerS')],
+        ['upstream', '@coji/durably 0.15', get(u, 'e2e_mc1', 'stepsPerS')],
+        ['reference', 'rusqlite, 1 commit/step', get(o, 'ceiling', 'writesPerS')],
+      ],
+    },
+    {
+      title: 'runs of 10 steps, maxConcurrentRuns 8',
+      unit: 'steps/s',
+      bars: [
+        ['durably', 'durably', get(o, 'e2e_mc8', 'stepsPerS')],
+        ['upstream', '@coji/durably 0.15', get(u, 'e2e_mc8', 'stepsPerS')],
+        ['reference', 'rusqlite, 8 steps/commit', get(o, 'ceiling_group', 'writesPerS')],
+      ],
+    },
+    {
+      title: 'one step returning 1 KB',
+      unit: 'runs/s',
+      bars: [
+        ['durably', 'durably', get(o, 'payload1k', 'runsPerS')],
+        ['upstream', '@coji/durably 0.15', get(u, 'payload1k', 'runsPerS')],
+      ],
+    },
+    {
+      title: 'trigger → job start after idle, p50 (lower is better)',
+      unit: 'ms',
+      bars: [
+        ['durably', 'durably', get(o, 'latency', 'p50Ms')],
+        ['upstream', '@coji/durably 0.15', get(u, 'latency', 'p50Ms')],
+        ['reference', 'rusqlite, one cold commit', get(o, 'cold_commit', 'p50Ms')],
+      ],
+    },
+  ]
+    .map((panel) => ({ ...panel, bars: panel.bars.filter((b) => num(b[2]) !== null) }))
+    .filter((panel) => panel.bars.length > 0)
+}
+
+/** "unit · durably = 0.71× plainjob add" (or "+0.57 ms" for the latency panel) against the panel's last bar. */
+function panelNote(panel) {
+  const ours = panel.bars.find((b) => b[0] === 'durably')
+  const ref = panel.bars[panel.bars.length - 1]
+  if (!ours || ref === ours || !(ref[2] > 0)) return panel.unit
+  const rel = panel.unit === 'ms' ? `${ours[2] - ref[2] >= 0 ? '+' : ''}${(ours[2] - ref[2]).toFixed(2)} ms` : `${(ours[2] / ref[2]).toFixed(2)}×`
+  return `${panel.unit} · durably ${rel} vs ${ref[1]}`
+}
+
+const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
+
+/**
+ * Horizontal bars, one panel per scenario, each on its own linear scale
+ * (panels differ by orders of magnitude); every bar carries its value.
+ */
+function chartSvg(R, meta = {}) {
+  const W = 760
+  const labelW = 190
+  const valueW = 90
+  const barMax = W - labelW - valueW - 20
+  const barH = 16
+  const gap = 5
+  const font = 'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif"'
+  const out = []
+  let y = 28
+  out.push(`<text x="10" y="${y}" font-size="16" font-weight="600">durably — npm run bench</text>`)
+  // legend
+  let lx = 10
+  y += 22
+  for (const s of Object.values(SERIES)) {
+    out.push(`<rect x="${lx}" y="${y - 10}" width="12" height="12" rx="2" fill="${s.color}"/>`)
+    out.push(`<text x="${lx + 17}" y="${y}" font-size="12">${esc(s.label)}</text>`)
+    lx += 30 + s.label.length * 7
+  }
+  y += 14
+  for (const panel of panels(R)) {
+    y += 22
+    out.push(`<text x="10" y="${y}" font-size="13" font-weight="600">${esc(panel.title)}</text>`)
+    out.push(`<text x="${W - 10}" y="${y}" font-size="11" fill="#6b7280" text-anchor="end">${esc(panelNote(panel))}</text>`)
+    y += 6
+    const max = Math.max(...panel.bars.map((b) => b[2]))
+    for (const [series, label, value] of panel.bars) {
+      const w = max > 0 ? Math.max(1, Math.round((value / max) * barMax)) : 1
+      const top = y + 2
+      out.push(`<text x="${labelW - 8}" y="${top + barH - 4}" font-size="12" text-anchor="end" fill="#374151">${esc(label)}</text>`)
+      out.push(`<rect x="${labelW}" y="${top}" width="${w}" height="${barH}" rx="2" fill="${SERIES[series].color}"/>`)
+      out.push(`<text x="${labelW + w + 6}" y="${top + barH - 4}" font-size="12" fill="#111827">${esc(fmt(value))}</text>`)
+      y += barH + gap
+    }
+    y += 4
+  }
+  y += 14
+  const m = meta.machine || {}
+  const foot = [
+    meta.startedAt ? meta.startedAt.slice(0, 10) : null,
+    meta.source && meta.source.commit ? `commit ${meta.source.commit}` : null,
+    m.nproc ? `${m.nproc} × ${m.cpu}` : null,
+    m.node ? `node ${m.node}` : null,
+    meta.flags && meta.flags.quick ? '--quick sizes' : null,
+  ].filter(Boolean)
+  out.push(`<text x="10" y="${y}" font-size="11" fill="#6b7280">${esc(foot.join(' · '))}</text>`)
+  y += 15
+  out.push(`<text x="10" y="${y}" font-size="11" fill="#6b7280">each panel on its own linear scale; all bars from one invocation of npm run bench</text>`)
+  y += 12
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" ${font}>`,
+    `<rect width="${W}" height="${y}" fill="#ffffff"/>`,
+    ...out,
+    '</svg>',
+    '',
+  ].join('\n')
+}
+
+module.exports = { issueRows, issueTable, chartSvg }
