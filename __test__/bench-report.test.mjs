@@ -69,6 +69,10 @@ describe('chart', () => {
     expect(widths[0] / widths[1]).toBeCloseTo(10, 0)
     expect(svg).toContain('durably 1.50× vs plainjob add')
     expect(svg).toContain('+0.20 ms vs rusqlite, one cold commit')
+    // latency: upstream's 500 ms is over 20× the next bar (0.5 ms): drawn cut, the others to scale
+    expect(svg).toContain('>500 (cut)</text>')
+    expect(widths.slice(-3)).toEqual([Math.round((0.5 / 0.75) * 460), 460, Math.round((0.3 / 0.75) * 460)])
+    expect(svg.match(/\(cut\)/g)).toHaveLength(1)
   })
 
   it('escapes text and omits panels with no figures', () => {

@@ -218,6 +218,17 @@ function panelNote(panel) {
   return `${panel.unit} · durably ${rel} vs ${ref[1]}`
 }
 
+/**
+ * The panel's scale: its largest value, unless that one is over 20 times the
+ * next (upstream's 535 ms latency next to 0.6 ms): then 1.5 × the next, and
+ * the outlier is drawn cut.
+ */
+function scaleMax(values) {
+  const v = [...values].sort((a, b) => b - a)
+  if (v.length > 1 && v[1] > 0 && v[0] > 20 * v[1]) return v[1] * 1.5
+  return v[0]
+}
+
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 
 /**
@@ -249,13 +260,19 @@ function chartSvg(R, meta = {}) {
     out.push(`<text x="10" y="${y}" font-size="13" font-weight="600">${esc(panel.title)}</text>`)
     out.push(`<text x="${W - 10}" y="${y}" font-size="11" fill="#6b7280" text-anchor="end">${esc(panelNote(panel))}</text>`)
     y += 6
-    const max = Math.max(...panel.bars.map((b) => b[2]))
+    const max = scaleMax(panel.bars.map((b) => b[2]))
     for (const [series, label, value] of panel.bars) {
-      const w = max > 0 ? Math.max(1, Math.round((value / max) * barMax)) : 1
+      const off = value > max
+      const w = max > 0 ? Math.max(1, Math.round((Math.min(value, max) / max) * barMax)) : 1
       const top = y + 2
       out.push(`<text x="${labelW - 8}" y="${top + barH - 4}" font-size="12" text-anchor="end" fill="#374151">${esc(label)}</text>`)
       out.push(`<rect x="${labelW}" y="${top}" width="${w}" height="${barH}" rx="2" fill="${SERIES[series].color}"/>`)
-      out.push(`<text x="${labelW + w + 6}" y="${top + barH - 4}" font-size="12" fill="#111827">${esc(fmt(value))}</text>`)
+      if (off) {
+        // a white zigzag across the bar: cut, not to scale
+        const x = labelW + w - 28
+        out.push(`<path d="M${x} ${top - 1} l6 ${(barH + 2) / 2} l-6 ${(barH + 2) / 2} h6 l6 ${-(barH + 2) / 2} l-6 ${-(barH + 2) / 2} z" fill="#ffffff"/>`)
+      }
+      out.push(`<text x="${labelW + w + 6}" y="${top + barH - 4}" font-size="12" fill="#111827">${esc(fmt(value) + (off ? ' (cut)' : ''))}</text>`)
       y += barH + gap
     }
     y += 4
@@ -283,3 +300,15 @@ function chartSvg(R, meta = {}) {
 }
 
 module.exports = { issueRows, issueTable, chartSvg }
+
+// `node bench/report.js results.json [out.svg]`: the issue 19 table and the chart of a saved run.
+if (require.main === module) {
+  const [file, svg] = process.argv.slice(2)
+  if (!file) {
+    console.error('usage: node bench/report.js <results.json> [out.svg]')
+    process.exit(2)
+  }
+  const out = JSON.parse(require('node:fs').readFileSync(file, 'utf8'))
+  console.log(issueTable(issueRows(out.results)))
+  if (svg) require('node:fs').writeFileSync(svg, chartSvg(out.results, out))
+}
