@@ -851,8 +851,9 @@ class Durably {
     // A detached execution (stop({ abort })) may never settle: stop waiting for it.
     const promise = Promise.race([ran, exec.whenDetached]).finally(() => {
       if (this._active.get(id)?.exec === exec) this._active.delete(id)
-      // (a detached run was released by its hand-back)
-      if (!this._closed && !exec.detached) {
+      // (a detached run was released by its hand-back; a completed or failed
+      // one by the commit of its last op)
+      if (!this._closed && !exec.detached && !exec.slotFreed) {
           try {
             this._engine.release(id, claimed.leaseGeneration)
         } catch {

@@ -96,6 +96,9 @@ class Execution {
     this.inFlight = new Set() // their names
     this.lastStep = null
     this.ended = false
+    // Set once a committed "c" or "f" op freed this run's slot in the engine,
+    // which then needs no separate release() (one boundary crossing less per run).
+    this.slotFreed = false
     this.cancelEmitted = false
     // Set by detach(): the run was handed back by stop({ abort }) and this
     // execution is abandoned. Whatever it does later is ignored.
@@ -464,6 +467,7 @@ class Execution {
     const st = await this.durably._writer.push(
       `["c",${q(this.id)},${this.generation},${text},${progress ?? 'null'},"${now()}"]`,
     )
+    this.slotFreed = true // the commit of a "c" or "f" op frees the run's slot (Worker::flush)
     if (st === 'b') {
       this.ended = false
       if (progress) this.progressDirty = true
@@ -495,6 +499,7 @@ class Execution {
     const st = await this.durably._writer.push(
       `["f",${q(this.id)},${this.generation},${q(message)},${q(stack)},${progress ?? 'null'},"${now()}"]`,
     )
+    this.slotFreed = true
     if (st !== '0') {
       this.lostBy(st)
       return this.stopped()

@@ -2,7 +2,6 @@
 //! argument/record conversion, the ThreadsafeFunction sink and error
 //! conversion. No SQL and no scheduling decisions live here.
 
-mod bench;
 mod convert;
 mod sink;
 

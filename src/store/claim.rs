@@ -221,7 +221,7 @@ impl Store {
 
 /// The oldest pending runs of the jobs (`?` each, then `LIMIT ?`) whose
 /// concurrency key has no running run and no older pending run.
-fn candidates_sql(jobs: usize) -> String {
+pub(super) fn candidates_sql(jobs: usize) -> String {
     format!(
         "SELECT id FROM runs AS r WHERE status = 'pending'{} AND (concurrency_key IS NULL OR ( \
            NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \

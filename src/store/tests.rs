@@ -355,3 +355,28 @@ fn run_records_count_completed_steps() -> TestResult {
     assert!(store.cancel(&id)?.1.contains("\"completedStepCount\":2"));
     Ok(())
 }
+
+#[test]
+fn claims_reuse_their_prepared_statements() -> TestResult {
+    // A cached statement that SQLite expires is parsed and planned again on
+    // its next step (SQLITE_STMTSTATUS_REPREPARE counts those).
+    let (_dir, store) = temp_store()?;
+    for _ in 0..4 {
+        store.trigger(&item("j", None, None))?;
+    }
+    let names = jobs(&["j"]);
+    assert!(store.has_pending(None, &names)?);
+    assert_eq!(store.claim(&names, 1)?.len(), 1);
+    assert!(store.has_pending(None, &names)?);
+    assert_eq!(store.claim(&names, 2)?.len(), 2);
+    assert_eq!(store.claim(&names, 1)?.len(), 1);
+    assert!(!store.has_pending(None, &names)?);
+    let sql = claim::candidates_sql(1);
+    let reprepared = |c: &Connection| -> Result<i32> {
+        Ok(c.prepare_cached(&sql)?
+            .get_status(rusqlite::StatementStatus::RePrepare))
+    };
+    assert_eq!(store.write(reprepared)?, 0, "the claim (writer)");
+    assert_eq!(store.read(reprepared)?, 0, "has_pending (reader)");
+    Ok(())
+}
