@@ -3,13 +3,14 @@
 
 const { Engine, librarySchemaVersion } = require('../binding.js')
 const { resolveOptions } = require('./options')
-const { Events, EVENT_TYPES } = require('./events')
+const { Events, EVENT_TYPES, TERMINAL_EVENTS } = require('./events')
 const { Writer, q } = require('./writer')
 const { Execution } = require('./execution')
 const { encode, reviveParsed, TAG_TEXT, oversize } = require('./values')
 const { validate } = require('./schema')
 const { defineJob, isJobDefinition, JobHandle, checkKey } = require('./job')
-const { parseRun, parseRuns, parseSteps, parseLogs, TERMINAL } = require('./records')
+const { parseRun, parseRuns, parseSteps, parseLogs, newRun } = require('./records')
+const { STATUSES, TERMINAL, isStatus } = require('./status')
 const {
   DurablyError,
   ValidationError,
@@ -26,7 +27,6 @@ const {
 
 const TRIGGER_KEYS = new Set(['idempotencyKey', 'concurrencyKey', 'coalesce', 'labels'])
 const FILTER_KEYS = new Set(['status', 'jobName', 'labels', 'limit', 'offset'])
-const TERMINAL_EVENTS = new Set(['run:complete', 'run:fail', 'run:cancel', 'run:delete'])
 const STOPPED = new DurablyError('the worker was stopped with abort: true', 'STOPPED')
 
 function checkId(id) {
@@ -118,7 +118,7 @@ function checkFilter(filter) {
     if ((k === 'status' || k === 'jobName') && Array.isArray(v) && v.length === 0) continue
     if (k === 'status') {
       out.status = oneOrMany(v, (s) => {
-        if (!['pending', 'running', 'completed', 'failed', 'cancelled'].includes(s)) {
+        if (!isStatus(s)) {
           throw new ValidationError(`unknown status ${JSON.stringify(s)} in getRuns filter`)
         }
       })
@@ -138,8 +138,6 @@ function checkFilter(filter) {
   }
   return out
 }
-
-const STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled']
 
 const zeroCounts = () => Object.fromEntries([['total', 0], ...STATUSES.map((st) => [st, 0])])
 
@@ -456,28 +454,16 @@ class Durably {
 
   _triggered(def, r, value, o) {
     if (r[0] === 'c') {
-      const createdAt = r.slice(27)
-      const run = {
+      const run = newRun({
         id: r.slice(1, 27),
         jobName: def.name,
-        status: 'pending',
         input: value,
-        output: null,
-        error: null,
-        errorStack: null,
         labels: o.labelsValue,
-        progress: null,
         idempotencyKey: o.idem,
         concurrencyKey: o.conc,
-        currentStepIndex: 0,
-        attempt: 0,
-        completedStepCount: 0,
-        createdAt,
-        updatedAt: createdAt,
-        startedAt: null,
-        completedAt: null,
-        disposition: 'created',
-      }
+        createdAt: r.slice(27),
+      })
+      run.disposition = 'created'
       this._emit('run:trigger', run, { input: value })
       return run
     }

@@ -89,4 +89,7 @@ class Events {
   }
 }
 
-module.exports = { Events, EVENT_TYPES }
+/** Events after which a run changes no more (until a retry). */
+const TERMINAL_EVENTS = new Set(['run:complete', 'run:fail', 'run:cancel', 'run:delete'])
+
+module.exports = { Events, EVENT_TYPES, TERMINAL_EVENTS }

@@ -2,7 +2,7 @@
 // Request parsing for the HTTP handler: bodies (size, UTF-8, JSON, depth),
 // trigger requests, query filters, and matching runs/events against a scope.
 
-const STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled']
+const { STATUSES } = require('./status')
 const TRIGGER_FIELDS = new Set(['jobName', 'input', 'idempotencyKey', 'concurrencyKey', 'coalesce', 'labels'])
 // GET /runs pages: a browser never pulls the whole table by accident.
 const DEFAULT_LIMIT = 100

@@ -3,7 +3,7 @@
 // event, `run:progress` throttled per run, and a channel that releases its
 // listeners the moment the client goes away.
 
-const TERMINAL_EVENTS = new Set(['run:complete', 'run:fail', 'run:cancel', 'run:delete'])
+const { TERMINAL_EVENTS } = require('./events')
 
 // A client that stops reading while events keep coming is dropped once this
 // many frames wait in its queue, instead of buffering without bound.

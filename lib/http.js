@@ -22,7 +22,8 @@ const {
   eventMatches,
 } = require('./http-request')
 
-const TERMINAL = new Set(['completed', 'failed', 'cancelled'])
+const { TERMINAL } = require('./status')
+const { pick, CLIENT_RUN_FIELDS } = require('./records')
 const OPTION_KEYS = new Set(['auth', 'onRequest', 'sseThrottleMs', 'maxBodyBytes', 'onError', 'ui', 'sseResumeMs', 'compat'])
 const AUTH_HOOKS = new Set(['authenticate', 'onTrigger', 'onRunAccess', 'scopeRuns', 'scopeRunsSubscribe'])
 const STATUS_BY_CODE = { VALIDATION_ERROR: 400, NOT_FOUND: 404, CONFLICT: 409, DB_BUSY: 503, CLOSED: 503 }
@@ -52,25 +53,10 @@ function isResponse(v) {
 /** The run as a browser may see it: no keys, no stack trace, plus isTerminal/isActive. */
 function toClientRun(run) {
   if (!run) return null
-  return {
-    id: run.id,
-    jobName: run.jobName,
-    status: run.status,
-    input: run.input,
-    output: run.output,
-    error: run.error,
-    labels: run.labels,
-    progress: run.progress,
-    currentStepIndex: run.currentStepIndex,
-    completedStepCount: run.completedStepCount,
-    attempt: run.attempt,
-    createdAt: run.createdAt,
-    updatedAt: run.updatedAt,
-    startedAt: run.startedAt,
-    completedAt: run.completedAt,
-    isTerminal: TERMINAL.has(run.status),
-    isActive: !TERMINAL.has(run.status),
-  }
+  const out = pick(run, CLIENT_RUN_FIELDS)
+  out.isTerminal = TERMINAL.has(run.status)
+  out.isActive = !out.isTerminal
+  return out
 }
 
 function toClientLog(l) {

@@ -1,31 +1,79 @@
 'use strict'
-// Records from the engine (JSON text) to the public shapes.
+// Records from the engine (JSON text) to the public shapes. The run record's
+// fields are listed once, here (RUN_FIELDS); every shape of a run is built
+// from that list.
 
 const { reviveParsed, TAG_TEXT } = require('./values')
 
-const TERMINAL = new Set(['completed', 'failed', 'cancelled'])
+/** The public run record's fields, in the order they appear. */
+const RUN_FIELDS = Object.freeze([
+  'id',
+  'jobName',
+  'status',
+  'input',
+  'output',
+  'error',
+  'errorStack',
+  'labels',
+  'progress',
+  'idempotencyKey',
+  'concurrencyKey',
+  'currentStepIndex',
+  'attempt',
+  'completedStepCount',
+  'createdAt',
+  'updatedAt',
+  'startedAt',
+  'completedAt',
+])
 
+/** Fields a browser never sees (keys and the stack trace). */
+const PRIVATE_RUN_FIELDS = new Set(['errorStack', 'idempotencyKey', 'concurrencyKey'])
+
+/** The run record's fields that the HTTP handler sends to browsers. */
+const CLIENT_RUN_FIELDS = Object.freeze(RUN_FIELDS.filter((f) => !PRIVATE_RUN_FIELDS.has(f)))
+
+/** Copies `fields` of `from` into a new object (in the list's order). */
+function pick(from, fields) {
+  const out = {}
+  for (let i = 0; i < fields.length; i++) out[fields[i]] = from[fields[i]]
+  return out
+}
+
+/** The engine's run object (JSON-parsed) → the public run record. */
 function publicRun(r, tags) {
-  return {
-    id: r.id,
-    jobName: r.jobName,
-    status: r.status,
-    input: reviveParsed(r.input, tags),
-    output: r.output === null ? null : reviveParsed(r.output, tags),
-    error: r.error,
-    errorStack: r.errorStack,
-    labels: r.labels,
-    progress: r.progress,
-    idempotencyKey: r.idempotencyKey,
-    concurrencyKey: r.concurrencyKey,
-    currentStepIndex: r.currentStepIndex,
-    attempt: r.leaseGeneration ?? 0,
-    completedStepCount: r.completedStepCount,
-    createdAt: r.createdAt,
-    updatedAt: r.updatedAt,
-    startedAt: r.startedAt,
-    completedAt: r.completedAt,
-  }
+  const run = pick(r, RUN_FIELDS)
+  run.input = reviveParsed(r.input, tags)
+  run.output = r.output === null ? null : reviveParsed(r.output, tags)
+  run.attempt = r.leaseGeneration ?? 0
+  return run
+}
+
+/** The record of a run just created: pending, nothing run yet. */
+function newRun({ id, jobName, input, labels, idempotencyKey, concurrencyKey, createdAt }) {
+  return publicRun(
+    {
+      id,
+      jobName,
+      status: 'pending',
+      input,
+      output: null,
+      error: null,
+      errorStack: null,
+      labels,
+      progress: null,
+      idempotencyKey,
+      concurrencyKey,
+      currentStepIndex: 0,
+      leaseGeneration: 0,
+      completedStepCount: 0,
+      createdAt,
+      updatedAt: createdAt,
+      startedAt: null,
+      completedAt: null,
+    },
+    false,
+  )
 }
 
 function parseRun(text) {
@@ -52,4 +100,14 @@ function parseLogs(text) {
   return logs
 }
 
-module.exports = { parseRun, parseRuns, parseSteps, parseLogs, publicRun, TERMINAL }
+module.exports = {
+  RUN_FIELDS,
+  CLIENT_RUN_FIELDS,
+  pick,
+  parseRun,
+  parseRuns,
+  parseSteps,
+  parseLogs,
+  publicRun,
+  newRun,
+}

@@ -5,8 +5,7 @@
 const { NotFoundError } = require('../errors')
 const { table, fmtTime, fmtDuration, between, runDuration, fmtProgress, fmtLabels, parseDuration, toJson, oneLine, clean } = require('./format')
 
-const STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled']
-const TERMINAL = new Set(['completed', 'failed', 'cancelled'])
+const { STATUSES, TERMINAL } = require('../status')
 const PAGE = 500
 const sleep = (ms, signal) =>
   new Promise((resolve) => {

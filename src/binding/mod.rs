@@ -377,7 +377,8 @@ impl Engine {
         Ok(NativeTask::spawn(move || {
             let (prev, run) = inner.store.cancel(&id)?;
             let mut o = crate::store::json::JsonObject::new();
-            o.str("previous", Some(&prev)).raw("run", Some(&run));
+            o.str("previous", Some(prev.as_str()))
+                .raw("run", Some(&run));
             Ok(o.finish())
         }))
     }

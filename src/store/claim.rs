@@ -10,7 +10,7 @@ use rusqlite::{Connection, ToSql};
 
 use super::json::array;
 use super::query::{in_list, run_object, RUN_COLUMNS};
-use super::Store;
+use super::{RunStatus, Store};
 use crate::error::Result;
 
 /// A run this worker now owns, with its completed steps, ready for JS.
@@ -141,7 +141,7 @@ impl Store {
             for (id, generation) in runs {
                 if st.execute((id, generation, &now))? == 0 {
                     lost.push(match lease_status(c, id)? {
-                        Some(s) if s == "cancelled" => HeartbeatOutcome::Cancelled(id.clone()),
+                        Some(RunStatus::Cancelled) => HeartbeatOutcome::Cancelled(id.clone()),
                         _ => HeartbeatOutcome::Lost(id.clone()),
                     });
                 }
@@ -236,7 +236,7 @@ pub(super) fn candidates_sql(jobs: usize) -> String {
 }
 
 /// The run's status, or `None` if it no longer exists.
-pub(crate) fn lease_status(c: &Connection, id: &str) -> Result<Option<String>> {
+pub(crate) fn lease_status(c: &Connection, id: &str) -> Result<Option<RunStatus>> {
     use rusqlite::OptionalExtension;
     Ok(c.prepare_cached("SELECT status FROM runs WHERE id = ?1")?
         .query_row([id], |r| r.get(0))

@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use serde_json::value::RawValue;
 
 use super::claim::lease_status;
-use super::Store;
+use super::{RunStatus, Store};
 use crate::error::{Error, Result};
 
 /// What happened to one op.
@@ -447,8 +447,8 @@ fn apply_one(c: &Connection, op: &Op, now: &str) -> Result<OpStatus> {
     if changed > 0 {
         return Ok(OpStatus::Ok);
     }
-    Ok(match lease_status(c, run)?.as_deref() {
-        Some("cancelled") => OpStatus::Cancelled,
+    Ok(match lease_status(c, run)? {
+        Some(RunStatus::Cancelled) => OpStatus::Cancelled,
         _ => OpStatus::Lost,
     })
 }

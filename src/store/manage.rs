@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::query::get_run_in;
-use super::Store;
+use super::{RunStatus, Store};
 use crate::error::{Error, Result};
 
 /// `purgeRuns` arguments.
@@ -16,7 +16,7 @@ pub struct PurgeOptions {
     pub limit: i64,
 }
 
-fn status_of(c: &Connection, id: &str) -> Result<String> {
+fn status_of(c: &Connection, id: &str) -> Result<RunStatus> {
     c.prepare_cached("SELECT status FROM runs WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?
@@ -33,11 +33,11 @@ fn delete_children(c: &Connection, id: &str) -> Result<()> {
 
 impl Store {
     /// Cancels a pending or running run. Returns `(previous status, run JSON)`.
-    pub fn cancel(&self, id: &str) -> Result<(String, String)> {
+    pub fn cancel(&self, id: &str) -> Result<(RunStatus, String)> {
         let now = self.now();
         self.write(|c| {
             let prev = status_of(c, id)?;
-            if prev != "pending" && prev != "running" {
+            if prev.is_terminal() {
                 return Err(Error::Conflict(format!(
                     "run {id} is {prev}; only pending or running runs can be cancelled"
                 )));
@@ -58,7 +58,7 @@ impl Store {
         let now = self.now();
         self.write(|c| {
             let prev = status_of(c, id)?;
-            if prev != "failed" && prev != "cancelled" {
+            if !matches!(prev, RunStatus::Failed | RunStatus::Cancelled) {
                 return Err(Error::Conflict(format!(
                     "run {id} is {prev}; only failed or cancelled runs can be retried"
                 )));
@@ -80,7 +80,7 @@ impl Store {
         self.write(|c| {
             let json = get_run_in(c, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             let status = status_of(c, id)?;
-            if status == "pending" || status == "running" {
+            if !status.is_terminal() {
                 return Err(Error::Conflict(format!(
                     "run {id} is {status}; only completed, failed or cancelled runs can be deleted"
                 )));

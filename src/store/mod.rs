@@ -14,6 +14,7 @@ pub mod json;
 mod manage;
 mod migrate;
 mod query;
+mod status;
 mod trigger;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ pub use flush::{FlushOutcome, OpStatus};
 pub use manage::PurgeOptions;
 pub use migrate::SCHEMA_VERSION;
 pub use query::RunFilter;
+pub use status::RunStatus;
 pub use trigger::{TriggerItem, TriggerOutcome};
 
 use crate::error::{Error, Result};

@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 use serde::Deserialize;
 
 use super::json::{array, JsonObject};
-use super::Store;
+use super::{RunStatus, Store};
 use crate::error::{Error, Result};
 
 /// Columns of `runs` in the order [`run_json`] reads them, plus the number
@@ -14,9 +14,6 @@ pub(crate) const RUN_COLUMNS: &str = "id, job_name, input, status, idempotency_k
     concurrency_key, labels, current_step_index, progress, output, error, error_stack, \
     heartbeat_at, lease_owner, lease_generation, created_at, updated_at, started_at, completed_at, \
     (SELECT COUNT(*) FROM steps WHERE steps.run_id = runs.id AND steps.status = 'completed')";
-
-/// Run statuses as stored.
-pub const STATUSES: [&str; 5] = ["pending", "running", "completed", "failed", "cancelled"];
 
 /// `getRuns` filter; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -83,12 +80,7 @@ impl Store {
         let mut params: Vec<&dyn ToSql> = Vec::new();
         if let Some(statuses) = &filter.status {
             for s in statuses {
-                if !STATUSES.contains(&s.as_str()) {
-                    return Err(Error::Validation(format!(
-                        "unknown status '{s}' (expected one of {})",
-                        STATUSES.join(", ")
-                    )));
-                }
+                s.parse::<RunStatus>()?;
             }
             sql.push_str(&in_list("status", statuses.len()));
             params.extend(statuses.iter().map(|s| s as &dyn ToSql));

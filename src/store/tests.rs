@@ -183,7 +183,7 @@ fn cancel_stops_writes_and_heartbeats() -> TestResult {
     let id = created_id(store.trigger(&item("job", None, None))?);
     store.claim(&jobs(&["job"]), 1)?;
     let (prev, run) = store.cancel(&id)?;
-    assert_eq!(prev, "running");
+    assert_eq!(prev, crate::store::RunStatus::Running);
     assert!(run.contains("\"status\":\"cancelled\""));
     assert_eq!(store.flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?, "c");
     assert_eq!(
