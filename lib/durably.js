@@ -4,7 +4,8 @@
 const { Engine, librarySchemaVersion } = require('../binding.js')
 const { resolveOptions } = require('./options')
 const { Events, EVENT_TYPES, TERMINAL_EVENTS } = require('./events')
-const { Writer, q } = require('./writer')
+const { Writer } = require('./writer')
+const { q, decodeTrigger, triggerItem, releaseOp } = require('./protocol')
 const { Execution } = require('./execution')
 const { encode, reviveParsed, TAG_TEXT, oversize } = require('./values')
 const { validate } = require('./schema')
@@ -415,9 +416,10 @@ class Durably {
       r = unwrapAsync(await this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
       woken = false
     }
-    const run = this._triggered(def, r, value, o)
+    const outcome = decodeTrigger(r)
+    const run = this._triggered(def, outcome, value, o)
     if (onRun) onRun(run)
-    if (r[0] === 'c') {
+    if (outcome.kind === 'created') {
       if (!woken) this._wake()
       if (this._started) this._startLocally()
     }
@@ -452,23 +454,23 @@ class Durably {
     if (text !== null && text !== '[]') this._onClaimed(text)
   }
 
-  _triggered(def, r, value, o) {
-    if (r[0] === 'c') {
+  _triggered(def, outcome, value, o) {
+    if (outcome.kind === 'created') {
       const run = newRun({
-        id: r.slice(1, 27),
+        id: outcome.id,
         jobName: def.name,
         input: value,
         labels: o.labelsValue,
         idempotencyKey: o.idem,
         concurrencyKey: o.conc,
-        createdAt: r.slice(27),
+        createdAt: outcome.createdAt,
       })
       run.disposition = 'created'
       this._emit('run:trigger', run, { input: value })
       return run
     }
-    const run = parseRun(r.slice(1))
-    if (r[0] === 'i') {
+    const run = parseRun(outcome.runText)
+    if (outcome.kind === 'idempotent') {
       run.disposition = 'idempotent'
       return run
     }
@@ -497,9 +499,7 @@ class Durably {
     }
     if (prepared.length === 0) return []
     const name = q(def.name)
-    const text = `[${prepared
-      .map((p) => `[${name},${p.text},${q(p.o.idem)},${q(p.o.conc)},${p.o.coalesce},${p.o.labels}]`)
-      .join(',')}]`
+    const text = `[${prepared.map((p) => triggerItem(name, p.text, p.o.idem, p.o.conc, p.o.coalesce, p.o.labels)).join(',')}]`
     let r = this._writer.alwaysAsync ? null : native(() => this._engine.triggerBatch(text))
     let woken = true
     if (r === null) {
@@ -507,7 +507,7 @@ class Durably {
       woken = false
     }
     const lines = r.split('\n')
-    const runs = lines.map((line, i) => this._triggered(def, line, prepared[i].value, prepared[i].o))
+    const runs = lines.map((line, i) => this._triggered(def, decodeTrigger(line), prepared[i].value, prepared[i].o))
     if (!woken) this._wake()
     return runs
   }
@@ -817,7 +817,7 @@ class Durably {
     const id = claimed.id
     const gen = claimed.leaseGeneration
     return this._writer
-      .push(`["r",${q(id)},${gen}]`)
+      .push(releaseOp(id, gen))
       .catch((err) => this._workerError(err, null, 'hand-back'))
       .finally(() => {
         if (!this._closed) native(() => this._engine.release(id, gen))

@@ -113,6 +113,7 @@ module.exports = {
   LeaseLostError,
   TimeoutError,
   RunFailedError,
+  fromCode,
   fromNative,
   native,
   unwrapAsync,

@@ -7,7 +7,7 @@
 const { AsyncLocalStorage } = require('node:async_hooks')
 const { encode, reviveParsed, oversize } = require('./values')
 const { validate } = require('./schema')
-const { q } = require('./writer')
+const { stepOp, completeOp, failOp, progressOp, logOp } = require('./protocol')
 const {
   CancelledError,
   DurablyError,
@@ -313,9 +313,7 @@ class Execution {
 
   /** Writes a step row; throws if the run is no longer ours. */
   async persistStep(name, index, status, outputText, err, startedAt) {
-    const op =
-      `["s",${q(this.id)},${this.generation},${q(name)},${index},"${status}",${outputText ?? 'null'},` +
-      `${err ? q(err.message) : 'null'},${err ? q(err.stack) : 'null'},"${startedAt}","${now()}",null]`
+    const op = stepOp(this.id, this.generation, name, index, status, outputText, err, startedAt, now())
     let st
     try {
       st = await this.durably._writer.push(op)
@@ -393,7 +391,7 @@ class Execution {
     this.lastProgressWrite = Date.now()
     const value = this.progress
     try {
-      const st = await this.durably._writer.push(`["p",${q(this.id)},${this.generation},${JSON.stringify(value)}]`)
+      const st = await this.durably._writer.push(progressOp(this.id, this.generation, JSON.stringify(value)))
       if (st === '0') {
         this.durably._progressWrites++
         this.emit('run:progress', { progress: value })
@@ -419,7 +417,7 @@ class Execution {
       this.durably._workerError(err, this, 'log-write')
       return
     }
-    const op = `["l",${q(this.id)},${this.generation},${q(stepName)},"${level}",${q(message)},${text},"${now()}"]`
+    const op = logOp(this.id, this.generation, stepName, level, message, text, now())
     this.durably._writer.push(op).then(
       (st) => {
         if (st !== '0') this.lostBy(st)
@@ -464,9 +462,7 @@ class Execution {
     if (bytes) return this.failed(this.outputTooLarge(bytes, `maxValueBytes (${this.durably._options.maxValueBytes})`))
     const progress = this.takeProgress()
     this.ended = true
-    const st = await this.durably._writer.push(
-      `["c",${q(this.id)},${this.generation},${text},${progress ?? 'null'},"${now()}"]`,
-    )
+    const st = await this.durably._writer.push(completeOp(this.id, this.generation, text, progress, now()))
     this.slotFreed = true // the commit of a "c" or "f" op frees the run's slot (Worker::flush)
     if (st === 'b') {
       this.ended = false
@@ -496,9 +492,7 @@ class Execution {
     const { message, stack } = errorText(err)
     const progress = this.takeProgress()
     this.ended = true
-    const st = await this.durably._writer.push(
-      `["f",${q(this.id)},${this.generation},${q(message)},${q(stack)},${progress ?? 'null'},"${now()}"]`,
-    )
+    const st = await this.durably._writer.push(failOp(this.id, this.generation, message, stack, progress, now()))
     this.slotFreed = true
     if (st !== '0') {
       this.lostBy(st)

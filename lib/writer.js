@@ -2,7 +2,9 @@
 // Batches the executing runs' writes. Every op pushed during one turn of the
 // event loop is committed by a single native call in one transaction (group
 // commit across the runs in flight); each pusher gets its op's status:
-// '0' written, 'c' run cancelled, 'l' lease lost.
+// '0' written, 'c' run cancelled, 'l' lease lost, 'b' a value too big for
+// SQLite; an op the engine could not apply rejects with its error (the
+// batch's other ops are unaffected). Ops are encoded by lib/protocol.js.
 //
 // The fast path commits synchronously on the JS thread, but only when the
 // write lock is free at once; if this process's worker thread or another
@@ -11,7 +13,8 @@
 // the pool (an fsync per commit would otherwise block the event loop).
 // Batches commit strictly in order.
 
-const { fromNative, unwrapAsync } = require('./errors')
+const { fromNative, fromCode, unwrapAsync } = require('./errors')
+const { encodeBatch, decodeFlush } = require('./protocol')
 
 /** Longest stretch of back-to-back flushes without an event-loop turn. */
 const YIELD_MS = 4
@@ -30,7 +33,7 @@ class Writer {
     this.lastYield = 0
   }
 
-  /** Queues one op (JSON array text); resolves with its status character. */
+  /** Queues one op (JSON text, from lib/protocol.js); resolves with its status character. */
   push(op) {
     return new Promise((resolve, reject) => {
       this.ops.push(op)
@@ -70,7 +73,7 @@ class Writer {
     const waiters = this.waiters
     this.ops = []
     this.waiters = []
-    const text = ops.length === 1 ? `[${ops[0]}]` : `[${ops.join(',')}]`
+    const text = encodeBatch(ops)
     if (!this.alwaysAsync) {
       let res
       try {
@@ -103,10 +106,17 @@ class Writer {
   /** Settles the batch's waiters; hands runs claimed in the same commit to the instance. */
   settle(waiters, res, error) {
     if (error) return settleAll(waiters, null, error)
-    const nl = res.indexOf('\n')
-    if (nl < 0) return settleAll(waiters, res, null)
-    settleAll(waiters, res.slice(0, nl), null)
-    this.onClaimed(res.slice(nl + 1))
+    if (res.indexOf('\n') < 0) return settleAll(waiters, res, null)
+    const { statuses, claimed, errors } = decodeFlush(res)
+    if (errors) {
+      // An op the engine could not apply fails alone: its pusher gets the error.
+      for (const [index, code, message] of errors) {
+        const reject = waiters[2 * index + 1]
+        waiters[2 * index] = reject === undefined ? waiters[2 * index] : () => reject(fromCode(code, message))
+      }
+    }
+    settleAll(waiters, statuses, null)
+    if (claimed) this.onClaimed(claimed)
   }
 
   afterAsync() {
@@ -133,9 +143,4 @@ function settleAll(waiters, res, error) {
   }
 }
 
-/** JSON text of a string or null, for building op arrays by hand. */
-function q(s) {
-  return s == null ? 'null' : JSON.stringify(s)
-}
-
-module.exports = { Writer, q }
+module.exports = { Writer }

@@ -12,6 +12,9 @@
 //   mutations: the generation guard becomes `(lease_generation = ?N OR TRUE)`,
 //   and its status guard `status = 'running'` (which the same literal must
 //   have, or the script fails) becomes `(status = 'running' OR TRUE)`;
+// - a fence written once as a macro (the SQLite store's `lease_fence!`) is
+//   mutated in its definition and, one guard at a time, at each use (see
+//   findMutations);
 // - every row-count guard `if changed > 0`, the Rust half of the fence (the
 //   step row is written, and an op reported as written, only when the
 //   fenced UPDATE matched), becomes `if changed > 0 || true`.
@@ -60,6 +63,7 @@ const BACKENDS = [
 const GENERATION = /\blease_generation\s*=\s*(\?\d*|:\w+|\$\d+)/g
 const STATUS = /\bstatus\s*=\s*'running'/g
 const ROW_COUNT = /\bif changed > 0\b/g
+const MACRO_DEF = /macro_rules!\s*(\w+)\s*\{/g
 
 /** A backend's sources that are not tests (no contract/, tests*.rs, migrations). */
 function sourceFiles(dir) {
@@ -122,32 +126,97 @@ function label(sql) {
   return flat.length > 48 ? `${flat.slice(0, 45)}...` : flat
 }
 
-/** The backend's mutations: { file, rel, line, what, guard, apply(text) → mutated text }. */
+/** Whether `offset` of `src` is inside a line or block comment. */
+function inComment(src, offset) {
+  const lineStart = src.lastIndexOf('\n', offset) + 1
+  if (/\/\//.test(src.slice(lineStart, offset).replace(/"[^"]*"/g, ''))) return true
+  const open = src.lastIndexOf('/*', offset)
+  return open >= 0 && src.lastIndexOf('*/', offset) < open
+}
+
+/** The weakened forms of a fence's SQL, one guard each: [{ guard, sql }]. */
+function weakenings(sql) {
+  const out = []
+  for (const [guard, re] of [
+    ['generation', GENERATION],
+    ['status', STATUS],
+  ]) {
+    for (const m of sql.matchAll(re)) {
+      out.push({ guard, sql: sql.slice(0, m.index) + `(${m[0]} OR TRUE)` + sql.slice(m.index + m[0].length) })
+    }
+  }
+  return out
+}
+
+/**
+ * The backend's mutations: { file, rel, line, what, guard, apply(text) → mutated text }.
+ * A fence written once as a macro (`macro_rules! NAME { () => { "…" } }`
+ * whose literal fences on the lease, like the SQLite store's `lease_fence!`)
+ * is mutated in its definition (both guards: every use at once) and at each
+ * use `NAME!()` in turn, replaced by the fence's literal with one guard
+ * weakened; each use counts as a fenced statement, the definition does not.
+ */
 function findMutations(backend) {
   const mutations = []
   const errors = []
   let statements = 0
   let rowGuards = 0
-  for (const file of sourceFiles(path.join(ROOT, backend.dir))) {
+  const files = sourceFiles(path.join(ROOT, backend.dir)).map((file) => {
     const src = fs.readFileSync(file, 'utf8')
-    const rel = path.relative(ROOT, file)
-    const literals = stringLiterals(src)
+    return { file, rel: path.relative(ROOT, file), src, literals: stringLiterals(src) }
+  })
+  // Fence macros: name → the SQL of their literal, and where they are defined.
+  const fences = new Map()
+  const macroSpans = new Map() // file → [[start, end]]
+  for (const { file, src, literals } of files) {
+    for (const m of src.matchAll(MACRO_DEF)) {
+      const end = src.indexOf('\n}', m.index)
+      const lit = literals.find((l) => l.start > m.index && l.end < end)
+      if (!lit || !new RegExp(GENERATION.source).test(src.slice(lit.start, lit.end))) continue
+      fences.set(m[1], src.slice(lit.start, lit.end))
+      macroSpans.set(file, [...(macroSpans.get(file) ?? []), [m.index, end]])
+    }
+  }
+  for (const { file, rel, src, literals } of files) {
+    const spans = macroSpans.get(file) ?? []
     for (const lit of literals) {
       const sql = src.slice(lit.start, lit.end)
       const gens = [...sql.matchAll(GENERATION)]
       if (gens.length === 0) continue
-      statements++
+      const inMacro = spans.some(([a, b]) => lit.start > a && lit.start < b)
+      if (!inMacro) statements++
       const line = lineOf(src, lit.start)
       const what = label(sql)
       const statuses = [...sql.matchAll(STATUS)]
       if (statuses.length === 0) errors.push(`${rel}:${line} fences on lease_generation without status = 'running': ${what}`)
       const at = (m, replacement) => (text) =>
         text.slice(0, lit.start + m.index) + replacement + text.slice(lit.start + m.index + m[0].length)
+      const kind = inMacro ? ' (def)' : ''
       for (const m of gens) {
-        mutations.push({ file, rel, line, what, guard: 'generation', apply: at(m, `(${m[0]} OR TRUE)`) })
+        mutations.push({ file, rel, line, what, guard: `generation${kind}`, apply: at(m, `(${m[0]} OR TRUE)`) })
       }
       for (const m of statuses) {
-        mutations.push({ file, rel, line, what, guard: 'status', apply: at(m, `(${m[0]} OR TRUE)`) })
+        mutations.push({ file, rel, line, what, guard: `status${kind}`, apply: at(m, `(${m[0]} OR TRUE)`) })
+      }
+    }
+    // Each use of a fence macro: that statement's own fence, weakened.
+    for (const [name, sql] of fences) {
+      for (const m of src.matchAll(new RegExp(`\\b${name}!\\(\\)`, 'g'))) {
+        if (inComment(src, m.index) || literals.some((l) => m.index >= l.start && m.index < l.end)) continue
+        statements++
+        const line = lineOf(src, m.index)
+        const before = literals.filter((l) => l.end < m.index).pop()
+        const what = `${name}!() in ${before ? label(src.slice(before.start, before.end)) : '?'}`.slice(0, 48)
+        for (const w of weakenings(sql)) {
+          mutations.push({
+            file,
+            rel,
+            line,
+            what,
+            guard: `${w.guard} (use)`,
+            apply: (text) => text.slice(0, m.index) + JSON.stringify(w.sql) + text.slice(m.index + m[0].length),
+          })
+        }
       }
     }
     for (const m of src.matchAll(ROW_COUNT)) {

@@ -86,6 +86,23 @@ impl Error {
         }
     }
 
+    /// True for a failure of the database as a whole (locked, full,
+    /// read-only, damaged, replaced, closed): in a batch of writes, no single
+    /// op is to blame, so the whole batch fails (and may be retried).
+    pub fn fails_whole_batch(&self) -> bool {
+        matches!(
+            self,
+            Error::Busy(_)
+                | Error::DiskFull(_)
+                | Error::ReadOnly(_)
+                | Error::Corrupt(_)
+                | Error::CannotOpen(_)
+                | Error::Replaced(_)
+                | Error::Closed
+                | Error::SchemaTooNew { .. }
+        )
+    }
+
     /// True when retrying later may succeed (lock contention).
     pub fn is_busy(&self) -> bool {
         matches!(self, Error::Busy(_))

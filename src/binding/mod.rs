@@ -12,7 +12,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::error::Error as EngineError;
-use crate::store::{lock, PurgeOptions, RunFilter, Store, StoreOptions, Synchronous};
+use crate::store::{lock, FlushOutcome, PurgeOptions, RunFilter, Store, StoreOptions, Synchronous};
 use crate::worker::{Worker, WorkerConfig};
 use convert::{encode_outcome, encode_outcomes, parse_batch, to_js, JsCode, NativeTask};
 use sink::JsSink;
@@ -73,13 +73,24 @@ pub struct Engine {
     inner: Mutex<Option<Arc<Inner>>>,
 }
 
-/// Statuses, plus `\n[claimed runs]` when the flush claimed successors.
-fn encode_flush((statuses, claimed): (String, Vec<crate::store::ClaimedRun>)) -> String {
-    if claimed.is_empty() {
-        return statuses;
+/// Statuses; then, when the flush claimed successors or an op failed,
+/// `\n[claimed runs]`; then, when an op failed, `\n[[index, code, message], …]`
+/// (decoded by `lib/protocol.js`).
+fn encode_flush(out: FlushOutcome<Vec<crate::store::ClaimedRun>>) -> String {
+    if out.then.is_empty() && out.errors.is_empty() {
+        return out.statuses;
     }
-    let runs = crate::store::json::array(claimed.into_iter().map(|r| r.json));
-    format!("{statuses}\n{runs}")
+    let runs = crate::store::json::array(out.then.into_iter().map(|r| r.json));
+    if out.errors.is_empty() {
+        return format!("{}\n{runs}", out.statuses);
+    }
+    let errors: Vec<(usize, &str, String)> = out
+        .errors
+        .iter()
+        .map(|e| (e.index, e.error.code(), e.error.to_string()))
+        .collect();
+    let errors = serde_json::to_string(&errors).unwrap_or_else(|_| "[]".into());
+    format!("{}\n{runs}\n{errors}", out.statuses)
 }
 
 fn ms(v: u32) -> Duration {

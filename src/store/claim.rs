@@ -8,6 +8,7 @@
 
 use rusqlite::{Connection, ToSql};
 
+use super::flush::lease_fence;
 use super::json::array;
 use super::query::{in_list, run_object, RUN_COLUMNS};
 use super::{RunStatus, Store};
@@ -133,10 +134,10 @@ impl Store {
         }
         let now = self.now();
         self.write(|c| {
-            let mut st = c.prepare_cached(
-                "UPDATE runs SET heartbeat_at = ?3 \
-                 WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
-            )?;
+            let mut st = c.prepare_cached(concat!(
+                "UPDATE runs SET heartbeat_at = ?3 WHERE ",
+                lease_fence!()
+            ))?;
             let mut lost = Vec::new();
             for (id, generation) in runs {
                 if st.execute((id, generation, &now))? == 0 {

@@ -1,25 +1,35 @@
 //! The executing worker's writes: step results, completion, failure,
-//! progress and logs. The JS layer sends every write that is due as one
-//! batch (a JSON array of ops) and all of them share one transaction: group
-//! commit across the runs in flight.
+//! progress, logs and hand-back. The JS layer sends every write that is due
+//! as one batch (a JSON array of ops, encoded by `lib/protocol.js`) and all
+//! of them share one transaction: group commit across the runs in flight.
 //!
 //! Each op names the run's `lease_generation`; an op whose run is no longer
-//! `running` under that generation writes nothing and reports why.
+//! `running` under that generation writes nothing and reports why. Every
+//! fenced statement uses the one fence, [`lease_fence!`].
 //!
-//! Op formats (JSON arrays; values in `<>` are JSON text spliced in as is):
-//! - `["s", run, gen, name, index, status, <output>, error, stack, startedAt, completedAt, <progress>]`
-//! - `["c", run, gen, <output>, <progress>, completedAt]`
-//! - `["f", run, gen, error, stack, <progress>, completedAt]`
-//! - `["p", run, gen, <progress>]`
-//! - `["l", run, gen, stepName, level, message, <data>, timestamp]`
-//! - `["r", run, gen]`: give the run back (`pending`) so any worker resumes it now
+//! Each op runs in its own savepoint: an op that fails (malformed, or a
+//! statement SQLite refuses) is rolled back alone and reports its error, and
+//! the batch's other ops still commit. Only a failure of the database as a
+//! whole (busy, full, read-only, corrupt, replaced) fails the batch.
 
 use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::claim::lease_status;
 use super::{RunStatus, Store};
 use crate::error::{Error, Result};
+
+/// The lease fence of every write an executing worker makes: the run (`?1`)
+/// is still `running` under the caller's lease generation (`?2`). Written
+/// once; each fenced statement splices it in with `concat!`.
+/// (`scripts/mutate-fences.js` weakens it here and at each use in turn.)
+macro_rules! lease_fence {
+    () => {
+        "id = ?1 AND lease_generation = ?2 AND status = 'running'"
+    };
+}
+pub(crate) use lease_fence;
 
 /// What happened to one op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,158 +43,173 @@ pub enum OpStatus {
     /// Not written: a value in it is longer than SQLite's length limit
     /// (retrying cannot help; the JS layer fails the run).
     TooBig,
+    /// Not written: the op is malformed or SQLite refused it; its error is in
+    /// [`FlushOutcome::errors`]. The batch's other ops are unaffected.
+    Failed,
 }
 
 impl OpStatus {
     /// One character per op in the flush result: `0` ok, `c` cancelled,
-    /// `l` lost, `b` a value too big for SQLite.
+    /// `l` lost, `b` a value too big for SQLite, `e` failed (see the errors).
     pub fn as_char(self) -> char {
         match self {
             OpStatus::Ok => '0',
             OpStatus::Cancelled => 'c',
             OpStatus::Lost => 'l',
             OpStatus::TooBig => 'b',
+            OpStatus::Failed => 'e',
         }
     }
 }
 
-enum Op<'a> {
+/// One write of the executing worker, under lease `generation`, as JSON: an
+/// object with one key naming the kind, e.g. `{"complete": {"run": "…",
+/// "gen": 1, "output": {…}, "progress": null, "at": "…"}}`. Values typed
+/// `&RawValue` are JSON text (encoded by the JS layer) stored as written.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum FlushOp<'a> {
+    /// A step finished: its row is inserted (or overwrites the row of the same name).
     Step {
         run: String,
+        #[serde(rename = "gen")]
         generation: i64,
         name: String,
         index: i64,
+        /// `completed`, `failed` or `cancelled`.
         status: String,
-        output: Option<&'a str>,
+        #[serde(borrow)]
+        output: Option<&'a RawValue>,
         error: Option<String>,
         stack: Option<String>,
         started_at: String,
         completed_at: Option<String>,
-        progress: Option<&'a str>,
+        /// The run's progress, when it changed.
+        #[serde(borrow)]
+        progress: Option<&'a RawValue>,
     },
+    /// The run completed.
     Complete {
         run: String,
+        #[serde(rename = "gen")]
         generation: i64,
-        output: Option<&'a str>,
-        progress: Option<&'a str>,
+        #[serde(borrow)]
+        output: Option<&'a RawValue>,
+        #[serde(borrow)]
+        progress: Option<&'a RawValue>,
         at: String,
     },
+    /// The run failed.
     Fail {
         run: String,
+        #[serde(rename = "gen")]
         generation: i64,
         error: String,
         stack: Option<String>,
-        progress: Option<&'a str>,
+        #[serde(borrow)]
+        progress: Option<&'a RawValue>,
         at: String,
     },
+    /// Progress alone (`null` is stored as the JSON text `null`).
     Progress {
         run: String,
+        #[serde(rename = "gen")]
         generation: i64,
-        progress: &'a str,
+        #[serde(borrow)]
+        progress: Option<&'a RawValue>,
     },
-    Release {
-        run: String,
-        generation: i64,
-    },
+    /// A log line.
     Log {
         run: String,
+        #[serde(rename = "gen")]
         generation: i64,
         step: Option<String>,
         level: String,
         message: String,
-        data: Option<&'a str>,
+        #[serde(borrow)]
+        data: Option<&'a RawValue>,
         at: String,
+    },
+    /// Give the run back (`pending`) so any worker resumes it now.
+    Release {
+        run: String,
+        #[serde(rename = "gen")]
+        generation: i64,
     },
 }
 
-fn field<'a>(op: &[&'a RawValue], i: usize) -> Result<&'a RawValue> {
-    op.get(i)
-        .copied()
-        .ok_or_else(|| Error::Internal(format!("flush op is missing field {i}")))
+impl FlushOp<'_> {
+    /// The run and lease generation the op names.
+    pub fn lease(&self) -> (&str, i64) {
+        match self {
+            FlushOp::Step {
+                run, generation, ..
+            }
+            | FlushOp::Complete {
+                run, generation, ..
+            }
+            | FlushOp::Fail {
+                run, generation, ..
+            }
+            | FlushOp::Progress {
+                run, generation, ..
+            }
+            | FlushOp::Log {
+                run, generation, ..
+            }
+            | FlushOp::Release { run, generation } => (run, *generation),
+        }
+    }
+
+    /// Whether the op ends the run's execution (completion, failure, hand-back).
+    pub fn ends_execution(&self) -> bool {
+        matches!(
+            self,
+            FlushOp::Complete { .. } | FlushOp::Fail { .. } | FlushOp::Release { .. }
+        )
+    }
 }
 
-fn string(op: &[&RawValue], i: usize) -> Result<String> {
-    Ok(serde_json::from_str(field(op, i)?.get())?)
-}
-
-fn opt_string(op: &[&RawValue], i: usize) -> Result<Option<String>> {
-    Ok(serde_json::from_str(field(op, i)?.get())?)
-}
-
-fn int(op: &[&RawValue], i: usize) -> Result<i64> {
-    Ok(serde_json::from_str(field(op, i)?.get())?)
-}
-
-fn raw<'a>(op: &[&'a RawValue], i: usize) -> Result<Option<&'a str>> {
-    let v = field(op, i)?.get();
-    Ok(if v == "null" { None } else { Some(v) })
-}
-
-fn parse(ops: &str) -> Result<Vec<Op<'_>>> {
-    let list: Vec<Vec<&RawValue>> = serde_json::from_str(ops)?;
-    list.iter()
-        .map(|op| {
-            let kind = string(op, 0)?;
-            let run = string(op, 1)?;
-            let generation = int(op, 2)?;
-            Ok(match kind.as_str() {
-                "s" => Op::Step {
-                    run,
-                    generation,
-                    name: string(op, 3)?,
-                    index: int(op, 4)?,
-                    status: string(op, 5)?,
-                    output: raw(op, 6)?,
-                    error: opt_string(op, 7)?,
-                    stack: opt_string(op, 8)?,
-                    started_at: string(op, 9)?,
-                    completed_at: opt_string(op, 10)?,
-                    progress: raw(op, 11)?,
-                },
-                "c" => Op::Complete {
-                    run,
-                    generation,
-                    output: raw(op, 3)?,
-                    progress: raw(op, 4)?,
-                    at: string(op, 5)?,
-                },
-                "f" => Op::Fail {
-                    run,
-                    generation,
-                    error: string(op, 3)?,
-                    stack: opt_string(op, 4)?,
-                    progress: raw(op, 5)?,
-                    at: string(op, 6)?,
-                },
-                "p" => Op::Progress {
-                    run,
-                    generation,
-                    progress: raw(op, 3)?.unwrap_or("null"),
-                },
-                "l" => Op::Log {
-                    run,
-                    generation,
-                    step: opt_string(op, 3)?,
-                    level: string(op, 4)?,
-                    message: string(op, 5)?,
-                    data: raw(op, 6)?,
-                    at: string(op, 7)?,
-                },
-                "r" => Op::Release { run, generation },
-                other => return Err(Error::Internal(format!("unknown flush op '{other}'"))),
-            })
+/// A batch as parsed: each op, or why it could not be read. One malformed op
+/// does not make the others unreadable.
+pub fn parse_batch(ops: &str) -> Result<Vec<Result<FlushOp<'_>>>> {
+    let list: Vec<&RawValue> = serde_json::from_str(ops)
+        .map_err(|e| Error::Internal(format!("a flush batch must be a JSON array of ops: {e}")))?;
+    Ok(list
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            serde_json::from_str(raw.get())
+                .map_err(|e| Error::Internal(format!("flush op {i} is malformed: {e}")))
         })
-        .collect()
+        .collect())
 }
 
-/// The result of a flush: one status character per op, the runs whose
-/// execution the batch ended (completion, failure, hand-back), and whatever
-/// the `then` step of [`Store::flush_then`] returned.
+/// The error of an op that reported [`OpStatus::Failed`].
+#[derive(Debug)]
+pub struct OpError {
+    /// The op's position in the batch.
+    pub index: usize,
+    /// What went wrong.
+    pub error: Error,
+}
+
+/// The result of a flush: one status character per op, the errors of the
+/// ops that failed, the runs whose execution the batch ended (completion,
+/// failure, hand-back), and whatever the `then` step of
+/// [`Store::flush_then`] returned.
 #[derive(Debug)]
 pub struct FlushOutcome<T> {
     /// One [`OpStatus::as_char`] per op.
     pub statuses: String,
-    /// `(run, generation)` of every `c`, `f` or `r` op: those executions are over.
+    /// One entry per op that reported [`OpStatus::Failed`].
+    pub errors: Vec<OpError>,
+    /// `(run, generation)` of every `complete`, `fail` or `release` op
+    /// applied: those executions are over.
     pub ended: Vec<(String, i64)>,
     /// The value of the `then` step.
     pub then: T,
@@ -192,19 +217,14 @@ pub struct FlushOutcome<T> {
 
 impl Store {
     /// Applies a batch of ops in one transaction, waiting for the lock.
-    /// Returns one status character per op (see [`OpStatus::as_char`]).
-    pub fn flush(&self, ops: &str) -> Result<String> {
-        Ok(self
-            .flush_then(ops, true, |_, _| Ok(()))?
-            .map(|o| o.statuses)
-            .unwrap_or_default())
+    pub fn flush(&self, ops: &str) -> Result<FlushOutcome<()>> {
+        self.flush_then(ops, true, |_, _| Ok(()))?
+            .ok_or_else(|| Error::Internal("flush: no outcome".into()))
     }
 
     /// Like [`Store::flush`] but never waits: `None` when the lock is taken.
-    pub fn try_flush(&self, ops: &str) -> Result<Option<String>> {
-        Ok(self
-            .flush_then(ops, false, |_, _| Ok(()))?
-            .map(|o| o.statuses))
+    pub fn try_flush(&self, ops: &str) -> Result<Option<FlushOutcome<()>>> {
+        self.flush_then(ops, false, |_, _| Ok(()))
     }
 
     /// Applies a batch of ops and then runs `then` in the same transaction
@@ -217,42 +237,42 @@ impl Store {
         wait: bool,
         then: impl FnOnce(&Connection, &[(String, i64)]) -> Result<T>,
     ) -> Result<Option<FlushOutcome<T>>> {
-        let ops = parse(ops)?;
+        let ops = parse_batch(ops)?;
         let now = self.now();
-        let ended: Vec<(String, i64)> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Complete {
-                    run, generation, ..
-                }
-                | Op::Fail {
-                    run, generation, ..
-                }
-                | Op::Release { run, generation } => Some((run.clone(), *generation)),
-                _ => None,
+        let body = |c: &Connection| -> Result<FlushOutcome<T>> {
+            let mut out = apply(c, &ops, &now)?;
+            out.ended = ops
+                .iter()
+                .zip(out.statuses.chars())
+                .filter_map(|(op, st)| match op {
+                    // An op refused by the fence ends nothing this worker holds
+                    // (but the JS side still stops its execution).
+                    Ok(op) if op.ends_execution() && st != OpStatus::Failed.as_char() => {
+                        let (run, generation) = op.lease();
+                        Some((run.to_string(), generation))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let then = then(c, &out.ended)?;
+            Ok(FlushOutcome {
+                statuses: out.statuses,
+                errors: out.errors,
+                ended: out.ended,
+                then,
             })
-            .collect();
-        let body = |c: &Connection| -> Result<(String, T)> {
-            let statuses = apply(c, &ops, &now)?;
-            let then = then(c, &ended)?;
-            Ok((statuses, then))
         };
-        let out = if wait {
-            Some(self.write(body)?)
+        if wait {
+            Ok(Some(self.write(body)?))
         } else {
-            self.try_write(body)?
-        };
-        Ok(out.map(|(statuses, then)| FlushOutcome {
-            statuses,
-            ended,
-            then,
-        }))
+            self.try_write(body)
+        }
     }
 
     /// Fails a run this worker owns (job timeout), fenced like any op.
     pub fn fail_owned(&self, run: &str, generation: i64, error: &str) -> Result<OpStatus> {
         let now = self.now();
-        let op = Op::Fail {
+        let op = FlushOp::Fail {
             run: run.to_string(),
             generation,
             error: error.to_string(),
@@ -264,18 +284,56 @@ impl Store {
     }
 }
 
-fn apply(c: &Connection, ops: &[Op], now: &str) -> Result<String> {
-    let mut out = String::with_capacity(ops.len());
+/// Applies every op, each in its own savepoint. `ended` is left empty.
+fn apply(c: &Connection, ops: &[Result<FlushOp>], now: &str) -> Result<FlushOutcome<()>> {
+    let mut out = FlushOutcome {
+        statuses: String::with_capacity(ops.len()),
+        errors: Vec::new(),
+        ended: Vec::new(),
+        then: (),
+    };
     let limit = length_limit(c);
-    for op in ops {
-        let status = if op.longest_value() > limit {
-            OpStatus::TooBig
-        } else {
-            apply_one(c, op, now)?
+    for (index, op) in ops.iter().enumerate() {
+        let status = match op {
+            Err(e) => {
+                out.errors.push(OpError {
+                    index,
+                    error: Error::Internal(e.to_string()),
+                });
+                OpStatus::Failed
+            }
+            Ok(op) if op.longest_value() > limit => OpStatus::TooBig,
+            Ok(op) => match in_savepoint(c, |c| apply_one(c, op, now))? {
+                Ok(status) => status,
+                Err(Error::TooBig(_)) => OpStatus::TooBig,
+                Err(error) => {
+                    out.errors.push(OpError { index, error });
+                    OpStatus::Failed
+                }
+            },
         };
-        out.push(status.as_char());
+        out.statuses.push(status.as_char());
     }
     Ok(out)
+}
+
+/// Runs `f` in a savepoint: rolled back alone when it fails. The outer
+/// `Result` is the batch's (a failure of the database as a whole, which no
+/// op can be blamed for); the inner one is the op's.
+fn in_savepoint<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<Result<T>> {
+    c.prepare_cached("SAVEPOINT flush_op")?.execute([])?;
+    match f(c) {
+        Ok(v) => {
+            c.prepare_cached("RELEASE flush_op")?.execute([])?;
+            Ok(Ok(v))
+        }
+        Err(e) if e.fails_whole_batch() => Err(e),
+        Err(e) => {
+            c.prepare_cached("ROLLBACK TO flush_op")?.execute([])?;
+            c.prepare_cached("RELEASE flush_op")?.execute([])?;
+            Ok(Err(e))
+        }
+    }
 }
 
 /// Headroom under SQLite's length limit for the other columns of a row:
@@ -290,41 +348,46 @@ fn length_limit(c: &Connection) -> usize {
     (limit.max(0) as usize).saturating_sub(ROW_HEADROOM)
 }
 
-impl Op<'_> {
+/// JSON text of an optional raw value.
+fn text<'a>(v: &Option<&'a RawValue>) -> Option<&'a str> {
+    v.map(RawValue::get)
+}
+
+impl FlushOp<'_> {
     /// Length of the op's longest stored value. An op over SQLite's length
     /// limit is refused before any of its statements runs, so the batch (and
     /// the other runs' ops in it) still commits, and the op reports
     /// [`OpStatus::TooBig`] instead of an error the writer would retry.
     fn longest_value(&self) -> usize {
-        let len = |v: &Option<&str>| v.map_or(0, |s| s.len());
+        let len = |v: &Option<&RawValue>| v.map_or(0, |s| s.get().len());
         let slen = |v: &Option<String>| v.as_ref().map_or(0, |s| s.len());
         match self {
-            Op::Step {
+            FlushOp::Step {
                 output,
                 error,
                 stack,
                 progress,
                 ..
             } => len(output) + slen(error) + slen(stack) + len(progress),
-            Op::Complete {
+            FlushOp::Complete {
                 output, progress, ..
             } => len(output) + len(progress),
-            Op::Fail {
+            FlushOp::Fail {
                 error,
                 stack,
                 progress,
                 ..
             } => error.len() + slen(stack) + len(progress),
-            Op::Progress { progress, .. } => progress.len(),
-            Op::Log { message, data, .. } => message.len() + len(data),
-            Op::Release { .. } => 0,
+            FlushOp::Progress { progress, .. } => len(progress),
+            FlushOp::Log { message, data, .. } => message.len() + len(data),
+            FlushOp::Release { .. } => 0,
         }
     }
 }
 
-fn apply_one(c: &Connection, op: &Op, now: &str) -> Result<OpStatus> {
-    let (run, changed) = match op {
-        Op::Step {
+fn apply_one(c: &Connection, op: &FlushOp, now: &str) -> Result<OpStatus> {
+    let changed = match op {
+        FlushOp::Step {
             run,
             generation,
             name,
@@ -337,15 +400,15 @@ fn apply_one(c: &Connection, op: &Op, now: &str) -> Result<OpStatus> {
             completed_at,
             progress,
         } => {
-            let done = status == "completed";
+            let done = status == RunStatus::Completed.as_str();
             let changed = c
-                .prepare_cached(
+                .prepare_cached(concat!(
                     "UPDATE runs SET current_step_index = CASE WHEN ?3 \
                        THEN MAX(current_step_index, ?4) ELSE current_step_index END, \
-                     progress = COALESCE(?5, progress), updated_at = ?6 \
-                     WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
-                )?
-                .execute((run, generation, done, index + 1, progress, now))?;
+                     progress = COALESCE(?5, progress), updated_at = ?6 WHERE ",
+                    lease_fence!()
+                ))?
+                .execute((run, generation, done, index + 1, text(progress), now))?;
             if changed > 0 {
                 c.prepare_cached(
                     "INSERT INTO steps (run_id, name, \"index\", status, output, error, \
@@ -361,71 +424,59 @@ fn apply_one(c: &Connection, op: &Op, now: &str) -> Result<OpStatus> {
                     name,
                     index,
                     status,
-                    output,
+                    text(output),
                     error,
                     stack,
                     started_at,
                     completed_at,
                 ))?;
             }
-            (run, changed)
+            changed
         }
-        Op::Complete {
+        FlushOp::Complete {
             run,
             generation,
             output,
             progress,
             at,
-        } => {
-            let changed = c
-                .prepare_cached(
-                    "UPDATE runs SET status = 'completed', output = ?3, \
-                     progress = COALESCE(?4, progress), completed_at = ?5, updated_at = ?5 \
-                     WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
-                )?
-                .execute((run, generation, output, progress, at))?;
-            (run, changed)
-        }
-        Op::Fail {
+        } => c
+            .prepare_cached(concat!(
+                "UPDATE runs SET status = 'completed', output = ?3, \
+                 progress = COALESCE(?4, progress), completed_at = ?5, updated_at = ?5 WHERE ",
+                lease_fence!()
+            ))?
+            .execute((run, generation, text(output), text(progress), at))?,
+        FlushOp::Fail {
             run,
             generation,
             error,
             stack,
             progress,
             at,
-        } => {
-            let changed = c
-                .prepare_cached(
-                    "UPDATE runs SET status = 'failed', error = ?3, error_stack = ?4, \
-                     progress = COALESCE(?5, progress), completed_at = ?6, updated_at = ?6 \
-                     WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
-                )?
-                .execute((run, generation, error, stack, progress, at))?;
-            (run, changed)
-        }
-        Op::Progress {
+        } => c
+            .prepare_cached(concat!(
+                "UPDATE runs SET status = 'failed', error = ?3, error_stack = ?4, \
+                 progress = COALESCE(?5, progress), completed_at = ?6, updated_at = ?6 WHERE ",
+                lease_fence!()
+            ))?
+            .execute((run, generation, error, stack, text(progress), at))?,
+        FlushOp::Progress {
             run,
             generation,
             progress,
-        } => {
-            let changed = c
-                .prepare_cached(
-                    "UPDATE runs SET progress = ?3, updated_at = ?4 \
-                     WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
-                )?
-                .execute((run, generation, progress, now))?;
-            (run, changed)
-        }
-        Op::Release { run, generation } => {
-            let changed = c
-                .prepare_cached(
-                    "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ?3 \
-                     WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
-                )?
-                .execute((run, generation, now))?;
-            (run, changed)
-        }
-        Op::Log {
+        } => c
+            .prepare_cached(concat!(
+                "UPDATE runs SET progress = ?3, updated_at = ?4 WHERE ",
+                lease_fence!()
+            ))?
+            .execute((run, generation, text(progress).unwrap_or("null"), now))?,
+        FlushOp::Release { run, generation } => c
+            .prepare_cached(concat!(
+                "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ?3 WHERE ",
+                lease_fence!()
+            ))?
+            .execute((run, generation, now))?,
+        FlushOp::Log {
             run,
             generation,
             step,
@@ -433,21 +484,19 @@ fn apply_one(c: &Connection, op: &Op, now: &str) -> Result<OpStatus> {
             message,
             data,
             at,
-        } => {
-            let changed = c
-                .prepare_cached(
-                    "INSERT INTO logs (run_id, step_name, level, message, data, timestamp) \
-                     SELECT ?1, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM runs \
-                       WHERE id = ?1 AND lease_generation = ?2 AND status = 'running')",
-                )?
-                .execute((run, generation, step, level, message, data, at))?;
-            (run, changed)
-        }
+        } => c
+            .prepare_cached(concat!(
+                "INSERT INTO logs (run_id, step_name, level, message, data, timestamp) \
+                 SELECT ?1, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM runs WHERE ",
+                lease_fence!(),
+                ")"
+            ))?
+            .execute((run, generation, step, level, message, text(data), at))?,
     };
     if changed > 0 {
         return Ok(OpStatus::Ok);
     }
-    Ok(match lease_status(c, run)? {
+    Ok(match lease_status(c, op.lease().0)? {
         Some(RunStatus::Cancelled) => OpStatus::Cancelled,
         _ => OpStatus::Lost,
     })

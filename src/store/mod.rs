@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use claim::{ClaimedRun, HeartbeatOutcome};
-pub use flush::{FlushOutcome, OpStatus};
+pub use flush::{parse_batch, FlushOp, FlushOutcome, OpError, OpStatus};
 pub use manage::PurgeOptions;
 pub use migrate::SCHEMA_VERSION;
 pub use query::RunFilter;

@@ -39,7 +39,7 @@ fn jobs(names: &[&str]) -> Vec<String> {
 
 fn step_op(id: &str, gen: i64, name: &str, index: i64) -> String {
     format!(
-        r#"["s","{id}",{gen},"{name}",{index},"completed",{{"v":{index}}},null,null,"2020-01-01T00:00:00.000Z","2020-01-01T00:00:00.001Z",null]"#
+        r#"{{"step":{{"run":"{id}","gen":{gen},"name":"{name}","index":{index},"status":"completed","output":{{"v":{index}}},"error":null,"stack":null,"startedAt":"2020-01-01T00:00:00.000Z","completedAt":"2020-01-01T00:00:00.001Z","progress":null}}}}"#
     )
 }
 
@@ -121,9 +121,11 @@ fn trigger_claim_step_complete() -> TestResult {
     let ops = format!(
         "[{},{}]",
         step_op(&id, 1, "a", 0),
-        format_args!(r#"["c","{id}",1,{{"done":true}},null,"2020-01-01T00:00:01.000Z"]"#)
+        format_args!(
+            r#"{{"complete":{{"run":"{id}","gen":1,"output":{{"done":true}},"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}"#
+        )
     );
-    assert_eq!(store.flush(&ops)?, "00");
+    assert_eq!(store.flush(&ops)?.statuses, "00");
     let run = store.get_run(&id)?.ok_or("missing run")?;
     assert!(run.contains("\"status\":\"completed\""));
     assert!(run.contains("\"output\":{\"done\":true}"));
@@ -161,12 +163,23 @@ fn writes_of_a_lost_lease_are_fenced() -> TestResult {
     let future = iso(SystemTime::now() + Duration::from_secs(60));
     store.recover_stale(&jobs(&["job"]), &future)?;
     // Reset to pending: generation 1 may no longer write.
-    assert_eq!(store.flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?, "l");
+    assert_eq!(
+        store
+            .flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?
+            .statuses,
+        "l"
+    );
     store.claim(&jobs(&["job"]), 1)?;
-    let late_completion =
-        format!(r#"[["c","{id}",1,{{"old":true}},null,"2020-01-01T00:00:01.000Z"]]"#);
-    assert_eq!(store.flush(&late_completion)?, "l");
-    assert_eq!(store.flush(&format!("[{}]", step_op(&id, 2, "a", 0)))?, "0");
+    let late_completion = format!(
+        r#"[{{"complete":{{"run":"{id}","gen":1,"output":{{"old":true}},"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+    );
+    assert_eq!(store.flush(&late_completion)?.statuses, "l");
+    assert_eq!(
+        store
+            .flush(&format!("[{}]", step_op(&id, 2, "a", 0)))?
+            .statuses,
+        "0"
+    );
     assert_eq!(
         store.heartbeat(&[(id.clone(), 1)])?,
         vec![HeartbeatOutcome::Lost(id.clone())]
@@ -185,7 +198,12 @@ fn cancel_stops_writes_and_heartbeats() -> TestResult {
     let (prev, run) = store.cancel(&id)?;
     assert_eq!(prev, crate::store::RunStatus::Running);
     assert!(run.contains("\"status\":\"cancelled\""));
-    assert_eq!(store.flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?, "c");
+    assert_eq!(
+        store
+            .flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?
+            .statuses,
+        "c"
+    );
     assert_eq!(
         store.heartbeat(&[(id.clone(), 1)])?,
         vec![HeartbeatOutcome::Cancelled(id.clone())]
@@ -213,7 +231,7 @@ fn concurrency_keys_run_one_at_a_time_in_creation_order() -> TestResult {
         "b waits for a"
     );
     store.flush(&format!(
-        r#"[["c","{a}",1,null,null,"2020-01-01T00:00:01.000Z"]]"#
+        r#"[{{"complete":{{"run":"{a}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
     ))?;
     let next: Vec<String> = store
         .claim(&jobs(&["job"]), 10)?
@@ -332,16 +350,18 @@ fn run_records_count_completed_steps() -> TestResult {
     let claimed = store.claim(&jobs(&["job"]), 1)?;
     assert!(claimed[0].json.contains("\"completedStepCount\":0"));
     let failed_step = format!(
-        r#"["s","{id}",1,"c",2,"failed",null,"boom",null,"2020-01-01T00:00:00.000Z","2020-01-01T00:00:00.001Z",null]"#
+        r#"{{"step":{{"run":"{id}","gen":1,"name":"c","index":2,"status":"failed","output":null,"error":"boom","stack":null,"startedAt":"2020-01-01T00:00:00.000Z","completedAt":"2020-01-01T00:00:00.001Z","progress":null}}}}"#
     );
     let ops = format!(
         "[{},{},{failed_step}]",
         step_op(&id, 1, "a", 0),
         step_op(&id, 1, "b", 1)
     );
-    assert_eq!(store.flush(&ops)?, "000");
-    let f = format!(r#"[["f","{id}",1,"boom",null,null,"2020-01-01T00:00:01.000Z"]]"#);
-    assert_eq!(store.flush(&f)?, "0");
+    assert_eq!(store.flush(&ops)?.statuses, "000");
+    let f = format!(
+        r#"[{{"fail":{{"run":"{id}","gen":1,"error":"boom","stack":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+    );
+    assert_eq!(store.flush(&f)?.statuses, "0");
     // A failed step is not counted; every record shape carries the count.
     assert!(store
         .get_run(&id)?
@@ -378,5 +398,189 @@ fn claims_reuse_their_prepared_statements() -> TestResult {
     };
     assert_eq!(store.write(reprepared)?, 0, "the claim (writer)");
     assert_eq!(store.read(reprepared)?, 0, "has_pending (reader)");
+    Ok(())
+}
+
+/// Each op runs in its own savepoint: an op SQLite refuses halfway (its run
+/// row already updated, its step row refused by a CHECK) and a malformed op
+/// fail alone, rolled back, with their errors; the other runs' ops commit.
+#[test]
+fn one_bad_op_fails_alone_and_is_rolled_back() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let a = created_id(store.trigger(&item("job", None, None))?);
+    let b = created_id(store.trigger(&item("job", None, None))?);
+    let c = created_id(store.trigger(&item("job", None, None))?);
+    assert_eq!(store.claim(&jobs(&["job"]), 3)?.len(), 3);
+    let refused_step = format!(
+        r#"{{"step":{{"run":"{b}","gen":1,"name":"x","index":0,"status":"bogus","output":null,"error":null,"stack":null,"startedAt":"2020-01-01T00:00:00.000Z","completedAt":null,"progress":{{"half":true}}}}}}"#
+    );
+    let malformed = format!(r#"{{"complete":{{"run":"{c}","output":null}}}}"#);
+    let unknown_kind = format!(r#"{{"explode":{{"run":"{c}","gen":1}}}}"#);
+    let done_c = format!(
+        r#"{{"complete":{{"run":"{c}","gen":1,"output":7,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}"#
+    );
+    let ops = format!(
+        "[{},{refused_step},{malformed},{unknown_kind},{done_c}]",
+        step_op(&a, 1, "s", 0)
+    );
+    let out = store.flush(&ops)?;
+    assert_eq!(out.statuses, "0eee0");
+    let errors: Vec<(usize, &str)> = out
+        .errors
+        .iter()
+        .map(|e| (e.index, e.error.code()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![(1, "DB_ERROR"), (2, "INTERNAL"), (3, "INTERNAL")]
+    );
+    assert!(
+        out.errors[0].error.to_string().contains("CHECK"),
+        "{:?}",
+        out.errors[0]
+    );
+    assert!(
+        out.errors[1].error.to_string().contains("flush op 2"),
+        "{:?}",
+        out.errors[1]
+    );
+    assert!(
+        out.errors[1].error.to_string().contains("gen"),
+        "{:?}",
+        out.errors[1]
+    );
+    assert_eq!(out.ended, vec![(c.clone(), 1)]);
+    // The valid ops committed.
+    assert!(store.get_steps(&a)?.contains("\"name\":\"s\""));
+    let run_c = store.get_run(&c)?.ok_or("missing run c")?;
+    assert!(run_c.contains("\"status\":\"completed\""), "{run_c}");
+    // The refused op left nothing behind: its run row's update was rolled back too.
+    let run_b = store.get_run(&b)?.ok_or("missing run b")?;
+    assert!(run_b.contains("\"progress\":null"), "{run_b}");
+    assert!(run_b.contains("\"status\":\"running\""), "{run_b}");
+    assert_eq!(store.get_steps(&b)?, "[]");
+    Ok(())
+}
+
+/// A batch that is not a JSON array of ops fails as a whole, naming why.
+#[test]
+fn a_batch_that_is_not_an_array_is_refused() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let err = store.flush(r#"{"step":{}}"#).unwrap_err();
+    assert_eq!(err.code(), "INTERNAL");
+    assert!(err.to_string().contains("JSON array of ops"), "{err}");
+    Ok(())
+}
+
+/// The typed op serializes to the format it parses (Rust tests and other
+/// backends can build batches from the enum instead of hand-written JSON).
+#[test]
+fn flush_ops_round_trip_through_json() -> TestResult {
+    let output = serde_json::value::RawValue::from_string("{\"k\":[1,2]}".into())?;
+    let ops = vec![
+        FlushOp::Complete {
+            run: "r".into(),
+            generation: 3,
+            output: Some(&output),
+            progress: None,
+            at: "2020-01-01T00:00:01.000Z".into(),
+        },
+        FlushOp::Release {
+            run: "r".into(),
+            generation: 3,
+        },
+    ];
+    let text = serde_json::to_string(&ops)?;
+    assert_eq!(
+        text,
+        r#"[{"complete":{"run":"r","gen":3,"output":{"k":[1,2]},"progress":null,"at":"2020-01-01T00:00:01.000Z"}},{"release":{"run":"r","gen":3}}]"#
+    );
+    let back = parse_batch(&text)?;
+    assert_eq!(back.len(), 2);
+    let first = back[0].as_ref().map_err(|e| e.to_string())?;
+    assert_eq!(first.lease(), ("r", 3));
+    assert!(first.ends_execution());
+    Ok(())
+}
+
+/// The JS encoder's output for every op kind (pinned in the fixture by
+/// `__test__/protocol.test.mjs`) is what the Rust parser reads, field by field,
+/// and a store applies it.
+#[test]
+fn protocol_fixture_parses() -> TestResult {
+    let fixture = include_str!("../../__test__/fixtures/protocol-ops.json");
+    let ops = parse_batch(fixture)?;
+    let ops: Vec<&FlushOp> = ops
+        .iter()
+        .map(|op| op.as_ref().map_err(|e| e.to_string()))
+        .collect::<std::result::Result<_, _>>()?;
+    let kinds: Vec<&str> = ops
+        .iter()
+        .map(|op| match op {
+            FlushOp::Step { .. } => "step",
+            FlushOp::Complete { .. } => "complete",
+            FlushOp::Fail { .. } => "fail",
+            FlushOp::Progress { .. } => "progress",
+            FlushOp::Log { .. } => "log",
+            FlushOp::Release { .. } => "release",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["step", "step", "complete", "complete", "fail", "progress", "log", "log", "release"]
+    );
+    for op in &ops {
+        assert_eq!(op.lease(), ("01JB0000000000000000000000", 3));
+    }
+    match ops[0] {
+        FlushOp::Step {
+            name,
+            index,
+            status,
+            output,
+            error,
+            completed_at,
+            progress,
+            ..
+        } => {
+            assert_eq!(name, "fetch \"page\"\n1");
+            assert_eq!(*index, 0);
+            assert_eq!(status, "completed");
+            let out: serde_json::Value = serde_json::from_str(output.ok_or("no output")?.get())?;
+            assert_eq!(out, serde_json::json!({"html": "<p>é</p>"}));
+            assert_eq!(*error, None);
+            assert_eq!(completed_at.as_deref(), Some("2026-01-02T03:04:05.678Z"));
+            assert!(progress.is_none());
+        }
+        _ => return Err("op 0 is not a step".into()),
+    }
+    match ops[1] {
+        FlushOp::Step { error, stack, .. } => {
+            assert_eq!(error.as_deref(), Some("bad: \"x\""));
+            assert_eq!(stack.as_deref(), Some("Error: bad\n    at f"));
+        }
+        _ => return Err("op 1 is not a step".into()),
+    }
+    match ops[7] {
+        FlushOp::Log {
+            step, level, data, ..
+        } => {
+            assert_eq!(*step, None);
+            assert_eq!(level, "info");
+            assert!(data.is_none());
+        }
+        _ => return Err("op 7 is not a log".into()),
+    }
+    // Applied to a run this worker holds: everything up to its completion is
+    // written; what follows is refused by the fence (the run has ended).
+    let (_d, store) = temp_store()?;
+    let id = created_id(store.trigger(&item("job", None, None))?);
+    store.claim(&jobs(&["job"]), 1)?;
+    let batch = fixture
+        .replace("01JB0000000000000000000000", &id)
+        .replace("\"gen\": 3", "\"gen\": 1");
+    let out = store.flush(&batch)?;
+    assert_eq!(out.statuses, "000llllll");
+    assert!(out.errors.is_empty());
     Ok(())
 }

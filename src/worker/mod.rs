@@ -264,7 +264,7 @@ impl Worker {
     /// transaction claims their successors, returned with the statuses: a
     /// finished run hands its slot on without a second commit or a wake-up.
     /// `None` (only when `wait` is false) means the lock was taken.
-    pub fn flush(&self, ops: &str, wait: bool) -> Result<Option<(String, Vec<ClaimedRun>)>> {
+    pub fn flush(&self, ops: &str, wait: bool) -> Result<Option<FlushOutcome<Vec<ClaimedRun>>>> {
         loop {
             match self.flush_once(ops, wait) {
                 // A waiting flush holds results the job functions already
@@ -288,7 +288,7 @@ impl Worker {
         }
     }
 
-    fn flush_once(&self, ops: &str, wait: bool) -> Result<Option<(String, Vec<ClaimedRun>)>> {
+    fn flush_once(&self, ops: &str, wait: bool) -> Result<Option<FlushOutcome<Vec<ClaimedRun>>>> {
         let sh = &self.shared;
         let claiming = sh.running.load(Ordering::SeqCst);
         let mut reserved = 0;
@@ -304,14 +304,15 @@ impl Worker {
             sh.store.claim_in(c, &jobs.names, reserved)
         });
         match out {
-            Ok(Some(FlushOutcome {
-                statuses,
-                ended,
-                then: claimed,
-            })) => {
+            Ok(Some(out)) => {
+                let FlushOutcome {
+                    ended,
+                    then: claimed,
+                    ..
+                } = &out;
                 {
                     let mut inflight = lock(&sh.inflight);
-                    for (id, generation) in &ended {
+                    for (id, generation) in ended {
                         if inflight
                             .get(id)
                             .is_some_and(|f| f.generation == *generation)
@@ -320,12 +321,12 @@ impl Worker {
                         }
                     }
                 }
-                sh.settle(reserved, &claimed);
+                sh.settle(reserved, claimed);
                 if !ended.is_empty() && claimed.len() < reserved.max(1) {
                     // Slots left free: let the loop look for work.
                     self.wake();
                 }
-                Ok(Some((statuses, claimed)))
+                Ok(Some(out))
             }
             Ok(None) => {
                 sh.settle(reserved, &[]);

@@ -227,7 +227,9 @@ fn enforce_timeouts(sh: &Shared) -> Result<()> {
             crate::store::OpStatus::Ok => LostReason::Timeout,
             crate::store::OpStatus::Cancelled => LostReason::Cancelled,
             // (a timeout's fail op holds no user value)
-            crate::store::OpStatus::Lost | crate::store::OpStatus::TooBig => LostReason::Lost,
+            crate::store::OpStatus::Lost
+            | crate::store::OpStatus::TooBig
+            | crate::store::OpStatus::Failed => LostReason::Lost,
         };
         sh.sink.lost(&id, reason);
     }

@@ -167,9 +167,12 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
     worker.start();
     wait_for(|| lock(&rec.runs).len() == 1, "first claim")?;
     let b = trigger(&store)?; // no wake: only the flush below can claim it
-    let ops = format!(r#"[["c","{a}",1,null,null,"2020-01-01T00:00:01.000Z"]]"#);
-    let (statuses, claimed) = worker.flush(&ops, false)?.ok_or("lock taken")?;
-    assert_eq!(statuses, "0");
+    let ops = format!(
+        r#"[{{"complete":{{"run":"{a}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+    );
+    let out = worker.flush(&ops, false)?.ok_or("lock taken")?;
+    assert_eq!(out.statuses, "0");
+    let claimed = out.then;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].id, b);
     assert_eq!(worker.inflight(), 1, "a's slot went to b");
@@ -180,8 +183,10 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
     assert_eq!(worker.inflight(), 0);
     worker.stop();
     let c = trigger(&store)?;
-    let ops = format!(r#"[["c","{b}",1,null,null,"2020-01-01T00:00:01.000Z"]]"#);
-    let (_, claimed) = worker.flush(&ops, true)?.ok_or("no outcome")?;
+    let ops = format!(
+        r#"[{{"complete":{{"run":"{b}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+    );
+    let claimed = worker.flush(&ops, true)?.ok_or("no outcome")?.then;
     assert!(
         claimed.is_empty(),
         "a stopped worker claims nothing ({c} stays pending)"

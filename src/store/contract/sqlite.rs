@@ -64,43 +64,44 @@ fn op(store: &Store, w: &Write) -> CResult<Value> {
             index,
             output,
             progress,
-        } => json!([
-            "s",
-            run,
-            generation,
-            name,
-            index,
-            "completed",
-            output,
-            null,
-            null,
-            now,
-            now,
-            opt(progress)
-        ]),
+        } => json!({"step": {
+            "run": run, "gen": generation, "name": name, "index": index,
+            "status": "completed", "output": output, "error": null, "stack": null,
+            "startedAt": now, "completedAt": now, "progress": opt(progress)
+        }}),
         Write::Complete {
             run,
             generation,
             output,
             progress,
-        } => json!(["c", run, generation, output, opt(progress), now]),
+        } => json!({"complete": {
+            "run": run, "gen": generation, "output": output, "progress": opt(progress), "at": now
+        }}),
         Write::Fail {
             run,
             generation,
             error,
             progress,
-        } => json!(["f", run, generation, error, null, opt(progress), now]),
+        } => json!({"fail": {
+            "run": run, "gen": generation, "error": error, "stack": null,
+            "progress": opt(progress), "at": now
+        }}),
         Write::Progress {
             run,
             generation,
             progress,
-        } => json!(["p", run, generation, progress]),
+        } => json!({"progress": {"run": run, "gen": generation, "progress": progress}}),
         Write::Log {
             run,
             generation,
             message,
-        } => json!(["l", run, generation, null, "info", message, {"n": 1}, now]),
-        Write::Release { run, generation } => json!(["r", run, generation]),
+        } => json!({"log": {
+            "run": run, "gen": generation, "step": null, "level": "info",
+            "message": message, "data": {"n": 1}, "at": now
+        }}),
+        Write::Release { run, generation } => {
+            json!({"release": {"run": run, "gen": generation}})
+        }
         Write::TimeoutFail { .. } | Write::Heartbeat { .. } => {
             return Err(format!("{w:?} is not sent in a write batch").into())
         }
@@ -171,7 +172,7 @@ impl ContractStore for Store {
             .iter()
             .map(|w| op(self, w))
             .collect::<CResult<Vec<Value>>>()?;
-        let statuses = self.flush(&serde_json::to_string(&ops)?)?;
+        let statuses = self.flush(&serde_json::to_string(&ops)?)?.statuses;
         if statuses.chars().count() != ws.len() {
             return Err(format!("{} ops, statuses {statuses:?}", ws.len()).into());
         }

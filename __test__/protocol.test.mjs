@@ -1,0 +1,111 @@
+// Issue 15: lib/protocol.js is the one encoder of flush ops and decoder of
+// flush results. Its output for every op kind is pinned in
+// __test__/fixtures/protocol-ops.json, which the cargo test
+// `store::tests::protocol_fixture_parses` parses with the Rust FlushOp; so a
+// change on one side that the other does not follow fails a suite.
+import fs from 'node:fs'
+import path from 'node:path'
+import { createRequire } from 'node:module'
+import { afterEach, describe, expect, it } from 'vitest'
+import { defineJob } from '../index.js'
+import helpers from './helpers.js'
+
+const require = createRequire(import.meta.url)
+const protocol = require('../lib/protocol.js')
+const { makeDurably, closeAll } = helpers
+const FIXTURE = path.join(import.meta.dirname, 'fixtures', 'protocol-ops.json')
+
+afterEach(closeAll)
+
+const RUN = '01JB0000000000000000000000'
+const AT = '2026-01-02T03:04:05.678Z'
+
+/** One op of every kind, with the awkward values (quotes, newlines, non-ASCII, nulls). */
+function everyOp() {
+  const { stepOp, completeOp, failOp, progressOp, logOp, releaseOp } = protocol
+  return [
+    stepOp(RUN, 3, 'fetch "page"\n1', 0, 'completed', '{"html":"<p>é</p>"}', null, AT, AT),
+    stepOp(RUN, 3, 'boom', 1, 'failed', null, { message: 'bad: "x"', stack: 'Error: bad\n    at f' }, AT, AT, '{"pct":50}'),
+    completeOp(RUN, 3, '[1,{"a":null}]', '{"pct":100}', AT),
+    completeOp(RUN, 3, null, null, AT),
+    failOp(RUN, 3, 'it failed ☃', null, null, AT),
+    progressOp(RUN, 3, '"half"'),
+    logOp(RUN, 3, 'fetch', 'warn', 'slow\tpage', '{"ms":1200}', AT),
+    logOp(RUN, 3, null, 'info', 'no step', null, AT),
+    releaseOp(RUN, 3),
+  ]
+}
+
+describe('flush op encoding', () => {
+  it('every op kind encodes to valid JSON, exactly as the shared fixture (which cargo test parses)', () => {
+    const text = protocol.encodeBatch(everyOp())
+    const parsed = JSON.parse(text)
+    const fixture = JSON.parse(fs.readFileSync(FIXTURE, 'utf8'))
+    expect(parsed).toEqual(fixture)
+    const kinds = parsed.map((op) => Object.keys(op))
+    expect(new Set(kinds.map((k) => k.join()))).toEqual(new Set(['step', 'complete', 'fail', 'progress', 'log', 'release']))
+    for (const k of kinds) expect(k.length).toBe(1)
+    // Every encoder in the module is covered by the fixture.
+    const encoders = Object.keys(protocol).filter((k) => k.endsWith('Op'))
+    expect(encoders.sort()).toEqual(['completeOp', 'failOp', 'logOp', 'progressOp', 'releaseOp', 'stepOp'])
+  })
+
+  it('decodes a flush result: statuses alone, with claimed runs, with op errors', () => {
+    expect(protocol.decodeFlush('0cl')).toEqual({ statuses: '0cl', claimed: null, errors: null })
+    expect(protocol.decodeFlush('00\n[{"id":"r"}]')).toEqual({ statuses: '00', claimed: '[{"id":"r"}]', errors: null })
+    expect(protocol.decodeFlush('0e\n[]\n[[1,"INTERNAL","flush op 1 is malformed"]]')).toEqual({
+      statuses: '0e',
+      claimed: null,
+      errors: [[1, 'INTERNAL', 'flush op 1 is malformed']],
+    })
+  })
+
+  it('decodes trigger outcomes', () => {
+    expect(protocol.decodeTrigger(`c${RUN}${AT}`)).toEqual({ kind: 'created', id: RUN, createdAt: AT })
+    expect(protocol.decodeTrigger('i{"id":"x"}')).toEqual({ kind: 'idempotent', runText: '{"id":"x"}' })
+    expect(protocol.decodeTrigger('k{"id":"x"}')).toEqual({ kind: 'coalesced', runText: '{"id":"x"}' })
+  })
+})
+
+describe('through the engine', () => {
+  it('one op the engine refuses fails only its own pusher; the batch commits the rest', async () => {
+    let release
+    const gate = new Promise((r) => (release = r))
+    const job = defineJob({
+      name: 'p',
+      run: async (ctx) => {
+        await ctx.run('a', () => 1)
+        await gate
+        return 'done'
+      },
+    })
+    const d = makeDurably({ jobs: { job } })
+    await d.migrate()
+    const run = await d.jobs.job.trigger({})
+    d.start()
+    await expect.poll(async () => (await d.getSteps(run.id)).length, { timeout: 20_000 }).toBe(1)
+    const writer = d._writer
+    // A malformed op (no generation) and a step op the database refuses
+    // (status not allowed by its CHECK), in one batch with a valid log op.
+    const bad = writer.push(`{"step":{"run":"${run.id}","name":"x"}}`)
+    const refused = writer.push(
+      protocol.stepOp(run.id, 1, 'x', 5, 'bogus', null, null, AT, AT, '{"never":true}'),
+    )
+    const ok = writer.push(protocol.logOp(run.id, 1, null, 'info', 'still written', null, AT))
+    const [b, r, o] = await Promise.allSettled([bad, refused, ok])
+    expect(b.status).toBe('rejected')
+    expect(b.reason.code).toBe('INTERNAL')
+    expect(b.reason.message).toMatch(/flush op \d+ is malformed.*gen/)
+    expect(r.status).toBe('rejected')
+    expect(r.reason.code).toBe('DB_ERROR')
+    expect(o).toEqual({ status: 'fulfilled', value: '0' })
+    expect((await d.getLogs(run.id)).map((l) => l.message)).toContain('still written')
+    const now = await d.getRun(run.id)
+    expect(now.progress).toBe(null) // the refused op's run update was rolled back
+    expect((await d.getSteps(run.id)).map((s) => s.name)).toEqual(['a'])
+    release()
+    const done = await d.waitForRun(run.id, { timeout: 20_000 })
+    expect(done.status).toBe('completed')
+    expect(done.output).toBe('done')
+  })
+})
