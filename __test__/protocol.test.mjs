@@ -109,3 +109,31 @@ describe('through the engine', () => {
     expect(done.output).toBe('done')
   })
 })
+
+describe('one error channel', () => {
+  it('an async native call rejects with the engine error code (never resolves an encoded error)', async () => {
+    const d = makeDurably()
+    await d.migrate()
+    // Straight at the addon: the promise itself rejects, with .code.
+    const raw = await d._engine.cancel('01JB0000000000000000000000').then(
+      (v) => ({ resolved: v }),
+      (err) => ({ rejected: err }),
+    )
+    expect(raw.resolved).toBeUndefined()
+    expect(raw.rejected).toBeInstanceOf(Error)
+    expect(raw.rejected.code).toBe('NOT_FOUND')
+    expect(raw.rejected.message).toMatch(/not found/)
+    // Through the public API: the class picked from the code.
+    const err = await d.cancel('01JB0000000000000000000000').catch((e) => e)
+    expect(err.name).toBe('NotFoundError')
+    expect(err.code).toBe('NOT_FOUND')
+    // CONFLICT through another async call: retrying a pending run.
+    const job = defineJob({ name: 'j', run: async () => 1 })
+    const d2 = makeDurably({ jobs: { job } })
+    await d2.migrate()
+    const run = await d2.jobs.job.trigger({})
+    const conflict = await d2.retry(run.id).catch((e) => e)
+    expect(conflict.name).toBe('ConflictError')
+    expect(conflict.code).toBe('CONFLICT')
+  })
+})

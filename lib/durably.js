@@ -23,7 +23,7 @@ const {
   RunFailedError,
   fromNative,
   native,
-  unwrapAsync,
+  nativeAsync,
 } = require('./errors')
 
 const TRIGGER_KEYS = new Set(['idempotencyKey', 'concurrencyKey', 'coalesce', 'labels'])
@@ -330,7 +330,7 @@ class Durably {
     this._closing = (async () => {
       await this.stop(opts)
       this._closed = true
-      unwrapAsync(await this._engine.close())
+      await nativeAsync(this._engine.close())
     })()
     return this._closing
   }
@@ -413,7 +413,7 @@ class Durably {
       : native(() => this._engine.trigger(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
     let woken = true // the synchronous path woke the worker already
     if (r === null) {
-      r = unwrapAsync(await this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+      r = await nativeAsync(this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
       woken = false
     }
     const outcome = decodeTrigger(r)
@@ -503,7 +503,7 @@ class Durably {
     let r = this._writer.alwaysAsync ? null : native(() => this._engine.triggerBatch(text))
     let woken = true
     if (r === null) {
-      r = unwrapAsync(await this._engine.triggerBatchAsync(text))
+      r = await nativeAsync(this._engine.triggerBatchAsync(text))
       woken = false
     }
     const lines = r.split('\n')
@@ -565,7 +565,7 @@ class Durably {
   async retry(runId) {
     this._ensureReady()
     checkId(runId)
-    const run = parseRun(unwrapAsync(await this._engine.retry(runId)))
+    const run = parseRun(await nativeAsync(this._engine.retry(runId)))
     this._emit('run:retry', run)
     this._wake()
     return run
@@ -594,7 +594,7 @@ class Durably {
   async cancel(runId) {
     this._ensureReady()
     checkId(runId)
-    const res = JSON.parse(unwrapAsync(await this._engine.cancel(runId)))
+    const res = JSON.parse(await nativeAsync(this._engine.cancel(runId)))
     const run = parseRun(JSON.stringify(res.run))
     const active = this._active.get(runId)
     if (active) {
@@ -608,7 +608,7 @@ class Durably {
   async deleteRun(runId) {
     this._ensureReady()
     checkId(runId)
-    const run = parseRun(unwrapAsync(await this._engine.deleteRun(runId)))
+    const run = parseRun(await nativeAsync(this._engine.deleteRun(runId)))
     this._emit('run:delete', run)
   }
 
@@ -619,7 +619,7 @@ class Durably {
       throw new ValidationError('purgeRuns: olderThan must be a valid Date')
     }
     if (!Number.isInteger(limit) || limit < 1) throw new ValidationError('purgeRuns: limit must be a positive integer')
-    return Number(unwrapAsync(await this._engine.purge(olderThan.toISOString(), limit)))
+    return Number(await nativeAsync(this._engine.purge(olderThan.toISOString(), limit)))
   }
 
   async _retain() {
@@ -726,14 +726,14 @@ class Durably {
 
   /** What the worker loop does on its own: stale recovery and retention. */
   async _beforeProcessing() {
-    unwrapAsync(await this._engine.recoverStale())
+    await nativeAsync(this._engine.recoverStale())
     if (this._options.retainMs !== null) {
       await this.purgeRuns({ olderThan: new Date(Date.now() - this._options.retainMs), limit: 1000 })
     }
   }
 
   async _processNext() {
-    const runs = JSON.parse(unwrapAsync(await this._engine.claim(1)))
+    const runs = JSON.parse(await nativeAsync(this._engine.claim(1)))
     if (runs.length === 0) return false
     const text = JSON.stringify(runs)
     const tags = text.includes(TAG_TEXT)

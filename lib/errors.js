@@ -95,13 +95,13 @@ function native(fn) {
   }
 }
 
-/** Unwraps the string an async addon task resolved with (`\0CODE\0message` on failure). */
-function unwrapAsync(text) {
-  if (text.charCodeAt(0) === 0) {
-    const end = text.indexOf('\0', 1)
-    throw fromCode(text.slice(1, end), text.slice(end + 1))
+/** Awaits an async addon call; its rejection (an error with `.code`) becomes one of our classes. */
+async function nativeAsync(promise) {
+  try {
+    return await promise
+  } catch (err) {
+    throw fromNative(err)
   }
-  return text
 }
 
 module.exports = {
@@ -116,5 +116,5 @@ module.exports = {
   fromCode,
   fromNative,
   native,
-  unwrapAsync,
+  nativeAsync,
 }

@@ -13,7 +13,7 @@
 // the pool (an fsync per commit would otherwise block the event loop).
 // Batches commit strictly in order.
 
-const { fromNative, fromCode, unwrapAsync } = require('./errors')
+const { fromNative, fromCode } = require('./errors')
 const { encodeBatch, decodeFlush } = require('./protocol')
 
 /** Longest stretch of back-to-back flushes without an event-loop turn. */
@@ -85,16 +85,9 @@ class Writer {
     }
     this.busy = true
     this.engine.flushAsync(text).then(
-      (out) => {
-        let res = null
-        let error = null
-        try {
-          res = unwrapAsync(out)
-        } catch (err) {
-          error = err
-        }
+      (res) => {
         this.afterAsync()
-        this.settle(waiters, res, error)
+        this.settle(waiters, res, null)
       },
       (err) => {
         this.afterAsync()

@@ -2,6 +2,7 @@
 //! `.code`, trigger outcomes to compact strings, and the pool-thread task.
 
 use napi::bindgen_prelude::{AsyncTask, Env, Status, Task};
+use napi::JsError;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::result::Result;
@@ -96,9 +97,9 @@ pub fn parse_batch(items: &str) -> Result<Vec<BatchItem<'_>>, EngineError> {
         .collect()
 }
 
-/// A closure run on libuv's thread pool, resolving to a string. Errors
-/// resolve too, as `\u{0}CODE\u{0}message`, because a rejected task can only
-/// carry napi's own status codes; the JS layer turns them into its classes.
+/// A closure run on libuv's thread pool, resolving to a string. An engine
+/// error rejects the promise with a JS error carrying the error's `.code`
+/// (the same conversion as a synchronous throw, [`to_js`]): one error channel.
 pub struct NativeTask(Option<Box<dyn FnOnce() -> Result<String, EngineError> + Send>>);
 
 impl NativeTask {
@@ -111,23 +112,30 @@ impl NativeTask {
 }
 
 impl Task for NativeTask {
-    type Output = String;
+    /// The value, or the engine error's code and message (computed on the
+    /// pool thread; the JS error is made on the JS thread in `resolve`).
+    type Output = Result<String, (&'static str, String)>;
     type JsValue = String;
 
-    fn compute(&mut self) -> napi::Result<String> {
+    fn compute(&mut self) -> napi::Result<Self::Output> {
         let f = self
             .0
             .take()
             .ok_or_else(|| napi::Error::from_reason("task ran twice"))?;
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
             .unwrap_or_else(|_| Err(EngineError::Internal("panic in native task".into())));
-        Ok(match out {
-            Ok(s) => s,
-            Err(e) => format!("\u{0}{}\u{0}{}", e.code(), e),
-        })
+        Ok(out.map_err(|e| (e.code(), e.to_string())))
     }
 
-    fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
-        Ok(output)
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<String> {
+        match output {
+            Ok(s) => Ok(s),
+            // A task can only reject with a `napi::Error`; one made from a JS
+            // value rejects with that value, here an error with our `.code`.
+            Err((code, message)) => {
+                let error = napi::Error::new(JsCode(code.to_string()), message);
+                Err(napi::Error::from(JsError::from(error).into_unknown(env)))
+            }
+        }
     }
 }
