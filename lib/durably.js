@@ -1,17 +1,28 @@
 'use strict'
-// The Durably instance: the public API over the native engine.
+// The Durably instance: the public API over the native engine. Argument
+// checks live in lib/checks.js, waiting and streaming in lib/watch.js.
 
 const { Engine, librarySchemaVersion } = require('../binding.js')
 const { resolveOptions } = require('./options')
-const { Events, EVENT_TYPES, TERMINAL_EVENTS } = require('./events')
+const { Events, EVENT_TYPES } = require('./events')
 const { Writer } = require('./writer')
 const { q, decodeTrigger, triggerItem, releaseOp } = require('./protocol')
 const { Execution } = require('./execution')
 const { encode, reviveParsed, TAG_TEXT, oversize } = require('./values')
 const { validate } = require('./schema')
-const { defineJob, isJobDefinition, JobHandle, checkKey } = require('./job')
+const { defineJob, isJobDefinition, JobHandle } = require('./job')
 const { parseRun, parseRuns, parseSteps, parseLogs, newRun } = require('./records')
-const { STATUSES, TERMINAL, isStatus } = require('./status')
+const { TERMINAL } = require('./status')
+const {
+  checkId,
+  checkLabels,
+  checkStopOptions,
+  checkWaitTimeout,
+  checkTriggerOptions,
+  checkFilter,
+  tallyStats,
+} = require('./checks')
+const { waitForRun, subscribe } = require('./watch')
 const {
   DurablyError,
   ValidationError,
@@ -20,142 +31,12 @@ const {
   CancelledError,
   LeaseLostError,
   TimeoutError,
-  RunFailedError,
   fromNative,
   native,
   nativeAsync,
 } = require('./errors')
 
-const TRIGGER_KEYS = new Set(['idempotencyKey', 'concurrencyKey', 'coalesce', 'labels'])
-const FILTER_KEYS = new Set(['status', 'jobName', 'labels', 'limit', 'offset'])
 const STOPPED = new DurablyError('the worker was stopped with abort: true', 'STOPPED')
-
-function checkId(id) {
-  if (typeof id !== 'string' || id.length === 0 || id.length > 200) {
-    throw new ValidationError(`run id must be a non-empty string (got ${JSON.stringify(id)})`)
-  }
-  return id
-}
-
-function checkLabels(labels) {
-  if (labels === undefined) return '{}'
-  if (labels === null || typeof labels !== 'object' || Array.isArray(labels)) {
-    throw new ValidationError('labels must be an object of string values')
-  }
-  for (const [k, v] of Object.entries(labels)) {
-    if (typeof v !== 'string') throw new ValidationError(`label ${JSON.stringify(k)} must be a string`)
-    if (!k.isWellFormed() || !v.isWellFormed() || k.includes('\0') || v.includes('\0')) {
-      throw new ValidationError(`label ${JSON.stringify(k)} must not contain NUL or unpaired surrogates`)
-    }
-  }
-  return JSON.stringify(labels)
-}
-
-function checkStopOptions(what, options) {
-  if (options === undefined || options === null) return { abort: false, timeout: undefined }
-  if (typeof options !== 'object' || Array.isArray(options)) {
-    throw new ValidationError(`${what}(): options must be an object { abort?, timeout? }`)
-  }
-  for (const k of Object.keys(options)) {
-    if (k !== 'abort' && k !== 'timeout') throw new ValidationError(`${what}(): unknown option ${k} (known: abort, timeout)`)
-  }
-  const { abort, timeout } = options
-  if (abort !== undefined && typeof abort !== 'boolean') {
-    throw new ValidationError(`${what}(): option abort must be a boolean (got ${typeof abort})`)
-  }
-  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0 || timeout > 2 ** 31 - 1)) {
-    throw new ValidationError(`${what}(): option timeout must be an integer number of ms from 0 to ${2 ** 31 - 1}`)
-  }
-  return { abort: abort === true, timeout }
-}
-
-function checkWaitTimeout(timeout) {
-  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0)) {
-    throw new ValidationError('waitForRun: timeout must be a non-negative integer (ms)')
-  }
-}
-
-function checkTriggerOptions(options) {
-  if (options === undefined || options === null) {
-    return { idem: null, conc: null, coalesce: false, labels: '{}', labelsValue: {} }
-  }
-  if (typeof options !== 'object') throw new ValidationError('trigger options must be an object')
-  for (const k of Object.keys(options)) {
-    if (!TRIGGER_KEYS.has(k)) throw new ValidationError(`unknown trigger option ${k}`)
-  }
-  const { idempotencyKey, concurrencyKey, coalesce, labels } = options
-  if (idempotencyKey !== undefined) checkKey('idempotencyKey', idempotencyKey)
-  if (concurrencyKey !== undefined) checkKey('concurrencyKey', concurrencyKey)
-  if (coalesce !== undefined && coalesce !== 'skip') {
-    throw new ValidationError(`trigger option coalesce must be 'skip' (got ${JSON.stringify(coalesce)})`)
-  }
-  if (coalesce && concurrencyKey === undefined) {
-    throw new ValidationError("trigger option coalesce: 'skip' needs a concurrencyKey")
-  }
-  const text = checkLabels(labels)
-  return {
-    idem: idempotencyKey ?? null,
-    conc: concurrencyKey ?? null,
-    coalesce: coalesce === 'skip',
-    labels: text,
-    labelsValue: labels === undefined ? {} : JSON.parse(text),
-  }
-}
-
-function oneOrMany(v, check) {
-  const list = Array.isArray(v) ? v : [v]
-  for (const x of list) check(x)
-  return list
-}
-
-function checkFilter(filter) {
-  if (filter === undefined || filter === null) return {}
-  if (typeof filter !== 'object' || Array.isArray(filter)) throw new ValidationError('getRuns filter must be an object')
-  const out = {}
-  for (const [k, v] of Object.entries(filter)) {
-    if (!FILTER_KEYS.has(k)) throw new ValidationError(`unknown getRuns filter field ${k}`)
-    if (v === undefined) continue
-    // An empty list means no filter (not "match nothing").
-    if ((k === 'status' || k === 'jobName') && Array.isArray(v) && v.length === 0) continue
-    if (k === 'status') {
-      out.status = oneOrMany(v, (s) => {
-        if (!isStatus(s)) {
-          throw new ValidationError(`unknown status ${JSON.stringify(s)} in getRuns filter`)
-        }
-      })
-    } else if (k === 'jobName') {
-      out.jobName = oneOrMany(v, (s) => {
-        if (typeof s !== 'string' || !s.isWellFormed()) {
-          throw new ValidationError('getRuns filter jobName must be a string or strings')
-        }
-      })
-    } else if (k === 'labels') {
-      JSON.parse(checkLabels(v))
-      out.labels = v
-    } else {
-      if (!Number.isInteger(v) || v < 0) throw new ValidationError(`getRuns filter ${k} must be a non-negative integer`)
-      out[k] = v
-    }
-  }
-  return out
-}
-
-const zeroCounts = () => Object.fromEntries([['total', 0], ...STATUSES.map((st) => [st, 0])])
-
-/** `[{ jobName, status, count }]` → `{ total, byStatus, byJob }` (every status present, 0 when none). */
-function tallyStats(rows) {
-  const byStatus = zeroCounts()
-  const byJob = {}
-  for (const { jobName, status, count } of rows) {
-    const job = byJob[jobName] ?? (byJob[jobName] = zeroCounts())
-    job[status] = (job[status] ?? 0) + count
-    job.total += count
-    byStatus[status] = (byStatus[status] ?? 0) + count
-    byStatus.total += count
-  }
-  const { total, ...statuses } = byStatus
-  return { total, byStatus: statuses, byJob }
-}
 
 class Durably {
   constructor(options) {
@@ -637,58 +518,24 @@ class Durably {
   waitForRun(runId, options = {}) {
     this._ensureReady()
     checkId(runId)
-    const { timeout, onProgress, onLog } = options ?? {}
-    try {
-      checkWaitTimeout(timeout)
-    } catch (err) {
-      return Promise.reject(err)
-    }
-    return new Promise((resolve, reject) => {
-      let done = false
-      let pollTimer = null
-      let timeoutTimer = null
-      let pollEvery = 5
-      const finish = (fn, v) => {
-        if (done) return
-        done = true
-        unsub()
-        clearTimeout(pollTimer)
-        clearTimeout(timeoutTimer)
-        fn(v)
-      }
-      const settleFrom = (run) => {
-        if (!run) return finish(reject, new NotFoundError(`run ${runId} not found`))
-        if (run.status === 'completed') return finish(resolve, run)
-        if (run.status === 'failed') return finish(reject, new RunFailedError(run.error ?? 'run failed', runId))
-        if (run.status === 'cancelled') return finish(reject, new CancelledError(`run ${runId} was cancelled`))
-      }
-      const check = () => {
-        try {
-          settleFrom(this._getRunNow(runId))
-        } catch (err) {
-          finish(reject, fromNative(err))
-        }
-      }
-      const unsub = this._events.onAny((e) => {
-        if (e.runId !== runId) return
-        if (e.type === 'run:progress' && onProgress) onProgress(e.progress)
-        else if (e.type === 'log:write' && onLog) onLog(e)
-        else if (TERMINAL_EVENTS.has(e.type)) queueMicrotask(check)
-      })
-      // Another process may execute the run: poll the store too, backing off.
-      const poll = () => {
-        check()
-        if (done) return
-        pollEvery = Math.min(pollEvery * 2, 250)
-        pollTimer = setTimeout(poll, pollEvery)
-      }
-      if (timeout !== undefined) {
-        timeoutTimer = setTimeout(
-          () => finish(reject, new TimeoutError(`waitForRun: run ${runId} did not finish within ${timeout} ms${this._noWorkerNote(runId)}`)),
-          timeout,
-        )
-      }
-      poll()
+    return waitForRun(this._watchSource(), runId, options)
+  }
+
+  /** A stream of one run's events: its current state first, closing after its terminal event. */
+  subscribe(runId) {
+    this._ensureReady()
+    checkId(runId)
+    return subscribe(this._watchSource(), runId)
+  }
+
+  /** What lib/watch.js may use of this instance. */
+  _watchSource() {
+    return (this._watch ??= {
+      getRunNow: (id) => this._getRunNow(id),
+      onAny: (listener) => this._events.onAny(listener),
+      isClosed: () => this._closed,
+      noWorkerNote: (id) => this._noWorkerNote(id),
+      sequence: () => this._events.sequence,
     })
   }
 
@@ -890,72 +737,6 @@ class Durably {
       timestamp: new Date().toISOString(),
       error: err,
       context,
-    })
-  }
-
-  /** A stream of one run's events: its current state first, closing after its terminal event. */
-  subscribe(runId) {
-    this._ensureReady()
-    checkId(runId)
-    let unsub = () => {}
-    let timer = null
-    const stop = () => {
-      unsub()
-      clearInterval(timer)
-    }
-    return new ReadableStream({
-      start: (controller) => {
-        const run = this._getRunNow(runId)
-        if (!run) {
-          controller.error(new NotFoundError(`run ${runId} not found`))
-          return
-        }
-        controller.enqueue({
-          type: 'run:snapshot',
-          runId,
-          jobName: run.jobName,
-          labels: run.labels,
-          timestamp: new Date().toISOString(),
-          // The state after every event up to this sequence: later events have a higher one.
-          sequence: this._events.sequence,
-          run,
-        })
-        if (TERMINAL.has(run.status)) {
-          controller.close()
-          return
-        }
-        let closed = false
-        const close = () => {
-          if (closed) return
-          closed = true
-          stop()
-          controller.close()
-        }
-        unsub = this._events.onAny((e) => {
-          if (e.runId !== runId || closed) return
-          controller.enqueue(e)
-          if (TERMINAL_EVENTS.has(e.type)) close()
-        })
-        // Runs executed by another process: notice the end by polling.
-        timer = setInterval(() => {
-          if (closed || this._closed) return close()
-          const now = this._getRunNow(runId)
-          if (!now || TERMINAL.has(now.status)) {
-            controller.enqueue({
-              type: 'run:snapshot',
-              runId,
-              jobName: run.jobName,
-              labels: run.labels,
-              timestamp: new Date().toISOString(),
-              sequence: this._events.sequence,
-              run: now,
-            })
-            close()
-          }
-        }, 500)
-        timer.unref()
-      },
-      cancel: stop,
     })
   }
 }

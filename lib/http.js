@@ -9,7 +9,7 @@ const { RunFeed, Feeds, resumeCursor } = require('./http-resume')
 const { COMPAT_MODES, NO_RECONNECT, compatParams, compatRun, compatEvent, replayOf } = require('./http-compat')
 const { toNodeHandler, normalizeBase, routePath } = require('./http-node')
 const { checkUiOption, isReadOnly, uiResponse } = require('./ui/serve')
-const { tallyStats } = require('./durably')
+const { tallyStats } = require('./checks')
 const {
   HttpError,
   readJsonObject,
