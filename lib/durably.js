@@ -528,6 +528,22 @@ class Durably {
     return subscribe(this._watchSource(), runId)
   }
 
+  /** What an Execution may use of this instance (see ExecutionHost in lib/execution.js). */
+  _executionHost() {
+    const writer = this._writer
+    return (this._host ??= {
+      events: this._events,
+      write: (op) => writer.push(op),
+      maxValueBytes: () => this._options.maxValueBytes,
+      persistLogs: () => this._persistLogs,
+      progressWritten: () => {
+        this._progressWrites++
+      },
+      workerError: (err, exec, context) => this._workerError(err, exec, context),
+      takeCancelEmitted: (runId) => this._cancelEmitted.delete(runId),
+    })
+  }
+
   /** What lib/watch.js may use of this instance. */
   _watchSource() {
     return (this._watch ??= {
@@ -678,7 +694,7 @@ class Durably {
       native(() => this._engine.release(id, claimed.leaseGeneration))
       return Promise.resolve()
     }
-    const exec = new Execution(this, job, claimed, tags)
+    const exec = new Execution(this._executionHost(), job, claimed, tags)
     const input = reviveParsed(claimed.input, tags)
     const ran = exec.run(input, claimed.leaseGeneration).catch((err) => this._workerError(err, exec, 'execute'))
     // A detached execution (stop({ abort })) may never settle: stop waiting for it.

@@ -63,14 +63,27 @@ function safeString(v) {
   }
 }
 
+/**
+ * What an execution may use of its Durably instance (built once per instance
+ * by `Durably#_executionHost`); nothing else of the instance is reachable.
+ * @typedef {object} ExecutionHost
+ * @property {import('./events').Events} events  where run and step events go
+ * @property {(op: string) => Promise<string>} write  queues a flush op (lib/protocol.js); resolves with its status
+ * @property {() => number} maxValueBytes  the instance's value size limit
+ * @property {() => boolean} persistLogs  whether ctx.log lines are stored
+ * @property {() => void} progressWritten  counts a stored progress write
+ * @property {(err: Error, exec: Execution, context: string) => void} workerError  reports a worker:error
+ * @property {(runId: string) => boolean} takeCancelEmitted  whether cancel() already emitted run:cancel for the run (and forgets it)
+ */
+
 class Execution {
   /**
-   * @param {import('./durably').Durably} durably
+   * @param {ExecutionHost} host  what the execution may use of its instance
    * @param {object} job  the registered job (name, def)
    * @param {object} claimed  the run record from the engine, with `steps`
    */
-  constructor(durably, job, claimed, hadTags) {
-    this.durably = durably
+  constructor(host, job, claimed, hadTags) {
+    this.host = host
     this.job = job
     this.id = claimed.id
     this.generation = claimed.leaseGeneration
@@ -113,7 +126,7 @@ class Execution {
   }
 
   emit(type, extra) {
-    const events = this.durably._events
+    const events = this.host.events
     if (events.has(type)) events.emit(this.event(type, extra))
   }
 
@@ -282,7 +295,7 @@ class Execution {
       await this.persistStep(name, index, 'failed', null, errorText(e), startedAt)
       throw e
     }
-    const bytes = oversize(text, this.durably._options.maxValueBytes)
+    const bytes = oversize(text, this.host.maxValueBytes())
     if (bytes) return this.stepTooLarge(name, index, startedAt, bytes, 'maxValueBytes')
     await this.persistStep(name, index, 'completed', text, null, startedAt)
     this.emit('step:complete', {
@@ -303,7 +316,7 @@ class Execution {
    */
   async stepTooLarge(name, index, startedAt, bytes, limit) {
     const e = new DurablyError(
-      `VALUE_TOO_LARGE: step '${name}' returned a value of ${bytes} bytes encoded, over ${limit === 'maxValueBytes' ? `maxValueBytes (${this.durably._options.maxValueBytes})` : "SQLite's length limit"}`,
+      `VALUE_TOO_LARGE: step '${name}' returned a value of ${bytes} bytes encoded, over ${limit === 'maxValueBytes' ? `maxValueBytes (${this.host.maxValueBytes()})` : "SQLite's length limit"}`,
       'VALUE_TOO_LARGE',
     )
     stepErrors.set(e, name)
@@ -316,7 +329,7 @@ class Execution {
     const op = stepOp(this.id, this.generation, name, index, status, outputText, err, startedAt, now())
     let st
     try {
-      st = await this.durably._writer.push(op)
+      st = await this.host.write(op)
     } catch (storeErr) {
       // A value SQLite refuses (a whole batch failing with SQLITE_TOOBIG): retrying cannot help.
       if (storeErr && storeErr.code === 'VALUE_TOO_LARGE' && status === 'completed') {
@@ -391,13 +404,13 @@ class Execution {
     this.lastProgressWrite = Date.now()
     const value = this.progress
     try {
-      const st = await this.durably._writer.push(progressOp(this.id, this.generation, JSON.stringify(value)))
+      const st = await this.host.write(progressOp(this.id, this.generation, JSON.stringify(value)))
       if (st === '0') {
-        this.durably._progressWrites++
+        this.host.progressWritten()
         this.emit('run:progress', { progress: value })
       } else this.lostBy(st)
     } catch (err) {
-      this.durably._workerError(err, this, 'progress-write')
+      this.host.workerError(err, this, 'progress-write')
     }
   }
 
@@ -406,7 +419,7 @@ class Execution {
     if (typeof message !== 'string') throw new ValidationError(`ctx.log.${level}: message must be a string`)
     const stepName = this.running === 0 ? null : (stepScope.getStore() ?? this.lastStep)
     this.emit('log:write', { stepName, level, message, data: data === undefined ? null : data })
-    if (this.durably._persistLogs) this.persistLog(stepName, level, message, data)
+    if (this.host.persistLogs()) this.persistLog(stepName, level, message, data)
   }
 
   persistLog(stepName, level, message, data) {
@@ -414,15 +427,15 @@ class Execution {
     try {
       if (data !== undefined) text = encode(data, 'data')
     } catch (err) {
-      this.durably._workerError(err, this, 'log-write')
+      this.host.workerError(err, this, 'log-write')
       return
     }
     const op = logOp(this.id, this.generation, stepName, level, message, text, now())
-    this.durably._writer.push(op).then(
+    this.host.write(op).then(
       (st) => {
         if (st !== '0') this.lostBy(st)
       },
-      (err) => this.durably._workerError(err, this, 'log-write'),
+      (err) => this.host.workerError(err, this, 'log-write'),
     )
   }
 
@@ -458,11 +471,11 @@ class Execution {
     } catch (err) {
       return this.failed(new ValidationError(`job '${this.jobName}' returned an output that cannot be stored: ${err.message}`))
     }
-    const bytes = oversize(text, this.durably._options.maxValueBytes)
-    if (bytes) return this.failed(this.outputTooLarge(bytes, `maxValueBytes (${this.durably._options.maxValueBytes})`))
+    const bytes = oversize(text, this.host.maxValueBytes())
+    if (bytes) return this.failed(this.outputTooLarge(bytes, `maxValueBytes (${this.host.maxValueBytes()})`))
     const progress = this.takeProgress()
     this.ended = true
-    const st = await this.durably._writer.push(completeOp(this.id, this.generation, text, progress, now()))
+    const st = await this.host.write(completeOp(this.id, this.generation, text, progress, now()))
     this.slotFreed = true // the commit of a "c" or "f" op frees the run's slot (Worker::flush)
     if (st === 'b') {
       this.ended = false
@@ -492,7 +505,7 @@ class Execution {
     const { message, stack } = errorText(err)
     const progress = this.takeProgress()
     this.ended = true
-    const st = await this.durably._writer.push(failOp(this.id, this.generation, message, stack, progress, now()))
+    const st = await this.host.write(failOp(this.id, this.generation, message, stack, progress, now()))
     this.slotFreed = true
     if (st !== '0') {
       this.lostBy(st)
@@ -512,8 +525,8 @@ class Execution {
     this.takeProgress()
     const reason = this.controller.signal.reason
     if (reason instanceof CancelledError) {
-      if (!this.cancelEmitted && !this.durably._cancelEmitted.has(this.id)) this.emit('run:cancel')
-      this.durably._cancelEmitted.delete(this.id)
+      const emittedByCancel = this.host.takeCancelEmitted(this.id)
+      if (!this.cancelEmitted && !emittedByCancel) this.emit('run:cancel')
     } else if (reason instanceof TimeoutError) {
       this.emit('run:fail', { error: reason.message, failedStepName: null })
     } else if (reason instanceof DurablyError) {
@@ -521,7 +534,7 @@ class Execution {
       // run failure. After a failed write the run stays `running`; once its heartbeat
       // is stale it is recovered and resumes from its last stored step.
       const context = reason instanceof LeaseLostError ? 'lease-lost' : (this.writeFailed ?? 'execute')
-      this.durably._workerError(reason, this, context)
+      this.host.workerError(reason, this, context)
     }
   }
 }
