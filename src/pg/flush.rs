@@ -131,103 +131,113 @@ impl FlushOp {
         )
     }
 
-    /// Reads today's flush batch format (a JSON array of positional ops,
-    /// documented in `src/store/flush.rs`). The run's times in `c` and `f`
-    /// ops are not used: on PostgreSQL they come from the database clock.
+    /// Reads a flush batch as the JS layer sends it (`lib/protocol.js`): the
+    /// shared typed op, [`crate::store::FlushOp`], converted (times parsed).
+    /// The run's times in `complete` and `fail` ops are not used: on
+    /// PostgreSQL they come from the database clock.
     pub fn parse_batch(ops: &str) -> Result<Vec<FlushOp>> {
-        let list: Vec<Vec<&RawValue>> = serde_json::from_str(ops)?;
-        list.iter().map(|op| parse_op(op)).collect()
+        crate::store::parse_batch(ops)?
+            .into_iter()
+            .map(|op| FlushOp::from_shared(&op?))
+            .collect()
+    }
+
+    /// The PostgreSQL form of a parsed op.
+    pub fn from_shared(op: &crate::store::FlushOp<'_>) -> Result<FlushOp> {
+        use crate::store::FlushOp as S;
+        let raw = |v: &Option<&RawValue>| v.map(|r| r.get().to_string());
+        Ok(match op {
+            S::Step {
+                run,
+                generation,
+                name,
+                index,
+                status,
+                output,
+                error,
+                stack,
+                started_at,
+                completed_at,
+                progress,
+            } => FlushOp::Step {
+                run: run.clone(),
+                generation: *generation,
+                name: name.clone(),
+                index: *index,
+                status: status.clone(),
+                output: raw(output),
+                error: error.clone(),
+                stack: stack.clone(),
+                started_at: time("startedAt", started_at)?,
+                completed_at: completed_at
+                    .as_deref()
+                    .map(|t| time("completedAt", t))
+                    .transpose()?,
+                progress: raw(progress),
+            },
+            S::Complete {
+                run,
+                generation,
+                output,
+                progress,
+                ..
+            } => FlushOp::Complete {
+                run: run.clone(),
+                generation: *generation,
+                output: raw(output),
+                progress: raw(progress),
+            },
+            S::Fail {
+                run,
+                generation,
+                error,
+                stack,
+                progress,
+                ..
+            } => FlushOp::Fail {
+                run: run.clone(),
+                generation: *generation,
+                error: error.clone(),
+                stack: stack.clone(),
+                progress: raw(progress),
+            },
+            S::Progress {
+                run,
+                generation,
+                progress,
+            } => FlushOp::Progress {
+                run: run.clone(),
+                generation: *generation,
+                progress: raw(progress).unwrap_or_else(|| "null".into()),
+            },
+            S::Log {
+                run,
+                generation,
+                step,
+                level,
+                message,
+                data,
+                at,
+            } => FlushOp::Log {
+                run: run.clone(),
+                generation: *generation,
+                step: step.clone(),
+                level: level.clone(),
+                message: message.clone(),
+                data: raw(data),
+                at: time("at", at)?,
+            },
+            S::Release { run, generation } => FlushOp::Release {
+                run: run.clone(),
+                generation: *generation,
+            },
+        })
     }
 }
 
-fn field<'a>(op: &[&'a RawValue], i: usize) -> Result<&'a RawValue> {
-    op.get(i)
-        .copied()
-        .ok_or_else(|| Error::Internal(format!("flush op is missing field {i}")))
-}
-
-fn string(op: &[&RawValue], i: usize) -> Result<String> {
-    Ok(serde_json::from_str(field(op, i)?.get())?)
-}
-
-fn opt_string(op: &[&RawValue], i: usize) -> Result<Option<String>> {
-    Ok(serde_json::from_str(field(op, i)?.get())?)
-}
-
-fn int(op: &[&RawValue], i: usize) -> Result<i64> {
-    Ok(serde_json::from_str(field(op, i)?.get())?)
-}
-
-fn raw(op: &[&RawValue], i: usize) -> Result<Option<String>> {
-    let v = field(op, i)?.get();
-    Ok(if v == "null" {
-        None
-    } else {
-        Some(v.to_string())
-    })
-}
-
-fn time(op: &[&RawValue], i: usize) -> Result<SystemTime> {
-    let s = string(op, i)?;
-    humantime::parse_rfc3339(&s)
-        .map_err(|e| Error::Internal(format!("flush op field {i}: bad time {s:?}: {e}")))
-}
-
-fn opt_time(op: &[&RawValue], i: usize) -> Result<Option<SystemTime>> {
-    match opt_string(op, i)? {
-        None => Ok(None),
-        Some(_) => time(op, i).map(Some),
-    }
-}
-
-fn parse_op(op: &[&RawValue]) -> Result<FlushOp> {
-    let kind = string(op, 0)?;
-    let run = string(op, 1)?;
-    let generation = int(op, 2)?;
-    Ok(match kind.as_str() {
-        "s" => FlushOp::Step {
-            run,
-            generation,
-            name: string(op, 3)?,
-            index: int(op, 4)?,
-            status: string(op, 5)?,
-            output: raw(op, 6)?,
-            error: opt_string(op, 7)?,
-            stack: opt_string(op, 8)?,
-            started_at: time(op, 9)?,
-            completed_at: opt_time(op, 10)?,
-            progress: raw(op, 11)?,
-        },
-        "c" => FlushOp::Complete {
-            run,
-            generation,
-            output: raw(op, 3)?,
-            progress: raw(op, 4)?,
-        },
-        "f" => FlushOp::Fail {
-            run,
-            generation,
-            error: string(op, 3)?,
-            stack: opt_string(op, 4)?,
-            progress: raw(op, 5)?,
-        },
-        "p" => FlushOp::Progress {
-            run,
-            generation,
-            progress: raw(op, 3)?.unwrap_or_else(|| "null".into()),
-        },
-        "l" => FlushOp::Log {
-            run,
-            generation,
-            step: opt_string(op, 3)?,
-            level: string(op, 4)?,
-            message: string(op, 5)?,
-            data: raw(op, 6)?,
-            at: time(op, 7)?,
-        },
-        "r" => FlushOp::Release { run, generation },
-        other => return Err(Error::Internal(format!("unknown flush op '{other}'"))),
-    })
+fn time(field: &str, s: &str) -> Result<SystemTime> {
+    humantime::parse_rfc3339(s)
+        .map_err(|e| Error::Internal(format!("flush op {field}: bad time {s:?}: {e}")))
 }
 
 impl PgStore {
@@ -276,6 +286,7 @@ impl PgStore {
         tx.commit().await?;
         Ok(FlushOutcome {
             statuses,
+            errors: Vec::new(),
             ended,
             then: claimed,
         })

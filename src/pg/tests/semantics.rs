@@ -417,17 +417,17 @@ fn leases_and_heartbeats_use_the_database_clock() -> TResult {
     })
 }
 
-/// Today's flush format (the JS layer's op arrays) parses into typed ops,
-/// and bad batches fail with INTERNAL naming the problem.
+/// The JS layer's flush format (`lib/protocol.js`, tagged ops) parses into
+/// typed ops, and bad batches fail with INTERNAL naming the problem.
 #[test]
 fn flush_batches_in_the_js_format_parse() -> TResult {
     let ops = FlushOp::parse_batch(
-        r#"[["s","r1",3,"a",0,"completed",{"x":[1,2]},null,null,"2026-01-02T03:04:05.678Z","2026-01-02T03:04:06.000Z",{"current":1}],
-            ["c","r1",3,"out",null,"2026-01-02T03:04:07.000Z"],
-            ["f","r2",1,"boom","stack",null,"2026-01-02T03:04:07.000Z"],
-            ["p","r2",1,{"current":2}],
-            ["l","r2",1,null,"warn","msg",{"b":1,"a":2},"2026-01-02T03:04:08.000Z"],
-            ["r","r3",4]]"#,
+        r#"[{"step":{"run":"r1","gen":3,"name":"a","index":0,"status":"completed","output":{"x":[1,2]},"error":null,"stack":null,"startedAt":"2026-01-02T03:04:05.678Z","completedAt":"2026-01-02T03:04:06.000Z","progress":{"current":1}}},
+            {"complete":{"run":"r1","gen":3,"output":"out","progress":null,"at":"2026-01-02T03:04:07.000Z"}},
+            {"fail":{"run":"r2","gen":1,"error":"boom","stack":"stack","progress":null,"at":"2026-01-02T03:04:07.000Z"}},
+            {"progress":{"run":"r2","gen":1,"progress":{"current":2}}},
+            {"log":{"run":"r2","gen":1,"step":null,"level":"warn","message":"msg","data":{"b":1,"a":2},"at":"2026-01-02T03:04:08.000Z"}},
+            {"release":{"run":"r3","gen":4}}]"#,
     )?;
     assert_eq!(ops.len(), 6);
     match &ops[0] {
@@ -462,9 +462,9 @@ fn flush_batches_in_the_js_format_parse() -> TResult {
     );
     assert!(ops[1].ends_execution() && ops[2].ends_execution() && ops[5].ends_execution());
     for bad in [
-        r#"[["x","r",1]]"#,
-        r#"[["c","r",1]]"#,
-        r#"[["s","r",1,"a",0,"completed",null,null,null,"yesterday",null,null]]"#,
+        r#"[{"explode":{"run":"r","gen":1}}]"#,
+        r#"[{"complete":{"run":"r","gen":1}}]"#,
+        r#"[{"step":{"run":"r","gen":1,"name":"a","index":0,"status":"completed","output":null,"error":null,"stack":null,"startedAt":"yesterday","completedAt":null,"progress":null}}]"#,
         r#"not json"#,
     ] {
         assert_eq!(code_of(FlushOp::parse_batch(bad)), "INTERNAL", "{bad}");

@@ -46,6 +46,7 @@ fn outcome(s: OpStatus) -> CResult<Outcome> {
         OpStatus::Cancelled => Outcome::Cancelled,
         OpStatus::Lost => Outcome::Lost,
         OpStatus::TooBig => return Err("the suite's small values were refused as too big".into()),
+        OpStatus::Failed => return Err("an op of the suite failed".into()),
     })
 }
 
