@@ -1,14 +1,16 @@
 'use strict'
 // The Durably instance: the public API over the native engine. Argument
-// checks live in lib/checks.js, waiting and streaming in lib/watch.js.
+// checks live in lib/checks.js, waiting and streaming in lib/watch.js,
+// executing claimed runs (claims, hand-back, stop) in lib/runner.js.
 
 const { Engine, librarySchemaVersion } = require('../binding.js')
 const { resolveOptions } = require('./options')
 const { Events, EVENT_TYPES } = require('./events')
 const { Writer } = require('./writer')
-const { q, decodeTrigger, triggerItem, releaseOp } = require('./protocol')
+const { q, decodeTrigger, triggerItem } = require('./protocol')
 const { Execution } = require('./execution')
-const { encode, reviveParsed, TAG_TEXT, oversize } = require('./values')
+const { Runner } = require('./runner')
+const { encode, oversize } = require('./values')
 const { validate } = require('./schema')
 const { defineJob, isJobDefinition, JobHandle } = require('./job')
 const { parseRun, parseRuns, parseSteps, parseLogs, newRun } = require('./records')
@@ -28,15 +30,9 @@ const {
   ValidationError,
   NotFoundError,
   ConflictError,
-  CancelledError,
-  LeaseLostError,
-  TimeoutError,
-  fromNative,
   native,
   nativeAsync,
 } = require('./errors')
-
-const STOPPED = new DurablyError('the worker was stopped with abort: true', 'STOPPED')
 
 class Durably {
   constructor(options) {
@@ -55,21 +51,19 @@ class Durably {
             staleThreshold: o.staleThreshold,
             maxConcurrentRuns: o.maxConcurrentRuns,
           },
-          (msg) => this._onMessage(msg),
+          (msg) => this._runner.onMessage(msg),
         ),
     )
     this._writer = new Writer(this._engine, {
       alwaysAsync: o.synchronous === 'full',
-      onClaimed: (text) => this._onClaimed(text),
+      onClaimed: (text) => this._runner.onClaimed(text),
     })
     this._jobs = new Map()
     this.jobs = {}
-    this._active = new Map()
-    this._cancelEmitted = new Set()
+    this._runner = new Runner(this._runnerHost())
     this._persistLogs = false
     this._progressWrites = 0
     this._migrated = false
-    this._started = false
     this._closed = false
     this._timers = []
     if (o.jobs) this.register(o.jobs)
@@ -123,9 +117,8 @@ class Durably {
   /** Starts the worker loop. */
   async start() {
     this._ensureReady()
-    if (this._started) return
-    this._started = true
-    native(() => this._engine.start())
+    if (this._runner.started) return
+    this._runner.start()
     // The native worker never keeps Node alive by itself; this timer does while started.
     this._timers.push(setInterval(() => {}, 2 ** 30))
     if (this._options.retainMs !== null) {
@@ -153,43 +146,9 @@ class Durably {
   async stop(options) {
     const { abort, timeout } = checkStopOptions('stop', options)
     if (this._closed) return
-    if (this._started) {
-      this._started = false
-      native(() => this._engine.stop())
-      for (const t of this._timers) clearInterval(t)
-      this._timers = []
-      // The loop may be finishing a claim; its runs reach us after it exits
-      // (through the ThreadsafeFunction) and, since we are stopped, are handed
-      // back to pending instead of being dropped.
-      while (native(() => this._engine.loopAlive())) await new Promise((r) => setTimeout(r, 1))
-      await new Promise((r) => setImmediate(r))
-      await new Promise((r) => setImmediate(r))
-    }
-    if (!abort && timeout !== undefined && this._active.size) {
-      let timer
-      await Promise.race([this._settled(), new Promise((r) => (timer = setTimeout(r, timeout)))])
-      clearTimeout(timer)
-    }
-    if (abort || timeout !== undefined) await this._handBackActive()
-    await this._settled()
-    await this._writer.drain()
-  }
-
-  /** Resolves once no run is in flight here. */
-  async _settled() {
-    while (this._active.size) await Promise.allSettled([...this._active.values()].map((a) => a.promise))
-  }
-
-  /** Abandons every execution in flight and hands its run back to pending. */
-  async _handBackActive() {
-    const list = [...this._active.values()]
-    await Promise.all(
-      list.map(({ exec }) => {
-        exec.detach(STOPPED)
-        if (this._active.get(exec.id)?.exec === exec) this._active.delete(exec.id)
-        return this._handBack({ id: exec.id, leaseGeneration: exec.generation })
-      }),
-    )
+    for (const t of this._timers) clearInterval(t)
+    this._timers = []
+    await this._runner.stop({ abort, timeout })
   }
 
   /**
@@ -301,8 +260,8 @@ class Durably {
     const run = this._triggered(def, outcome, value, o)
     if (onRun) onRun(run)
     if (outcome.kind === 'created') {
-      if (!woken) this._wake()
-      if (this._started) this._startLocally()
+      if (!woken) this._runner.wake()
+      if (this._runner.started) this._runner.startLocally()
     }
     return run
   }
@@ -316,23 +275,6 @@ class Durably {
         `input for job '${def.name}' is ${bytes} bytes encoded, over maxValueBytes (${max})`,
       )
     }
-  }
-
-  /**
-   * A run was just created here and the worker is on: claim it (or whatever
-   * is oldest) right now on this thread, in its own commit after the
-   * trigger's, instead of waiting for the native loop to wake, claim and
-   * call back. Falls back to the loop (already woken) when the lock or no
-   * slot is free.
-   */
-  _startLocally() {
-    let text
-    try {
-      text = this._engine.tryClaim(1)
-    } catch (err) {
-      return this._workerError(fromNative(err), null, 'claim')
-    }
-    if (text !== null && text !== '[]') this._onClaimed(text)
   }
 
   _triggered(def, outcome, value, o) {
@@ -389,7 +331,7 @@ class Durably {
     }
     const lines = r.split('\n')
     const runs = lines.map((line, i) => this._triggered(def, decodeTrigger(line), prepared[i].value, prepared[i].o))
-    if (!woken) this._wake()
+    if (!woken) this._runner.wake()
     return runs
   }
 
@@ -448,7 +390,7 @@ class Durably {
     checkId(runId)
     const run = parseRun(await nativeAsync(this._engine.retry(runId)))
     this._emit('run:retry', run)
-    this._wake()
+    this._runner.wake()
     return run
   }
 
@@ -477,11 +419,7 @@ class Durably {
     checkId(runId)
     const res = JSON.parse(await nativeAsync(this._engine.cancel(runId)))
     const run = parseRun(JSON.stringify(res.run))
-    const active = this._active.get(runId)
-    if (active) {
-      this._cancelEmitted.add(runId)
-      active.exec.abort(new CancelledError(`run ${runId} was cancelled`))
-    }
+    this._runner.cancelled(runId)
     this._emit('run:cancel', run)
     return run
   }
@@ -504,7 +442,7 @@ class Durably {
   }
 
   async _retain() {
-    if (this._closed || this._active.size > 0) return
+    if (this._closed || this._runner.activeCount > 0) return
     try {
       await this.purgeRuns({ olderThan: new Date(Date.now() - this._options.retainMs), limit: 100 })
     } catch (err) {
@@ -540,8 +478,20 @@ class Durably {
         this._progressWrites++
       },
       workerError: (err, exec, context) => this._workerError(err, exec, context),
-      takeCancelEmitted: (runId) => this._cancelEmitted.delete(runId),
+      takeCancelEmitted: (runId) => this._runner.takeCancelEmitted(runId),
     })
+  }
+
+  /** What lib/runner.js may use of this instance (see RunnerHost there). */
+  _runnerHost() {
+    return {
+      engine: this._engine,
+      writer: this._writer,
+      job: (name) => this._jobs.get(name),
+      execution: (job, claimed, tags) => new Execution(this._executionHost(), job, claimed, tags),
+      workerError: (err, exec, context) => this._workerError(err, exec, context),
+      isClosed: () => this._closed,
+    }
   }
 
   /** What lib/watch.js may use of this instance. */
@@ -564,7 +514,7 @@ class Durably {
   async processOne() {
     this._ensureReady()
     await this._beforeProcessing()
-    return this._processNext()
+    return this._runner.processNext()
   }
 
   /**
@@ -583,7 +533,7 @@ class Durably {
     }
     await this._beforeProcessing()
     let n = 0
-    while ((maxRuns === undefined || n < maxRuns) && (await this._processNext())) n++
+    while ((maxRuns === undefined || n < maxRuns) && (await this._runner.processNext())) n++
     return n
   }
 
@@ -595,15 +545,6 @@ class Durably {
     }
   }
 
-  async _processNext() {
-    const runs = JSON.parse(await nativeAsync(this._engine.claim(1)))
-    if (runs.length === 0) return false
-    const text = JSON.stringify(runs)
-    const tags = text.includes(TAG_TEXT)
-    await Promise.all(runs.map((r) => this._execute(r, tags)))
-    return true
-  }
-
   /** For a TimeoutError: why nothing here would have executed the run. */
   _noWorkerNote(runId) {
     let run = null
@@ -613,105 +554,12 @@ class Durably {
       // closed meanwhile
     }
     const jobName = run ? run.jobName : null
-    if (this._started && (jobName === null || this._jobs.has(jobName))) return ''
+    if (this._runner.started && (jobName === null || this._jobs.has(jobName))) return ''
     const job = jobName === null ? 'the job' : `job '${jobName}'`
     return (
       ` (this process has no started worker for ${job}: call durably.start() or init() here, ` +
       'or make sure another process executes it)'
     )
-  }
-
-  // ---- execution ---------------------------------------------------------------
-
-  _onMessage(text) {
-    try {
-      if (this._closed) return
-      const msg = JSON.parse(text)
-      if (msg.t === 'runs') {
-        const tags = text.includes(TAG_TEXT)
-        for (const r of msg.runs) {
-          if (this._started) this._execute(r, tags)
-          else this._handBack(r) // claimed while stop() was under way
-        }
-      } else if (msg.t === 'lost') {
-        const a = this._active.get(msg.id)
-        if (!a) return
-        if (msg.reason === 'cancelled') a.exec.abort(new CancelledError(`run ${msg.id} was cancelled`))
-        else if (msg.reason === 'timeout') {
-          a.exec.abort(new TimeoutError(`run ${msg.id} timed out after ${a.exec.job.def.timeout} ms`))
-        } else a.exec.abort(new LeaseLostError())
-      } else if (msg.t === 'error') {
-        this._workerError(fromNative({ code: msg.code, message: msg.message }), null, msg.context)
-      }
-    } catch (err) {
-      this._workerError(err, null, 'message')
-    }
-  }
-
-  /** Wakes the native claim loop (after the event announcing new work was emitted). */
-  _wake() {
-    if (this._closed) return
-    try {
-      this._engine.wake()
-    } catch (err) {
-      this._workerError(fromNative(err), null, 'wake')
-    }
-  }
-
-  /** Runs claimed by a flush together with the completion of their predecessors. */
-  _onClaimed(text) {
-    try {
-      const tags = text.includes(TAG_TEXT)
-      const runs = JSON.parse(text)
-      // After the settled waiters' continuations (run:complete of the predecessors).
-      queueMicrotask(() => {
-        for (const r of runs) {
-          if (this._started) this._execute(r, tags)
-          else this._handBack(r) // claimed by a flush that raced with stop()
-        }
-      })
-    } catch (err) {
-      this._workerError(err, null, 'claim')
-    }
-  }
-
-  /** Gives a claimed run back (pending) without executing it. */
-  _handBack(claimed) {
-    const id = claimed.id
-    const gen = claimed.leaseGeneration
-    return this._writer
-      .push(releaseOp(id, gen))
-      .catch((err) => this._workerError(err, null, 'hand-back'))
-      .finally(() => {
-        if (!this._closed) native(() => this._engine.release(id, gen))
-      })
-  }
-
-  _execute(claimed, tags) {
-    const job = this._jobs.get(claimed.jobName)
-    const id = claimed.id
-    if (!job) {
-      native(() => this._engine.release(id, claimed.leaseGeneration))
-      return Promise.resolve()
-    }
-    const exec = new Execution(this._executionHost(), job, claimed, tags)
-    const input = reviveParsed(claimed.input, tags)
-    const ran = exec.run(input, claimed.leaseGeneration).catch((err) => this._workerError(err, exec, 'execute'))
-    // A detached execution (stop({ abort })) may never settle: stop waiting for it.
-    const promise = Promise.race([ran, exec.whenDetached]).finally(() => {
-      if (this._active.get(id)?.exec === exec) this._active.delete(id)
-      // (a detached run was released by its hand-back; a completed or failed
-      // one by the commit of its last op)
-      if (!this._closed && !exec.detached && !exec.slotFreed) {
-          try {
-            this._engine.release(id, claimed.leaseGeneration)
-        } catch {
-          // closed meanwhile
-        }
-      }
-    })
-    this._active.set(id, { exec, promise })
-    return promise
   }
 
   // ---- events and plugins ------------------------------------------------------

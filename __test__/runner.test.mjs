@@ -1,0 +1,298 @@
+// Issue 15: lib/runner.js (claims, native message dispatch, hand-back, the
+// runs in flight, stop) sees its instance only through a narrow host. Here a
+// fake native engine and a fake writer stand in for the addon: the tests
+// assert which calls and ops happen in which order, and the runner's states.
+import { createRequire } from 'node:module'
+import { describe, expect, it } from 'vitest'
+
+const require = createRequire(import.meta.url)
+const { Runner, STOPPED } = require('../lib/runner.js')
+const { Execution } = require('../lib/execution.js')
+const { Events } = require('../lib/events.js')
+const { defineJob } = require('../lib/job.js')
+
+/** A claimed run as the engine hands it over (src/store/claim.rs). */
+function claimed(id, jobName = 'j', gen = 1) {
+  return {
+    id,
+    jobName,
+    input: { n: 1 },
+    labels: {},
+    leaseGeneration: gen,
+    startedAt: new Date().toISOString(),
+    steps: [],
+    progress: null,
+  }
+}
+
+/** A deferred promise. */
+function deferred() {
+  let resolve
+  const promise = new Promise((r) => (resolve = r))
+  return { promise, resolve }
+}
+
+const tick = () => new Promise((r) => setImmediate(r))
+
+/**
+ * A runner over a fake engine (records every call in `calls`), a fake writer
+ * (records every op's kind and run in `calls` too, resolves '0' unless
+ * `statuses` says otherwise) and jobs given by name.
+ */
+function setup(jobs) {
+  const calls = []
+  const errors = []
+  const events = new Events()
+  const seen = []
+  events.onAny((e) => seen.push(`${e.type}:${e.runId}`))
+  const state = { closed: false, loopAliveFor: 0, claim: '[]', tryClaim: '[]', statuses: {} }
+  const engine = {
+    start: () => calls.push('start'),
+    stop: () => calls.push('stop'),
+    loopAlive: () => {
+      calls.push('loopAlive')
+      return state.loopAliveFor-- > 0
+    },
+    wake: () => calls.push('wake'),
+    tryClaim: (n) => {
+      calls.push(`tryClaim(${n})`)
+      if (state.tryClaim instanceof Error) throw state.tryClaim
+      return state.tryClaim
+    },
+    claim: async (n) => {
+      calls.push(`claim(${n})`)
+      return state.claim
+    },
+    release: (id, gen) => calls.push(`engine.release(${id},${gen})`),
+  }
+  const writer = {
+    push: async (op) => {
+      const [kind, body] = Object.entries(JSON.parse(op))[0]
+      calls.push(`op:${kind}(${body.run},${body.gen}${kind === 'step' ? `,${body.name}` : ''})`)
+      return state.statuses[kind] ?? '0'
+    },
+    drain: async () => calls.push('drain'),
+  }
+  const registered = new Map(Object.entries(jobs).map(([name, run]) => [name, { name, def: defineJob({ name, run }) }]))
+  let runner
+  const host = {
+    events,
+    write: (op) => writer.push(op),
+    maxValueBytes: () => 1 << 20,
+    persistLogs: () => false,
+    progressWritten: () => {},
+    workerError: (err, exec, context) => errors.push({ err, context, runId: exec ? exec.id : null }),
+    takeCancelEmitted: (id) => runner.takeCancelEmitted(id),
+  }
+  runner = new Runner({
+    engine,
+    writer,
+    job: (name) => registered.get(name),
+    execution: (job, c, tags) => new Execution(host, job, c, tags),
+    workerError: host.workerError,
+    isClosed: () => state.closed,
+  })
+  return { runner, calls, errors, seen, state }
+}
+
+describe('lib/runner.js over a fake engine', () => {
+  it('executes the runs of a worker message: steps and completion written in order, no separate release', async () => {
+    const { runner, calls, seen, errors } = setup({
+      j: async (ctx, input) => {
+        const a = await ctx.run('a', () => input.n + 1)
+        return ctx.run('b', () => a * 10)
+      },
+    })
+    runner.start()
+    expect(runner.started).toBe(true)
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('r1')] }))
+    expect(runner.activeCount).toBe(1)
+    await runner.settled()
+    expect(runner.activeCount).toBe(0)
+    expect(calls).toEqual(['start', 'op:step(r1,1,a)', 'op:step(r1,1,b)', 'op:complete(r1,1)'])
+    expect(seen).toEqual(['run:start:r1', 'step:start:r1', 'step:complete:r1', 'step:start:r1', 'step:complete:r1', 'run:complete:r1'])
+    expect(errors).toEqual([])
+  })
+
+  it('releases the slot itself when the execution ended without a committed complete/fail op', async () => {
+    // The lease was lost at the step write: the execution stops, and only the runner frees the slot.
+    const { runner, calls, errors, state } = setup({ j: async (ctx) => ctx.run('a', () => 1) })
+    state.statuses.step = 'l'
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('r2', 'j', 4)] }))
+    await runner.settled()
+    expect(calls).toEqual(['start', 'op:step(r2,4,a)', 'engine.release(r2,4)'])
+    expect(errors.map((e) => [e.context, e.err.code])).toEqual([['lease-lost', 'LEASE_LOST']])
+  })
+
+  it('a run of a job not registered here is released at once, not executed', async () => {
+    const { runner, calls, seen } = setup({})
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('r3', 'other', 2)] }))
+    await runner.settled()
+    expect(calls).toEqual(['start', 'engine.release(r3,2)'])
+    expect(seen).toEqual([])
+  })
+
+  it('runs reaching a stopped runner (message or flush-claimed) are handed back: release op, then the slot', async () => {
+    let ran = 0
+    const { runner, calls } = setup({ j: async () => ran++ })
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('m1', 'j', 3)] }))
+    runner.onClaimed(JSON.stringify([claimed('f1', 'j', 5)]))
+    expect(calls).toEqual(['op:release(m1,3)']) // the flush-claimed run waits for the microtask queue
+    await tick()
+    await tick()
+    expect(calls.filter((c) => c.includes('m1'))).toEqual(['op:release(m1,3)', 'engine.release(m1,3)'])
+    expect(calls.filter((c) => c.includes('f1'))).toEqual(['op:release(f1,5)', 'engine.release(f1,5)'])
+    expect(calls).toHaveLength(4)
+    expect(ran).toBe(0)
+    expect(runner.activeCount).toBe(0)
+  })
+
+  it('flush-claimed runs start after the current microtasks, so their predecessors complete first', async () => {
+    const order = []
+    const { runner } = setup({ j: async () => order.push('executed') })
+    runner.start()
+    runner.onClaimed(JSON.stringify([claimed('f2')]))
+    order.push('same turn')
+    await Promise.resolve()
+    order.push('after one microtask')
+    await runner.settled()
+    await tick()
+    expect(order).toEqual(['same turn', 'executed', 'after one microtask'])
+  })
+
+  it("'lost' messages abort the execution with the matching reason; 'error' and garbage become worker errors", async () => {
+    const reasons = []
+    const gate = deferred()
+    const { runner, errors, seen } = setup({
+      j: async (ctx) => {
+        ctx.signal.addEventListener('abort', () => reasons.push(ctx.signal.reason))
+        await gate.promise
+      },
+    })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('c'), claimed('t'), claimed('l')] }))
+    expect(runner.activeCount).toBe(3)
+    runner.onMessage(JSON.stringify({ t: 'lost', id: 'c', reason: 'cancelled' }))
+    runner.onMessage(JSON.stringify({ t: 'lost', id: 't', reason: 'timeout' }))
+    runner.onMessage(JSON.stringify({ t: 'lost', id: 'l', reason: 'lease' }))
+    runner.onMessage(JSON.stringify({ t: 'lost', id: 'unknown', reason: 'cancelled' })) // not ours: ignored
+    expect(reasons.map((r) => r.code)).toEqual(['CANCELLED', 'TIMEOUT', 'LEASE_LOST'])
+    runner.onMessage(JSON.stringify({ t: 'error', code: 'BUSY', message: 'database is locked', context: 'heartbeat' }))
+    runner.onMessage('{not json')
+    expect(errors.map((e) => [e.context, e.err.code])).toEqual([
+      ['heartbeat', 'BUSY'],
+      ['message', undefined],
+    ])
+    gate.resolve()
+    await runner.settled()
+    expect(seen.filter((e) => e.startsWith('run:cancel') || e.startsWith('run:fail'))).toEqual(['run:cancel:c', 'run:fail:t'])
+  })
+
+  it('cancelled(id) aborts a run in flight here once, and its execution does not emit run:cancel again', async () => {
+    const gate = deferred()
+    const { runner, seen } = setup({ j: async () => gate.promise })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('x')] }))
+    runner.cancelled('x')
+    runner.cancelled('not-here')
+    gate.resolve()
+    await runner.settled()
+    expect(seen).toEqual(['run:start:x']) // cancel() emitted run:cancel itself
+    expect(runner.takeCancelEmitted('x')).toBe(false) // taken by the execution
+  })
+
+  it('startLocally executes what tryClaim returned; nothing on busy or empty; a throw is a claim error', async () => {
+    const { runner, calls, state, errors } = setup({ j: async () => 1 })
+    runner.start()
+    state.tryClaim = null
+    runner.startLocally()
+    state.tryClaim = '[]'
+    runner.startLocally()
+    state.tryClaim = Object.assign(new Error('disk I/O error'), { code: 'IO' })
+    runner.startLocally()
+    state.tryClaim = JSON.stringify([claimed('s1')])
+    runner.startLocally()
+    await tick()
+    await runner.settled()
+    expect(calls).toEqual(['start', 'tryClaim(1)', 'tryClaim(1)', 'tryClaim(1)', 'tryClaim(1)', 'op:complete(s1,1)'])
+    expect(errors.map((e) => [e.context, e.err.code])).toEqual([['claim', 'IO']])
+  })
+
+  it('processNext claims one run and resolves true once it ran; false when none was pending', async () => {
+    const { runner, calls, state } = setup({ j: async (ctx) => ctx.run('only', () => 'x') })
+    expect(await runner.processNext()).toBe(false)
+    state.claim = JSON.stringify([claimed('p1')])
+    expect(await runner.processNext()).toBe(true)
+    expect(calls).toEqual(['claim(1)', 'claim(1)', 'op:step(p1,1,only)', 'op:complete(p1,1)'])
+    expect(runner.activeCount).toBe(0)
+  })
+
+  it('stop() stops the loop, waits until it exited and the runs in flight finished, then drains the writer', async () => {
+    const gate = deferred()
+    const { runner, calls, state } = setup({ j: async () => gate.promise })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('g')] }))
+    state.loopAliveFor = 2
+    let stopped = false
+    const stopping = runner.stop().then(() => (stopped = true))
+    for (let i = 0; i < 10; i++) await tick()
+    expect(runner.started).toBe(false)
+    expect(stopped).toBe(false) // the run is still in flight
+    expect(calls).toEqual(['start', 'stop', 'loopAlive', 'loopAlive', 'loopAlive'])
+    gate.resolve()
+    await stopping
+    expect(calls.slice(5)).toEqual(['op:complete(g,1)', 'drain'])
+    expect(runner.activeCount).toBe(0)
+  })
+
+  it('stop({ abort: true }) abandons a hung execution at once: signal STOPPED, run handed back, nothing stored after', async () => {
+    const step = deferred()
+    let signalReason = null
+    let after = false
+    const { runner, calls } = setup({
+      j: async (ctx) => {
+        ctx.signal.addEventListener('abort', () => (signalReason = ctx.signal.reason))
+        await ctx.run('hang', () => step.promise)
+        after = true
+      },
+    })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('h', 'j', 7)] }))
+    await runner.stop({ abort: true })
+    expect(signalReason).toBe(STOPPED)
+    expect(runner.activeCount).toBe(0)
+    expect(calls).toEqual(['start', 'stop', 'loopAlive', 'op:release(h,7)', 'engine.release(h,7)', 'drain'])
+    step.resolve('late')
+    for (let i = 0; i < 5; i++) await tick()
+    expect(after).toBe(false) // the job function does not go on
+    expect(calls).toHaveLength(6) // the late step is not written
+  })
+
+  it('stop({ timeout }) lets a quick run finish and hands back the one still running after the timeout', async () => {
+    const { runner, calls } = setup({
+      quick: async () => 'ok',
+      slow: async (ctx) => ctx.run('forever', () => new Promise(() => {})),
+    })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('q', 'quick'), claimed('s', 'slow', 2)] }))
+    await runner.stop({ timeout: 30 })
+    expect(calls).toContain('op:complete(q,1)')
+    expect(calls.slice(-3)).toEqual(['op:release(s,2)', 'engine.release(s,2)', 'drain'])
+    expect(calls.filter((c) => c.includes('(s,'))).toEqual(['op:release(s,2)', 'engine.release(s,2)']) // its step never written
+    expect(runner.activeCount).toBe(0)
+  })
+
+  it('once the instance is closed, messages are ignored and wake() does not reach the engine', async () => {
+    const { runner, calls, state } = setup({ j: async () => 1 })
+    runner.start()
+    state.closed = true
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('z')] }))
+    runner.wake()
+    expect(calls).toEqual(['start'])
+    state.closed = false
+    runner.wake()
+    expect(calls).toEqual(['start', 'wake'])
+  })
+})

@@ -1,0 +1,236 @@
+'use strict'
+// Executing claimed runs: takes the runs the engine claims (its worker loop's
+// messages, the successors a flush claimed in the same commit, a claim on
+// this thread right after a trigger, processOne's claim), executes each as an
+// Execution, keeps the runs in flight, hands runs back to pending when it
+// cannot or may no longer execute them, and stops.
+//
+// The runner sees its instance only through a narrow host (RunnerHost below),
+// like lib/watch.js and ExecutionHost; __test__/runner.test.mjs drives it
+// with a fake native engine.
+
+const { reviveParsed, TAG_TEXT } = require('./values')
+const { releaseOp } = require('./protocol')
+const { DurablyError, CancelledError, LeaseLostError, TimeoutError, fromNative, native, nativeAsync } = require('./errors')
+
+/** The reason an execution abandoned by stop({ abort }) sees on its signal. */
+const STOPPED = new DurablyError('the worker was stopped with abort: true', 'STOPPED')
+
+/**
+ * What the runner may use of its instance.
+ * @typedef {object} RunnerHost
+ * @property {object} engine  the native engine's worker side: start(), stop(), loopAlive(),
+ *   wake(), tryClaim(limit) → JSON text | null, claim(limit) → Promise<JSON text>, release(id, generation)
+ * @property {{ push(op: string): Promise<string>, drain(): Promise<void> }} writer  the flush batcher (lib/writer.js)
+ * @property {(name: string) => object | undefined} job  the registered job `{ name, def }` of that name
+ * @property {(job: object, claimed: object, tags: boolean) => import('./execution').Execution} execution
+ *   a new Execution of a claimed run (over the instance's ExecutionHost)
+ * @property {(err: Error, exec: object | null, context: string) => void} workerError  reports a worker:error
+ * @property {() => boolean} isClosed  whether the instance is closed
+ */
+
+class Runner {
+  /** @param {RunnerHost} host */
+  constructor(host) {
+    this.host = host
+    this.engine = host.engine
+    /** run id → { exec, promise } of the executions in flight here */
+    this.active = new Map()
+    /** runs whose run:cancel cancel() already emitted (their execution must not emit it again) */
+    this.cancelEmitted = new Set()
+    this.started = false
+  }
+
+  /** Runs in flight here. */
+  get activeCount() {
+    return this.active.size
+  }
+
+  /** Starts the native claim loop; its runs arrive through onMessage. */
+  start() {
+    if (this.started) return
+    this.started = true
+    native(() => this.engine.start())
+  }
+
+  /**
+   * Stops claiming; resolves once the runs in flight finished their job
+   * function. `abort`: hands every run in flight back at once (see
+   * Durably#stop); `timeout`: waits up to `timeout` ms, then aborts.
+   */
+  async stop({ abort, timeout } = {}) {
+    if (this.started) {
+      this.started = false
+      native(() => this.engine.stop())
+      // The loop may be finishing a claim; its runs reach us after it exits
+      // (through the ThreadsafeFunction) and, since we are stopped, are handed
+      // back to pending instead of being dropped.
+      while (native(() => this.engine.loopAlive())) await new Promise((r) => setTimeout(r, 1))
+      await new Promise((r) => setImmediate(r))
+      await new Promise((r) => setImmediate(r))
+    }
+    if (!abort && timeout !== undefined && this.active.size) {
+      let timer
+      await Promise.race([this.settled(), new Promise((r) => (timer = setTimeout(r, timeout)))])
+      clearTimeout(timer)
+    }
+    if (abort || timeout !== undefined) await this.handBackActive()
+    await this.settled()
+    await this.host.writer.drain()
+  }
+
+  /** Resolves once no run is in flight here. */
+  async settled() {
+    while (this.active.size) await Promise.allSettled([...this.active.values()].map((a) => a.promise))
+  }
+
+  /** Abandons every execution in flight and hands its run back to pending. */
+  async handBackActive() {
+    const list = [...this.active.values()]
+    await Promise.all(
+      list.map(({ exec }) => {
+        exec.detach(STOPPED)
+        if (this.active.get(exec.id)?.exec === exec) this.active.delete(exec.id)
+        return this.handBack({ id: exec.id, leaseGeneration: exec.generation })
+      }),
+    )
+  }
+
+  /**
+   * cancel() cancelled the run and emitted run:cancel: if it is in flight
+   * here, its signal fires (and it does not emit run:cancel again).
+   */
+  cancelled(runId) {
+    const active = this.active.get(runId)
+    if (!active) return
+    this.cancelEmitted.add(runId)
+    active.exec.abort(new CancelledError(`run ${runId} was cancelled`))
+  }
+
+  /** Whether cancel() already emitted run:cancel for the run (and forgets it). */
+  takeCancelEmitted(runId) {
+    return this.cancelEmitted.delete(runId)
+  }
+
+  /** Wakes the native claim loop (after the event announcing new work was emitted). */
+  wake() {
+    if (this.host.isClosed()) return
+    try {
+      this.engine.wake()
+    } catch (err) {
+      this.host.workerError(fromNative(err), null, 'wake')
+    }
+  }
+
+  /**
+   * A run was just created here and the worker is on: claim it (or whatever
+   * is oldest) right now on this thread, in its own commit after the
+   * trigger's, instead of waiting for the native loop to wake, claim and
+   * call back. Falls back to the loop (already woken) when the lock or no
+   * slot is free.
+   */
+  startLocally() {
+    let text
+    try {
+      text = this.engine.tryClaim(1)
+    } catch (err) {
+      return this.host.workerError(fromNative(err), null, 'claim')
+    }
+    if (text !== null && text !== '[]') this.onClaimed(text)
+  }
+
+  /** processOne: claims one run and executes it; resolves false when none was pending. */
+  async processNext() {
+    const runs = JSON.parse(await nativeAsync(this.engine.claim(1)))
+    if (runs.length === 0) return false
+    const text = JSON.stringify(runs)
+    const tags = text.includes(TAG_TEXT)
+    await Promise.all(runs.map((r) => this.execute(r, tags)))
+    return true
+  }
+
+  /** A message of the native worker (JSON text): claimed runs, a lost lease, a worker error. */
+  onMessage(text) {
+    try {
+      if (this.host.isClosed()) return
+      const msg = JSON.parse(text)
+      if (msg.t === 'runs') {
+        const tags = text.includes(TAG_TEXT)
+        for (const r of msg.runs) {
+          if (this.started) this.execute(r, tags)
+          else this.handBack(r) // claimed while stop() was under way
+        }
+      } else if (msg.t === 'lost') {
+        const a = this.active.get(msg.id)
+        if (!a) return
+        if (msg.reason === 'cancelled') a.exec.abort(new CancelledError(`run ${msg.id} was cancelled`))
+        else if (msg.reason === 'timeout') {
+          a.exec.abort(new TimeoutError(`run ${msg.id} timed out after ${a.exec.job.def.timeout} ms`))
+        } else a.exec.abort(new LeaseLostError())
+      } else if (msg.t === 'error') {
+        this.host.workerError(fromNative({ code: msg.code, message: msg.message }), null, msg.context)
+      }
+    } catch (err) {
+      this.host.workerError(err, null, 'message')
+    }
+  }
+
+  /** Runs claimed by a flush together with the completion of their predecessors (JSON text). */
+  onClaimed(text) {
+    try {
+      const tags = text.includes(TAG_TEXT)
+      const runs = JSON.parse(text)
+      // After the settled waiters' continuations (run:complete of the predecessors).
+      queueMicrotask(() => {
+        for (const r of runs) {
+          if (this.started) this.execute(r, tags)
+          else this.handBack(r) // claimed by a flush that raced with stop()
+        }
+      })
+    } catch (err) {
+      this.host.workerError(err, null, 'claim')
+    }
+  }
+
+  /** Gives a claimed run back (pending) without executing it. */
+  handBack(claimed) {
+    const id = claimed.id
+    const gen = claimed.leaseGeneration
+    return this.host.writer
+      .push(releaseOp(id, gen))
+      .catch((err) => this.host.workerError(err, null, 'hand-back'))
+      .finally(() => {
+        if (!this.host.isClosed()) native(() => this.engine.release(id, gen))
+      })
+  }
+
+  /** Executes a claimed run; resolves when its execution ended (or was abandoned). */
+  execute(claimed, tags) {
+    const job = this.host.job(claimed.jobName)
+    const id = claimed.id
+    if (!job) {
+      native(() => this.engine.release(id, claimed.leaseGeneration))
+      return Promise.resolve()
+    }
+    const exec = this.host.execution(job, claimed, tags)
+    const input = reviveParsed(claimed.input, tags)
+    const ran = exec.run(input, claimed.leaseGeneration).catch((err) => this.host.workerError(err, exec, 'execute'))
+    // A detached execution (stop({ abort })) may never settle: stop waiting for it.
+    const promise = Promise.race([ran, exec.whenDetached]).finally(() => {
+      if (this.active.get(id)?.exec === exec) this.active.delete(id)
+      // (a detached run was released by its hand-back; a completed or failed
+      // one by the commit of its last op)
+      if (!this.host.isClosed() && !exec.detached && !exec.slotFreed) {
+        try {
+          this.engine.release(id, claimed.leaseGeneration)
+        } catch {
+          // closed meanwhile
+        }
+      }
+    })
+    this.active.set(id, { exec, promise })
+    return promise
+  }
+}
+
+module.exports = { Runner, STOPPED }
