@@ -45,13 +45,15 @@ function setup(jobs) {
   const events = new Events()
   const seen = []
   events.onAny((e) => seen.push(`${e.type}:${e.runId}`))
-  const state = { closed: false, loopAliveFor: 0, claim: '[]', tryClaim: '[]', statuses: {} }
+  const state = { closed: false, loopAliveFor: 0, loopExited: deferred(), claim: '[]', tryClaim: '[]', statuses: {} }
   const engine = {
     start: () => calls.push('start'),
     stop: () => calls.push('stop'),
     loopAlive: () => {
       calls.push('loopAlive')
-      return state.loopAliveFor-- > 0
+      if (state.loopAliveFor-- > 0) return true
+      state.loopExited.resolve()
+      return false
     },
     wake: () => calls.push('wake'),
     tryClaim: (n) => {
@@ -237,6 +239,7 @@ describe('lib/runner.js over a fake engine', () => {
     state.loopAliveFor = 2
     let stopped = false
     const stopping = runner.stop().then(() => (stopped = true))
+    await state.loopExited.promise
     for (let i = 0; i < 10; i++) await tick()
     expect(runner.started).toBe(false)
     expect(stopped).toBe(false) // the run is still in flight
