@@ -146,8 +146,19 @@ export interface Log {
 // ---------------------------------------------------------------------------
 
 export interface DurablyOptions<TJobs extends JobDefinitions = JobDefinitions, TLabels extends Labels = Labels> {
-  /** SQLite file, created if absent; `':memory:'` for tests. Default `'durably.db'`. */
+  /**
+   * SQLite file, created if absent; `':memory:'` for tests. Default `'durably.db'`
+   * (unless `url` or the `DURABLY_DATABASE_URL` environment variable is set). Not with `url`.
+   */
   path?: string
+  /**
+   * A PostgreSQL database instead of a SQLite file: `'postgres://user[:password]@host[:port]/database'`.
+   * When neither `path` nor `url` is given, `DURABLY_DATABASE_URL` is used if set.
+   * Throws `DurablyError` code `POSTGRES_UNSUPPORTED` when the native addon was built without PostgreSQL.
+   */
+  url?: string
+  /** With `url`: the PostgreSQL schema holding durably's tables (created if missing). Default `'durably'`. */
+  schema?: string
   /** Idle polling period in ms (only a fallback for runs written by other processes). Default 1000. */
   pollingInterval?: number
   /** How often a running run's heartbeat is renewed, in ms. Default 5000. */

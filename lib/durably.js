@@ -3,8 +3,9 @@
 // checks live in lib/checks.js, waiting and streaming in lib/watch.js,
 // executing claimed runs (claims, hand-back, stop) in lib/runner.js.
 
-const { Engine, librarySchemaVersion } = require('../binding.js')
+const binding = require('../binding.js')
 const { resolveOptions } = require('./options')
+const { ensureSupported } = require('./backend')
 const { Events, EVENT_TYPES } = require('./events')
 const { Writer } = require('./writer')
 const { q, decodeTrigger, triggerItem } = require('./protocol')
@@ -37,11 +38,14 @@ const {
 class Durably {
   constructor(options) {
     const o = resolveOptions(options)
+    // Until the addon can open a PostgreSQL engine, a url is refused here
+    // (POSTGRES_UNSUPPORTED) rather than reaching the SQLite engine.
+    ensureSupported(o.backend, binding)
     this._options = o
     this._events = new Events()
     this._engine = native(
       () =>
-        new Engine(
+        new binding.Engine(
           {
             path: o.path,
             synchronous: o.synchronous,
@@ -98,7 +102,7 @@ class Durably {
   _useExistingSchema() {
     this._ensureOpen()
     const found = native(() => this._engine.schemaVersion())
-    const expected = librarySchemaVersion()
+    const expected = binding.librarySchemaVersion()
     if (found !== expected) {
       const why =
         found === 0

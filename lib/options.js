@@ -5,9 +5,12 @@
 const { inspect } = require('node:util')
 const { ValidationError } = require('./errors')
 const { isSchema } = require('./schema')
+const { resolveBackend } = require('./backend')
 
 const DEFAULTS = {
   path: 'durably.db',
+  url: undefined,
+  schema: undefined,
   pollingInterval: 1000,
   heartbeatInterval: 5000,
   staleThreshold: 30000,
@@ -48,7 +51,12 @@ function parseDuration(name, v) {
   return Number(m[1]) * UNITS[m[2]]
 }
 
-function resolveOptions(options) {
+/**
+ * Options with defaults. `o.backend` is `{ kind: 'sqlite' }` (then `o.path`
+ * is the file) or `{ kind: 'postgres', url, schema }` (then `o.path` is null);
+ * `env` is where DURABLY_DATABASE_URL is read.
+ */
+function resolveOptions(options, env = process.env) {
   if (options === undefined) options = {}
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     throw new ValidationError('createDurably options must be an object')
@@ -60,7 +68,10 @@ function resolveOptions(options) {
   }
   const o = { ...DEFAULTS }
   for (const [k, v] of Object.entries(options)) if (v !== undefined) o[k] = v
-  if (typeof o.path !== 'string' || o.path.length === 0 || o.path.includes('\0')) {
+  o.backend = resolveBackend(options, env)
+  if (o.backend.kind === 'postgres') {
+    o.path = null
+  } else if (typeof o.path !== 'string' || o.path.length === 0 || o.path.includes('\0')) {
     throw new ValidationError('option path must be a non-empty file path or ":memory:"')
   }
   positiveInt('pollingInterval', o.pollingInterval)
