@@ -50,6 +50,10 @@
 //! - `durably_cancel_<schema>`, payload the run id: a cancel. The machine
 //!   executing that run aborts it at once (its heartbeat still finds the
 //!   cancel within one interval if the notification is lost).
+//! - `durably_events_<schema>`: run events for other machines'
+//!   `waitForRun`/`subscribe`, published with [`PgStore::publish_events`];
+//!   inline under 8000 bytes, else stored in `events` and sent by
+//!   reference (`events.rs` has the format).
 //!
 //! A `NOTIFY` is delivered at commit, never for a rolled-back transaction.
 //! Schema names are at most 48 characters, so the channel names fit in
@@ -69,21 +73,26 @@
 //!   outcomes mean what SQLite's mean. Job timeout: [`PgStore::fail_owned`].
 //! - Recovery task: [`PgStore::has_stale`], then
 //!   [`PgStore::recover_stale_except`] with the runs in flight.
-//! - One `LISTEN` connection per process, outside the pool (deadpool
-//!   connections cannot receive notifications): wake channel → wake the
-//!   claim loop; cancel channel → abort the local run with that id. On a
-//!   dropped listen connection, reconnect and poll once (a notification
-//!   sent meanwhile is lost).
+//! - One `LISTEN` connection per process: [`PgStore::listen`] opens it
+//!   (outside the pool: deadpool connections cannot receive notifications)
+//!   and yields [`PgNotice`]s: `Wake` → wake the claim loop; `Cancel` →
+//!   abort the local run with that id; `Event` → emit to local listeners;
+//!   `Listening` (also after every reconnect: notifications sent while it
+//!   was down are lost) → poll once; `Disconnected` → report. It reconnects
+//!   with backoff and checks the connection with `SELECT 1`.
+//! - Run events the JS layer emits for a run: [`PgStore::publish_events`]
+//!   (the listener leaves out this process's own).
 //!
-//! Not here yet: that listener (it needs the engine's task set), and the
-//! events of runs executed on other machines for `waitForRun`/`subscribe`
-//! (a further channel carrying run events). TLS: connections use `NoTls`;
+//! Not here yet: the engine's use of the listener and of the events (the
+//! engine's task set). TLS: connections use `NoTls`;
 //! a URL with `sslmode=require` fails to connect until a TLS connector is
 //! added. The flush applies its ops one statement after another; pipelining
 //! them is the next step for throughput.
 
 mod claim;
+mod events;
 mod flush;
+mod listen;
 mod manage;
 mod migrate;
 mod query;
@@ -96,7 +105,9 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+pub use events::{RemoteEvent, EVENT_RETENTION, MAX_INLINE_PAYLOAD};
 pub use flush::FlushOp;
+pub use listen::{ListenOptions, PgListener, PgNotice};
 pub use manage::PgPurgeOptions;
 pub use migrate::PG_SCHEMA_VERSION;
 
@@ -142,11 +153,14 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    /// How the pool connects; the listen connection ([`listen`]) uses it too.
+    config: tokio_postgres::Config,
     schema: String,
     owner: String,
     ids: Mutex<ulid::Generator>,
     wake_channel: String,
     cancel_channel: String,
+    events_channel: String,
     /// Ops storing more bytes than this are refused with `OpStatus::TooBig`.
     max_op_bytes: usize,
 }
@@ -201,7 +215,7 @@ impl PgStore {
             cfg.connect_timeout(opts.timeout);
         }
         let mgr = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -217,6 +231,8 @@ impl PgStore {
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
+                config: cfg,
+                events_channel: format!("durably_events_{}", opts.schema),
                 wake_channel: format!("durably_wake_{}", opts.schema),
                 cancel_channel: format!("durably_cancel_{}", opts.schema),
                 schema: opts.schema,
@@ -264,6 +280,16 @@ impl PgStore {
                 max_op_bytes: n,
                 ..inner
             }),
+        }
+    }
+
+    /// The same store whose listen connection uses `config` (tests of a
+    /// listener that cannot connect).
+    #[cfg(test)]
+    pub(crate) fn with_listen_config(self, config: tokio_postgres::Config) -> PgStore {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("store is shared"));
+        PgStore {
+            inner: Arc::new(Inner { config, ..inner }),
         }
     }
 

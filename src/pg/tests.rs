@@ -12,6 +12,7 @@ use super::{PgOptions, PgStore};
 use crate::error::Error;
 
 mod claims;
+mod listen;
 mod semantics;
 mod values;
 
@@ -242,7 +243,10 @@ fn migrations_from_four_connections_at_once_apply_once() -> TResult {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(tables, ["logs", "runs", "schema_versions", "steps"]);
+        assert_eq!(
+            tables,
+            ["events", "logs", "runs", "schema_versions", "steps"]
+        );
         // Migrating again is a no-op.
         assert_eq!(stores[0].migrate().await?, super::PG_SCHEMA_VERSION);
         assert_eq!(stores[0].schema_version().await?, super::PG_SCHEMA_VERSION);

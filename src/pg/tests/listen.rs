@@ -1,0 +1,308 @@
+//! The listen connection against the real server: notifications from other
+//! connections arrive as notices, the listener recovers after its backend is
+//! killed, and run events cross processes inline or by reference.
+
+use std::time::Duration;
+
+use super::{skip_without_server, TResult, TestSchema};
+use crate::pg::{ListenOptions, PgListener, PgNotice, RemoteEvent, MAX_INLINE_PAYLOAD};
+use crate::store::{TriggerItem, TriggerOutcome};
+
+/// Fast timings for tests.
+fn fast() -> ListenOptions {
+    ListenOptions {
+        min_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ..ListenOptions::default()
+    }
+}
+
+/// The next notice for which `pick` answers `Some`, skipping others; fails
+/// after 10 s.
+async fn next<T>(l: &mut PgListener, mut pick: impl FnMut(&PgNotice) -> Option<T>) -> TResult<T> {
+    let wait = async {
+        while let Some(n) = l.recv().await {
+            if let Some(v) = pick(&n) {
+                return Ok(v);
+            }
+        }
+        Err::<T, Box<dyn std::error::Error + Send + Sync>>("listener ended".into())
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .map_err(|_| "no matching notice within 10 s")?
+}
+
+/// Every notice that arrives within `d`.
+async fn drain(l: &mut PgListener, d: Duration) -> Vec<PgNotice> {
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + d;
+    while let Ok(Some(n)) = tokio::time::timeout_at(end, l.recv()).await {
+        out.push(n);
+    }
+    out
+}
+
+fn events(notices: &[PgNotice]) -> Vec<RemoteEvent> {
+    notices
+        .iter()
+        .filter_map(|n| match n {
+            PgNotice::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn notifications_from_other_connections_arrive() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("listen")?;
+    db.runtime().block_on(async {
+        let here = db.store(1).await?;
+        let there = db.store(1).await?;
+        let mut l = here.listen(fast());
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+        assert_ne!(l.backend_pid(), 0);
+
+        // A plain NOTIFY on another connection.
+        let raw = db.raw().await?;
+        raw.batch_execute(&format!("NOTIFY {}, 'mail'", here.wake_channel()))
+            .await?;
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Wake {
+                job: Some("mail".into())
+            })
+        );
+        raw.batch_execute(&format!("NOTIFY {}", here.wake_channel()))
+            .await?;
+        assert_eq!(l.recv().await, Some(PgNotice::Wake { job: None }));
+
+        // Another store's trigger wakes with its job; its cancel names the run.
+        let item = TriggerItem {
+            job_name: "report",
+            input: "{}",
+            idempotency_key: None,
+            concurrency_key: None,
+            coalesce: false,
+            labels: "{}",
+        };
+        let TriggerOutcome::Created { id, .. } = there.trigger(&item).await? else {
+            return Err("expected a new run".into());
+        };
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Wake {
+                job: Some("report".into())
+            })
+        );
+        there.cancel(&id).await?;
+        let got = next(&mut l, |n| match n {
+            PgNotice::Cancel { run_id } => Some(run_id.clone()),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(got, id);
+
+        // A rolled-back transaction notifies nobody; another schema's channel is not ours.
+        raw.batch_execute(&format!(
+            "BEGIN; NOTIFY {}, 'rolled'; ROLLBACK; NOTIFY durably_wake_other_schema, 'x'",
+            here.wake_channel()
+        ))
+        .await?;
+        assert_eq!(drain(&mut l, Duration::from_millis(300)).await, vec![]);
+        TResult::Ok(())
+    })
+}
+
+#[test]
+fn the_listener_recovers_after_its_backend_is_terminated() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("relisten")?;
+    db.runtime().block_on(async {
+        let s = db.store(1).await?;
+        let mut l = s.listen(fast());
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+        let raw = db.raw().await?;
+        for round in 0..2 {
+            let pid = l.backend_pid();
+            let killed: bool = raw
+                .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+                .await?
+                .get(0);
+            assert!(killed, "round {round}: backend {pid} not terminated");
+            let error = next(&mut l, |n| match n {
+                PgNotice::Disconnected { error } => Some(error.clone()),
+                _ => None,
+            })
+            .await?;
+            assert!(!error.is_empty());
+            assert_eq!(
+                next(&mut l, |n| matches!(n, PgNotice::Listening { .. })
+                    .then(|| n.clone()))
+                .await?,
+                PgNotice::Listening { reconnect: true }
+            );
+            assert_ne!(l.backend_pid(), pid, "a new connection");
+            raw.batch_execute(&format!("NOTIFY {}, 'after-{round}'", s.wake_channel()))
+                .await?;
+            assert_eq!(
+                l.recv().await,
+                Some(PgNotice::Wake {
+                    job: Some(format!("after-{round}"))
+                })
+            );
+        }
+        TResult::Ok(())
+    })
+}
+
+#[test]
+fn a_listener_keeps_retrying_while_the_server_refuses_and_stops_when_dropped() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("refuse")?;
+    db.runtime().block_on(async {
+        // A store whose listen connection cannot open (its role does not exist).
+        let s = db.store(1).await?;
+        let mut cfg = s.inner.config.clone();
+        cfg.user("no_such_role_durably");
+        let broken = s.with_listen_config(cfg);
+        let mut l = broken.listen(fast());
+        let mut errors = 0;
+        while errors < 3 {
+            match next(&mut l, |n| Some(n.clone())).await? {
+                PgNotice::Disconnected { error } => {
+                    assert!(error.contains("no_such_role_durably"), "{error}");
+                    errors += 1;
+                }
+                other => return Err(format!("unexpected {other:?}").into()),
+            }
+        }
+        assert_eq!(l.backend_pid(), 0);
+        drop(l);
+        TResult::Ok(())
+    })
+}
+
+#[test]
+fn run_events_cross_processes_inline_or_by_reference() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("events")?;
+    db.runtime().block_on(async {
+        let here = db.store(1).await?;
+        let there = db.store(1).await?;
+        let mut l = here.listen(fast());
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+
+        // Sizes around the NOTIFY limit, counted in bytes (é is two).
+        let header = format!("i{}\t{}\t", there.owner(), "run1").len();
+        let fits = format!("\"{}\"", "x".repeat(MAX_INLINE_PAYLOAD - header - 2));
+        let over = format!("\"{}\"", "x".repeat(MAX_INLINE_PAYLOAD - header - 1));
+        let wide = format!("{{\"s\":\"{}\"}}", "é".repeat(6000)); // 12 000 bytes, 6 000 chars
+        let big = format!(
+            "{{\"type\":\"step:complete\",\"output\":\"{}\"}}",
+            "y".repeat(100_000)
+        );
+        let small = r#"{"type":"run:start","runId":"run1","tab":"a\tb"}"#;
+        let batch = [
+            ("run1", small),
+            ("run1", fits.as_str()),
+            ("run1", over.as_str()),
+            ("run1", wide.as_str()),
+            ("run2", big.as_str()),
+        ];
+        there.publish_events(&batch).await?;
+        let mut got = Vec::new();
+        while got.len() < batch.len() {
+            got.extend(events(&[next(&mut l, |n| Some(n.clone())).await?]));
+        }
+        let want: Vec<RemoteEvent> = batch
+            .iter()
+            .map(|(r, j)| RemoteEvent {
+                origin: there.owner().to_string(),
+                run_id: r.to_string(),
+                json: j.to_string(),
+            })
+            .collect();
+        assert_eq!(got, want, "in order, exactly as published");
+        let raw = db.raw().await?;
+        let stored: i64 = raw
+            .query_one(&format!("SELECT count(*) FROM {}.events", db.name()), &[])
+            .await?
+            .get(0);
+        assert_eq!(stored, 3, "only the payloads over the limit are stored");
+
+        // Own events are not delivered (the process emitted them locally) ...
+        here.publish_events(&[("run3", r#"{"own":true}"#)]).await?;
+        there
+            .publish_events(&[("run3", r#"{"own":false}"#)])
+            .await?;
+        let e = next(&mut l, |n| match n {
+            PgNotice::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(e.json, r#"{"own":false}"#);
+        // ... unless asked for.
+        let mut all = here.listen(ListenOptions {
+            own_events: true,
+            ..fast()
+        });
+        assert_eq!(
+            all.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+        here.publish_events(&[("run4", r#"{"own":true}"#)]).await?;
+        let e = next(&mut all, |n| match n {
+            PgNotice::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(
+            (e.origin.as_str(), e.json.as_str()),
+            (here.owner(), r#"{"own":true}"#)
+        );
+        drop(all);
+
+        // A reference whose row is gone, and malformed payloads, are dropped.
+        raw.batch_execute(&format!(
+            "NOTIFY {ch}, 'rsomeone\trun5\t999999999'; NOTIFY {ch}, 'garbage'; \
+             NOTIFY {ch}, 'rsomeone\trun5\tnot-a-number'; NOTIFY {ch}, 'isomeone\trun6\t{{}}'",
+            ch = here.events_channel()
+        ))
+        .await?;
+        let e = next(&mut l, |n| match n {
+            PgNotice::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await?;
+        assert_eq!((e.run_id.as_str(), e.json.as_str()), ("run6", "{}"));
+
+        // Stored events older than the retention go with the next large publish.
+        raw.batch_execute(&format!(
+            "UPDATE {}.events SET created_at = now() - interval '1 hour'",
+            db.name()
+        ))
+        .await?;
+        there.publish_events(&[("run7", big.as_str())]).await?;
+        let left: i64 = raw
+            .query_one(&format!("SELECT count(*) FROM {}.events", db.name()), &[])
+            .await?
+            .get(0);
+        assert_eq!(left, 1);
+
+        // A run id with a tab cannot be published (it would split the payload).
+        let bad = there.publish_events(&[("a\tb", "{}")]).await;
+        assert_eq!(super::code_of(bad), "VALIDATION_ERROR");
+        TResult::Ok(())
+    })
+}
