@@ -11,6 +11,8 @@
 //                  counterpart (trigger, batch, onestep)
 //   --out file     where to write the JSON (default bench/results.json)
 //   --svg file     where to write the bar chart (default bench/results.svg)
+//   --backend postgres   trigger, batch, e2e_mc1, e2e_mc8 on a PostgreSQL server
+//                  against @coji/durably 0.15 on PostgresDialect (bench/pg.js)
 //
 // Needs the release addon: builds it (`npm run build`) when it is missing, is
 // a debug build, or is older than the Rust sources, then measures a copy of
@@ -75,8 +77,9 @@ function parseArgs(argv) {
     else if (a === '--svg' || a.startsWith('--svg=')) o.svg = path.resolve(val())
     else if (a === '--only' || a.startsWith('--only=')) o.only = val().split(',').map((s) => s.trim()).filter(Boolean)
     else if (a === '--out' || a.startsWith('--out=')) o.out = path.resolve(val())
+    else if (a === '--backend' || a.startsWith('--backend=')) val() // sqlite (postgres goes to bench/pg.js)
     else if (a === '--help' || a === '-h') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 14).map((l) => l.slice(3)).join('\n'))
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 16).map((l) => l.slice(3)).join('\n'))
       process.exit(0)
     } else throw new Error(`unknown flag ${a}`)
   }
@@ -493,7 +496,12 @@ function main() {
 }
 
 try {
-  main()
+  const argv = process.argv.slice(2)
+  const backend = argv.find((a, i) => a.startsWith('--backend=') || argv[i - 1] === '--backend')
+  const name = backend && (backend.startsWith('--backend=') ? backend.slice(10) : backend)
+  if (name === 'postgres') require('./pg.js').main(argv) // PostgreSQL: bench/pg.js
+  else if (name && name !== 'sqlite') throw new Error(`unknown --backend ${name} (known: sqlite, postgres)`)
+  else main()
 } catch (err) {
   console.error(`bench: ${err.message}`)
   process.exitCode = 1

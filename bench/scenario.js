@@ -3,7 +3,8 @@
 //
 //   node bench/scenario.js <name> '<json-args>'
 //
-// args: { impl: 'durably' | 'upstream', quick?: boolean, ...size overrides }
+// args: { impl: 'durably' | 'upstream', quick?: boolean, backend?: 'sqlite' | 'postgres',
+//         pgUrl?: string (the server, with backend 'postgres'), ...size overrides }
 // Prints progress to stderr and, as the last line of stdout,
 // `RESULT <json>`. bench/run.js runs every scenario this way.
 //
@@ -69,10 +70,11 @@ function makeOurs() {
   return {
     impl: 'durably',
     describe: () => ({ impl: 'durably', library: `durably ${require(path.join(ROOT, 'package.json')).version}` }),
-    create({ path: file, synchronous = 'normal', maxConcurrentRuns = 1, jobs, maxValueBytes }) {
+    create({ path: file, url, synchronous = 'normal', maxConcurrentRuns = 1, jobs, maxValueBytes }) {
       const defs = {}
       for (const [key, j] of Object.entries(jobs)) defs[key] = defineJob({ name: j.name, input: j.input(z), run: j.run })
-      const opts = { path: file, synchronous, maxConcurrentRuns, jobs: defs }
+      // On PostgreSQL (a url): no file and no synchronous (the server's durability).
+      const opts = url ? { url, maxConcurrentRuns, jobs: defs } : { path: file, synchronous, maxConcurrentRuns, jobs: defs }
       if (maxValueBytes !== undefined) opts.maxValueBytes = maxValueBytes
       const d = createDurably(opts)
       return {
@@ -90,6 +92,13 @@ function makeOurs() {
 
 async function loadImpl(name) {
   if (name === 'durably') return makeOurs()
+  if (name === 'upstream' && BACKEND === 'postgres') {
+    const dir = path.join(__dirname, 'upstream-pg')
+    if (!fs.existsSync(path.join(dir, 'node_modules'))) {
+      throw new Error('bench/upstream-pg/node_modules is missing: run `npm run bench -- --backend postgres` (installs it)')
+    }
+    return import(pathToFileURL(path.join(dir, 'adapter.mjs')).href)
+  }
   if (name === 'upstream') {
     const file = path.join(__dirname, 'upstream', 'adapter.mjs')
     if (!fs.existsSync(path.join(__dirname, 'upstream', 'node_modules'))) {
@@ -154,10 +163,16 @@ function latencyJob() {
 // ---- helpers -----------------------------------------------------------------
 
 const tempDirs = []
+/** 'sqlite', or 'postgres' (set by main() from the args). */
+let BACKEND = 'sqlite'
+let PG_URL = null
+
+/** A fresh temp database: a file, and on PostgreSQL also a fresh database's `url`. */
 function tempDb() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'durably-bench-'))
   tempDirs.push(dir)
-  return { dir, file: path.join(dir, 'bench.db') }
+  const url = BACKEND === 'postgres' ? require('./pgserver.js').freshDatabase(PG_URL) : undefined
+  return { dir, file: path.join(dir, 'bench.db'), url }
 }
 process.on('exit', () => {
   for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true })
@@ -207,8 +222,8 @@ function batches(inst, n, size, make) {
 const scenarios = {}
 
 scenarios.trigger = async (lib, sz) => {
-  const { file } = tempDb()
-  const inst = lib.create({ path: file, jobs: { e2e: stepsJob(sz.steps) } })
+  const { file, url } = tempDb()
+  const inst = lib.create({ path: file, url, jobs: { e2e: stepsJob(sz.steps) } })
   await inst.migrate()
   const job = inst.job('e2e')
   for (let i = 0; i < 50; i++) await job.trigger({ i: -1 }) // warm-up
@@ -220,8 +235,8 @@ scenarios.trigger = async (lib, sz) => {
 }
 
 scenarios.batch = async (lib, sz) => {
-  const { file } = tempDb()
-  const inst = lib.create({ path: file, jobs: { e2e: stepsJob(sz.steps) } })
+  const { file, url } = tempDb()
+  const inst = lib.create({ path: file, url, jobs: { e2e: stepsJob(sz.steps) } })
   await inst.migrate()
   const job = inst.job('e2e')
   await job.batchTrigger(batches(inst, 10, 10, (i) => ({ i }))[0]) // warm-up
@@ -239,11 +254,11 @@ scenarios.batch = async (lib, sz) => {
  * run:complete event.
  */
 async function endToEnd(lib, sz, { mc = 1, synchronous = 'normal', loop = false, payload = false } = {}) {
-  const { file } = tempDb()
+  const { file, url } = tempDb()
   const n = payload ? sz.payloadRuns : sz.runs
   const steps = payload ? 1 : sz.steps
   const jobs = payload ? { e2e: payloadJob() } : { e2e: stepsJob(steps) }
-  const inst = lib.create({ path: file, synchronous, maxConcurrentRuns: mc, jobs })
+  const inst = lib.create({ path: file, url, synchronous, maxConcurrentRuns: mc, jobs })
   await inst.migrate()
   const job = inst.job('e2e')
   const done = completions(inst, n)
@@ -699,6 +714,9 @@ async function triggerChild(args) {
 
 // ---- main ------------------------------------------------------------------------
 
+/** The scenarios that run on PostgreSQL (`--backend postgres`, issue 16). */
+const PG_SCENARIOS = new Set(['trigger', 'batch', 'e2e_mc1', 'e2e_mc8'])
+
 async function main() {
   const [name, json = '{}'] = process.argv.slice(2)
   const args = JSON.parse(json)
@@ -707,6 +725,12 @@ async function main() {
   const fn = scenarios[name]
   if (!fn) throw new Error(`unknown scenario ${name} (known: ${Object.keys(scenarios).join(', ')})`)
   const impl = args.impl ?? 'durably'
+  if (args.backend === 'postgres') {
+    if (!PG_SCENARIOS.has(name)) throw new Error(`scenario ${name} has no PostgreSQL variant (known: ${[...PG_SCENARIOS].join(', ')})`)
+    if (!args.pgUrl) throw new Error('backend postgres needs pgUrl')
+    BACKEND = 'postgres'
+    PG_URL = args.pgUrl
+  }
   const sz = { ...(args.quick ? SIZES.quick : SIZES.full), ...(args.sizes ?? {}) }
   const lib = await loadImpl(impl)
   const t0 = performance.now()
