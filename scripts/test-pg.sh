@@ -6,6 +6,7 @@
 #   cargo test --features postgres pg::
 #   scripts/test-pg.sh stop              # stops it and removes its directory
 #   scripts/test-pg.sh url               # the URL of the running server
+#   scripts/test-pg.sh restart           # restarts it (fast shutdown: clients are cut), same port
 #
 # Installs Debian's `postgresql` package when no server binaries are found
 # (needs root; CI runs as root). As root the server runs as the `postgres`
@@ -128,6 +129,16 @@ stop() {
   log "stopped"
 }
 
+restart() {
+  [ -f "$STATE" ] || { log "not running"; return 1; }
+  # shellcheck disable=SC1090
+  . "$STATE"
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -m fast -w -t 60 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DIR -c fsync=off -c max_connections=200" \
+    restart >/dev/null
+  log "restarted on port $PG_PORT"
+}
+
 url() {
   [ -f "$STATE" ] || { log "not running"; return 1; }
   # shellcheck disable=SC1090
@@ -139,8 +150,9 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   url) url ;;
+  restart) restart ;;
   *)
-    echo "usage: $0 start|stop|url" >&2
+    echo "usage: $0 start|stop|restart|url" >&2
     exit 2
     ;;
 esac
