@@ -1,8 +1,12 @@
-// Issue 15: lib/protocol.js is the one encoder of flush ops and decoder of
-// flush results. Its output for every op kind is pinned in
-// __test__/fixtures/protocol-ops.json, which the cargo test
-// `store::tests::protocol_fixture_parses` parses with the Rust FlushOp; so a
-// change on one side that the other does not follow fails a suite.
+// Issue 15: lib/protocol.js is the one encoder of what crosses into the
+// engine. Its output for every flush op kind is pinned in
+// __test__/fixtures/protocol-ops.json (parsed by the cargo test
+// `store::tests::protocol_fixture_parses` with the Rust FlushOp), its trigger
+// batch items in __test__/fixtures/protocol-triggers.json (parsed by
+// `protocol_trigger_fixture_parses` with TriggerRequest); so a change on one
+// side that the other does not follow fails a suite. What comes back is
+// typed by the binding (TriggerResult, FlushResult, CancelResult): checked
+// here through the addon.
 import fs from 'node:fs'
 import path from 'node:path'
 import { createRequire } from 'node:module'
@@ -14,6 +18,7 @@ const require = createRequire(import.meta.url)
 const protocol = require('../lib/protocol.js')
 const { makeDurably, closeAll } = helpers
 const FIXTURE = path.join(import.meta.dirname, 'fixtures', 'protocol-ops.json')
+const TRIGGER_FIXTURE = path.join(import.meta.dirname, 'fixtures', 'protocol-triggers.json')
 
 afterEach(closeAll)
 
@@ -50,20 +55,81 @@ describe('flush op encoding', () => {
     expect(encoders.sort()).toEqual(['completeOp', 'failOp', 'logOp', 'progressOp', 'releaseOp', 'stepOp'])
   })
 
-  it('decodes a flush result: statuses alone, with claimed runs, with op errors', () => {
-    expect(protocol.decodeFlush('0cl')).toEqual({ statuses: '0cl', claimed: null, errors: null })
-    expect(protocol.decodeFlush('00\n[{"id":"r"}]')).toEqual({ statuses: '00', claimed: '[{"id":"r"}]', errors: null })
-    expect(protocol.decodeFlush('0e\n[]\n[[1,"INTERNAL","flush op 1 is malformed"]]')).toEqual({
-      statuses: '0e',
-      claimed: null,
-      errors: [[1, 'INTERNAL', 'flush op 1 is malformed']],
-    })
+})
+
+describe('trigger batch encoding', () => {
+  it('items encode as objects, exactly as the shared fixture (which cargo test parses)', () => {
+    const { triggerItem, encodeTriggerBatch, q } = protocol
+    const job = q('import "csv"\n☃')
+    const text = encodeTriggerBatch([
+      triggerItem(job, '{"rows":[1,null,"é"]}', 'order-42', null, false, '{}'),
+      triggerItem(job, 'null', null, 'tenant "a"', true, '{"tenant":"a","region":"eu\\tw"}'),
+    ])
+    expect(JSON.parse(text)).toEqual(JSON.parse(fs.readFileSync(TRIGGER_FIXTURE, 'utf8')))
+  })
+})
+
+describe('typed results from the addon', () => {
+  it('trigger, triggerBatch and their async forms return TriggerResult objects', async () => {
+    const job = defineJob({ name: 'typed', run: async () => 1 })
+    const d = makeDurably({ jobs: { job } })
+    await d.migrate()
+    const e = d._engine
+    const created = e.trigger('typed', '{"a":1}', 'k1', null, false, '{}')
+    expect(Object.keys(created).sort()).toEqual(['createdAt', 'id', 'kind'])
+    expect(created.kind).toBe('created')
+    expect(created.id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/)
+    expect(new Date(created.createdAt).toISOString()).toBe(created.createdAt)
+    const again = await e.triggerAsync('typed', '{"a":2}', 'k1', null, false, '{}')
+    expect(Object.keys(again).sort()).toEqual(['kind', 'run'])
+    expect(again.kind).toBe('idempotent')
+    expect(JSON.parse(again.run)).toMatchObject({ id: created.id, input: { a: 1 }, status: 'pending' })
+    const { triggerItem, encodeTriggerBatch, q } = protocol
+    const batch = encodeTriggerBatch([
+      triggerItem(q('typed'), '1', null, 'c', false, '{}'),
+      triggerItem(q('typed'), '2', null, 'c', true, '{}'),
+      triggerItem(q('typed'), '3', 'k1', null, false, '{}'),
+    ])
+    const results = e.triggerBatch(batch)
+    expect(results.map((r) => r.kind)).toEqual(['created', 'coalesced', 'idempotent'])
+    expect(JSON.parse(results[1].run).id).toBe(results[0].id)
+    expect((await e.triggerBatchAsync(batch)).map((r) => r.kind)).toEqual(['created', 'coalesced', 'idempotent'])
+    // A malformed item is refused with a code, and nothing of its batch is written.
+    const before = (await d.getRuns()).length
+    expect(() => e.triggerBatch(`[${triggerItem(q('typed'), '1', null, null, false, '{}')},{"job":"typed"}]`)).toThrow(
+      expect.objectContaining({ code: 'INTERNAL' }),
+    )
+    expect((await d.getRuns()).length).toBe(before)
   })
 
-  it('decodes trigger outcomes', () => {
-    expect(protocol.decodeTrigger(`c${RUN}${AT}`)).toEqual({ kind: 'created', id: RUN, createdAt: AT })
-    expect(protocol.decodeTrigger('i{"id":"x"}')).toEqual({ kind: 'idempotent', runText: '{"id":"x"}' })
-    expect(protocol.decodeTrigger('k{"id":"x"}')).toEqual({ kind: 'coalesced', runText: '{"id":"x"}' })
+  it('flush returns a FlushResult: a status per op, the ops that failed with their code', async () => {
+    const d = makeDurably()
+    await d.migrate()
+    const e = d._engine
+    const ghost = '01JB0000000000000000000000'
+    const res = e.flush(protocol.encodeBatch([protocol.progressOp(ghost, 1, '1'), '{"log":{"run":"x"}}']))
+    expect(res.statuses).toEqual(['lost', 'failed'])
+    expect(res.claimed).toBeUndefined()
+    expect(res.errors).toHaveLength(1)
+    expect(res.errors[0]).toMatchObject({ index: 1, code: 'INTERNAL' })
+    expect(res.errors[0].message).toMatch(/flush op 1 is malformed/)
+    const async = await e.flushAsync(protocol.encodeBatch([protocol.releaseOp(ghost, 1)]))
+    expect(async).toEqual({ statuses: ['lost'] })
+    // Every status the engine reports is one lib/protocol.js names.
+    for (const s of [...res.statuses, ...async.statuses]) expect(Object.values(protocol.OP_RESULTS)).toContain(s)
+  })
+
+  it('cancel returns a CancelResult; purge and recoverStale a number; close undefined', async () => {
+    const job = defineJob({ name: 'c', run: async () => 1 })
+    const d = makeDurably({ jobs: { job } })
+    await d.migrate()
+    const run = await d.jobs.job.trigger({})
+    const res = await d._engine.cancel(run.id)
+    expect(res.previous).toBe('pending')
+    expect(JSON.parse(res.run)).toMatchObject({ id: run.id, status: 'cancelled' })
+    expect(await d._engine.purge(new Date(Date.now() + 60_000).toISOString(), 10)).toBe(1)
+    expect(await d._engine.recoverStale()).toBe(0)
+    expect(await d._engine.close()).toBeUndefined()
   })
 })
 
@@ -98,7 +164,7 @@ describe('through the engine', () => {
     expect(b.reason.message).toMatch(/flush op \d+ is malformed.*gen/)
     expect(r.status).toBe('rejected')
     expect(r.reason.code).toBe('DB_ERROR')
-    expect(o).toEqual({ status: 'fulfilled', value: '0' })
+    expect(o).toEqual({ status: 'fulfilled', value: 'written' })
     expect((await d.getLogs(run.id)).map((l) => l.message)).toContain('still written')
     const now = await d.getRun(run.id)
     expect(now.progress).toBe(null) // the refused op's run update was rolled back

@@ -36,7 +36,7 @@ const tick = () => new Promise((r) => setImmediate(r))
 
 /**
  * A runner over a fake engine (records every call in `calls`), a fake writer
- * (records every op's kind and run in `calls` too, resolves '0' unless
+ * (records every op's kind and run in `calls` too, resolves 'written' unless
  * `statuses` says otherwise) and jobs given by name.
  */
 function setup(jobs) {
@@ -71,7 +71,7 @@ function setup(jobs) {
     push: async (op) => {
       const [kind, body] = Object.entries(JSON.parse(op))[0]
       calls.push(`op:${kind}(${body.run},${body.gen}${kind === 'step' ? `,${body.name}` : ''})`)
-      return state.statuses[kind] ?? '0'
+      return state.statuses[kind] ?? 'written'
     },
     drain: async () => calls.push('drain'),
   }
@@ -119,7 +119,7 @@ describe('lib/runner.js over a fake engine', () => {
   it('releases the slot itself when the execution ended without a committed complete/fail op', async () => {
     // The lease was lost at the step write: the execution stops, and only the runner frees the slot.
     const { runner, calls, errors, state } = setup({ j: async (ctx) => ctx.run('a', () => 1) })
-    state.statuses.step = 'l'
+    state.statuses.step = 'lost'
     runner.start()
     runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('r2', 'j', 4)] }))
     await runner.settled()

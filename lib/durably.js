@@ -8,7 +8,7 @@ const { resolveOptions } = require('./options')
 const { ensureSupported } = require('./backend')
 const { Events, EVENT_TYPES } = require('./events')
 const { Writer } = require('./writer')
-const { q, decodeTrigger, triggerItem } = require('./protocol')
+const { q, triggerItem, encodeTriggerBatch } = require('./protocol')
 const { Execution } = require('./execution')
 const { Runner } = require('./runner')
 const { encode, oversize } = require('./values')
@@ -260,10 +260,9 @@ class Durably {
       r = await nativeAsync(this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
       woken = false
     }
-    const outcome = decodeTrigger(r)
-    const run = this._triggered(def, outcome, value, o)
+    const run = this._triggered(def, r, value, o)
     if (onRun) onRun(run)
-    if (outcome.kind === 'created') {
+    if (r.kind === 'created') {
       if (!woken) this._runner.wake()
       if (this._runner.started) this._runner.startLocally()
     }
@@ -281,6 +280,7 @@ class Durably {
     }
   }
 
+  /** The run a TriggerResult (see lib/protocol.js) stands for, with its events emitted. */
   _triggered(def, outcome, value, o) {
     if (outcome.kind === 'created') {
       const run = newRun({
@@ -296,7 +296,7 @@ class Durably {
       this._emit('run:trigger', run, { input: value })
       return run
     }
-    const run = parseRun(outcome.runText)
+    const run = parseRun(outcome.run)
     if (outcome.kind === 'idempotent') {
       run.disposition = 'idempotent'
       return run
@@ -326,15 +326,14 @@ class Durably {
     }
     if (prepared.length === 0) return []
     const name = q(def.name)
-    const text = `[${prepared.map((p) => triggerItem(name, p.text, p.o.idem, p.o.conc, p.o.coalesce, p.o.labels)).join(',')}]`
+    const text = encodeTriggerBatch(prepared.map((p) => triggerItem(name, p.text, p.o.idem, p.o.conc, p.o.coalesce, p.o.labels)))
     let r = this._writer.alwaysAsync ? null : native(() => this._engine.triggerBatch(text))
     let woken = true
     if (r === null) {
       r = await nativeAsync(this._engine.triggerBatchAsync(text))
       woken = false
     }
-    const lines = r.split('\n')
-    const runs = lines.map((line, i) => this._triggered(def, decodeTrigger(line), prepared[i].value, prepared[i].o))
+    const runs = r.map((outcome, i) => this._triggered(def, outcome, prepared[i].value, prepared[i].o))
     if (!woken) this._runner.wake()
     return runs
   }
@@ -421,8 +420,7 @@ class Durably {
   async cancel(runId) {
     this._ensureReady()
     checkId(runId)
-    const res = JSON.parse(await nativeAsync(this._engine.cancel(runId)))
-    const run = parseRun(JSON.stringify(res.run))
+    const run = parseRun((await nativeAsync(this._engine.cancel(runId))).run)
     this._runner.cancelled(runId)
     this._emit('run:cancel', run)
     return run
@@ -442,7 +440,7 @@ class Durably {
       throw new ValidationError('purgeRuns: olderThan must be a valid Date')
     }
     if (!Number.isInteger(limit) || limit < 1) throw new ValidationError('purgeRuns: limit must be a positive integer')
-    return Number(await nativeAsync(this._engine.purge(olderThan.toISOString(), limit)))
+    return nativeAsync(this._engine.purge(olderThan.toISOString(), limit))
   }
 
   async _retain() {

@@ -2,12 +2,12 @@
 // One execution of a claimed run: builds `ctx`, replays completed steps,
 // executes new ones, and records the outcome. Every write names the run's
 // lease generation; an op the engine refuses means the run was cancelled
-// ('c') or taken over ('l'), and the execution stops writing.
+// (`cancelled`) or taken over (`lost`), and the execution stops writing.
 
 const { AsyncLocalStorage } = require('node:async_hooks')
 const { encode, reviveParsed, oversize } = require('./values')
 const { validate } = require('./schema')
-const { stepOp, completeOp, failOp, progressOp, logOp } = require('./protocol')
+const { stepOp, completeOp, failOp, progressOp, logOp, OP_RESULTS: OP } = require('./protocol')
 const {
   CancelledError,
   DurablyError,
@@ -341,8 +341,8 @@ class Execution {
       this.abort(storeErr)
       throw storeErr
     }
-    if (st === 'b') return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
-    if (st !== '0') {
+    if (st === OP.tooBig) return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
+    if (st !== OP.written) {
       this.lostBy(st)
       this.emit('step:cancel', { stepName: name, stepIndex: index })
       throw this.stopError()
@@ -355,9 +355,9 @@ class Execution {
     throw this.stopError()
   }
 
-  /** An op was refused: 'c' cancelled, 'l' lease lost. */
+  /** An op was refused: `cancelled`, or `lost` (the lease). */
   lostBy(status) {
-    this.abort(status === 'c' ? new CancelledError(`run ${this.id} was cancelled`) : new LeaseLostError())
+    this.abort(status === OP.cancelled ? new CancelledError(`run ${this.id} was cancelled`) : new LeaseLostError())
   }
 
   // ---- progress and logs ---------------------------------------------------
@@ -405,7 +405,7 @@ class Execution {
     const value = this.progress
     try {
       const st = await this.host.write(progressOp(this.id, this.generation, JSON.stringify(value)))
-      if (st === '0') {
+      if (st === OP.written) {
         this.host.progressWritten()
         this.emit('run:progress', { progress: value })
       } else this.lostBy(st)
@@ -433,7 +433,7 @@ class Execution {
     const op = logOp(this.id, this.generation, stepName, level, message, text, now())
     this.host.write(op).then(
       (st) => {
-        if (st !== '0') this.lostBy(st)
+        if (st !== OP.written) this.lostBy(st)
       },
       (err) => this.host.workerError(err, this, 'log-write'),
     )
@@ -477,12 +477,12 @@ class Execution {
     this.ended = true
     const st = await this.host.write(completeOp(this.id, this.generation, text, progress, now()))
     this.slotFreed = true // the commit of a "c" or "f" op frees the run's slot (Worker::flush)
-    if (st === 'b') {
+    if (st === OP.tooBig) {
       this.ended = false
       if (progress) this.progressDirty = true
       return this.failed(this.outputTooLarge(Buffer.byteLength(text), "SQLite's length limit"))
     }
-    if (st !== '0') {
+    if (st !== OP.written) {
       this.lostBy(st)
       return this.stopped()
     }
@@ -507,7 +507,7 @@ class Execution {
     this.ended = true
     const st = await this.host.write(failOp(this.id, this.generation, message, stack, progress, now()))
     this.slotFreed = true
-    if (st !== '0') {
+    if (st !== OP.written) {
       this.lostBy(st)
       return this.stopped()
     }

@@ -1,7 +1,7 @@
 'use strict'
 // The boundary with the native engine, one place: how the JS layer encodes
-// the ops it sends (flush batches, trigger batches) and decodes what the
-// engine answers. Values (inputs, outputs, progress, log data) are already
+// the ops it sends (flush batches, trigger batches) and what the engine
+// answers (typed results, see "results" below). Values (inputs, outputs, progress, log data) are already
 // JSON text (lib/values.js) and are spliced in as is, so nothing is encoded
 // twice. The Rust side parses flush ops with serde into `store::FlushOp`
 // (src/store/flush.rs); __test__/protocol.test.mjs and the cargo test
@@ -57,42 +57,52 @@ function encodeBatch(ops) {
   return ops.length === 1 ? `[${ops[0]}]` : `[${ops.join(',')}]`
 }
 
-/**
- * The engine's answer to a flush: `{ statuses, claimed, errors }`.
- * - statuses: one character per op: '0' written, 'c' run cancelled, 'l' lease
- *   lost, 'b' a value too big for SQLite, 'e' the op failed (see errors);
- * - claimed: JSON text of the runs claimed in the same commit, or null;
- * - errors: `[[index, code, message], …]` of the ops that failed, or null.
- */
-function decodeFlush(text) {
-  const nl = text.indexOf('\n')
-  if (nl < 0) return { statuses: text, claimed: null, errors: null }
-  const statuses = text.slice(0, nl)
-  const nl2 = text.indexOf('\n', nl + 1)
-  const claimedText = nl2 < 0 ? text.slice(nl + 1) : text.slice(nl + 1, nl2)
-  return {
-    statuses,
-    claimed: claimedText === '[]' ? null : claimedText,
-    errors: nl2 < 0 ? null : JSON.parse(text.slice(nl2 + 1)),
-  }
-}
-
 // ---- triggers ----------------------------------------------------------------
 
-/** One `triggerBatch` item: `[job, <input>, idempotencyKey, concurrencyKey, coalesce, <labels>]`. */
+/**
+ * One `triggerBatch` item (`store::TriggerRequest` on the Rust side):
+ * `{"job", "input": <JSON>, "idempotencyKey", "concurrencyKey", "coalesce", "labels": <JSON>}`.
+ * `jobNameJson`, `inputText` and `labelsText` are JSON text already.
+ */
 function triggerItem(jobNameJson, inputText, idem, conc, coalesce, labelsText) {
-  return `[${jobNameJson},${inputText},${q(idem)},${q(conc)},${coalesce},${labelsText}]`
+  return (
+    `{"job":${jobNameJson},"input":${inputText},"idempotencyKey":${q(idem)},` +
+    `"concurrencyKey":${q(conc)},"coalesce":${coalesce === true},"labels":${labelsText}}`
+  )
 }
 
-/**
- * One trigger outcome: `{ kind: 'created', id, createdAt }`, or
- * `{ kind: 'idempotent' | 'coalesced', runText }` (the existing run's JSON).
- */
-function decodeTrigger(r) {
-  const tag = r[0]
-  if (tag === 'c') return { kind: 'created', id: r.slice(1, 27), createdAt: r.slice(27) }
-  return { kind: tag === 'i' ? 'idempotent' : 'coalesced', runText: r.slice(1) }
+/** A whole `triggerBatch` message: the items' JSON text as one array. */
+function encodeTriggerBatch(items) {
+  return `[${items.join(',')}]`
 }
+
+// ---- results -------------------------------------------------------------------
+//
+// What comes back is typed by the binding (`#[napi(object)]` structs and
+// `string_enum`s in src/binding/convert.rs, declared in the generated
+// binding.d.ts); only run records and claimed runs stay JSON text (decoded
+// by lib/records.js and lib/runner.js):
+// - trigger / triggerAsync → TriggerResult, triggerBatch(Async) → TriggerResult[]:
+//   `{ kind: 'created', id, createdAt }` or `{ kind: 'idempotent' | 'coalesced', run }`
+//   (`run`: the existing run's JSON text);
+// - flush / flushAsync → FlushResult: `{ statuses, claimed?, errors? }`, one
+//   OpResult per op (OP_RESULTS), the runs claimed in the same commit (JSON
+//   text) and the ops that failed (`{ index, code, message }`);
+// - cancel → CancelResult: `{ previous: <run status>, run: <JSON text> }`;
+// - purge, recoverStale → a number; close → undefined.
+
+/** What happened to one flush op (`OpResult` in src/binding/convert.rs). */
+const OP_RESULTS = Object.freeze({
+  written: 'written',
+  /** not written: the run was cancelled */
+  cancelled: 'cancelled',
+  /** not written: the run belongs to another lease */
+  lost: 'lost',
+  /** not written: a value is longer than SQLite's length limit */
+  tooBig: 'tooBig',
+  /** not written: the op is malformed or SQLite refused it (see the errors) */
+  failed: 'failed',
+})
 
 module.exports = {
   q,
@@ -103,7 +113,7 @@ module.exports = {
   logOp,
   releaseOp,
   encodeBatch,
-  decodeFlush,
   triggerItem,
-  decodeTrigger,
+  encodeTriggerBatch,
+  OP_RESULTS,
 }

@@ -1,10 +1,10 @@
 'use strict'
 // Batches the executing runs' writes. Every op pushed during one turn of the
 // event loop is committed by a single native call in one transaction (group
-// commit across the runs in flight); each pusher gets its op's status:
-// '0' written, 'c' run cancelled, 'l' lease lost, 'b' a value too big for
-// SQLite; an op the engine could not apply rejects with its error (the
-// batch's other ops are unaffected). Ops are encoded by lib/protocol.js.
+// commit across the runs in flight); each pusher gets its op's status
+// (OP_RESULTS in lib/protocol.js: written, cancelled, lost, tooBig); an op
+// the engine could not apply rejects with its error (the batch's other ops
+// are unaffected). Ops are encoded by lib/protocol.js.
 //
 // The fast path commits synchronously on the JS thread, but only when the
 // write lock is free at once; if this process's worker thread or another
@@ -14,7 +14,7 @@
 // Batches commit strictly in order.
 
 const { fromNative, fromCode } = require('./errors')
-const { encodeBatch, decodeFlush } = require('./protocol')
+const { encodeBatch } = require('./protocol')
 
 /** Longest stretch of back-to-back flushes without an event-loop turn. */
 const YIELD_MS = 4
@@ -33,7 +33,7 @@ class Writer {
     this.lastYield = 0
   }
 
-  /** Queues one op (JSON text, from lib/protocol.js); resolves with its status character. */
+  /** Queues one op (JSON text, from lib/protocol.js); resolves with its status (an OP_RESULTS value). */
   push(op) {
     return new Promise((resolve, reject) => {
       this.ops.push(op)
@@ -96,14 +96,13 @@ class Writer {
     )
   }
 
-  /** Settles the batch's waiters; hands runs claimed in the same commit to the instance. */
+  /** Settles the batch's waiters from a FlushResult; hands runs claimed in the same commit to the instance. */
   settle(waiters, res, error) {
     if (error) return settleAll(waiters, null, error)
-    if (res.indexOf('\n') < 0) return settleAll(waiters, res, null)
-    const { statuses, claimed, errors } = decodeFlush(res)
+    const { statuses, claimed, errors } = res
     if (errors) {
       // An op the engine could not apply fails alone: its pusher gets the error.
-      for (const [index, code, message] of errors) {
+      for (const { index, code, message } of errors) {
         const reject = waiters[2 * index + 1]
         waiters[2 * index] = reject === undefined ? waiters[2 * index] : () => reject(fromCode(code, message))
       }

@@ -107,9 +107,9 @@ describe('fencing: a paused worker cannot write after its run was reclaimed', ()
       }
       expect(seen.some((l) => l.startsWith('complete ') || l.startsWith('fail '))).toBe(false)
       // Raw writes under A's generation, straight to the engine: refused.
-      expect(seen).toContain('late-step l')
-      expect(seen).toContain('late-complete l')
-      expect(seen).toContain('late-progress l')
+      expect(seen).toContain('late-step lost')
+      expect(seen).toContain('late-complete lost')
+      expect(seen).toContain('late-progress lost')
 
       const final = await d.getRun(run.id)
       expect(final.status).toBe('completed')
@@ -213,13 +213,13 @@ describe('fencing: a stale write that reaches the store before its worker knows 
     expect(seen.some((l) => l.startsWith('step-resolved'))).toBe(false)
     // Raw writes of every batched kind under generation 1, while B still holds the run: all refused.
     expect(seen.filter((l) => l.startsWith('late '))).toEqual([
-      'late step-overwrite l',
-      'late step-new l',
-      'late progress l',
-      'late log l',
-      'late release l',
-      'late fail l',
-      'late complete l',
+      'late step-overwrite lost',
+      'late step-new lost',
+      'late progress lost',
+      'late log lost',
+      'late release lost',
+      'late fail lost',
+      'late complete lost',
     ])
     // And none of it changed a row.
     expect(rows(db)).toEqual(held)

@@ -1,14 +1,14 @@
 //! Conversions at the boundary: engine errors to JS errors with a stable
-//! `.code`, trigger outcomes to compact strings, and the pool-thread task.
+//! `.code`, engine results to typed `#[napi(object)]` results (JSON text only
+//! where payloads travel: run records, claimed runs), and the pool-thread task.
 
-use napi::bindgen_prelude::{AsyncTask, Env, Status, Task};
+use napi::bindgen_prelude::{AsyncTask, Env, Status, Task, ToNapiValue, TypeName};
 use napi::JsError;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
+use napi_derive::napi;
 use std::result::Result;
 
 use crate::error::Error as EngineError;
-use crate::store::{TriggerItem, TriggerOutcome};
+use crate::store::{ClaimedRun, FlushOutcome, RunStatus, TriggerOutcome};
 
 /// The status type of errors thrown to JS: its text becomes `error.code`.
 pub struct JsCode(String);
@@ -30,92 +30,175 @@ pub fn to_js(e: EngineError) -> napi::Error<JsCode> {
     napi::Error::new(JsCode(e.code().to_string()), e.to_string())
 }
 
-/// `c<id><createdAt>`, `i<run json>` or `k<run json>`.
-pub fn encode_outcome(o: &TriggerOutcome) -> String {
-    match o {
-        TriggerOutcome::Created { id, created_at } => format!("c{id}{created_at}"),
-        TriggerOutcome::Idempotent(json) => format!("i{json}"),
-        TriggerOutcome::Coalesced(json) => format!("k{json}"),
-    }
+/// How a trigger ended.
+#[napi(string_enum = "lowercase")]
+pub enum TriggerKind {
+    /// A new pending run.
+    Created,
+    /// The run that already had this idempotency key.
+    Idempotent,
+    /// The pending run of the same concurrency key this trigger was coalesced into.
+    Coalesced,
 }
 
-/// One encoded outcome per line (JSON text never holds a raw newline).
-pub fn encode_outcomes(list: &[TriggerOutcome]) -> String {
-    let mut out = String::with_capacity(list.len() * 52);
-    for (i, o) in list.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&encode_outcome(o));
-    }
-    out
+/// What a trigger did, one per run of `trigger`/`triggerBatch`.
+#[napi(object)]
+pub struct TriggerResult {
+    /// How it ended.
+    pub kind: TriggerKind,
+    /// `created`: the new run's id.
+    pub id: Option<String>,
+    /// `created`: the new run's `createdAt` (ISO).
+    pub created_at: Option<String>,
+    /// `idempotent`/`coalesced`: the existing run as JSON text.
+    pub run: Option<String>,
 }
 
-fn string<'a>(f: &'a RawValue) -> Result<Option<Cow<'a, str>>, EngineError> {
-    Ok(serde_json::from_str(f.get())?)
-}
-
-/// One parsed `triggerBatch` item; strings borrow from the message unless
-/// they needed unescaping.
-pub struct BatchItem<'a> {
-    job: Cow<'a, str>,
-    input: &'a str,
-    idempotency_key: Option<Cow<'a, str>>,
-    concurrency_key: Option<Cow<'a, str>>,
-    coalesce: bool,
-    labels: &'a str,
-}
-
-impl BatchItem<'_> {
-    /// The store's view of this item.
-    pub fn as_item(&self) -> TriggerItem<'_> {
-        TriggerItem {
-            job_name: &self.job,
-            input: self.input,
-            idempotency_key: self.idempotency_key.as_deref(),
-            concurrency_key: self.concurrency_key.as_deref(),
-            coalesce: self.coalesce,
-            labels: self.labels,
+impl From<TriggerOutcome> for TriggerResult {
+    fn from(o: TriggerOutcome) -> Self {
+        let (kind, id, created_at, run) = match o {
+            TriggerOutcome::Created { id, created_at } => {
+                (TriggerKind::Created, Some(id), Some(created_at), None)
+            }
+            TriggerOutcome::Idempotent(run) => (TriggerKind::Idempotent, None, None, Some(run)),
+            TriggerOutcome::Coalesced(run) => (TriggerKind::Coalesced, None, None, Some(run)),
+        };
+        TriggerResult {
+            kind,
+            id,
+            created_at,
+            run,
         }
     }
 }
 
-/// Parses `[[job, <input>, idemKey, concKey, coalesce, <labels>], …]`.
-pub fn parse_batch(items: &str) -> Result<Vec<BatchItem<'_>>, EngineError> {
-    let list: Vec<[&RawValue; 6]> = serde_json::from_str(items)?;
-    list.iter()
-        .map(|it| {
-            Ok(BatchItem {
-                job: string(it[0])?.unwrap_or_default(),
-                input: it[1].get(),
-                idempotency_key: string(it[2])?,
-                concurrency_key: string(it[3])?,
-                coalesce: it[4].get() == "true",
-                labels: it[5].get(),
-            })
-        })
-        .collect()
+/// What happened to one flush op.
+#[napi(string_enum = "camelCase")]
+pub enum OpResult {
+    /// Written.
+    Written,
+    /// Not written: the run was cancelled.
+    Cancelled,
+    /// Not written: the run belongs to another lease (reclaimed, reset, deleted).
+    Lost,
+    /// Not written: a value in it is longer than SQLite's length limit.
+    TooBig,
+    /// Not written: the op is malformed or SQLite refused it (see `errors`).
+    Failed,
 }
 
-/// A closure run on libuv's thread pool, resolving to a string. An engine
+impl OpResult {
+    /// From one character of [`FlushOutcome::statuses`] ([`crate::store::OpStatus::as_char`]).
+    fn from_char(c: u8) -> Self {
+        match c {
+            b'0' => OpResult::Written,
+            b'c' => OpResult::Cancelled,
+            b'l' => OpResult::Lost,
+            b'b' => OpResult::TooBig,
+            _ => OpResult::Failed,
+        }
+    }
+}
+
+/// An op of a flush that failed alone (its status is `failed`).
+#[napi(object)]
+pub struct FlushError {
+    /// The op's position in the batch.
+    pub index: u32,
+    /// The engine error's code.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What a flush did.
+#[napi(object)]
+pub struct FlushResult {
+    /// One per op, in order.
+    pub statuses: Vec<OpResult>,
+    /// The runs claimed in the same commit (successors of the runs the batch
+    /// ended), as a JSON array; absent when none.
+    pub claimed: Option<String>,
+    /// The ops that failed; absent when none.
+    pub errors: Option<Vec<FlushError>>,
+}
+
+impl From<FlushOutcome<Vec<ClaimedRun>>> for FlushResult {
+    fn from(out: FlushOutcome<Vec<ClaimedRun>>) -> Self {
+        let statuses = out.statuses.bytes().map(OpResult::from_char).collect();
+        let claimed = (!out.then.is_empty())
+            .then(|| crate::store::json::array(out.then.into_iter().map(|r| r.json)));
+        let errors = (!out.errors.is_empty()).then(|| {
+            out.errors
+                .iter()
+                .map(|e| FlushError {
+                    index: e.index as u32,
+                    code: e.error.code().to_string(),
+                    message: e.error.to_string(),
+                })
+                .collect()
+        });
+        FlushResult {
+            statuses,
+            claimed,
+            errors,
+        }
+    }
+}
+
+/// A run's status, as stored.
+#[napi(string_enum = "lowercase")]
+pub enum RunState {
+    /// Waiting to be claimed.
+    Pending,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// Finished with an output.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl From<RunStatus> for RunState {
+    fn from(s: RunStatus) -> Self {
+        match s {
+            RunStatus::Pending => RunState::Pending,
+            RunStatus::Running => RunState::Running,
+            RunStatus::Completed => RunState::Completed,
+            RunStatus::Failed => RunState::Failed,
+            RunStatus::Cancelled => RunState::Cancelled,
+        }
+    }
+}
+
+/// What `cancel` did.
+#[napi(object)]
+pub struct CancelResult {
+    /// The run's status before it was cancelled.
+    pub previous: RunState,
+    /// The run, now cancelled, as JSON text.
+    pub run: String,
+}
+
+/// A closure run on libuv's thread pool, resolving to a `T`. An engine
 /// error rejects the promise with a JS error carrying the error's `.code`
 /// (the same conversion as a synchronous throw, [`to_js`]): one error channel.
-pub struct NativeTask(Option<Box<dyn FnOnce() -> Result<String, EngineError> + Send>>);
+pub struct NativeTask<T>(Option<Box<dyn FnOnce() -> Result<T, EngineError> + Send>>);
 
-impl NativeTask {
+impl<T: ToNapiValue + TypeName + Send + 'static> NativeTask<T> {
     /// Wraps `f` for `AsyncTask`.
-    pub fn spawn(
-        f: impl FnOnce() -> Result<String, EngineError> + Send + 'static,
-    ) -> AsyncTask<Self> {
+    pub fn spawn(f: impl FnOnce() -> Result<T, EngineError> + Send + 'static) -> AsyncTask<Self> {
         AsyncTask::new(NativeTask(Some(Box::new(f))))
     }
 }
 
-impl Task for NativeTask {
+impl<T: ToNapiValue + TypeName + Send + 'static> Task for NativeTask<T> {
     /// The value, or the engine error's code and message (computed on the
     /// pool thread; the JS error is made on the JS thread in `resolve`).
-    type Output = Result<String, (&'static str, String)>;
-    type JsValue = String;
+    type Output = Result<T, (&'static str, String)>;
+    type JsValue = T;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         let f = self
@@ -127,9 +210,9 @@ impl Task for NativeTask {
         Ok(out.map_err(|e| (e.code(), e.to_string())))
     }
 
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<String> {
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<T> {
         match output {
-            Ok(s) => Ok(s),
+            Ok(v) => Ok(v),
             // A task can only reject with a `napi::Error`; one made from a JS
             // value rejects with that value, here an error with our `.code`.
             Err((code, message)) => {

@@ -12,9 +12,11 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::error::Error as EngineError;
-use crate::store::{lock, FlushOutcome, PurgeOptions, RunFilter, Store, StoreOptions, Synchronous};
+use crate::store::{
+    lock, PurgeOptions, RunFilter, Store, StoreOptions, Synchronous, TriggerRequest,
+};
 use crate::worker::{Worker, WorkerConfig};
-use convert::{encode_outcome, encode_outcomes, parse_batch, to_js, JsCode, NativeTask};
+use convert::{to_js, CancelResult, FlushResult, JsCode, NativeTask, TriggerResult};
 use sink::JsSink;
 
 fn runtime() -> Result<&'static tokio::runtime::Runtime, JsCode> {
@@ -71,26 +73,6 @@ pub fn library_schema_version() -> i64 {
 #[napi]
 pub struct Engine {
     inner: Mutex<Option<Arc<Inner>>>,
-}
-
-/// Statuses; then, when the flush claimed successors or an op failed,
-/// `\n[claimed runs]`; then, when an op failed, `\n[[index, code, message], …]`
-/// (decoded by `lib/protocol.js`).
-fn encode_flush(out: FlushOutcome<Vec<crate::store::ClaimedRun>>) -> String {
-    if out.then.is_empty() && out.errors.is_empty() {
-        return out.statuses;
-    }
-    let runs = crate::store::json::array(out.then.into_iter().map(|r| r.json));
-    if out.errors.is_empty() {
-        return format!("{}\n{runs}", out.statuses);
-    }
-    let errors: Vec<(usize, &str, String)> = out
-        .errors
-        .iter()
-        .map(|e| (e.index, e.error.code(), e.error.to_string()))
-        .collect();
-    let errors = serde_json::to_string(&errors).unwrap_or_else(|_| "[]".into());
-    format!("{}\n{runs}\n{errors}", out.statuses)
 }
 
 fn ms(v: u32) -> Duration {
@@ -211,9 +193,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Creates a run without waiting for the lock: `c<id><createdAt>`,
-    /// `i<run json>` (idempotent hit), `k<run json>` (coalesced), or `null`
-    /// when the lock is taken (then call `triggerAsync`).
+    /// Creates a run without waiting for the lock; `null` when the lock is
+    /// taken (then call `triggerAsync`).
     #[napi(catch_unwind)]
     pub fn trigger(
         &self,
@@ -223,7 +204,7 @@ impl Engine {
         concurrency_key: Option<String>,
         coalesce: bool,
         labels: String,
-    ) -> Result<Option<String>, JsCode> {
+    ) -> Result<Option<TriggerResult>, JsCode> {
         let inner = self.inner()?;
         let item = crate::store::TriggerItem {
             job_name: &job,
@@ -237,11 +218,11 @@ impl Engine {
         if out.is_some() {
             inner.worker.wake();
         }
-        Ok(out.map(|o| encode_outcome(&o)))
+        Ok(out.map(TriggerResult::from))
     }
 
     /// `trigger` that waits for the lock on a pool thread.
-    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<TriggerResult>")]
     pub fn trigger_async(
         &self,
         job: String,
@@ -250,7 +231,7 @@ impl Engine {
         concurrency_key: Option<String>,
         coalesce: bool,
         labels: String,
-    ) -> Result<AsyncTask<NativeTask>, JsCode> {
+    ) -> Result<AsyncTask<NativeTask<TriggerResult>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
             let item = crate::store::TriggerItem {
@@ -263,63 +244,76 @@ impl Engine {
             };
             // No wake here: the JS side wakes the worker after it emitted
             // run:trigger, so run:start cannot overtake it.
-            Ok(encode_outcome(&inner.store.trigger(&item)?))
+            Ok(inner.store.trigger(&item)?.into())
         }))
     }
 
-    /// Creates all runs of a batch (`[[job, <input>, idemKey, concKey, coalesce, <labels>], …]`)
-    /// in one transaction without waiting; one outcome per line, or `null` when busy.
+    /// Creates all runs of a batch (a JSON array of `TriggerRequest`s, see
+    /// `triggerItem` in lib/protocol.js) in one transaction without waiting;
+    /// one result per item, or `null` when busy.
     #[napi(catch_unwind)]
-    pub fn trigger_batch(&self, items: String) -> Result<Option<String>, JsCode> {
+    pub fn trigger_batch(&self, items: String) -> Result<Option<Vec<TriggerResult>>, JsCode> {
         let inner = self.inner()?;
-        let parsed = parse_batch(&items).map_err(to_js)?;
+        let parsed = TriggerRequest::parse_batch(&items).map_err(to_js)?;
         let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
         let out = inner.store.try_trigger_batch(&items).map_err(to_js)?;
         if out.is_some() {
             inner.worker.wake();
         }
-        Ok(out.map(|o| encode_outcomes(&o)))
+        Ok(out.map(|o| o.into_iter().map(TriggerResult::from).collect()))
     }
 
     /// `triggerBatch` that waits for the lock on a pool thread.
-    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn trigger_batch_async(&self, items: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+    #[napi(catch_unwind, ts_return_type = "Promise<Array<TriggerResult>>")]
+    pub fn trigger_batch_async(
+        &self,
+        items: String,
+    ) -> Result<AsyncTask<NativeTask<Vec<TriggerResult>>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            let parsed = parse_batch(&items)?;
+            let parsed = TriggerRequest::parse_batch(&items)?;
             let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
             // The JS side wakes the worker after emitting run:trigger.
-            Ok(encode_outcomes(&inner.store.trigger_batch(&items)?))
+            Ok(inner
+                .store
+                .trigger_batch(&items)?
+                .into_iter()
+                .map(TriggerResult::from)
+                .collect())
         }))
     }
 
-    /// Applies a batch of worker writes without waiting for the lock: one
-    /// status character per op, then (when the batch ended runs and the
-    /// worker is on) a newline and the JSON array of runs claimed in the same
-    /// commit; `null` when busy (then `flushAsync`).
+    /// Applies a batch of worker writes (a JSON array of flush ops, see
+    /// lib/protocol.js) without waiting for the lock: a status per op and
+    /// (when the batch ended runs and the worker is on) the runs claimed in
+    /// the same commit; `null` when busy (then `flushAsync`).
     #[napi(catch_unwind)]
-    pub fn flush(&self, ops: String) -> Result<Option<String>, JsCode> {
+    pub fn flush(&self, ops: String) -> Result<Option<FlushResult>, JsCode> {
         if ops.len() >= crate::store::BIG_WRITE_BYTES {
             // A big value: commit (and checkpoint) it on a pool thread, not on the event loop.
             return Ok(None);
         }
         let out = self.inner()?.worker.flush(&ops, false).map_err(to_js)?;
-        Ok(out.map(encode_flush))
+        Ok(out.map(FlushResult::from))
     }
 
     /// `flush` that waits for the lock on a pool thread.
-    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn flush_async(&self, ops: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+    #[napi(catch_unwind, ts_return_type = "Promise<FlushResult>")]
+    pub fn flush_async(&self, ops: String) -> Result<AsyncTask<NativeTask<FlushResult>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            let out = inner.worker.flush(&ops, true)?;
-            Ok(out.map(encode_flush).unwrap_or_default())
+            // A waiting flush only gives up with an error (closed, or not busy).
+            let out = inner
+                .worker
+                .flush(&ops, true)?
+                .ok_or_else(|| EngineError::Internal("flushAsync: the flush did not run".into()))?;
+            Ok(out.into())
         }))
     }
 
     /// Claims up to `limit` runs now (processOne); JSON array of claimed runs.
     #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn claim(&self, limit: u32) -> Result<AsyncTask<NativeTask>, JsCode> {
+    pub fn claim(&self, limit: u32) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
             let runs = inner.worker.claim_now(limit as usize)?;
@@ -328,11 +322,11 @@ impl Engine {
     }
 
     /// Returns stale runs of the registered jobs to pending now; resolves with the count.
-    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn recover_stale(&self) -> Result<AsyncTask<NativeTask>, JsCode> {
+    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+    pub fn recover_stale(&self) -> Result<AsyncTask<NativeTask<u32>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            Ok(inner.worker.recover_stale()?.to_string())
+            Ok(inner.worker.recover_stale()? as u32)
         }))
     }
 
@@ -381,22 +375,22 @@ impl Engine {
         self.inner()?.store.run_counts().map_err(to_js)
     }
 
-    /// Cancels a run: `{"previous": status, "run": run}`.
-    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn cancel(&self, id: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+    /// Cancels a run.
+    #[napi(catch_unwind, ts_return_type = "Promise<CancelResult>")]
+    pub fn cancel(&self, id: String) -> Result<AsyncTask<NativeTask<CancelResult>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            let (prev, run) = inner.store.cancel(&id)?;
-            let mut o = crate::store::json::JsonObject::new();
-            o.str("previous", Some(prev.as_str()))
-                .raw("run", Some(&run));
-            Ok(o.finish())
+            let (previous, run) = inner.store.cancel(&id)?;
+            Ok(CancelResult {
+                previous: previous.into(),
+                run,
+            })
         }))
     }
 
     /// Failed/cancelled → pending, same run; returns the run.
     #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn retry(&self, id: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+    pub fn retry(&self, id: String) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
             // The JS side wakes the worker after emitting run:retry.
@@ -406,33 +400,37 @@ impl Engine {
 
     /// Deletes a terminal run; returns it.
     #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn delete_run(&self, id: String) -> Result<AsyncTask<NativeTask>, JsCode> {
+    pub fn delete_run(&self, id: String) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || inner.store.delete_run(&id)))
     }
 
     /// Deletes up to `limit` terminal runs finished before `older_than` (ISO); returns the count.
-    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn purge(&self, older_than: String, limit: u32) -> Result<AsyncTask<NativeTask>, JsCode> {
+    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+    pub fn purge(
+        &self,
+        older_than: String,
+        limit: u32,
+    ) -> Result<AsyncTask<NativeTask<u32>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
             let n = inner.store.purge(&PurgeOptions {
                 older_than,
                 limit: limit as i64,
             })?;
-            Ok(n.to_string())
+            Ok(n as u32)
         }))
     }
 
     /// Stops the worker and closes the database; resolves once every
     /// connection (and so every file handle) is closed. Later calls of other
     /// methods fail with `CLOSED`; a second `close` resolves at once.
-    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
-    pub fn close(&self) -> Result<AsyncTask<NativeTask>, JsCode> {
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn close(&self) -> Result<AsyncTask<NativeTask<()>>, JsCode> {
         let taken = lock(&self.inner).take();
         Ok(NativeTask::spawn(move || {
             let Some(inner) = taken else {
-                return Ok(String::new());
+                return Ok(());
             };
             inner.worker.close();
             let limit = inner.store.options().busy_timeout + Duration::from_secs(5);
@@ -459,7 +457,7 @@ impl Engine {
                     "close: the worker's background tasks did not exit".into(),
                 ));
             }
-            Ok(String::new())
+            Ok(())
         }))
     }
 }

@@ -29,7 +29,7 @@ pub use manage::PurgeOptions;
 pub use migrate::SCHEMA_VERSION;
 pub use query::RunFilter;
 pub use status::RunStatus;
-pub use trigger::{TriggerItem, TriggerOutcome};
+pub use trigger::{TriggerItem, TriggerOutcome, TriggerRequest};
 
 use crate::error::{Error, Result};
 

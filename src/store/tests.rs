@@ -584,3 +584,48 @@ fn protocol_fixture_parses() -> TestResult {
     assert!(out.errors.is_empty());
     Ok(())
 }
+
+/// The JS encoder's trigger batch items (pinned in the fixture by
+/// `__test__/protocol.test.mjs`) parse into `TriggerRequest`s, and a batch
+/// of them creates, then dedupes and coalesces, runs.
+#[test]
+fn protocol_trigger_fixture_parses() -> TestResult {
+    let fixture = include_str!("../../__test__/fixtures/protocol-triggers.json");
+    let items = TriggerRequest::parse_batch(fixture)?;
+    assert_eq!(items.len(), 2);
+    let a = items[0].as_item();
+    assert_eq!(a.job_name, "import \"csv\"\n☃");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(a.input)?,
+        serde_json::json!({ "rows": [1, null, "é"] })
+    );
+    assert_eq!(a.idempotency_key, Some("order-42"));
+    assert_eq!(a.concurrency_key, None);
+    assert!(!a.coalesce);
+    assert_eq!(a.labels, "{}");
+    let b = items[1].as_item();
+    assert_eq!(b.input, "null");
+    assert_eq!(b.idempotency_key, None);
+    assert_eq!(b.concurrency_key, Some("tenant \"a\""));
+    assert!(b.coalesce);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(b.labels)?,
+        serde_json::json!({ "tenant": "a", "region": "eu\tw" })
+    );
+    let (_d, store) = temp_store()?;
+    let batch: Vec<TriggerItem> = items.iter().map(|i| i.as_item()).collect();
+    let first = store.trigger_batch(&batch)?;
+    assert!(first
+        .iter()
+        .all(|o| matches!(o, TriggerOutcome::Created { .. })));
+    let again = store.trigger_batch(&batch)?;
+    assert!(matches!(again[0], TriggerOutcome::Idempotent(_)));
+    assert!(matches!(again[1], TriggerOutcome::Coalesced(_)));
+    // An incomplete item, or one with a field the engine does not know, is refused.
+    assert!(TriggerRequest::parse_batch(r#"[{"job": "j", "input": 1}]"#).is_err());
+    assert!(TriggerRequest::parse_batch(
+        r#"[{"job": "j", "input": 1, "idempotencyKey": null, "concurrencyKey": null, "coalesce": false, "labels": {}, "extra": 1}]"#
+    )
+    .is_err());
+    Ok(())
+}

@@ -2,7 +2,11 @@
 //! coalescing decided inside the write transaction, so they hold across
 //! processes.
 
+use std::borrow::Cow;
+
 use rusqlite::{Connection, OptionalExtension};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::query::{run_json, RUN_COLUMNS};
 use super::Store;
@@ -23,6 +27,53 @@ pub struct TriggerItem<'a> {
     pub coalesce: bool,
     /// Labels as a JSON object of strings.
     pub labels: &'a str,
+}
+
+/// One item of a trigger batch as the JS layer sends it (`triggerItem` in
+/// lib/protocol.js): `{"job": "…", "input": <JSON>, "idempotencyKey": "…" | null,
+/// "concurrencyKey": "…" | null, "coalesce": false, "labels": {…}}`. The input
+/// and labels stay JSON text; strings borrow from the message unless they
+/// needed unescaping.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerRequest<'a> {
+    /// Registered job name.
+    #[serde(borrow)]
+    pub job: Cow<'a, str>,
+    /// Input as (tagged) JSON text.
+    #[serde(borrow)]
+    pub input: &'a RawValue,
+    /// See [`TriggerItem::idempotency_key`].
+    #[serde(borrow)]
+    pub idempotency_key: Option<Cow<'a, str>>,
+    /// See [`TriggerItem::concurrency_key`].
+    #[serde(borrow)]
+    pub concurrency_key: Option<Cow<'a, str>>,
+    /// See [`TriggerItem::coalesce`].
+    pub coalesce: bool,
+    /// Labels as a JSON object of strings.
+    #[serde(borrow)]
+    pub labels: &'a RawValue,
+}
+
+impl TriggerRequest<'_> {
+    /// Parses a JSON array of items (built by the JS layer, so a malformed
+    /// one is an internal error).
+    pub fn parse_batch(text: &str) -> Result<Vec<TriggerRequest<'_>>> {
+        Ok(serde_json::from_str(text)?)
+    }
+
+    /// The store's view of this item.
+    pub fn as_item(&self) -> TriggerItem<'_> {
+        TriggerItem {
+            job_name: &self.job,
+            input: self.input.get(),
+            idempotency_key: self.idempotency_key.as_deref(),
+            concurrency_key: self.concurrency_key.as_deref(),
+            coalesce: self.coalesce,
+            labels: self.labels.get(),
+        }
+    }
 }
 
 /// What a trigger did.
