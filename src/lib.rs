@@ -18,6 +18,7 @@
 //! per batch (`flush`), so a batch of steps from several runs in flight shares
 //! one transaction (group commit) and costs one boundary crossing.
 
+pub mod engine;
 pub mod error;
 #[cfg(feature = "postgres")]
 pub mod pg;

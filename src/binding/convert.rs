@@ -222,3 +222,20 @@ impl<T: ToNapiValue + TypeName + Send + 'static> Task for NativeTask<T> {
         }
     }
 }
+
+/// A `Date.toISOString()` as a time. Dates before 1970 and after 9999 (which
+/// `toISOString` writes as `-YYYYYY-…` / `+YYYYYY-…`) clamp to the range
+/// stored times can have, so every date orders as it did compared as text.
+pub fn iso_time(s: &str) -> Result<std::time::SystemTime, EngineError> {
+    use std::time::{Duration, UNIX_EPOCH};
+    match humantime::parse_rfc3339(s) {
+        Ok(t) => Ok(t),
+        // (`-` sorts before the digits: years before 1 AD too)
+        Err(_) if s < "1970" => Ok(UNIX_EPOCH),
+        // 9999-12-31T23:59:59.999Z
+        Err(_) if s.starts_with('+') => Ok(UNIX_EPOCH + Duration::from_millis(253_402_300_799_999)),
+        Err(e) => Err(EngineError::Validation(format!(
+            "olderThan {s:?} is not an ISO time: {e}"
+        ))),
+    }
+}

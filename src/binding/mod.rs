@@ -1,6 +1,8 @@
 //! The only napi-aware code: the `Engine` class the JS layer wraps,
 //! argument/record conversion, the ThreadsafeFunction sink and error
-//! conversion. No SQL and no scheduling decisions live here.
+//! conversion. Every operation converts its arguments and delegates to the
+//! napi-free [`crate::engine::Engine`]; no SQL and no scheduling decisions
+//! live here.
 
 mod convert;
 mod sink;
@@ -11,13 +13,80 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::engine::EngineConfig;
 use crate::error::Error as EngineError;
-use crate::store::{
-    lock, PurgeOptions, RunFilter, Store, StoreOptions, Synchronous, TriggerRequest,
-};
-use crate::worker::{Worker, WorkerConfig};
+use crate::store::{lock, RunFilter, SqliteStore, StoreOptions, Synchronous, TriggerRequest};
+use crate::worker::{Sink, WorkerConfig};
 use convert::{to_js, CancelResult, FlushResult, JsCode, NativeTask, TriggerResult};
 use sink::JsSink;
+
+/// The engine on whichever backend this instance opened. The SQLite engine
+/// has synchronous fast paths; on an async backend they answer "busy"
+/// (`None`) and the JS layer takes the waiting path.
+enum AnyEngine {
+    Sqlite(crate::engine::Engine<SqliteStore>),
+    #[cfg(feature = "postgres")]
+    Pg(crate::engine::Engine<crate::pg::PgStore>),
+}
+
+/// Runs `$body` with `$e` bound to the concrete engine.
+macro_rules! with_engine {
+    ($any:expr, $e:ident => $body:expr) => {
+        match $any {
+            AnyEngine::Sqlite($e) => $body,
+            #[cfg(feature = "postgres")]
+            AnyEngine::Pg($e) => $body,
+        }
+    };
+}
+
+impl AnyEngine {
+    /// The SQLite engine of `opts`.
+    fn open_sqlite(
+        store: StoreOptions,
+        cfg: EngineConfig,
+        sink: Arc<dyn Sink>,
+    ) -> Result<AnyEngine, JsCode> {
+        let store = Arc::new(SqliteStore::open(store).map_err(to_js)?);
+        let rt = runtime()?;
+        Ok(AnyEngine::Sqlite(crate::engine::Engine::new(
+            store,
+            cfg,
+            sink,
+            rt.handle().clone(),
+        )))
+    }
+
+    /// The PostgreSQL engine (cargo feature `postgres`; not reachable from
+    /// JS yet: a constructor taking a URL calls this).
+    #[cfg(feature = "postgres")]
+    #[allow(dead_code)]
+    fn open_postgres(
+        opts: crate::pg::PgOptions,
+        cfg: EngineConfig,
+        sink: Arc<dyn Sink>,
+    ) -> Result<AnyEngine, JsCode> {
+        let rt = runtime()?;
+        let store = rt
+            .block_on(crate::pg::PgStore::connect(opts))
+            .map_err(to_js)?;
+        Ok(AnyEngine::Pg(crate::engine::Engine::new(
+            Arc::new(store),
+            cfg,
+            sink,
+            rt.handle().clone(),
+        )))
+    }
+
+    /// The busy timeout a close waits for calls in flight.
+    fn busy_timeout(&self) -> Duration {
+        match self {
+            AnyEngine::Sqlite(e) => e.store().options().busy_timeout,
+            #[cfg(feature = "postgres")]
+            AnyEngine::Pg(_) => Duration::from_secs(10),
+        }
+    }
+}
 
 fn runtime() -> Result<&'static tokio::runtime::Runtime, JsCode> {
     static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
@@ -55,11 +124,13 @@ pub struct EngineOptions {
     pub stale_threshold: u32,
     /// Runs in flight at once.
     pub max_concurrent_runs: u32,
+    /// `retainRuns` in ms: a started worker deletes terminal runs older than
+    /// this (and `processOne` does first); absent for none.
+    pub retain_ms: Option<f64>,
 }
 
 struct Inner {
-    store: Arc<Store>,
-    worker: Worker,
+    engine: AnyEngine,
 }
 
 /// The newest schema version this library knows (files at another version
@@ -88,35 +159,36 @@ impl Engine {
             "full" => Synchronous::Full,
             _ => Synchronous::Normal,
         };
-        let store = Store::open(StoreOptions {
-            path: opts.path,
-            synchronous,
-            busy_timeout: ms(opts.busy_timeout),
-        })
-        .map_err(to_js)?;
-        let store = Arc::new(store);
         let tsfn = on_message
             .build_threadsafe_function::<String>()
             .weak::<true>()
             .callee_handled::<false>()
             .build()
             .map_err(|e| to_js(EngineError::Internal(e.to_string())))?;
-        let cfg = WorkerConfig {
-            polling_interval: ms(opts.polling_interval),
-            heartbeat_interval: ms(opts.heartbeat_interval),
-            stale_threshold: ms(opts.stale_threshold),
-            max_concurrent: opts.max_concurrent_runs.max(1) as usize,
-            ..WorkerConfig::default()
+        let cfg = EngineConfig {
+            worker: WorkerConfig {
+                polling_interval: ms(opts.polling_interval),
+                heartbeat_interval: ms(opts.heartbeat_interval),
+                stale_threshold: ms(opts.stale_threshold),
+                max_concurrent: opts.max_concurrent_runs.max(1) as usize,
+                ..WorkerConfig::default()
+            },
+            retain: opts
+                .retain_ms
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(|v| Duration::from_millis(v as u64)),
         };
-        let rt = runtime()?;
-        let worker = Worker::new(
-            store.clone(),
+        let engine = AnyEngine::open_sqlite(
+            StoreOptions {
+                path: opts.path,
+                synchronous,
+                busy_timeout: ms(opts.busy_timeout),
+            },
             cfg,
             Arc::new(JsSink::new(tsfn)),
-            rt.handle().clone(),
-        );
+        )?;
         Ok(Engine {
-            inner: Mutex::new(Some(Arc::new(Inner { store, worker }))),
+            inner: Mutex::new(Some(Arc::new(Inner { engine }))),
         })
     }
 
@@ -129,25 +201,25 @@ impl Engine {
     /// Creates or upgrades the schema (waits for the lock); returns the version.
     #[napi(catch_unwind)]
     pub fn migrate(&self) -> Result<i64, JsCode> {
-        self.inner()?.store.migrate().map_err(to_js)
+        with_engine!(&self.inner()?.engine, e => e.wait(e.migrate())).map_err(to_js)
     }
 
     /// Fails if the file's schema is newer than this library.
     #[napi(catch_unwind)]
     pub fn check_schema(&self) -> Result<(), JsCode> {
-        self.inner()?.store.check_schema().map_err(to_js)
+        with_engine!(&self.inner()?.engine, e => e.wait(e.check_schema())).map_err(to_js)
     }
 
     /// The schema version in the file (0 when not migrated).
     #[napi(catch_unwind)]
     pub fn schema_version(&self) -> Result<i64, JsCode> {
-        self.inner()?.store.schema_version().map_err(to_js)
+        with_engine!(&self.inner()?.engine, e => e.wait(e.schema_version())).map_err(to_js)
     }
 
     /// Jobs this worker may claim; `timeouts[i]` in ms, 0 for none.
     #[napi(catch_unwind)]
     pub fn set_jobs(&self, names: Vec<String>, timeouts: Vec<u32>) -> Result<(), JsCode> {
-        let jobs = names
+        let jobs: Vec<_> = names
             .into_iter()
             .enumerate()
             .map(|(i, n)| {
@@ -155,41 +227,41 @@ impl Engine {
                 (n, (t > 0).then(|| ms(t)))
             })
             .collect();
-        self.inner()?.worker.set_jobs(jobs);
+        with_engine!(&self.inner()?.engine, e => e.set_jobs(jobs));
         Ok(())
     }
 
-    /// Starts the claim loop.
+    /// Starts the claim loop (and the retention timer).
     #[napi(catch_unwind)]
     pub fn start(&self) -> Result<(), JsCode> {
-        self.inner()?.worker.start();
+        with_engine!(&self.inner()?.engine, e => e.start());
         Ok(())
     }
 
     /// Stops claiming (runs in flight continue).
     #[napi(catch_unwind)]
     pub fn stop(&self) -> Result<(), JsCode> {
-        self.inner()?.worker.stop();
+        with_engine!(&self.inner()?.engine, e => e.stop());
         Ok(())
     }
 
     /// Whether the claim loop task is still alive (finishing a claim after `stop`).
     #[napi(catch_unwind)]
     pub fn loop_alive(&self) -> Result<bool, JsCode> {
-        Ok(self.inner()?.worker.loop_alive())
+        Ok(with_engine!(&self.inner()?.engine, e => e.loop_alive()))
     }
 
     /// Wakes the claim loop.
     #[napi(catch_unwind)]
     pub fn wake(&self) -> Result<(), JsCode> {
-        self.inner()?.worker.wake();
+        with_engine!(&self.inner()?.engine, e => e.wake());
         Ok(())
     }
 
     /// A run's JS execution under lease `generation` ended: frees its slot.
     #[napi(catch_unwind)]
     pub fn release(&self, id: String, generation: i64) -> Result<(), JsCode> {
-        self.inner()?.worker.release(&id, generation);
+        with_engine!(&self.inner()?.engine, e => e.release(&id, generation));
         Ok(())
     }
 
@@ -214,10 +286,11 @@ impl Engine {
             coalesce,
             labels: &labels,
         };
-        let out = inner.store.try_trigger(&item).map_err(to_js)?;
-        if out.is_some() {
-            inner.worker.wake();
-        }
+        let out = match &inner.engine {
+            AnyEngine::Sqlite(e) => e.try_trigger(&item).map_err(to_js)?,
+            #[cfg(feature = "postgres")]
+            AnyEngine::Pg(_) => None,
+        };
         Ok(out.map(TriggerResult::from))
     }
 
@@ -244,7 +317,8 @@ impl Engine {
             };
             // No wake here: the JS side wakes the worker after it emitted
             // run:trigger, so run:start cannot overtake it.
-            Ok(inner.store.trigger(&item)?.into())
+            let out = with_engine!(&inner.engine, e => e.wait(e.trigger(&item)))?;
+            Ok(out.into())
         }))
     }
 
@@ -256,10 +330,11 @@ impl Engine {
         let inner = self.inner()?;
         let parsed = TriggerRequest::parse_batch(&items).map_err(to_js)?;
         let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
-        let out = inner.store.try_trigger_batch(&items).map_err(to_js)?;
-        if out.is_some() {
-            inner.worker.wake();
-        }
+        let out = match &inner.engine {
+            AnyEngine::Sqlite(e) => e.try_trigger_batch(&items).map_err(to_js)?,
+            #[cfg(feature = "postgres")]
+            AnyEngine::Pg(_) => None,
+        };
         Ok(out.map(|o| o.into_iter().map(TriggerResult::from).collect()))
     }
 
@@ -274,26 +349,23 @@ impl Engine {
             let parsed = TriggerRequest::parse_batch(&items)?;
             let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
             // The JS side wakes the worker after emitting run:trigger.
-            Ok(inner
-                .store
-                .trigger_batch(&items)?
-                .into_iter()
-                .map(TriggerResult::from)
-                .collect())
+            let out = with_engine!(&inner.engine, e => e.wait(e.trigger_batch(&items)))?;
+            Ok(out.into_iter().map(TriggerResult::from).collect())
         }))
     }
 
     /// Applies a batch of worker writes (a JSON array of flush ops, see
     /// lib/protocol.js) without waiting for the lock: a status per op and
     /// (when the batch ended runs and the worker is on) the runs claimed in
-    /// the same commit; `null` when busy (then `flushAsync`).
+    /// the same commit; `null` when busy or too big for the JS thread (then
+    /// `flushAsync`).
     #[napi(catch_unwind)]
     pub fn flush(&self, ops: String) -> Result<Option<FlushResult>, JsCode> {
-        if ops.len() >= crate::store::BIG_WRITE_BYTES {
-            // A big value: commit (and checkpoint) it on a pool thread, not on the event loop.
-            return Ok(None);
-        }
-        let out = self.inner()?.worker.flush(&ops, false).map_err(to_js)?;
+        let out = match &self.inner()?.engine {
+            AnyEngine::Sqlite(e) => e.try_flush(&ops).map_err(to_js)?,
+            #[cfg(feature = "postgres")]
+            AnyEngine::Pg(_) => None,
+        };
         Ok(out.map(FlushResult::from))
     }
 
@@ -303,10 +375,7 @@ impl Engine {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
             // A waiting flush only gives up with an error (closed, or not busy).
-            let out = inner
-                .worker
-                .flush(&ops, true)?
-                .ok_or_else(|| EngineError::Internal("flushAsync: the flush did not run".into()))?;
+            let out = with_engine!(&inner.engine, e => e.wait(e.flush(&ops)))?;
             Ok(out.into())
         }))
     }
@@ -316,7 +385,7 @@ impl Engine {
     pub fn claim(&self, limit: u32) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            let runs = inner.worker.claim_now(limit as usize)?;
+            let runs = with_engine!(&inner.engine, e => e.wait(e.claim(limit as usize)))?;
             Ok(crate::store::json::array(runs.into_iter().map(|r| r.json)))
         }))
     }
@@ -326,26 +395,37 @@ impl Engine {
     pub fn recover_stale(&self) -> Result<AsyncTask<NativeTask<u32>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            Ok(inner.worker.recover_stale()? as u32)
+            let n = with_engine!(&inner.engine, e => e.wait(e.recover_stale()))?;
+            Ok(n as u32)
         }))
+    }
+
+    /// What the worker loop does on its own, before `processOne` and
+    /// `processUntilIdle`: stale recovery, then `retainRuns`.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn before_processing(&self) -> Result<AsyncTask<NativeTask<()>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.before_processing())),
+        ))
     }
 
     /// Claims up to `limit` runs now if the worker is on and the lock is free
     /// at once: a JSON array (maybe empty), or `null` when the lock is taken.
     #[napi(catch_unwind)]
     pub fn try_claim(&self, limit: u32) -> Result<Option<String>, JsCode> {
-        let runs = self
-            .inner()?
-            .worker
-            .try_claim(limit as usize)
-            .map_err(to_js)?;
+        let runs = match &self.inner()?.engine {
+            AnyEngine::Sqlite(e) => e.try_claim(limit as usize).map_err(to_js)?,
+            #[cfg(feature = "postgres")]
+            AnyEngine::Pg(_) => None,
+        };
         Ok(runs.map(|r| crate::store::json::array(r.into_iter().map(|r| r.json))))
     }
 
     /// One run as JSON, or null.
     #[napi(catch_unwind)]
     pub fn get_run(&self, id: String) -> Result<Option<String>, JsCode> {
-        self.inner()?.store.get_run(&id).map_err(to_js)
+        with_engine!(&self.inner()?.engine, e => e.wait(e.get_run(&id))).map_err(to_js)
     }
 
     /// Runs matching a JSON filter, newest first (JSON array).
@@ -354,25 +434,25 @@ impl Engine {
         let inner = self.inner()?;
         let filter: RunFilter = serde_json::from_str(&filter)
             .map_err(|e| to_js(EngineError::Validation(format!("invalid run filter: {e}"))))?;
-        inner.store.get_runs(&filter).map_err(to_js)
+        with_engine!(&inner.engine, e => e.wait(e.get_runs(&filter))).map_err(to_js)
     }
 
     /// A run's steps (JSON array).
     #[napi(catch_unwind)]
     pub fn get_steps(&self, run_id: String) -> Result<String, JsCode> {
-        self.inner()?.store.get_steps(&run_id).map_err(to_js)
+        with_engine!(&self.inner()?.engine, e => e.wait(e.get_steps(&run_id))).map_err(to_js)
     }
 
     /// A run's persisted logs (JSON array).
     #[napi(catch_unwind)]
     pub fn get_logs(&self, run_id: String) -> Result<String, JsCode> {
-        self.inner()?.store.get_logs(&run_id).map_err(to_js)
+        with_engine!(&self.inner()?.engine, e => e.wait(e.get_logs(&run_id))).map_err(to_js)
     }
 
     /// Run counts per job and status (JSON array of `{jobName, status, count}`).
     #[napi(catch_unwind)]
     pub fn run_counts(&self) -> Result<String, JsCode> {
-        self.inner()?.store.run_counts().map_err(to_js)
+        with_engine!(&self.inner()?.engine, e => e.wait(e.run_counts())).map_err(to_js)
     }
 
     /// Cancels a run.
@@ -380,7 +460,7 @@ impl Engine {
     pub fn cancel(&self, id: String) -> Result<AsyncTask<NativeTask<CancelResult>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            let (previous, run) = inner.store.cancel(&id)?;
+            let (previous, run) = with_engine!(&inner.engine, e => e.wait(e.cancel(&id)))?;
             Ok(CancelResult {
                 previous: previous.into(),
                 run,
@@ -394,7 +474,7 @@ impl Engine {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
             // The JS side wakes the worker after emitting run:retry.
-            inner.store.retry(&id)
+            with_engine!(&inner.engine, e => e.wait(e.retry(&id)))
         }))
     }
 
@@ -402,7 +482,9 @@ impl Engine {
     #[napi(catch_unwind, ts_return_type = "Promise<string>")]
     pub fn delete_run(&self, id: String) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
         let inner = self.inner()?;
-        Ok(NativeTask::spawn(move || inner.store.delete_run(&id)))
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.delete_run(&id))),
+        ))
     }
 
     /// Deletes up to `limit` terminal runs finished before `older_than` (ISO); returns the count.
@@ -414,10 +496,8 @@ impl Engine {
     ) -> Result<AsyncTask<NativeTask<u32>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
-            let n = inner.store.purge(&PurgeOptions {
-                older_than,
-                limit: limit as i64,
-            })?;
+            let before = convert::iso_time(&older_than)?;
+            let n = with_engine!(&inner.engine, e => e.wait(e.purge(before, limit as i64)))?;
             Ok(n as u32)
         }))
     }
@@ -432,9 +512,9 @@ impl Engine {
             let Some(inner) = taken else {
                 return Ok(());
             };
-            inner.worker.close();
-            let limit = inner.store.options().busy_timeout + Duration::from_secs(5);
-            let tasks_done = inner.worker.wait_closed(limit);
+            with_engine!(&inner.engine, e => e.close());
+            let limit = inner.engine.busy_timeout() + Duration::from_secs(5);
+            let tasks_done = with_engine!(&inner.engine, e => e.wait_closed(limit));
             // Other calls in flight (a query, a flush on the pool) hold `inner` too.
             let mut inner = Some(inner);
             let start = std::time::Instant::now();

@@ -16,226 +16,14 @@ use serde_json::value::RawValue;
 
 use super::PgStore;
 use crate::error::{Error, Result};
-use crate::store::{ClaimedRun, FlushOutcome, OpStatus};
+use crate::store::{ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpStatus};
 
-/// One write of the executing worker, under lease `generation`. JSON values
-/// are JSON text (already encoded by the JS layer), stored as written.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FlushOp {
-    /// A step finished (insert, or overwrite of the row of the same name).
-    Step {
-        run: String,
-        generation: i64,
-        name: String,
-        index: i64,
-        /// `completed`, `failed` or `cancelled`.
-        status: String,
-        output: Option<String>,
-        error: Option<String>,
-        stack: Option<String>,
-        started_at: SystemTime,
-        completed_at: Option<SystemTime>,
-        /// The run's progress, when it changed.
-        progress: Option<String>,
-    },
-    /// The run completed.
-    Complete {
-        run: String,
-        generation: i64,
-        output: Option<String>,
-        progress: Option<String>,
-    },
-    /// The run failed.
-    Fail {
-        run: String,
-        generation: i64,
-        error: String,
-        stack: Option<String>,
-        progress: Option<String>,
-    },
-    /// Progress alone.
-    Progress {
-        run: String,
-        generation: i64,
-        progress: String,
-    },
-    /// A log line.
-    Log {
-        run: String,
-        generation: i64,
-        step: Option<String>,
-        /// `info`, `warn` or `error`.
-        level: String,
-        message: String,
-        data: Option<String>,
-        at: SystemTime,
-    },
-    /// Give the run back (`pending`) so any worker resumes it.
-    Release { run: String, generation: i64 },
+/// JSON text of an optional raw value.
+fn text<'a>(v: &Option<&'a RawValue>) -> Option<&'a str> {
+    v.map(RawValue::get)
 }
 
-impl FlushOp {
-    /// The run and lease generation the op names.
-    pub fn lease(&self) -> (&str, i64) {
-        match self {
-            FlushOp::Step {
-                run, generation, ..
-            }
-            | FlushOp::Complete {
-                run, generation, ..
-            }
-            | FlushOp::Fail {
-                run, generation, ..
-            }
-            | FlushOp::Progress {
-                run, generation, ..
-            }
-            | FlushOp::Log {
-                run, generation, ..
-            }
-            | FlushOp::Release { run, generation } => (run, *generation),
-        }
-    }
-
-    /// Bytes of the values the op stores (JSON texts, error, stack, message).
-    pub fn value_bytes(&self) -> usize {
-        let len = |v: &Option<String>| v.as_ref().map_or(0, String::len);
-        match self {
-            FlushOp::Step {
-                output,
-                error,
-                stack,
-                progress,
-                ..
-            } => len(output) + len(error) + len(stack) + len(progress),
-            FlushOp::Complete {
-                output, progress, ..
-            } => len(output) + len(progress),
-            FlushOp::Fail {
-                error,
-                stack,
-                progress,
-                ..
-            } => error.len() + len(stack) + len(progress),
-            FlushOp::Progress { progress, .. } => progress.len(),
-            FlushOp::Log { message, data, .. } => message.len() + len(data),
-            FlushOp::Release { .. } => 0,
-        }
-    }
-
-    /// True for the ops that end the execution (complete, fail, hand-back).
-    pub fn ends_execution(&self) -> bool {
-        matches!(
-            self,
-            FlushOp::Complete { .. } | FlushOp::Fail { .. } | FlushOp::Release { .. }
-        )
-    }
-
-    /// Reads a flush batch as the JS layer sends it (`lib/protocol.js`): the
-    /// shared typed op, [`crate::store::FlushOp`], converted (times parsed).
-    /// The run's times in `complete` and `fail` ops are not used: on
-    /// PostgreSQL they come from the database clock.
-    pub fn parse_batch(ops: &str) -> Result<Vec<FlushOp>> {
-        crate::store::parse_batch(ops)?
-            .into_iter()
-            .map(|op| FlushOp::from_shared(&op?))
-            .collect()
-    }
-
-    /// The PostgreSQL form of a parsed op.
-    pub fn from_shared(op: &crate::store::FlushOp<'_>) -> Result<FlushOp> {
-        use crate::store::FlushOp as S;
-        let raw = |v: &Option<&RawValue>| v.map(|r| r.get().to_string());
-        Ok(match op {
-            S::Step {
-                run,
-                generation,
-                name,
-                index,
-                status,
-                output,
-                error,
-                stack,
-                started_at,
-                completed_at,
-                progress,
-            } => FlushOp::Step {
-                run: run.clone(),
-                generation: *generation,
-                name: name.clone(),
-                index: *index,
-                status: status.clone(),
-                output: raw(output),
-                error: error.clone(),
-                stack: stack.clone(),
-                started_at: time("startedAt", started_at)?,
-                completed_at: completed_at
-                    .as_deref()
-                    .map(|t| time("completedAt", t))
-                    .transpose()?,
-                progress: raw(progress),
-            },
-            S::Complete {
-                run,
-                generation,
-                output,
-                progress,
-                ..
-            } => FlushOp::Complete {
-                run: run.clone(),
-                generation: *generation,
-                output: raw(output),
-                progress: raw(progress),
-            },
-            S::Fail {
-                run,
-                generation,
-                error,
-                stack,
-                progress,
-                ..
-            } => FlushOp::Fail {
-                run: run.clone(),
-                generation: *generation,
-                error: error.clone(),
-                stack: stack.clone(),
-                progress: raw(progress),
-            },
-            S::Progress {
-                run,
-                generation,
-                progress,
-            } => FlushOp::Progress {
-                run: run.clone(),
-                generation: *generation,
-                progress: raw(progress).unwrap_or_else(|| "null".into()),
-            },
-            S::Log {
-                run,
-                generation,
-                step,
-                level,
-                message,
-                data,
-                at,
-            } => FlushOp::Log {
-                run: run.clone(),
-                generation: *generation,
-                step: step.clone(),
-                level: level.clone(),
-                message: message.clone(),
-                data: raw(data),
-                at: time("at", at)?,
-            },
-            S::Release { run, generation } => FlushOp::Release {
-                run: run.clone(),
-                generation: *generation,
-            },
-        })
-    }
-}
-
-fn time(field: &str, s: &str) -> Result<SystemTime> {
+pub(crate) fn time(field: &str, s: &str) -> Result<SystemTime> {
     humantime::parse_rfc3339(s)
         .map_err(|e| Error::Internal(format!("flush op {field}: bad time {s:?}: {e}")))
 }
@@ -243,7 +31,7 @@ fn time(field: &str, s: &str) -> Result<SystemTime> {
 impl PgStore {
     /// Applies a batch of ops in one transaction. Returns one status
     /// character per op (see [`OpStatus::as_char`]).
-    pub async fn flush(&self, ops: &[FlushOp]) -> Result<String> {
+    pub async fn flush(&self, ops: &[FlushOp<'_>]) -> Result<String> {
         Ok(self.flush_then_claim(ops, |_| None).await?.statuses)
     }
 
@@ -253,17 +41,9 @@ impl PgStore {
     /// share one commit.
     pub async fn flush_then_claim(
         &self,
-        ops: &[FlushOp],
-        then: impl FnOnce(&[(String, i64)]) -> Option<(Vec<String>, usize)>,
+        ops: &[FlushOp<'_>],
+        then: impl FnOnce(&[(String, i64)]) -> ClaimRequest,
     ) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
-        let ended: Vec<(String, i64)> = ops
-            .iter()
-            .filter(|op| op.ends_execution())
-            .map(|op| {
-                let (run, generation) = op.lease();
-                (run.to_string(), generation)
-            })
-            .collect();
         let mut c = self.client().await?;
         let mut tx = c.transaction().await?;
         let mut statuses = String::with_capacity(ops.len());
@@ -277,6 +57,7 @@ impl PgStore {
             };
             statuses.push(status.as_char());
         }
+        let ended = ended_runs(ops, &statuses);
         let claimed = match then(&ended) {
             Some((jobs, limit)) if !jobs.is_empty() && limit > 0 => {
                 self.claim_in(&mut tx, &jobs, limit).await?
@@ -294,12 +75,14 @@ impl PgStore {
 
     /// Fails a run this worker owns (job timeout), fenced like any op.
     pub async fn fail_owned(&self, run: &str, generation: i64, error: &str) -> Result<OpStatus> {
+        // The run's time comes from the database clock: `at` is not read.
         let op = FlushOp::Fail {
             run: run.to_string(),
             generation,
             error: error.to_string(),
             stack: None,
             progress: None,
+            at: String::new(),
         };
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -308,7 +91,7 @@ impl PgStore {
         Ok(status)
     }
 
-    async fn apply_one(&self, tx: &Transaction<'_>, op: &FlushOp) -> Result<OpStatus> {
+    async fn apply_one(&self, tx: &Transaction<'_>, op: &FlushOp<'_>) -> Result<OpStatus> {
         // Each statement answers (rows changed, the run's status before it).
         let row = match op {
             FlushOp::Step {
@@ -346,6 +129,11 @@ impl PgStore {
                     )
                     .await?;
                 let done = status == "completed";
+                let started_at = time("startedAt", started_at)?;
+                let completed_at = completed_at
+                    .as_deref()
+                    .map(|t| time("completedAt", t))
+                    .transpose()?;
                 tx.query_one(
                     &st,
                     &[
@@ -353,15 +141,15 @@ impl PgStore {
                         generation,
                         &done,
                         &(index + 1),
-                        progress,
+                        &text(progress),
                         name,
                         index,
                         status,
-                        output,
+                        &text(output),
                         error,
                         stack,
-                        started_at,
-                        completed_at,
+                        &started_at,
+                        &completed_at,
                     ],
                 )
                 .await?
@@ -371,6 +159,7 @@ impl PgStore {
                 generation,
                 output,
                 progress,
+                at: _,
             } => {
                 let st = tx
                     .prepare_cached(
@@ -388,7 +177,13 @@ impl PgStore {
                     .await?;
                 tx.query_one(
                     &st,
-                    &[run, generation, output, progress, &self.wake_channel()],
+                    &[
+                        run,
+                        generation,
+                        &text(output),
+                        &text(progress),
+                        &self.wake_channel(),
+                    ],
                 )
                 .await?
             }
@@ -398,6 +193,7 @@ impl PgStore {
                 error,
                 stack,
                 progress,
+                at: _,
             } => {
                 let st = tx
                     .prepare_cached(
@@ -420,7 +216,7 @@ impl PgStore {
                         generation,
                         error,
                         stack,
-                        progress,
+                        &text(progress),
                         &self.wake_channel(),
                     ],
                 )
@@ -440,7 +236,9 @@ impl PgStore {
                          SELECT (SELECT count(*) FROM upd), (SELECT status FROM runs WHERE id = $1)",
                     )
                     .await?;
-                tx.query_one(&st, &[run, generation, progress]).await?
+                // `null` progress is stored as the JSON text `null`, as on SQLite.
+                let progress = text(progress).unwrap_or("null");
+                tx.query_one(&st, &[run, generation, &progress]).await?
             }
             FlushOp::Release { run, generation } => {
                 let st = tx
@@ -479,8 +277,12 @@ impl PgStore {
                          SELECT (SELECT count(*) FROM ins), (SELECT status FROM runs WHERE id = $1)",
                     )
                     .await?;
-                tx.query_one(&st, &[run, generation, step, level, message, data, at])
-                    .await?
+                let at = time("at", at)?;
+                tx.query_one(
+                    &st,
+                    &[run, generation, step, level, message, &text(data), &at],
+                )
+                .await?
             }
         };
         let changed: i64 = row.try_get(0)?;

@@ -1,5 +1,5 @@
 //! The PostgreSQL store (cargo feature `postgres`): the same runs, steps,
-//! logs and lease protocol as the SQLite [`crate::store::Store`], for many
+//! logs and lease protocol as the SQLite [`crate::store::SqliteStore`], for many
 //! worker processes on many machines. No napi here; async (tokio-postgres on
 //! a deadpool pool), so the engine calls it from its tokio runtime.
 //!
@@ -7,12 +7,12 @@
 //!
 //! ## How each SQLite operation maps
 //!
-//! | SQLite `Store` | `PgStore` | what differs |
+//! | SQLite `SqliteStore` | `PgStore` | what differs |
 //! |---|---|---|
 //! | `open` + `migrate`, `check_schema` | [`PgStore::connect`] + [`PgStore::migrate`], [`PgStore::check_schema`] | migrations (`src/pg/migrations/NNNN_*.sql`) run under `pg_advisory_xact_lock`, in the configured `schema` (created if missing); a newer schema fails with `SCHEMA_TOO_NEW`, as on SQLite |
 //! | `trigger`, `trigger_batch` (+ `try_*`) | [`PgStore::trigger`], [`PgStore::trigger_batch`] | no `try_*` (nothing blocks a JS thread: the engine awaits). Idempotency by `INSERT … ON CONFLICT DO NOTHING` (two machines, one key: one run); coalesce under a per-key advisory lock; a plain trigger is one statement, a plain batch one `INSERT … unnest`. `created_at` is the database's `now()`, one per batch. `NOTIFY` wake |
 //! | `claim`, `claim_in`, `try_claim` | [`PgStore::claim`] | one statement, `FOR UPDATE SKIP LOCKED`; one running run per concurrency key also enforced by the unique index `runs_one_running_per_key` (the race it closes: `claim.rs`); a claim that loses that race is retried |
-//! | `flush` / `flush_then` (+ `claim_in`) | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are typed ([`FlushOp`]; [`FlushOp::parse_batch`] reads the JS layer's tagged ops through the shared `store::FlushOp`). Same fence text (`lease_generation = $2 AND status = 'running'`) and statuses (`0`/`c`/`l`); each op is one statement that also reports the run's status. The claim after a batch runs in a savepoint. An op storing more than [`MAX_OP_BYTES`] is refused alone (`b`, `OpStatus::TooBig`), the rest of the batch commits. A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op |
+//! | `flush` / `flush_then` (+ `claim_in`) | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are the shared typed [`crate::store::FlushOp`] (one enum for every backend; times parsed when bound). Same fence text (`lease_generation = $2 AND status = 'running'`) and statuses (`0`/`c`/`l`); each op is one statement that also reports the run's status. The claim after a batch runs in a savepoint. An op storing more than [`MAX_OP_BYTES`] is refused alone (`b`, `OpStatus::TooBig`), the rest of the batch commits. A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op |
 //! | `fail_owned` (job timeout) | [`PgStore::fail_owned`] | — |
 //! | `heartbeat` | [`PgStore::heartbeat`] | `heartbeat_at = now()` of the database |
 //! | `has_stale`, `recover_stale(_except)` | [`PgStore::has_stale`], [`PgStore::recover_stale_except`] | take the stale *threshold* (a `Duration`, compared on the database clock) instead of a cutoff computed from the worker's clock; `NOTIFY` wake for the jobs whose runs went back to pending |
@@ -67,8 +67,8 @@
 //!   runs, [`PgStore::flush_then_claim`] (the closure gets the ended
 //!   `(run, generation)`s and answers `(jobs, limit)` to claim in the same
 //!   commit, like the worker's `reserve`).
-//! - JS write batches: [`FlushOp::parse_batch`] then [`PgStore::flush`] (or
-//!   the typed ops directly once the boundary is typed).
+//! - JS write batches: `store::Batch::parse` then [`PgStore::flush_then_claim`]
+//!   (the engine does this for every backend: `Engine::flush`).
 //! - Heartbeat task: [`PgStore::heartbeat`] with the runs in flight; the
 //!   outcomes mean what SQLite's mean. Job timeout: [`PgStore::fail_owned`].
 //! - Recovery task: [`PgStore::has_stale`], then
@@ -91,11 +91,12 @@
 
 mod claim;
 mod events;
-mod flush;
+pub(crate) mod flush;
 mod listen;
 mod manage;
 mod migrate;
 mod query;
+mod store_impl;
 mod trigger;
 
 use std::str::FromStr;
@@ -106,7 +107,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::NoTls;
 
 pub use events::{RemoteEvent, EVENT_RETENTION, MAX_INLINE_PAYLOAD};
-pub use flush::FlushOp;
 pub use listen::{ListenOptions, PgListener, PgNotice};
 pub use manage::PgPurgeOptions;
 pub use migrate::PG_SCHEMA_VERSION;

@@ -11,7 +11,7 @@ use rusqlite::{Connection, ToSql};
 use super::flush::lease_fence;
 use super::json::array;
 use super::query::{in_list, run_object, RUN_COLUMNS};
-use super::{RunStatus, Store};
+use super::{RunStatus, SqliteStore};
 use crate::error::Result;
 
 /// A run this worker now owns, with its completed steps, ready for JS.
@@ -36,7 +36,7 @@ pub enum HeartbeatOutcome {
     Lost(String),
 }
 
-impl Store {
+impl SqliteStore {
     /// True if some pending run of `jobs` could be claimed now (a read, no
     /// lock): the claim's own query, so a worker whose every candidate is
     /// held back by its concurrency key does not take the write lock for
@@ -65,7 +65,7 @@ impl Store {
         self.write(|c| self.claim_in(c, jobs, limit))
     }
 
-    /// Claims inside an open write transaction (see [`Store::claim`]).
+    /// Claims inside an open write transaction (see [`SqliteStore::claim`]).
     pub(crate) fn claim_in(
         &self,
         c: &Connection,
@@ -157,7 +157,7 @@ impl Store {
         self.recover_stale_except(jobs, stale_before, &[])
     }
 
-    /// Like [`Store::recover_stale`], but leaves alone the runs in `keep`
+    /// Like [`SqliteStore::recover_stale`], but leaves alone the runs in `keep`
     /// (`(id, lease_generation)` of the runs the calling worker is executing
     /// right now): they are alive, only their heartbeat is late (e.g. another
     /// process held the write lock for longer than the stale threshold), and

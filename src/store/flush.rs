@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::claim::lease_status;
-use super::{RunStatus, Store};
+use super::{RunStatus, SqliteStore};
 use crate::error::{Error, Result};
 
 /// The lease fence of every write an executing worker makes: the run (`?1`)
@@ -189,6 +189,77 @@ pub fn parse_batch(ops: &str) -> Result<Vec<Result<FlushOp<'_>>>> {
         .collect())
 }
 
+/// A batch as the JS layer sends it, split into the ops that parsed (for
+/// any [`super::Store`]) and the malformed ones, which fail alone: after the
+/// store applied the good ops, [`Batch::merge`] puts each malformed op back
+/// in its place with [`OpStatus::Failed`] and its error.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    /// The ops that parsed, in batch order.
+    pub ops: Vec<FlushOp<'a>>,
+    /// `(position in the batch, error)` of each malformed op.
+    malformed: Vec<(usize, Error)>,
+    /// Bytes of the batch's text.
+    pub bytes: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// Parses a batch (a JSON array of tagged ops, `lib/protocol.js`).
+    pub fn parse(text: &'a str) -> Result<Batch<'a>> {
+        let mut ops = Vec::new();
+        let mut malformed = Vec::new();
+        for (i, op) in parse_batch(text)?.into_iter().enumerate() {
+            match op {
+                Ok(op) => ops.push(op),
+                Err(e) => malformed.push((i, e)),
+            }
+        }
+        Ok(Batch {
+            ops,
+            malformed,
+            bytes: text.len(),
+        })
+    }
+
+    /// The outcome of the whole batch from the outcome of [`Batch::ops`].
+    pub fn merge<T>(&self, mut out: FlushOutcome<T>) -> FlushOutcome<T> {
+        if self.malformed.is_empty() {
+            return out;
+        }
+        let total = self.ops.len() + self.malformed.len();
+        let mut statuses = String::with_capacity(total);
+        let mut good = out.statuses.chars();
+        // Position in the batch of each good op.
+        let mut position = Vec::with_capacity(self.ops.len());
+        let mut bad = self.malformed.iter().peekable();
+        for i in 0..total {
+            if bad.peek().is_some_and(|(at, _)| *at == i) {
+                bad.next();
+                statuses.push(OpStatus::Failed.as_char());
+            } else {
+                position.push(i);
+                statuses.push(good.next().unwrap_or(OpStatus::Failed.as_char()));
+            }
+        }
+        let mut errors: Vec<OpError> = self
+            .malformed
+            .iter()
+            .map(|(index, e)| OpError {
+                index: *index,
+                error: Error::Internal(e.to_string()),
+            })
+            .collect();
+        errors.extend(out.errors.drain(..).map(|e| OpError {
+            index: position.get(e.index).copied().unwrap_or(e.index),
+            error: e.error,
+        }));
+        errors.sort_by_key(|e| e.index);
+        out.statuses = statuses;
+        out.errors = errors;
+        out
+    }
+}
+
 /// The error of an op that reported [`OpStatus::Failed`].
 #[derive(Debug)]
 pub struct OpError {
@@ -201,7 +272,7 @@ pub struct OpError {
 /// The result of a flush: one status character per op, the errors of the
 /// ops that failed, the runs whose execution the batch ended (completion,
 /// failure, hand-back), and whatever the `then` step of
-/// [`Store::flush_then`] returned.
+/// [`SqliteStore::flush_then`] returned.
 #[derive(Debug)]
 pub struct FlushOutcome<T> {
     /// One [`OpStatus::as_char`] per op.
@@ -215,16 +286,22 @@ pub struct FlushOutcome<T> {
     pub then: T,
 }
 
-impl Store {
-    /// Applies a batch of ops in one transaction, waiting for the lock.
+impl SqliteStore {
+    /// Applies a batch (JSON text) in one transaction, waiting for the lock.
     pub fn flush(&self, ops: &str) -> Result<FlushOutcome<()>> {
-        self.flush_then(ops, true, |_, _| Ok(()))?
-            .ok_or_else(|| Error::Internal("flush: no outcome".into()))
+        let batch = Batch::parse(ops)?;
+        let out = self
+            .flush_then(&batch.ops, true, |_, _| Ok(()))?
+            .ok_or_else(|| Error::Internal("flush: no outcome".into()))?;
+        Ok(batch.merge(out))
     }
 
-    /// Like [`Store::flush`] but never waits: `None` when the lock is taken.
+    /// Like [`SqliteStore::flush`] but never waits: `None` when the lock is taken.
     pub fn try_flush(&self, ops: &str) -> Result<Option<FlushOutcome<()>>> {
-        self.flush_then(ops, false, |_, _| Ok(()))
+        let batch = Batch::parse(ops)?;
+        Ok(self
+            .flush_then(&batch.ops, false, |_, _| Ok(()))?
+            .map(|o| batch.merge(o)))
     }
 
     /// Applies a batch of ops and then runs `then` in the same transaction
@@ -233,32 +310,19 @@ impl Store {
     /// With `wait == false`, returns `None` at once when the lock is taken.
     pub fn flush_then<T>(
         &self,
-        ops: &str,
+        ops: &[FlushOp<'_>],
         wait: bool,
         then: impl FnOnce(&Connection, &[(String, i64)]) -> Result<T>,
     ) -> Result<Option<FlushOutcome<T>>> {
-        let ops = parse_batch(ops)?;
         let now = self.now();
         let body = |c: &Connection| -> Result<FlushOutcome<T>> {
-            let mut out = apply(c, &ops, &now)?;
-            out.ended = ops
-                .iter()
-                .zip(out.statuses.chars())
-                .filter_map(|(op, st)| match op {
-                    // An op refused by the fence ends nothing this worker holds
-                    // (but the JS side still stops its execution).
-                    Ok(op) if op.ends_execution() && st != OpStatus::Failed.as_char() => {
-                        let (run, generation) = op.lease();
-                        Some((run.to_string(), generation))
-                    }
-                    _ => None,
-                })
-                .collect();
-            let then = then(c, &out.ended)?;
+            let out = apply(c, ops, &now)?;
+            let ended = super::backend::ended_runs(ops, &out.statuses);
+            let then = then(c, &ended)?;
             Ok(FlushOutcome {
                 statuses: out.statuses,
                 errors: out.errors,
-                ended: out.ended,
+                ended,
                 then,
             })
         };
@@ -291,7 +355,7 @@ impl Store {
 /// a step at `maxConcurrentRuns` 8, to guard against ops that almost never
 /// fail. So the batch first runs under one savepoint; only when an op fails
 /// is it rolled back and applied again with a savepoint per op.
-fn apply(c: &Connection, ops: &[Result<FlushOp>], now: &str) -> Result<FlushOutcome<()>> {
+fn apply(c: &Connection, ops: &[FlushOp], now: &str) -> Result<FlushOutcome<()>> {
     match in_savepoint(c, |c| apply_all(c, ops, now, false))? {
         Ok(out) => Ok(out),
         Err(_) => apply_all(c, ops, now, true),
@@ -303,7 +367,7 @@ fn apply(c: &Connection, ops: &[Result<FlushOp>], now: &str) -> Result<FlushOutc
 /// failed op fails the pass.
 fn apply_all(
     c: &Connection,
-    ops: &[Result<FlushOp>],
+    ops: &[FlushOp],
     now: &str,
     isolated: bool,
 ) -> Result<FlushOutcome<()>> {
@@ -316,16 +380,9 @@ fn apply_all(
     let limit = length_limit(c);
     for (index, op) in ops.iter().enumerate() {
         let status = match op {
-            Err(e) => {
-                out.errors.push(OpError {
-                    index,
-                    error: Error::Internal(e.to_string()),
-                });
-                OpStatus::Failed
-            }
-            Ok(op) if op.longest_value() > limit => OpStatus::TooBig,
-            Ok(op) if !isolated => apply_one(c, op, now)?,
-            Ok(op) => match in_savepoint(c, |c| apply_one(c, op, now))? {
+            op if op.value_bytes() > limit => OpStatus::TooBig,
+            op if !isolated => apply_one(c, op, now)?,
+            op => match in_savepoint(c, |c| apply_one(c, op, now))? {
                 Ok(status) => status,
                 Err(Error::TooBig(_)) => OpStatus::TooBig,
                 Err(error) => {
@@ -376,11 +433,12 @@ fn text<'a>(v: &Option<&'a RawValue>) -> Option<&'a str> {
 }
 
 impl FlushOp<'_> {
-    /// Length of the op's longest stored value. An op over SQLite's length
-    /// limit is refused before any of its statements runs, so the batch (and
-    /// the other runs' ops in it) still commits, and the op reports
-    /// [`OpStatus::TooBig`] instead of an error the writer would retry.
-    fn longest_value(&self) -> usize {
+    /// Bytes of the values the op stores (JSON texts, error, stack,
+    /// message). An op over the backend's size limit is refused before any
+    /// of its statements runs, so the batch (and the other runs' ops in it)
+    /// still commits, and the op reports [`OpStatus::TooBig`] instead of an
+    /// error the writer would retry.
+    pub fn value_bytes(&self) -> usize {
         let len = |v: &Option<&RawValue>| v.map_or(0, |s| s.get().len());
         let slen = |v: &Option<String>| v.as_ref().map_or(0, |s| s.len());
         match self {

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::query::get_run_in;
-use super::{RunStatus, Store};
+use super::{RunStatus, SqliteStore};
 use crate::error::{Error, Result};
 
 /// `purgeRuns` arguments.
@@ -31,7 +31,7 @@ fn delete_children(c: &Connection, id: &str) -> Result<()> {
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// Cancels a pending or running run. Returns `(previous status, run JSON)`.
     pub fn cancel(&self, id: &str) -> Result<(RunStatus, String)> {
         let now = self.now();

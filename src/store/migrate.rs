@@ -5,7 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::Store;
+use super::SqliteStore;
 use crate::error::{Error, Result};
 
 /// The migrations, in order; index + 1 is the version.
@@ -17,7 +17,7 @@ pub(crate) const MIGRATIONS_FOR_TESTS: &[&str] = MIGRATIONS;
 /// The newest schema version this library knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-impl Store {
+impl SqliteStore {
     /// Creates or upgrades the schema; returns the version now in the file.
     /// Refuses a file whose schema is newer than [`SCHEMA_VERSION`].
     pub fn migrate(&self) -> Result<i64> {

@@ -6,6 +6,7 @@
 //! the write lock first, or two processes can deadlock upgrading read locks).
 //! Queries use a second connection so they never wait for the writer.
 
+mod backend;
 mod busy;
 mod claim;
 mod flush;
@@ -14,6 +15,7 @@ pub mod json;
 mod manage;
 mod migrate;
 mod query;
+mod sqlite_store;
 mod status;
 mod trigger;
 
@@ -23,8 +25,9 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use backend::{ended_runs, poll_once, ClaimRequest, Store, SyncStore};
 pub use claim::{ClaimedRun, HeartbeatOutcome};
-pub use flush::{parse_batch, FlushOp, FlushOutcome, OpError, OpStatus};
+pub use flush::{parse_batch, Batch, FlushOp, FlushOutcome, OpError, OpStatus};
 pub use manage::PurgeOptions;
 pub use migrate::SCHEMA_VERSION;
 pub use query::RunFilter;
@@ -78,7 +81,7 @@ pub fn iso(t: SystemTime) -> String {
 }
 
 /// The database of one durably instance.
-pub struct Store {
+pub struct SqliteStore {
     writer: Mutex<Connection>,
     /// `None` for `:memory:`, where a second connection would see another database.
     reader: Option<Mutex<Connection>>,
@@ -104,15 +107,15 @@ const CHECKPOINT_MIN_COMMITS: u64 = 200;
 /// while writes never pause.
 const WAL_RESET_FRAMES: i64 = 4096;
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if absent) the database file and sets its pragmas.
-    /// Does not create the schema: call [`Store::migrate`].
-    pub fn open(opts: StoreOptions) -> Result<Store> {
+    /// Does not create the schema: call [`SqliteStore::migrate`].
+    pub fn open(opts: StoreOptions) -> Result<SqliteStore> {
         Self::open_with_clock(opts, system_clock())
     }
 
-    /// Like [`Store::open`] with an explicit clock.
-    pub fn open_with_clock(opts: StoreOptions, clock: Clock) -> Result<Store> {
+    /// Like [`SqliteStore::open`] with an explicit clock.
+    pub fn open_with_clock(opts: StoreOptions, clock: Clock) -> Result<SqliteStore> {
         let memory = opts.path == ":memory:";
         let (writer, reader) = busy::with_timeout(opts.busy_timeout, || -> Result<_> {
             let writer = open_connection(&opts, true)?;
@@ -124,7 +127,7 @@ impl Store {
             Ok((writer, reader))
         })?;
         let opts_path = opts.path.clone();
-        Ok(Store {
+        Ok(SqliteStore {
             writer: Mutex::new(writer),
             reader,
             owner: format!("{}:{}", std::process::id(), ulid::Ulid::new()),
@@ -176,7 +179,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Like [`Store::write`] but never waits: returns `Ok(None)` at once when
+    /// Like [`SqliteStore::write`] but never waits: returns `Ok(None)` at once when
     /// the writer is in use in this process or another process holds the
     /// write lock. Lets the JS thread commit inline without ever blocking.
     pub(crate) fn try_write<T>(
@@ -224,7 +227,7 @@ impl Store {
         self.file.as_ref().and_then(|f| f.check())
     }
 
-    /// True once [`Store::check_file`] found the file replaced.
+    /// True once [`SqliteStore::check_file`] found the file replaced.
     pub fn is_replaced(&self) -> bool {
         self.file.as_ref().is_some_and(|f| f.refused().is_some())
     }
@@ -280,10 +283,10 @@ impl Store {
 
 /// A write of at least this many bytes of values is a big write: it is
 /// committed off the JS thread and checkpointed at once (see
-/// [`Store::checkpoint_big_write`]).
+/// [`SqliteStore::checkpoint_big_write`]).
 pub const BIG_WRITE_BYTES: usize = 4 * 1024 * 1024;
 
-impl Store {
+impl SqliteStore {
     /// Checkpoints right after a big write, on the writer connection, before
     /// the write is reported done. Left to the background checkpointer, the
     /// copy of a 100 MB value into the database file ran while the next small
@@ -388,7 +391,7 @@ fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
     conn.pragma_update(None, "temp_store", "memory")?;
     if writer && !memory {
         // Checkpoints run on the worker's checkpointer, off the commit path
-        // (see Store::checkpoint); a reset log is cut back to 16 MB.
+        // (see SqliteStore::checkpoint); a reset log is cut back to 16 MB.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     }

@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 use serde::Deserialize;
 
 use super::json::{array, JsonObject};
-use super::{RunStatus, Store};
+use super::{RunStatus, SqliteStore};
 use crate::error::{Error, Result};
 
 /// Columns of `runs` in the order [`run_json`] reads them, plus the number
@@ -68,7 +68,7 @@ pub(crate) fn get_run_in(conn: &Connection, id: &str) -> Result<Option<String>> 
     Ok(st.query_row([id], run_json).optional()?)
 }
 
-impl Store {
+impl SqliteStore {
     /// One run as JSON, or `None`.
     pub fn get_run(&self, id: &str) -> Result<Option<String>> {
         self.read(|c| get_run_in(c, id))

@@ -1,4 +1,4 @@
-//! Store tests on temp-file databases (no Node).
+//! SqliteStore tests on temp-file databases (no Node).
 
 use std::time::{Duration, SystemTime};
 
@@ -7,10 +7,11 @@ use crate::error::Error;
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn temp_store() -> std::result::Result<(tempfile::TempDir, Store), Box<dyn std::error::Error>> {
+fn temp_store() -> std::result::Result<(tempfile::TempDir, SqliteStore), Box<dyn std::error::Error>>
+{
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("t.db").to_string_lossy().into_owned();
-    let store = Store::open(StoreOptions::new(path))?;
+    let store = SqliteStore::open(StoreOptions::new(path))?;
     store.migrate()?;
     Ok((dir, store))
 }
@@ -93,12 +94,12 @@ fn bad_files_map_to_codes() -> TestResult {
         &text,
         "this is not a database, just some text that is long enough ".repeat(20),
     )?;
-    let err = Store::open(StoreOptions::new(text.to_string_lossy()))
+    let err = SqliteStore::open(StoreOptions::new(text.to_string_lossy()))
         .err()
         .ok_or("opened")?;
     assert_eq!(err.code(), "DB_CORRUPT");
     let missing = dir.path().join("no/such/dir/x.db");
-    let err = Store::open(StoreOptions::new(missing.to_string_lossy()))
+    let err = SqliteStore::open(StoreOptions::new(missing.to_string_lossy()))
         .err()
         .ok_or("opened")?;
     assert_eq!(err.code(), "DB_CANTOPEN");

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::query::{run_json, RUN_COLUMNS};
-use super::Store;
+use super::SqliteStore;
 use crate::error::Result;
 
 /// One run to create. `input` and `labels` are JSON text.
@@ -87,7 +87,7 @@ pub enum TriggerOutcome {
     Coalesced(String),
 }
 
-impl Store {
+impl SqliteStore {
     /// Creates one run (waits for the write lock).
     pub fn trigger(&self, item: &TriggerItem) -> Result<TriggerOutcome> {
         self.write(|c| self.trigger_in(c, item, &self.now()))
@@ -110,7 +110,7 @@ impl Store {
         })
     }
 
-    /// Like [`Store::trigger_batch`] but never waits; `None` when the lock is taken.
+    /// Like [`SqliteStore::trigger_batch`] but never waits; `None` when the lock is taken.
     pub fn try_trigger_batch(&self, items: &[TriggerItem]) -> Result<Option<Vec<TriggerOutcome>>> {
         self.try_write(|c| {
             let now = self.now();

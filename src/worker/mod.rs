@@ -1,6 +1,8 @@
 //! The native worker: a tokio task that claims runs and hands them to a
-//! [`Sink`] (the JS layer), plus the heartbeat/timeout task and the WAL
-//! checkpointer. Nothing here knows about Node.
+//! [`Sink`] (the JS layer), plus the heartbeat/timeout task and the store's
+//! upkeep (SQLite: the WAL checkpointer). Generic over the [`Store`]; nothing
+//! here knows about Node. A blocking store's calls run on tokio's blocking
+//! pool ([`Store::BLOCKING`]); an async store's are awaited.
 //!
 //! Wake-ups: a trigger in this process calls [`Worker::wake`]; a run
 //! finishing frees a slot and wakes the loop; runs written by other
@@ -11,15 +13,20 @@
 mod tasks;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
+use crate::engine::policy;
 use crate::error::{Error, Result};
-use crate::store::{lock, ClaimedRun, FlushOutcome, Store};
+use crate::store::{
+    lock, poll_once, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, Store, SyncStore,
+};
 
 /// Why a run this worker was executing is no longer its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +59,8 @@ pub trait Sink: Send + Sync + 'static {
     /// An error outside any run (busy database, full disk…); `context` names
     /// the task it happened in: `claim`, `recover` (stale recovery), `watch`
     /// (the cross-process change check), `heartbeat`, `timeout`, `checkpoint`,
-    /// `file` (the database file found replaced), `step-write` (a flush retried after `DB_BUSY`).
+    /// `file` (the database file found replaced), `step-write` (a flush retried
+    /// after `DB_BUSY`), `retain` (the retention pass).
     fn error(&self, context: &'static str, err: &Error);
 }
 
@@ -69,7 +77,7 @@ pub struct WorkerConfig {
     pub max_concurrent: usize,
     /// Period of the cheap cross-process change check.
     pub check_interval: Duration,
-    /// Period of the WAL checkpointer.
+    /// Period of the store's upkeep (SQLite: the WAL checkpointer).
     pub checkpoint_interval: Duration,
 }
 
@@ -95,8 +103,8 @@ struct Inflight {
     gone: bool,
 }
 
-pub(crate) struct Shared {
-    store: Arc<Store>,
+pub(crate) struct Shared<S> {
+    store: Arc<S>,
     cfg: WorkerConfig,
     /// Registered jobs and their optional timeouts.
     jobs: RwLock<Arc<JobSet>>,
@@ -111,22 +119,51 @@ pub(crate) struct Shared {
     sink: Arc<dyn Sink>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct JobSet {
-    names: Vec<String>,
+    names: Arc<[String]>,
     timeouts: HashMap<String, Duration>,
 }
 
+impl Default for JobSet {
+    fn default() -> Self {
+        JobSet {
+            names: Arc::from(Vec::new()),
+            timeouts: HashMap::new(),
+        }
+    }
+}
+
 /// The worker of one durably instance.
-pub struct Worker {
-    shared: Arc<Shared>,
+pub struct Worker<S: Store> {
+    shared: Arc<Shared<S>>,
     rt: Handle,
 }
 
-impl Worker {
+/// Runs a store call from the worker's tasks: a blocking store's on tokio's
+/// blocking pool (its future completes on the first poll there), an async
+/// store's awaited here.
+pub(crate) async fn call<S, T, F, Fut>(sh: &Arc<Shared<S>>, f: F) -> Result<T>
+where
+    S: Store,
+    T: Send + 'static,
+    F: FnOnce(Arc<Shared<S>>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>> + Send,
+{
+    if S::BLOCKING {
+        let sh = sh.clone();
+        tokio::task::spawn_blocking(move || poll_once(f(sh)))
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("worker task failed: {e}"))))
+    } else {
+        f(sh.clone()).await
+    }
+}
+
+impl<S: Store> Worker<S> {
     /// Creates the worker and starts its background tasks (heartbeats,
-    /// timeouts, checkpoints) on `rt`. The claim loop starts with [`Worker::start`].
-    pub fn new(store: Arc<Store>, cfg: WorkerConfig, sink: Arc<dyn Sink>, rt: Handle) -> Worker {
+    /// timeouts, upkeep) on `rt`. The claim loop starts with [`Worker::start`].
+    pub fn new(store: Arc<S>, cfg: WorkerConfig, sink: Arc<dyn Sink>, rt: Handle) -> Worker<S> {
         let shared = Arc::new(Shared {
             store,
             cfg,
@@ -141,19 +178,39 @@ impl Worker {
             sink,
         });
         rt.spawn(tasks::heartbeats(shared.clone()));
-        rt.spawn(tasks::checkpoints(shared.clone()));
+        rt.spawn(tasks::upkeep(shared.clone()));
         Worker { shared, rt }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.shared.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.shared.cfg
+    }
+
+    /// Where errors and runs go.
+    pub fn sink(&self) -> &Arc<dyn Sink> {
+        &self.shared.sink
     }
 
     /// Sets the jobs this worker may claim, with their timeouts.
     pub fn set_jobs(&self, jobs: Vec<(String, Option<Duration>)>) {
-        let mut set = JobSet::default();
+        let mut names = Vec::with_capacity(jobs.len());
+        let mut timeouts = HashMap::new();
         for (name, timeout) in jobs {
             if let Some(t) = timeout {
-                set.timeouts.insert(name.clone(), t);
+                timeouts.insert(name.clone(), t);
             }
-            set.names.push(name);
+            names.push(name);
         }
+        let set = JobSet {
+            names: Arc::from(names),
+            timeouts,
+        };
         *self.shared.jobs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         self.wake();
     }
@@ -184,6 +241,11 @@ impl Worker {
         self.shared.running.load(Ordering::SeqCst)
     }
 
+    /// Whether [`Worker::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
     /// Stops everything, background tasks included.
     pub fn close(&self) {
         self.stop();
@@ -191,10 +253,21 @@ impl Worker {
         self.shared.closed_notify.notify_waiters();
     }
 
+    /// Resolves once the worker is closed (for the engine's own tasks).
+    pub async fn closed(&self) {
+        let closed = self.shared.closed_notify.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        closed.await
+    }
+
     /// After [`Worker::close`]: waits (up to `limit`) until every background
     /// task has exited and dropped its connections. True if they all did.
     pub fn wait_closed(&self, limit: Duration) -> bool {
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         // Each task (and each of its blocking calls) holds a clone of `shared`.
         while Arc::strong_count(&self.shared) > 1 {
             if start.elapsed() >= limit {
@@ -210,42 +283,16 @@ impl Worker {
         self.shared.wake.notify_one();
     }
 
-    /// Claims up to `limit` runs right now on the calling thread (for
-    /// `processOne`), bounded by free slots.
-    pub fn claim_now(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
-        self.shared.claim(limit)
+    /// Claims up to `limit` runs right now (for `processOne`), bounded by free slots.
+    pub async fn claim_now(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
+        self.shared.claim(limit).await
     }
 
     /// Returns the stale runs of this worker's jobs to `pending` now (what the
     /// claim loop does every polling interval), for `processOne` without the
     /// loop. Runs this worker executes are left alone. Returns how many.
-    pub fn recover_stale(&self) -> Result<usize> {
-        tasks::recover_stale(&self.shared)
-    }
-
-    /// Like [`Worker::claim_now`] but only while the claim loop is on, and
-    /// without ever waiting for the lock (`None` when it is taken): lets a
-    /// local trigger start its run on the calling thread, skipping the hop
-    /// through the loop and the ThreadsafeFunction.
-    pub fn try_claim(&self, limit: usize) -> Result<Option<Vec<ClaimedRun>>> {
-        let sh = &self.shared;
-        if !sh.running.load(Ordering::SeqCst) {
-            return Ok(Some(Vec::new()));
-        }
-        let jobs = sh.job_set();
-        if jobs.names.is_empty() {
-            return Ok(Some(Vec::new()));
-        }
-        let n = sh.reserve(limit, &[]);
-        if n == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let out = sh.store.try_write(|c| sh.store.claim_in(c, &jobs.names, n));
-        match &out {
-            Ok(Some(runs)) => sh.settle(n, runs),
-            _ => sh.settle(n, &[]),
-        }
-        out
+    pub async fn recover_stale(&self) -> Result<usize> {
+        tasks::recover_stale(&self.shared, None).await
     }
 
     /// A run's JS execution under lease `generation` ended: frees its slot.
@@ -259,14 +306,25 @@ impl Worker {
         }
     }
 
-    /// Commits a batch of the JS side's writes (see `Store::flush_then`).
-    /// When the batch ends runs and the claim loop is on, the same
-    /// transaction claims their successors, returned with the statuses: a
-    /// finished run hands its slot on without a second commit or a wake-up.
-    /// `None` (only when `wait` is false) means the lock was taken.
-    pub fn flush(&self, ops: &str, wait: bool) -> Result<Option<FlushOutcome<Vec<ClaimedRun>>>> {
+    /// Commits a batch of the JS side's writes, waiting for the lock (see
+    /// [`Store::flush_then_claim`]). When the batch ends runs and the claim
+    /// loop is on, the same transaction claims their successors, returned
+    /// with the statuses: a finished run hands its slot on without a second
+    /// commit or a wake-up.
+    pub async fn flush(
+        &self,
+        ops: &[FlushOp<'_>],
+        bytes: usize,
+    ) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
+        let sh = &self.shared;
         loop {
-            match self.flush_once(ops, wait) {
+            let claiming = sh.running.load(Ordering::SeqCst);
+            let mut reserved = 0;
+            let out = sh
+                .store
+                .flush_then_claim(ops, |ended| sh.plan_claim(claiming, ended, &mut reserved))
+                .await;
+            match out {
                 // A waiting flush holds results the job functions already
                 // produced: giving up on them would leave the runs `running`
                 // until stale recovery executes those steps a second time.
@@ -274,58 +332,87 @@ impl Worker {
                 // batch is tried again, for as long as the worker is open
                 // (another worker that reclaims a run meanwhile bumps its
                 // lease, and the retried ops for it are then refused).
-                Err(e) if wait && e.is_busy() && !self.shared.closed.load(Ordering::SeqCst) => {
-                    self.shared.sink.error("step-write", &e);
+                Err(e) if e.is_busy() && !sh.closed.load(Ordering::SeqCst) => {
+                    sh.settle(reserved, &[]);
+                    sh.sink.error("step-write", &e);
                 }
-                Ok(Some(out)) => {
-                    if wait && ops.len() >= crate::store::BIG_WRITE_BYTES {
-                        self.shared.store.checkpoint_big_write();
-                    }
-                    return Ok(Some(out));
+                Ok(out) => {
+                    sh.store.after_write(bytes);
+                    self.flushed(reserved, &out);
+                    return Ok(out);
                 }
-                out => return out,
+                Err(e) => {
+                    sh.settle(reserved, &[]);
+                    return Err(e);
+                }
             }
         }
     }
 
-    fn flush_once(&self, ops: &str, wait: bool) -> Result<Option<FlushOutcome<Vec<ClaimedRun>>>> {
+    /// Records what a committed flush ended and claimed.
+    fn flushed(&self, reserved: usize, out: &FlushOutcome<Vec<ClaimedRun>>) {
+        let sh = &self.shared;
+        {
+            let mut inflight = lock(&sh.inflight);
+            for (id, generation) in &out.ended {
+                if inflight
+                    .get(id)
+                    .is_some_and(|f| f.generation == *generation)
+                {
+                    inflight.remove(id);
+                }
+            }
+        }
+        sh.settle(reserved, &out.then);
+        if !out.ended.is_empty() && out.then.len() < reserved.max(1) {
+            // Slots left free: let the loop look for work.
+            self.wake();
+        }
+    }
+
+    /// Number of runs in flight.
+    pub fn inflight(&self) -> usize {
+        lock(&self.shared.inflight).len()
+    }
+}
+
+impl<S: SyncStore> Worker<S> {
+    /// Like [`Worker::claim_now`] but only while the claim loop is on, and
+    /// without ever waiting for the lock (`None` when it is taken): lets a
+    /// local trigger start its run on the calling thread, skipping the hop
+    /// through the loop and the callback.
+    pub fn try_claim(&self, limit: usize) -> Result<Option<Vec<ClaimedRun>>> {
+        let sh = &self.shared;
+        if !sh.running.load(Ordering::SeqCst) {
+            return Ok(Some(Vec::new()));
+        }
+        let jobs = sh.job_set();
+        if jobs.names.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let n = sh.reserve(limit, &[]);
+        if n == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let out = sh.store.try_claim(&jobs.names, n);
+        match &out {
+            Ok(Some(runs)) => sh.settle(n, runs),
+            _ => sh.settle(n, &[]),
+        }
+        out
+    }
+
+    /// [`Worker::flush`] without waiting: `None` when the lock is taken.
+    pub fn try_flush(&self, ops: &[FlushOp<'_>]) -> Result<Option<FlushOutcome<Vec<ClaimedRun>>>> {
         let sh = &self.shared;
         let claiming = sh.running.load(Ordering::SeqCst);
         let mut reserved = 0;
-        let out = sh.store.flush_then(ops, wait, |c, ended| {
-            if !claiming || ended.is_empty() {
-                return Ok(Vec::new());
-            }
-            let jobs = sh.job_set();
-            reserved = sh.reserve(usize::MAX, ended);
-            if reserved == 0 || jobs.names.is_empty() {
-                return Ok(Vec::new());
-            }
-            sh.store.claim_in(c, &jobs.names, reserved)
-        });
+        let out = sh
+            .store
+            .try_flush_then_claim(ops, |ended| sh.plan_claim(claiming, ended, &mut reserved));
         match out {
             Ok(Some(out)) => {
-                let FlushOutcome {
-                    ended,
-                    then: claimed,
-                    ..
-                } = &out;
-                {
-                    let mut inflight = lock(&sh.inflight);
-                    for (id, generation) in ended {
-                        if inflight
-                            .get(id)
-                            .is_some_and(|f| f.generation == *generation)
-                        {
-                            inflight.remove(id);
-                        }
-                    }
-                }
-                sh.settle(reserved, claimed);
-                if !ended.is_empty() && claimed.len() < reserved.max(1) {
-                    // Slots left free: let the loop look for work.
-                    self.wake();
-                }
+                self.flushed(reserved, &out);
                 Ok(Some(out))
             }
             Ok(None) => {
@@ -338,23 +425,40 @@ impl Worker {
             }
         }
     }
-
-    /// Number of runs in flight.
-    pub fn inflight(&self) -> usize {
-        lock(&self.shared.inflight).len()
-    }
 }
 
-impl Shared {
+impl<S: Store> Shared<S> {
     fn job_set(&self) -> Arc<JobSet> {
         self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn free_slots(&self) -> usize {
         let inflight = lock(&self.inflight);
-        self.cfg
-            .max_concurrent
-            .saturating_sub(inflight.len() + self.reserved.load(Ordering::SeqCst))
+        policy::free_slots(
+            self.cfg.max_concurrent,
+            inflight.len(),
+            self.reserved.load(Ordering::SeqCst),
+        )
+    }
+
+    /// What a flush claims in its transaction: when the claim loop is on and
+    /// the batch ended runs, as many runs as slots are free, counting the
+    /// ended runs' slots (reserved in `reserved`).
+    fn plan_claim(
+        &self,
+        claiming: bool,
+        ended: &[(String, i64)],
+        reserved: &mut usize,
+    ) -> ClaimRequest {
+        if !claiming || ended.is_empty() {
+            return None;
+        }
+        let jobs = self.job_set();
+        *reserved = self.reserve(usize::MAX, ended);
+        if *reserved == 0 || jobs.names.is_empty() {
+            return None;
+        }
+        Some((jobs.names.clone(), *reserved))
     }
 
     /// Reserves up to `want` free slots, counting the slots of `ending` runs
@@ -365,10 +469,13 @@ impl Shared {
             .iter()
             .filter(|(id, g)| inflight.get(id).is_some_and(|f| f.generation == *g))
             .count();
-        let busy = inflight.len() + self.reserved.load(Ordering::SeqCst);
-        let n = (self.cfg.max_concurrent + freed)
-            .saturating_sub(busy)
-            .min(want);
+        let n = policy::slots_to_reserve(
+            self.cfg.max_concurrent,
+            inflight.len(),
+            self.reserved.load(Ordering::SeqCst),
+            freed,
+            want,
+        );
         self.reserved.fetch_add(n, Ordering::SeqCst);
         n
     }
@@ -393,8 +500,17 @@ impl Shared {
         }
     }
 
+    /// The runs this worker executes and still holds: `(id, generation)`.
+    fn held(&self) -> Vec<(String, i64)> {
+        lock(&self.inflight)
+            .iter()
+            .filter(|(_, f)| !f.gone)
+            .map(|(id, f)| (id.clone(), f.generation))
+            .collect()
+    }
+
     /// Claims up to `limit` runs (bounded by free slots) and records them in flight.
-    fn claim(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedRun>> {
         let jobs = self.job_set();
         if jobs.names.is_empty() {
             return Ok(Vec::new());
@@ -403,7 +519,7 @@ impl Shared {
         if n == 0 {
             return Ok(Vec::new());
         }
-        match self.store.claim(&jobs.names, n) {
+        match self.store.claim(&jobs.names, n).await {
             Ok(runs) => {
                 self.settle(n, &runs);
                 Ok(runs)
@@ -418,3 +534,14 @@ impl Shared {
 
 #[cfg(test)]
 mod tests_worker;
+
+impl<S: Store> Worker<S> {
+    /// Another handle on this worker's shared state (for the engine's tasks;
+    /// it counts as a task in [`Worker::wait_closed`]).
+    pub(crate) fn clone_handle(&self) -> Worker<S> {
+        Worker {
+            shared: self.shared.clone(),
+            rt: self.rt.clone(),
+        }
+    }
+}

@@ -1,24 +1,22 @@
-//! The worker's background tasks. Database calls run on tokio's blocking
-//! pool so the async threads stay free for timers and wake-ups.
+//! The worker's background tasks. A blocking store's calls run on tokio's
+//! blocking pool (see [`call`]) so the async threads stay free for timers
+//! and wake-ups.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{LostReason, Shared};
-use crate::error::{Error, Result};
-use crate::store::{iso, lock};
+use tokio::time::Instant;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(Error::Internal(format!("worker task failed: {e}"))))
-}
+use super::{call, LostReason, Shared};
+use crate::engine::policy;
+use crate::error::Result;
+use crate::store::{lock, HeartbeatOutcome, Store};
 
 /// Sleeps for `d`; returns early, with true, once the worker is closed.
 /// (The notification is armed before the flag is read, so a close between
 /// the two is never missed.)
-async fn sleep_unless_closed(sh: &Shared, d: Duration) -> bool {
+async fn sleep_unless_closed<S>(sh: &Shared<S>, d: Duration) -> bool {
     let closed = sh.closed_notify.notified();
     tokio::pin!(closed);
     closed.as_mut().enable();
@@ -33,7 +31,7 @@ async fn sleep_unless_closed(sh: &Shared, d: Duration) -> bool {
 }
 
 /// The claim loop: runs while `running`; exits when stopped.
-pub(super) async fn claim_loop(sh: Arc<Shared>) {
+pub(super) async fn claim_loop<S: Store>(sh: Arc<Shared<S>>) {
     loop {
         claim_while_running(&sh).await;
         sh.loop_alive.store(false, Ordering::SeqCst);
@@ -49,15 +47,15 @@ pub(super) async fn claim_loop(sh: Arc<Shared>) {
     }
 }
 
-async fn claim_while_running(sh: &Arc<Shared>) {
-    let watch = match sh.store.side_connection() {
-        Ok(c) => c.map(|c| Arc::new(std::sync::Mutex::new(c))),
+async fn claim_while_running<S: Store>(sh: &Arc<Shared<S>>) {
+    let watch = match sh.store.side() {
+        Ok(c) => c,
         Err(e) => {
             sh.sink.error("watch", &e);
             None
         }
     };
-    let mut last_version: Option<i64> = None;
+    let mut last_token: Option<i64> = None;
     let mut last_poll: Option<Instant> = None;
     let mut woken = true;
     while sh.running.load(Ordering::SeqCst) && !sh.closed.load(Ordering::SeqCst) {
@@ -73,39 +71,32 @@ async fn claim_while_running(sh: &Arc<Shared>) {
         let poll_due = last_poll.is_none_or(|t| t.elapsed() >= sh.cfg.polling_interval);
         if poll_due {
             last_poll = Some(Instant::now());
-            let sh2 = sh.clone();
-            if let Err(e) = blocking(move || recover_stale(&sh2)).await {
+            let side = watch.clone();
+            let recovered = call(sh, move |sh| async move { recover_stale(&sh, side).await });
+            if let Err(e) = recovered.await {
                 sh.sink.error("recover", &e);
             }
         }
         let mut changed = false;
         if let Some(w) = &watch {
             let w = w.clone();
-            let version = blocking(move || {
-                Ok(lock(&w).query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))?)
-            })
-            .await;
-            match version {
-                Ok(v) => {
-                    changed = last_version != Some(v);
-                    last_version = Some(v);
+            match call(sh, move |sh| async move { sh.store.change_token(&w).await }).await {
+                Ok(Some(token)) => {
+                    changed = last_token != Some(token);
+                    last_token = Some(token);
                 }
+                Ok(None) => {}
                 Err(e) => sh.sink.error("watch", &e),
             }
         }
-        if (woken || changed || poll_due) && sh.free_slots() > 0 {
-            let sh2 = sh.clone();
+        if policy::should_claim(woken, changed, poll_due, sh.free_slots()) {
             let w = watch.clone();
-            let claimed = blocking(move || {
-                let jobs = sh2.job_set();
-                let pending = match &w {
-                    Some(w) => sh2.store.has_pending(Some(&lock(w)), &jobs.names)?,
-                    None => true,
-                };
-                if !pending {
+            let claimed = call(sh, move |sh| async move {
+                let jobs = sh.job_set();
+                if w.is_some() && !sh.store.has_pending(w.as_ref(), &jobs.names).await? {
                     return Ok(Vec::new());
                 }
-                sh2.claim(usize::MAX)
+                sh.claim(usize::MAX).await
             })
             .await;
             match claimed {
@@ -133,33 +124,33 @@ async fn claim_while_running(sh: &Arc<Shared>) {
     }
 }
 
-pub(super) fn recover_stale(sh: &Shared) -> Result<usize> {
+/// Stale recovery of this worker's jobs, never touching the runs it
+/// executes (they are alive, only their heartbeat may be late: the heartbeat
+/// task renews it at its next tick). Reads first, so an idle poll never
+/// takes the write lock. Awaits the store on the calling task (the claim
+/// loop runs it through [`call`]).
+pub(super) async fn recover_stale<S: Store>(
+    sh: &Shared<S>,
+    side: Option<S::Side>,
+) -> Result<usize> {
     let jobs = sh.job_set();
     if jobs.names.is_empty() {
         return Ok(0);
     }
-    let cutoff = sh
+    let threshold = sh.cfg.stale_threshold;
+    if !sh
         .store
-        .now_time()
-        .checked_sub(sh.cfg.stale_threshold)
-        .unwrap_or(std::time::UNIX_EPOCH);
-    let cutoff = iso(cutoff);
-    // Read first so an idle poll never takes the write lock.
-    if !sh.store.has_stale(None, &jobs.names, &cutoff)? {
+        .has_stale(side.as_ref(), &jobs.names, threshold)
+        .await?
+    {
         return Ok(0);
     }
-    // Never reclaim a run this worker is executing: it is alive, only its
-    // heartbeat is late (the heartbeat task renews it at its next tick).
-    let mine: Vec<(String, i64)> = lock(&sh.inflight)
-        .iter()
-        .filter(|(_, f)| !f.gone)
-        .map(|(id, f)| (id.clone(), f.generation))
-        .collect();
-    sh.store.recover_stale_except(&jobs.names, &cutoff, &mine)
+    let mine = sh.held();
+    sh.store.recover_stale(&jobs.names, threshold, &mine).await
 }
 
 /// Heartbeats for runs in flight, and job timeouts.
-pub(super) async fn heartbeats(sh: Arc<Shared>) {
+pub(super) async fn heartbeats<S: Store>(sh: Arc<Shared<S>>) {
     let tick = sh.cfg.heartbeat_interval.min(Duration::from_millis(250));
     let mut last_beat = Instant::now();
     loop {
@@ -173,31 +164,28 @@ pub(super) async fn heartbeats(sh: Arc<Shared>) {
             // Every write would fail: no heartbeats, timeouts or claims to report again and again.
             continue;
         }
-        let sh2 = sh.clone();
-        if let Err(e) = blocking(move || enforce_timeouts(&sh2)).await {
+        if let Err(e) = enforce_timeouts(&sh).await {
             sh.sink.error("timeout", &e);
         }
         if last_beat.elapsed() < sh.cfg.heartbeat_interval {
             continue;
         }
         last_beat = Instant::now();
-        let beating: Vec<(String, i64)> = lock(&sh.inflight)
-            .iter()
-            .filter(|(_, f)| !f.gone)
-            .map(|(id, f)| (id.clone(), f.generation))
-            .collect();
+        let beating = sh.held();
         if beating.is_empty() {
             continue;
         }
-        let store = sh.store.clone();
-        match blocking(move || store.heartbeat(&beating)).await {
+        match call(
+            &sh,
+            move |sh| async move { sh.store.heartbeat(&beating).await },
+        )
+        .await
+        {
             Ok(lost) => {
                 for outcome in lost {
                     let (id, reason) = match outcome {
-                        crate::store::HeartbeatOutcome::Cancelled(id) => {
-                            (id, LostReason::Cancelled)
-                        }
-                        crate::store::HeartbeatOutcome::Lost(id) => (id, LostReason::Lost),
+                        HeartbeatOutcome::Cancelled(id) => (id, LostReason::Cancelled),
+                        HeartbeatOutcome::Lost(id) => (id, LostReason::Lost),
                     };
                     if let Some(f) = lock(&sh.inflight).get_mut(&id) {
                         f.gone = true;
@@ -210,7 +198,7 @@ pub(super) async fn heartbeats(sh: Arc<Shared>) {
     }
 }
 
-fn enforce_timeouts(sh: &Shared) -> Result<()> {
+async fn enforce_timeouts<S: Store>(sh: &Arc<Shared<S>>) -> Result<()> {
     let now = Instant::now();
     let expired: Vec<(String, i64, Duration)> = lock(&sh.inflight)
         .iter()
@@ -218,28 +206,25 @@ fn enforce_timeouts(sh: &Shared) -> Result<()> {
         .map(|(id, f)| (id.clone(), f.generation, f.timeout.unwrap_or_default()))
         .collect();
     for (id, generation, timeout) in expired {
-        let msg = format!("run timed out after {} ms", timeout.as_millis());
-        let status = sh.store.fail_owned(&id, generation, &msg)?;
+        let msg = policy::timeout_message(timeout);
+        let run = id.clone();
+        let status = call(sh, move |sh| async move {
+            sh.store.fail_owned(&run, generation, &msg).await
+        })
+        .await?;
         // The JS side may be stuck: free the slot now; its late writes are fenced.
         lock(&sh.inflight).remove(&id);
         sh.wake.notify_one();
-        let reason = match status {
-            crate::store::OpStatus::Ok => LostReason::Timeout,
-            crate::store::OpStatus::Cancelled => LostReason::Cancelled,
-            // (a timeout's fail op holds no user value)
-            crate::store::OpStatus::Lost
-            | crate::store::OpStatus::TooBig
-            | crate::store::OpStatus::Failed => LostReason::Lost,
-        };
-        sh.sink.lost(&id, reason);
+        sh.sink.lost(&id, policy::timeout_outcome(status));
     }
     Ok(())
 }
 
-/// Passive WAL checkpoints off the commit path (the writer has autocheckpoint off).
-pub(super) async fn checkpoints(sh: Arc<Shared>) {
-    let conn = match sh.store.side_connection() {
-        Ok(Some(c)) => Arc::new(std::sync::Mutex::new(c)),
+/// The store's upkeep off the commit path (SQLite: passive WAL checkpoints;
+/// the writer has autocheckpoint off).
+pub(super) async fn upkeep<S: Store>(sh: Arc<Shared<S>>) {
+    let side = match sh.store.side() {
+        Ok(Some(c)) => c,
         Ok(None) => return,
         Err(e) => {
             sh.sink.error("checkpoint", &e);
@@ -250,9 +235,8 @@ pub(super) async fn checkpoints(sh: Arc<Shared>) {
         if sleep_unless_closed(&sh, sh.cfg.checkpoint_interval).await {
             return;
         }
-        let c = conn.clone();
-        let store = sh.store.clone();
-        if let Err(e) = blocking(move || store.checkpoint(&lock(&c))).await {
+        let s = side.clone();
+        if let Err(e) = call(&sh, move |sh| async move { sh.store.upkeep(&s).await }).await {
             sh.sink.error("checkpoint", &e);
         }
     }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::store::{StoreOptions, TriggerItem, TriggerOutcome};
+use crate::store::{Batch, SqliteStore, StoreOptions, TriggerItem, TriggerOutcome};
 
 #[derive(Default)]
 struct Recorder {
@@ -30,15 +30,15 @@ type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 type Fixture = (
     tempfile::TempDir,
-    Arc<Store>,
+    Arc<SqliteStore>,
     Arc<Recorder>,
-    Worker,
+    Worker<SqliteStore>,
     tokio::runtime::Runtime,
 );
 
 fn setup(cfg: WorkerConfig) -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(Store::open(StoreOptions::new(
+    let store = Arc::new(SqliteStore::open(StoreOptions::new(
         dir.path().join("w.db").to_string_lossy(),
     ))?);
     store.migrate()?;
@@ -52,7 +52,7 @@ fn setup(cfg: WorkerConfig) -> std::result::Result<Fixture, Box<dyn std::error::
     Ok((dir, store, rec, worker, rt))
 }
 
-fn trigger(store: &Store) -> std::result::Result<String, Box<dyn std::error::Error>> {
+fn trigger(store: &SqliteStore) -> std::result::Result<String, Box<dyn std::error::Error>> {
     match store.trigger(&TriggerItem {
         job_name: "job",
         input: "null",
@@ -112,7 +112,7 @@ fn notices_runs_written_by_another_connection() -> TestResult {
     worker.start();
     std::thread::sleep(Duration::from_millis(30));
     // Another "process": its own store on the same file; no wake() here.
-    let other = Store::open(StoreOptions::new(dir.path().join("w.db").to_string_lossy()))?;
+    let other = SqliteStore::open(StoreOptions::new(dir.path().join("w.db").to_string_lossy()))?;
     trigger(&other)?;
     wait_for(
         || lock(&rec.runs).len() == 1,
@@ -170,7 +170,8 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
     let ops = format!(
         r#"[{{"complete":{{"run":"{a}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
     );
-    let out = worker.flush(&ops, false)?.ok_or("lock taken")?;
+    let batch = Batch::parse(&ops)?;
+    let out = worker.try_flush(&batch.ops)?.ok_or("lock taken")?;
     assert_eq!(out.statuses, "0");
     let claimed = out.then;
     assert_eq!(claimed.len(), 1);
@@ -186,7 +187,8 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
     let ops = format!(
         r#"[{{"complete":{{"run":"{b}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
     );
-    let claimed = worker.flush(&ops, true)?.ok_or("no outcome")?.then;
+    let batch = Batch::parse(&ops)?;
+    let claimed = poll_once(worker.flush(&batch.ops, batch.bytes))?.then;
     assert!(
         claimed.is_empty(),
         "a stopped worker claims nothing ({c} stays pending)"

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::{skip_without_server, TResult, TestSchema};
 use crate::pg::claim::{claim_statement, RUNNING_KEY_INDEX};
-use crate::pg::{FlushOp, PgStore};
-use crate::store::{ClaimedRun, TriggerItem, TriggerOutcome};
+use crate::pg::PgStore;
+use crate::store::{ClaimedRun, FlushOp, TriggerItem, TriggerOutcome};
 
 const JOB: &str = "job";
 
@@ -88,7 +88,10 @@ async fn race(db: &TestSchema, with_index: bool, via_flush: bool) -> TResult<Rac
         let jobs = vec![JOB.to_string()];
         if via_flush {
             // The claim that follows a batch, in its transaction (savepoint).
-            Ok(a2.flush_then_claim(&[], |_| Some((jobs, 5))).await?.then)
+            Ok(a2
+                .flush_then_claim(&[], |_| Some((Arc::from(jobs), 5)))
+                .await?
+                .then)
         } else {
             a2.claim(&jobs, 5).await
         }
@@ -271,6 +274,7 @@ fn claims_from_many_connections_never_double_claim_nor_overlap_a_key() -> TResul
                         tokio::time::sleep(Duration::from_millis(2)).await;
                         continue;
                     }
+                    let output = serde_json::value::RawValue::from_string(format!("{w}"))?;
                     let mut ops = Vec::new();
                     for run in &runs {
                         // A run triggered late may be claimed before the
@@ -307,8 +311,9 @@ fn claims_from_many_connections_never_double_claim_nor_overlap_a_key() -> TResul
                         ops.push(FlushOp::Complete {
                             run: run.id.clone(),
                             generation: run.generation,
-                            output: Some(format!("{w}")),
+                            output: Some(&output),
                             progress: None,
+                            at: String::new(),
                         });
                     }
                     // Hold the runs a moment, as a step would.
@@ -325,7 +330,9 @@ fn claims_from_many_connections_never_double_claim_nor_overlap_a_key() -> TResul
                     // one transaction (the savepoint path).
                     let statuses = if w % 2 == 0 {
                         let out = store
-                            .flush_then_claim(&ops, |ended| Some((jobs.to_vec(), ended.len())))
+                            .flush_then_claim(&ops, |ended| {
+                                Some((Arc::from(jobs.to_vec()), ended.len()))
+                            })
                             .await?;
                         next = out.then;
                         out.statuses

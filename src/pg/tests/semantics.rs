@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::{code_of, skip_without_server, TResult, TestSchema};
-use crate::pg::{FlushOp, PgPurgeOptions, PgStore};
+use crate::pg::{PgPurgeOptions, PgStore};
+use crate::store::FlushOp;
 use crate::store::{HeartbeatOutcome, RunFilter, TriggerItem, TriggerOutcome};
 
 fn item<'a>(job: &'a str) -> TriggerItem<'a> {
@@ -207,18 +208,19 @@ fn cancel_retry_delete_and_purge() -> TResult {
         assert_eq!(code_of(s.delete_run(&id).await), "CONFLICT");
         let run = s.claim(&jobs, 1).await?.pop().ok_or("no claim")?;
         // A completed step, then a failed one.
-        let now = SystemTime::now();
+        let now = crate::store::iso(SystemTime::now());
+        let one = serde_json::value::RawValue::from_string("1".into())?;
         let step = |name: &str, index, status: &str| FlushOp::Step {
             run: id.clone(),
             generation: run.generation,
             name: name.into(),
             index,
             status: status.into(),
-            output: (status == "completed").then(|| "1".to_string()),
+            output: (status == "completed").then_some(&*one),
             error: (status != "completed").then(|| "boom".to_string()),
             stack: None,
-            started_at: now,
-            completed_at: Some(now),
+            started_at: now.clone(),
+            completed_at: Some(now.clone()),
             progress: None,
         };
         let ops = [
@@ -230,6 +232,7 @@ fn cancel_retry_delete_and_purge() -> TResult {
                 error: "boom".into(),
                 stack: Some("at b".into()),
                 progress: None,
+                at: now.clone(),
             },
         ];
         assert_eq!(s.flush(&ops).await?, "000");
@@ -418,17 +421,17 @@ fn leases_and_heartbeats_use_the_database_clock() -> TResult {
 }
 
 /// The JS layer's flush format (`lib/protocol.js`, tagged ops) parses into
-/// typed ops, and bad batches fail with INTERNAL naming the problem.
+/// the shared typed ops, values kept as written; bad batches fail with
+/// INTERNAL naming the problem, and so does a bad time when PostgreSQL binds it.
 #[test]
 fn flush_batches_in_the_js_format_parse() -> TResult {
-    let ops = FlushOp::parse_batch(
-        r#"[{"step":{"run":"r1","gen":3,"name":"a","index":0,"status":"completed","output":{"x":[1,2]},"error":null,"stack":null,"startedAt":"2026-01-02T03:04:05.678Z","completedAt":"2026-01-02T03:04:06.000Z","progress":{"current":1}}},
+    let text = r#"[{"step":{"run":"r1","gen":3,"name":"a","index":0,"status":"completed","output":{"x":[1,2]},"error":null,"stack":null,"startedAt":"2026-01-02T03:04:05.678Z","completedAt":"2026-01-02T03:04:06.000Z","progress":{"current":1}}},
             {"complete":{"run":"r1","gen":3,"output":"out","progress":null,"at":"2026-01-02T03:04:07.000Z"}},
             {"fail":{"run":"r2","gen":1,"error":"boom","stack":"stack","progress":null,"at":"2026-01-02T03:04:07.000Z"}},
             {"progress":{"run":"r2","gen":1,"progress":{"current":2}}},
             {"log":{"run":"r2","gen":1,"step":null,"level":"warn","message":"msg","data":{"b":1,"a":2},"at":"2026-01-02T03:04:08.000Z"}},
-            {"release":{"run":"r3","gen":4}}]"#,
-    )?;
+            {"release":{"run":"r3","gen":4}}]"#;
+    let ops = crate::store::Batch::parse(text)?.ops;
     assert_eq!(ops.len(), 6);
     match &ops[0] {
         FlushOp::Step {
@@ -437,10 +440,10 @@ fn flush_batches_in_the_js_format_parse() -> TResult {
             started_at,
             ..
         } => {
-            assert_eq!(output.as_deref(), Some(r#"{"x":[1,2]}"#));
-            assert_eq!(progress.as_deref(), Some(r#"{"current":1}"#));
+            assert_eq!(output.map(|r| r.get()), Some(r#"{"x":[1,2]}"#));
+            assert_eq!(progress.map(|r| r.get()), Some(r#"{"current":1}"#));
             assert_eq!(
-                *started_at,
+                crate::pg::flush::time("startedAt", started_at)?,
                 humantime::parse_rfc3339("2026-01-02T03:04:05.678Z")?
             );
         }
@@ -448,27 +451,35 @@ fn flush_batches_in_the_js_format_parse() -> TResult {
     }
     match &ops[4] {
         FlushOp::Log { data, level, .. } => {
-            assert_eq!(data.as_deref(), Some(r#"{"b":1,"a":2}"#), "kept as written");
+            assert_eq!(
+                data.map(|r| r.get()),
+                Some(r#"{"b":1,"a":2}"#),
+                "kept as written"
+            );
             assert_eq!(level, "warn");
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        ops[5],
-        FlushOp::Release {
-            run: "r3".into(),
-            generation: 4
-        }
-    );
+    assert!(matches!(&ops[5], FlushOp::Release { run, generation: 4 } if run == "r3"));
     assert!(ops[1].ends_execution() && ops[2].ends_execution() && ops[5].ends_execution());
+    for bad in [r#"not json"#, r#"{"step":{}}"#] {
+        assert_eq!(
+            code_of(crate::store::Batch::parse(bad)),
+            "INTERNAL",
+            "{bad}"
+        );
+    }
     for bad in [
         r#"[{"explode":{"run":"r","gen":1}}]"#,
         r#"[{"complete":{"run":"r","gen":1}}]"#,
-        r#"[{"step":{"run":"r","gen":1,"name":"a","index":0,"status":"completed","output":null,"error":null,"stack":null,"startedAt":"yesterday","completedAt":null,"progress":null}}]"#,
-        r#"not json"#,
     ] {
-        assert_eq!(code_of(FlushOp::parse_batch(bad)), "INTERNAL", "{bad}");
+        let batch = crate::store::Batch::parse(bad)?;
+        assert!(batch.ops.is_empty(), "{bad} is malformed: it fails alone");
     }
+    assert_eq!(
+        code_of(crate::pg::flush::time("startedAt", "yesterday")),
+        "INTERNAL"
+    );
     Ok(())
 }
 
@@ -566,6 +577,7 @@ fn triggers_cancels_and_hand_backs_notify_at_commit() -> TResult {
             generation: k.generation,
             output: None,
             progress: None,
+            at: String::new(),
         }];
         assert_eq!(s.flush(&done).await?, "0");
         assert_eq!(next(&mut rx).await?, wake(""));
@@ -596,23 +608,25 @@ fn an_op_over_the_size_limit_is_refused_alone() -> TResult {
             .await?
             .pop()
             .ok_or("no claim")?;
-        let big = format!("\"{}\"", "x".repeat(200));
+        let big = serde_json::value::RawValue::from_string(format!("\"{}\"", "x".repeat(200)))?;
+        let current = serde_json::value::RawValue::from_string("{\"current\":1}".into())?;
         let ops = [
             FlushOp::Progress {
                 run: id.clone(),
                 generation: run.generation,
-                progress: big.clone(),
+                progress: Some(&big),
             },
             FlushOp::Progress {
                 run: id.clone(),
                 generation: run.generation,
-                progress: "{\"current\":1}".into(),
+                progress: Some(&current),
             },
             FlushOp::Complete {
                 run: id.clone(),
                 generation: run.generation,
-                output: Some(big),
+                output: Some(&big),
                 progress: None,
+                at: String::new(),
             },
         ];
         assert_eq!(s.flush(&ops).await?, "b0b");

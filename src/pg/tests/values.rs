@@ -7,8 +7,7 @@ use std::time::SystemTime;
 use serde_json::value::RawValue;
 
 use super::{skip_without_server, TResult, TestSchema};
-use crate::pg::FlushOp;
-use crate::store::{TriggerItem, TriggerOutcome};
+use crate::store::{iso, FlushOp, TriggerItem, TriggerOutcome};
 
 /// Texts as `lib/values.js`'s `encode` writes them (copied from its output).
 const VALUES: &[&str] = &[
@@ -66,7 +65,8 @@ fn tagged_values_round_trip_exactly_through_every_json_column() -> TResult {
             let run = s.claim(jobs, 1).await?.pop().ok_or("no claim")?;
             assert_eq!(run.id, id);
             assert_eq!(raw_field(&run.json, "input")?, *v, "input in the claim");
-            let now = SystemTime::now();
+            let now = iso(SystemTime::now());
+            let raw = RawValue::from_string(v.to_string())?;
             let ops = [
                 FlushOp::Step {
                     run: id.clone(),
@@ -74,12 +74,12 @@ fn tagged_values_round_trip_exactly_through_every_json_column() -> TResult {
                     name: "s".into(),
                     index: 0,
                     status: "completed".into(),
-                    output: Some(v.to_string()),
+                    output: Some(&raw),
                     error: None,
                     stack: None,
-                    started_at: now,
-                    completed_at: Some(now),
-                    progress: Some(v.to_string()),
+                    started_at: now.clone(),
+                    completed_at: Some(now.clone()),
+                    progress: Some(&raw),
                 },
                 FlushOp::Log {
                     run: id.clone(),
@@ -87,8 +87,8 @@ fn tagged_values_round_trip_exactly_through_every_json_column() -> TResult {
                     step: Some("s".into()),
                     level: "info".into(),
                     message: "m".into(),
-                    data: Some(v.to_string()),
-                    at: now,
+                    data: Some(&raw),
+                    at: now.clone(),
                 },
                 FlushOp::Release {
                     run: id.clone(),
@@ -105,8 +105,9 @@ fn tagged_values_round_trip_exactly_through_every_json_column() -> TResult {
             let done = [FlushOp::Complete {
                 run: id.clone(),
                 generation: again.generation,
-                output: Some(v.to_string()),
+                output: Some(&raw),
                 progress: None,
+                at: now.clone(),
             }];
             assert_eq!(s.flush(&done).await?, "0");
             let rec = s.get_run(&id).await?.ok_or("gone")?;

@@ -24,43 +24,49 @@
 //!
 //! ## Plugging in a new backend
 //!
-//! 1. Implement [`ContractStore`] for the backend's store: a thin adapter,
-//!    each method one call of its API (see `sqlite.rs`, the adapter of
-//!    [`crate::store::Store`]). [`ContractStore::snapshot`] must return every
-//!    row of every table, values as JSON (text as strings, integers as
+//! The cases drive the [`crate::store::Store`] interface itself, through one
+//! [`Handle`] (the blanket [`ContractStore`] implementation in `handle.rs`).
+//! A backend only brings an opener:
+//!
+//! 1. Write `fn() -> CResult<Workers<Handle<YourStore>>>`: two handles on one
+//!    fresh, migrated database, as two worker processes would hold them
+//!    (separate connections, separate lease owners; for a backend with an
+//!    injectable clock, a clock shared by both that moves forward on every
+//!    reading, so a heartbeat visibly renews). Each [`Handle`] takes a
+//!    [`Driver`] (how to run the store's futures: polled once for a blocking
+//!    store, a runtime for an async one) and a snapshot function returning
+//!    every row of every table, values as JSON (text as strings, integers as
 //!    numbers, NULL as null).
-//! 2. Write an opener, `fn() -> CResult<Workers<YourStore>>`: two handles on
-//!    one fresh, migrated database, as two worker processes would hold them
-//!    (separate connections, separate lease owners), sharing a clock that
-//!    moves forward on every reading (so a heartbeat visibly renews).
-//! 3. Put both in `src/store/contract/<backend>.rs` (declared below, next
-//!    to `sqlite.rs`) and end it with
-//!    `super::store_contract_suite!(YourStore, opener);`: it expands to one
-//!    module per write kind with one `#[test]` per case, named
+//! 2. Put it in `src/store/contract/<backend>.rs` (declared below, next to
+//!    `sqlite.rs`) and end it with
+//!    `super::store_contract_suite!(Handle<YourStore>, opener);`: it expands to
+//!    one module per write kind with one `#[test]` per case, named
 //!    `store::contract::<backend>::…`.
-//! 4. Add the backend (its source directory, cargo features, that filter) to
+//! 3. Add the backend (its source directory, cargo features, that filter) to
 //!    `BACKENDS` in `scripts/mutate-fences.js`.
 //!
 //! A new kind of fenced write: add a [`Write`] variant and its [`WriteKind`],
-//! map it in every adapter and in [`cases`]'s `write_of` and `check_applied`
+//! map it in `handle.rs` and in [`cases`]'s `write_of` and `check_applied`
 //! (the compiler points at each `match`), then to [`WriteKind::ALL`] and to
 //! the list in [`store_contract_suite!`] (a test checks that list against
 //! `ALL`). `scripts/mutate-fences.js` picks the new statement up by itself and
 //! fails until a case refuses it.
 
 pub(crate) mod cases;
+mod handle;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod snapshot;
 mod sqlite;
 
+pub(crate) use handle::{Driver, Handle};
 pub(crate) use snapshot::{col_json, col_text, Row, Snapshot};
 
 /// Result of the suite's functions: any backend's error type fits.
 pub(crate) type CResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Two workers' handles on one database (and whatever keeps it alive, e.g.
-/// its temp directory, dropped last).
+/// its temp directory, dropped last). `S` is a [`Handle`].
 pub(crate) struct Workers<S> {
     /// The worker that loses its lease in the cases.
     pub a: S,
@@ -71,7 +77,9 @@ pub(crate) struct Workers<S> {
     pub keep: Box<dyn std::any::Any>,
 }
 
-/// A store as the contract suite drives it.
+/// A store as the contract suite drives it. Implemented once, for every
+/// [`Store`], by [`Handle`] (in `handle.rs`): the cases drive the
+/// interface itself, not an adapter per backend.
 pub(crate) trait ContractStore {
     /// Creates a pending run of `job`; returns its id.
     fn create_run(&self, job: &str) -> CResult<String>;

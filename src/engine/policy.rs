@@ -1,0 +1,140 @@
+//! The engine's decisions as plain functions: no runtime, no store, no
+//! clock of their own. The worker's tasks and the engine call them; a build
+//! without tokio (the browser's, driven by JS timers) can call them too.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::store::OpStatus;
+use crate::worker::LostReason;
+
+/// Free run slots: `max` minus the runs in flight and the slots reserved by
+/// claims under way.
+pub fn free_slots(max: usize, inflight: usize, reserved: usize) -> usize {
+    max.saturating_sub(inflight + reserved)
+}
+
+/// How many slots a claim may reserve: up to `want`, counting the slots of
+/// `freed` runs (in flight, ending in the same commit) as free.
+pub fn slots_to_reserve(
+    max: usize,
+    inflight: usize,
+    reserved: usize,
+    freed: usize,
+    want: usize,
+) -> usize {
+    (max + freed).saturating_sub(inflight + reserved).min(want)
+}
+
+/// Whether the claim loop claims on this turn: something may be claimable
+/// (a local wake-up, another process's write, the poll) and a slot is free.
+pub fn should_claim(woken: bool, changed: bool, poll_due: bool, free: usize) -> bool {
+    (woken || changed || poll_due) && free > 0
+}
+
+/// The error a run's job timeout fails it with.
+pub fn timeout_message(timeout: Duration) -> String {
+    format!("run timed out after {} ms", timeout.as_millis())
+}
+
+/// What the executing JS side is told when the worker failed a run for its
+/// timeout, given what the fenced write found.
+pub fn timeout_outcome(status: OpStatus) -> LostReason {
+    match status {
+        OpStatus::Ok => LostReason::Timeout,
+        OpStatus::Cancelled => LostReason::Cancelled,
+        // (a timeout's fail op holds no user value)
+        OpStatus::Lost | OpStatus::TooBig | OpStatus::Failed => LostReason::Lost,
+    }
+}
+
+/// Runs deleted by one retention pass of a started worker (small, so a pass
+/// never holds the write lock for long).
+pub const RETAIN_BATCH: i64 = 100;
+
+/// Runs deleted by the retention pass before `processOne`/`processUntilIdle`.
+pub const PROCESS_RETAIN_BATCH: i64 = 1000;
+
+/// How often a started worker applies `retainRuns`: the polling interval,
+/// but at least every second and at most every 10 s.
+pub fn retention_period(polling: Duration) -> Duration {
+    polling.clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// Whether a retention pass runs now: never while runs execute here (their
+/// commits come first).
+pub fn retention_due(inflight: usize) -> bool {
+    inflight == 0
+}
+
+/// Terminal runs that finished before this time are deleted by retention.
+pub fn retention_cutoff(now: SystemTime, retain: Duration) -> SystemTime {
+    now.checked_sub(retain)
+        .unwrap_or(UNIX_EPOCH)
+        .max(UNIX_EPOCH)
+}
+
+/// A batch at least this long is a big write: committed off the JS thread
+/// (the non-waiting flush declines it) and checkpointed at once.
+pub fn commit_off_thread(batch_bytes: usize) -> bool {
+    batch_bytes >= crate::store::BIG_WRITE_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots() {
+        assert_eq!(free_slots(2, 1, 0), 1);
+        assert_eq!(free_slots(2, 1, 1), 0);
+        assert_eq!(free_slots(1, 3, 0), 0, "never negative");
+        // Two runs ending in the commit free their slots for the claim.
+        assert_eq!(slots_to_reserve(2, 2, 0, 2, usize::MAX), 2);
+        assert_eq!(slots_to_reserve(2, 2, 0, 0, usize::MAX), 0);
+        assert_eq!(slots_to_reserve(8, 0, 0, 0, 1), 1, "bounded by want");
+    }
+
+    #[test]
+    fn claim_turns() {
+        assert!(should_claim(true, false, false, 1));
+        assert!(should_claim(false, true, false, 1));
+        assert!(should_claim(false, false, true, 1));
+        assert!(!should_claim(false, false, false, 1));
+        assert!(!should_claim(true, true, true, 0));
+    }
+
+    #[test]
+    fn retention() {
+        assert_eq!(
+            retention_period(Duration::from_millis(10)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            retention_period(Duration::from_millis(2500)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            retention_period(Duration::from_secs(60)),
+            Duration::from_secs(10)
+        );
+        assert!(retention_due(0));
+        assert!(!retention_due(1));
+        let now = UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(
+            retention_cutoff(now, Duration::from_secs(40)),
+            UNIX_EPOCH + Duration::from_secs(60)
+        );
+        assert_eq!(retention_cutoff(now, Duration::from_secs(400)), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(
+            timeout_message(Duration::from_millis(150)),
+            "run timed out after 150 ms"
+        );
+        assert_eq!(timeout_outcome(OpStatus::Ok), LostReason::Timeout);
+        assert_eq!(timeout_outcome(OpStatus::Cancelled), LostReason::Cancelled);
+        assert_eq!(timeout_outcome(OpStatus::Lost), LostReason::Lost);
+    }
+}

@@ -1,0 +1,142 @@
+//! The PostgreSQL store behind the [`Store`] interface: an async backend
+//! (every call awaits the server; leases on the database clock).
+
+use std::time::{Duration, SystemTime};
+
+use super::{PgPurgeOptions, PgStore};
+use crate::error::Result;
+use crate::store::{
+    ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, HeartbeatOutcome, OpStatus, RunFilter,
+    RunStatus, Store, TriggerItem, TriggerOutcome,
+};
+
+impl Store for PgStore {
+    const BLOCKING: bool = false;
+    /// No side connection: other machines' writes arrive by `LISTEN` (to
+    /// come) and the poll; the server does its own upkeep.
+    type Side = ();
+
+    fn owner(&self) -> &str {
+        PgStore::owner(self)
+    }
+
+    fn now(&self) -> SystemTime {
+        // Leases use the database's clock inside the statements; retention
+        // cutoffs use this machine's.
+        SystemTime::now()
+    }
+
+    async fn migrate(&self) -> Result<i64> {
+        PgStore::migrate(self).await
+    }
+
+    async fn schema_version(&self) -> Result<i64> {
+        PgStore::schema_version(self).await
+    }
+
+    async fn check_schema(&self) -> Result<()> {
+        PgStore::check_schema(self).await
+    }
+
+    async fn trigger(&self, item: &TriggerItem<'_>) -> Result<TriggerOutcome> {
+        PgStore::trigger(self, item).await
+    }
+
+    async fn trigger_batch(&self, items: &[TriggerItem<'_>]) -> Result<Vec<TriggerOutcome>> {
+        PgStore::trigger_batch(self, items).await
+    }
+
+    async fn has_pending(&self, _side: Option<&()>, jobs: &[String]) -> Result<bool> {
+        PgStore::has_pending(self, jobs).await
+    }
+
+    async fn claim(&self, jobs: &[String], limit: usize) -> Result<Vec<ClaimedRun>> {
+        PgStore::claim(self, jobs, limit).await
+    }
+
+    async fn flush_then_claim<F>(
+        &self,
+        ops: &[FlushOp<'_>],
+        then: F,
+    ) -> Result<FlushOutcome<Vec<ClaimedRun>>>
+    where
+        F: FnOnce(&[(String, i64)]) -> ClaimRequest + Send,
+    {
+        PgStore::flush_then_claim(self, ops, then).await
+    }
+
+    async fn fail_owned(&self, run: &str, generation: i64, error: &str) -> Result<OpStatus> {
+        PgStore::fail_owned(self, run, generation, error).await
+    }
+
+    async fn heartbeat(&self, runs: &[(String, i64)]) -> Result<Vec<HeartbeatOutcome>> {
+        PgStore::heartbeat(self, runs).await
+    }
+
+    async fn has_stale(
+        &self,
+        _side: Option<&()>,
+        jobs: &[String],
+        threshold: Duration,
+    ) -> Result<bool> {
+        PgStore::has_stale(self, jobs, threshold).await
+    }
+
+    async fn recover_stale(
+        &self,
+        jobs: &[String],
+        threshold: Duration,
+        keep: &[(String, i64)],
+    ) -> Result<usize> {
+        self.recover_stale_except(jobs, threshold, keep).await
+    }
+
+    async fn cancel(&self, id: &str) -> Result<(RunStatus, String)> {
+        let (prev, run) = PgStore::cancel(self, id).await?;
+        Ok((prev.parse()?, run))
+    }
+
+    async fn retry(&self, id: &str) -> Result<String> {
+        PgStore::retry(self, id).await
+    }
+
+    async fn delete_run(&self, id: &str) -> Result<String> {
+        PgStore::delete_run(self, id).await
+    }
+
+    async fn purge(&self, older_than: SystemTime, limit: i64) -> Result<usize> {
+        PgStore::purge(self, &PgPurgeOptions { older_than, limit }).await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<String>> {
+        PgStore::get_run(self, id).await
+    }
+
+    async fn get_runs(&self, filter: &RunFilter) -> Result<String> {
+        PgStore::get_runs(self, filter).await
+    }
+
+    async fn get_steps(&self, run_id: &str) -> Result<String> {
+        PgStore::get_steps(self, run_id).await
+    }
+
+    async fn get_logs(&self, run_id: &str) -> Result<String> {
+        PgStore::get_logs(self, run_id).await
+    }
+
+    async fn run_counts(&self) -> Result<String> {
+        PgStore::run_counts(self).await
+    }
+
+    fn side(&self) -> Result<Option<()>> {
+        Ok(None)
+    }
+
+    async fn change_token(&self, _side: &()) -> Result<Option<i64>> {
+        Ok(None)
+    }
+
+    async fn upkeep(&self, _side: &()) -> Result<()> {
+        Ok(())
+    }
+}
