@@ -15,6 +15,8 @@
 //! overtake its announcement.
 
 pub mod policy;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
