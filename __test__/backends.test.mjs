@@ -121,6 +121,31 @@ describe.each(backends())('$name', ({ name, options }) => {
     expect(await d.getRun(run.id)).toBeNull()
   })
 
+  it('a run executed by another instance on the same store: waitForRun resolves, subscribe ends with its end', async () => {
+    const job = defineJob({
+      name: 'elsewhere',
+      run: async (ctx, input) => {
+        await ctx.run('one', () => input.n)
+        return input.n * 2
+      },
+    })
+    const store = options(name) // one store, two instances (two "machines")
+    const worker = make({ ...store, jobs: { job } })
+    const watcher = make({ ...store, jobs: { job } }) // never started
+    const run = await watcher.jobs.job.trigger({ n: 21 })
+    const types = []
+    const seen = (async () => {
+      for await (const e of watcher.subscribe(run.id)) types.push(e.type)
+    })()
+    await worker.start()
+    const done = await watcher.waitForRun(run.id, { timeout: 20_000 })
+    expect(done.status).toBe('completed')
+    expect(done.output).toBe(42)
+    await seen
+    expect(types[0]).toBe('run:snapshot')
+    expect(types.at(-1)).toMatch(/^run:(snapshot|complete)$/)
+  })
+
   it('getRuns filters by status, job and labels', async () => {
     const a = defineJob({ name: 'a', run: async () => 1 })
     const b = defineJob({ name: 'b', run: async () => 2 })
