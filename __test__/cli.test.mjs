@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
-import { spawn, execFileSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import durablyPkg from '../index.js'
 import helpers from './helpers.js'
 import format from '../lib/cli/format.js'
@@ -33,9 +33,6 @@ function cli(args, { env = {}, db } = {}) {
   })
 }
 
-/** Writes with Python's sqlite3 (committed), as another tool would. */
-const sqlWrite = (file, query) =>
-  execFileSync('python3', ['-c', 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()', file, query])
 
 const json = async (args, opts) => {
   const r = await cli([...args, '--json'], opts)
@@ -213,7 +210,7 @@ describe('usage, exit codes and files it refuses', () => {
 
     // A SQLite file of something else: refused, and left without durably tables.
     const plain = tempDb('plain.db')
-    sqlWrite(plain, 'CREATE TABLE notes (x)')
+    sql(plain, 'CREATE TABLE notes (x)') // as another tool would
     const p = await cli(['stats', '--db', plain])
     expect(p.code).toBe(1)
     expect(p.stderr).toContain('no durably schema')
@@ -222,7 +219,7 @@ describe('usage, exit codes and files it refuses', () => {
     // A file written by a newer durably.
     const newer = tempDb('newer.db')
     fs.copyFileSync(db, newer)
-    sqlWrite(newer, "INSERT INTO schema_versions VALUES (999, 'future')")
+    sql(newer, "INSERT INTO schema_versions VALUES (999, 'future')")
     const n = await json(['runs'], { db: newer })
     expect(n.code).toBe(1)
     expect(n.body.error).toMatch(/schema version 999 is newer than this durably's/)

@@ -2,7 +2,6 @@
 // schema versions, process exit.
 import fs from 'node:fs'
 import path from 'node:path'
-import { execFileSync } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { createDurably, defineJob, ValidationError, DurablyError, NotFoundError } from '../index.js'
@@ -177,7 +176,7 @@ describe('validation and errors', () => {
     const d = createDurably({ path: db })
     await d.migrate()
     await d.close()
-    execFileSync('python3', ['-c', `import sqlite3; c=sqlite3.connect('${db}'); c.execute("INSERT INTO schema_versions VALUES (99, 'future')"); c.commit()`])
+    sql(db, "INSERT INTO schema_versions VALUES (99, 'future')")
     const before = sql(db, 'SELECT version FROM schema_versions ORDER BY version')
     const d2 = createDurably({ path: db })
     const err = await d2.migrate().catch((e) => e)

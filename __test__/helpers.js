@@ -91,15 +91,30 @@ async function until(pred, { timeout = 10_000, every = 10, what = 'condition' } 
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-/** Reads the file with Python's sqlite3: an independent view of what is stored. */
-function sql(dbPath, query) {
-  const out = execFileSync('python3', [
-    '-c',
-    'import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); ' +
-      'print(json.dumps([list(r) for r in c.execute(sys.argv[2])]))',
-    dbPath,
-    query,
-  ])
+/**
+ * Raw SQL on a database file from a test, through Python's sqlite3: an
+ * independent view of what is stored, and a way to write as another tool
+ * would. Autocommit (a write is committed at once); `script: true` runs
+ * several statements (executescript) and returns []; otherwise returns the
+ * rows of the statement. `timeout`: seconds to wait for a lock.
+ */
+function sql(dbPath, query, { script = false, timeout = 5 } = {}) {
+  const out = execFileSync(
+    'python3',
+    [
+      '-c',
+      'import sqlite3,sys,json\n' +
+        'c=sqlite3.connect(sys.argv[1], timeout=float(sys.argv[4]), isolation_level=None)\n' +
+        'if sys.argv[3] == "1":\n  c.executescript(sys.argv[2]); print("[]")\n' +
+        'else:\n  print(json.dumps([list(r) for r in c.execute(sys.argv[2])]))\n' +
+        'c.close()',
+      dbPath,
+      query,
+      script ? '1' : '0',
+      String(timeout),
+    ],
+    { maxBuffer: 256 * 1024 * 1024 },
+  )
   return JSON.parse(out.toString())
 }
 

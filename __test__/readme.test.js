@@ -31,7 +31,7 @@
 // Cost: one tsc invocation for all blocks (it also emits the JS that is run).
 import fs from 'node:fs'
 import path from 'node:path'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 import { beforeAll, describe, expect, test } from 'vitest'
@@ -325,8 +325,7 @@ describe('README code blocks', () => {
   for (const b of sqlBlocks) {
     test(`README.md:${b.line} \`\`\`sql executes on a fresh SQLite and equals the engine's schema`, async () => {
       const readmeDb = path.join(project.dir, 'readme-schema.db')
-      const script = 'import sqlite3,sys; sqlite3.connect(sys.argv[1]).executescript(sys.argv[2])'
-      execFileSync('python3', ['-c', script, readmeDb, b.code])
+      sql(readmeDb, b.code, { script: true })
       const engineDb = path.join(project.dir, 'engine-schema.db')
       const d = createDurably({ path: engineDb })
       await d.migrate()

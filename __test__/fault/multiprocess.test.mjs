@@ -43,9 +43,23 @@ describe('several worker processes on one file', () => {
     const audited = hasPython()
     if (audited) sql(db, AUDIT_SQL, { script: true })
 
+    const workerEnv = {
+        FAULT_DB: db,
+        FAULT_JOB: 'fault-mp',
+        FAULT_STEPS: '1',
+        FAULT_FSYNC: '0',
+        FAULT_EXIT: marker,
+        FAULT_CONCURRENCY: '4',
+        FAULT_POLLING: '100',
+        FAULT_HEARTBEAT: '200',
+        // Generous: a reclaim here would be a false alarm caused by a starved
+        // machine, not the claim protocol under test.
+        FAULT_STALE: '20000',
+        FAULT_BUSY_TIMEOUT: '5000',
+      }
     const workers = []
     for (let i = 0; i < WORKERS; i++) {
-      const w = spawnNode(fixture('fault-mp-worker.js'), [db, side, marker])
+      const w = spawnNode(fixture('fault-worker.js'), [side], { env: workerEnv })
       children.add(w)
       workers.push(w)
     }
@@ -91,7 +105,7 @@ describe('several worker processes on one file', () => {
       (l) => l[1],
     )
     const finishes = groupBy(
-      lines.filter((l) => l[0] === 'F'),
+      lines.filter((l) => l[0] === 'D'),
       (l) => l[1],
     )
     const problems = []
@@ -116,8 +130,8 @@ describe('several worker processes on one file', () => {
         }
         continue
       }
-      if (s[0][2] !== f[0][2] || s[0][3] !== f[0][3] || Number(s[0][2]) !== r.output.pid) {
-        problems.push(`run ${r.id}: started by ${s[0][2]}/${s[0][3]}, ended by ${f[0][2]}/${f[0][3]}, output by ${r.output.pid}`)
+      if (s[0][2] !== f[0][2] || s[0][3] !== f[0][3] || Number(s[0][2]) !== r.output.by.pid) {
+        problems.push(`run ${r.id}: started by ${s[0][2]}/${s[0][3]}, ended by ${f[0][2]}/${f[0][3]}, output by ${r.output.by.pid}`)
       }
       perPid.set(s[0][2], (perPid.get(s[0][2]) ?? 0) + 1)
       spans.set(r.id, { pid: s[0][2], start: BigInt(s[0][4]), end: BigInt(f[0][4]) })

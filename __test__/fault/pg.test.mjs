@@ -1,5 +1,5 @@
 // Issue 16: the fault suites on PostgreSQL, with real processes against a
-// real server. Worker processes (fixtures/pg-fault-worker.js) open the store
+// real server. Worker processes (fixtures/fault-worker.js) open the store
 // with createDurably({ url, schema }); PL/pgSQL triggers installed in the
 // test schema record every step write and every terminal run status inside
 // the engine's own transactions (exact, unlike anything a killed process
@@ -139,7 +139,7 @@ async function openDriver(url, schema) {
 }
 
 function worker(side, env) {
-  const w = spawnNode(fixture('pg-fault-worker.js'), [side], { env })
+  const w = spawnNode(fixture('fault-worker.js'), [side], { env: { FAULT_JOB: 'pg-fault', ...env } })
   children.add(w)
   w.exited.then(() => children.delete(w))
   return w

@@ -2,7 +2,7 @@
 // database through Python's sqlite3, side-log parsing, child bookkeeping.
 import fs from 'node:fs'
 import path from 'node:path'
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import helpers from '../helpers.js'
 
 export const FIXTURES = path.join(helpers.ROOT, '__test__', 'fixtures')
@@ -27,29 +27,8 @@ export function hasPython() {
   return python
 }
 
-/**
- * Runs SQL with Python's sqlite3 (autocommit; several statements allowed
- * when `script` is true); returns the rows of the last statement.
- */
-export function sql(dbPath, query, { script = false, timeout = 5 } = {}) {
-  const out = execFileSync(
-    'python3',
-    [
-      '-c',
-      'import sqlite3,sys,json\n' +
-        'c=sqlite3.connect(sys.argv[1], timeout=float(sys.argv[4]), isolation_level=None)\n' +
-        'if sys.argv[3] == "1":\n  c.executescript(sys.argv[2]); print("[]")\n' +
-        'else:\n  print(json.dumps([list(r) for r in c.execute(sys.argv[2])]))\n' +
-        'c.close()',
-      dbPath,
-      query,
-      script ? '1' : '0',
-      String(timeout),
-    ],
-    { maxBuffer: 256 * 1024 * 1024 },
-  )
-  return JSON.parse(out.toString())
-}
+/** Raw SQL on a database file (the one test helper, see __test__/helpers.js). */
+export const sql = helpers.sql
 
 /**
  * Audit tables filled by SQLite triggers inside the engine's own
