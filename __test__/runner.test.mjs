@@ -45,7 +45,7 @@ function setup(jobs) {
   const events = new Events()
   const seen = []
   events.onAny((e) => seen.push(`${e.type}:${e.runId}`))
-  const state = { closed: false, loopAliveFor: 0, loopExited: deferred(), claim: '[]', tryClaim: '[]', statuses: {} }
+  const state = { closed: false, loopAliveFor: 0, loopExited: deferred(), claim: '[]', statuses: {} }
   const engine = {
     start: () => calls.push('start'),
     stop: () => calls.push('stop'),
@@ -56,11 +56,6 @@ function setup(jobs) {
       return false
     },
     wake: () => calls.push('wake'),
-    tryClaim: (n) => {
-      calls.push(`tryClaim(${n})`)
-      if (state.tryClaim instanceof Error) throw state.tryClaim
-      return state.tryClaim
-    },
     claim: async (n) => {
       calls.push(`claim(${n})`)
       return state.claim
@@ -205,21 +200,18 @@ describe('lib/runner.js over a fake engine', () => {
     expect(runner.takeCancelEmitted('x')).toBe(false) // taken by the execution
   })
 
-  it('startLocally executes what tryClaim returned; nothing on busy or empty; a throw is a claim error', async () => {
-    const { runner, calls, state, errors } = setup({ j: async () => 1 })
+  it('onClaimed executes the runs a trigger or flush claimed while started, and hands them back once stopped', async () => {
+    const { runner, calls } = setup({ j: async () => 1 })
     runner.start()
-    state.tryClaim = null
-    runner.startLocally()
-    state.tryClaim = '[]'
-    runner.startLocally()
-    state.tryClaim = Object.assign(new Error('disk I/O error'), { code: 'IO' })
-    runner.startLocally()
-    state.tryClaim = JSON.stringify([claimed('s1')])
-    runner.startLocally()
+    runner.onClaimed(JSON.stringify([claimed('s1')]))
     await tick()
     await runner.settled()
-    expect(calls).toEqual(['start', 'tryClaim(1)', 'tryClaim(1)', 'tryClaim(1)', 'tryClaim(1)', 'op:complete(s1,1)'])
-    expect(errors.map((e) => [e.context, e.err.code])).toEqual([['claim', 'IO']])
+    expect(calls).toEqual(['start', 'op:complete(s1,1)'])
+    await runner.stop()
+    runner.onClaimed(JSON.stringify([claimed('s2')]))
+    await tick()
+    await runner.settled()
+    expect(calls.slice(2)).toEqual(['stop', 'loopAlive', 'drain', 'op:release(s2,1)', 'engine.release(s2,1)'])
   })
 
   it('processNext claims one run and resolves true once it ran; false when none was pending', async () => {

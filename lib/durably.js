@@ -54,6 +54,8 @@ class Durably {
             heartbeatInterval: o.heartbeatInterval,
             staleThreshold: o.staleThreshold,
             maxConcurrentRuns: o.maxConcurrentRuns,
+            // retainRuns: the engine's own timer applies it while started
+            retainMs: o.retainMs ?? undefined,
           },
           (msg) => this._runner.onMessage(msg),
         ),
@@ -124,13 +126,8 @@ class Durably {
     if (this._runner.started) return
     this._runner.start()
     // The native worker never keeps Node alive by itself; this timer does while started.
+    // (retainRuns runs on the engine's own timer while started: src/engine.)
     this._timers.push(setInterval(() => {}, 2 ** 30))
-    if (this._options.retainMs !== null) {
-      const every = Math.min(10_000, Math.max(this._options.pollingInterval, 1000))
-      const t = setInterval(() => this._retain(), every)
-      t.unref()
-      this._timers.push(t)
-    }
   }
 
   /** migrate() then start(). */
@@ -262,10 +259,10 @@ class Durably {
     }
     const run = this._triggered(def, r, value, o)
     if (onRun) onRun(run)
-    if (r.kind === 'created') {
-      if (!woken) this._runner.wake()
-      if (this._runner.started) this._runner.startLocally()
-    }
+    if (r.kind === 'created' && !woken) this._runner.wake()
+    // The engine claimed runs on this thread right after the trigger (the
+    // worker is on): executed now, after run:trigger was emitted.
+    if (r.claimed) this._runner.onClaimed(r.claimed)
     return run
   }
 
@@ -443,15 +440,6 @@ class Durably {
     return nativeAsync(this._engine.purge(olderThan.toISOString(), limit))
   }
 
-  async _retain() {
-    if (this._closed || this._runner.activeCount > 0) return
-    try {
-      await this.purgeRuns({ olderThan: new Date(Date.now() - this._options.retainMs), limit: 100 })
-    } catch (err) {
-      this._workerError(err, null, 'retain')
-    }
-  }
-
   // ---- waiting ---------------------------------------------------------------
 
   /** Resolves with the completed run; rejects on failure, cancellation, timeout. */
@@ -539,12 +527,9 @@ class Durably {
     return n
   }
 
-  /** What the worker loop does on its own: stale recovery and retention. */
+  /** What the worker loop does on its own (stale recovery, retention), done by the engine. */
   async _beforeProcessing() {
-    await nativeAsync(this._engine.recoverStale())
-    if (this._options.retainMs !== null) {
-      await this.purgeRuns({ olderThan: new Date(Date.now() - this._options.retainMs), limit: 1000 })
-    }
+    await nativeAsync(this._engine.beforeProcessing())
   }
 
   /** For a TimeoutError: why nothing here would have executed the run. */

@@ -83,8 +83,9 @@ function encodeTriggerBatch(items) {
 // binding.d.ts); only run records and claimed runs stay JSON text (decoded
 // by lib/records.js and lib/runner.js):
 // - trigger / triggerAsync → TriggerResult, triggerBatch(Async) → TriggerResult[]:
-//   `{ kind: 'created', id, createdAt }` or `{ kind: 'idempotent' | 'coalesced', run }`
-//   (`run`: the existing run's JSON text);
+//   `{ kind: 'created', id, createdAt, claimed? }` or `{ kind: 'idempotent' | 'coalesced', run }`
+//   (`run`: the existing run's JSON text; `claimed`, single trigger with the
+//   worker on: the runs the engine claimed right after it, JSON text);
 // - flush / flushAsync → FlushResult: `{ statuses, claimed?, errors? }`, one
 //   OpResult per op (OP_RESULTS), the runs claimed in the same commit (JSON
 //   text) and the ops that failed (`{ index, code, message }`);

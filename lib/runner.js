@@ -1,7 +1,7 @@
 'use strict'
 // Executing claimed runs: takes the runs the engine claims (its worker loop's
-// messages, the successors a flush claimed in the same commit, a claim on
-// this thread right after a trigger, processOne's claim), executes each as an
+// messages, the successors a flush claimed in the same commit, the runs a
+// trigger claimed on this thread right after it, processOne's claim), executes each as an
 // Execution, keeps the runs in flight, hands runs back to pending when it
 // cannot or may no longer execute them, and stops.
 //
@@ -20,7 +20,7 @@ const STOPPED = new DurablyError('the worker was stopped with abort: true', 'STO
  * What the runner may use of its instance.
  * @typedef {object} RunnerHost
  * @property {object} engine  the native engine's worker side: start(), stop(), loopAlive(),
- *   wake(), tryClaim(limit) → JSON text | null, claim(limit) → Promise<JSON text>, release(id, generation)
+ *   wake(), claim(limit) → Promise<JSON text>, release(id, generation)
  * @property {{ push(op: string): Promise<string>, drain(): Promise<void> }} writer  the flush batcher (lib/writer.js)
  * @property {(name: string) => object | undefined} job  the registered job `{ name, def }` of that name
  * @property {(job: object, claimed: object, tags: boolean) => import('./execution').Execution} execution
@@ -122,23 +122,6 @@ class Runner {
     }
   }
 
-  /**
-   * A run was just created here and the worker is on: claim it (or whatever
-   * is oldest) right now on this thread, in its own commit after the
-   * trigger's, instead of waiting for the native loop to wake, claim and
-   * call back. Falls back to the loop (already woken) when the lock or no
-   * slot is free.
-   */
-  startLocally() {
-    let text
-    try {
-      text = this.engine.tryClaim(1)
-    } catch (err) {
-      return this.host.workerError(fromNative(err), null, 'claim')
-    }
-    if (text !== null && text !== '[]') this.onClaimed(text)
-  }
-
   /** processOne: claims one run and executes it; resolves false when none was pending. */
   async processNext() {
     const runs = JSON.parse(await nativeAsync(this.engine.claim(1)))
@@ -175,7 +158,10 @@ class Runner {
     }
   }
 
-  /** Runs claimed by a flush together with the completion of their predecessors (JSON text). */
+  /**
+   * Runs claimed by a flush together with the completion of their
+   * predecessors, or by a trigger right after it (JSON text).
+   */
   onClaimed(text) {
     try {
       const tags = text.includes(TAG_TEXT)

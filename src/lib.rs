@@ -11,8 +11,13 @@
 //!   cheap `PRAGMA data_version` check for other processes, and the polling
 //!   interval), heartbeats, stale recovery, job timeouts and the WAL
 //!   checkpointer. It hands claimed runs to a callback and never touches JS.
-//! - `binding` is the only napi-aware code: it converts arguments, errors and
-//!   wraps the JS dispatch function in a ThreadsafeFunction.
+//! - [`engine`] owns a store and its worker behind typed operations and holds
+//!   every wake/claim/retention decision ([`engine::policy`]); it is generic
+//!   over the [`store::Store`] interface (SQLite here, PostgreSQL in `pg`
+//!   behind the `postgres` feature) and knows nothing of Node.
+//! - `binding` is the only napi-aware code: it converts arguments, results and
+//!   errors, wraps the JS dispatch function in a ThreadsafeFunction, and
+//!   delegates every call to the engine.
 //!
 //! Step results are committed by the JS layer through one synchronous call
 //! per batch (`flush`), so a batch of steps from several runs in flight shares

@@ -52,6 +52,19 @@ pub struct TriggerResult {
     pub created_at: Option<String>,
     /// `idempotent`/`coalesced`: the existing run as JSON text.
     pub run: Option<String>,
+    /// `created`, single trigger, worker on: the runs the engine claimed on
+    /// this thread right after the trigger (JSON array text), to execute.
+    pub claimed: Option<String>,
+}
+
+impl TriggerResult {
+    /// With the runs claimed right after the trigger (none: no field).
+    pub fn with_claimed(mut self, runs: Vec<ClaimedRun>) -> Self {
+        if !runs.is_empty() {
+            self.claimed = Some(crate::store::json::array(runs.into_iter().map(|r| r.json)));
+        }
+        self
+    }
 }
 
 impl From<TriggerOutcome> for TriggerResult {
@@ -68,6 +81,7 @@ impl From<TriggerOutcome> for TriggerResult {
             id,
             created_at,
             run,
+            claimed: None,
         }
     }
 }

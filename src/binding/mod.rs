@@ -266,7 +266,8 @@ impl Engine {
     }
 
     /// Creates a run without waiting for the lock; `null` when the lock is
-    /// taken (then call `triggerAsync`).
+    /// taken (then call `triggerAsync`). When it created a run and the worker
+    /// is on, the result carries the runs claimed right after it (`claimed`).
     #[napi(catch_unwind)]
     pub fn trigger(
         &self,
@@ -286,12 +287,14 @@ impl Engine {
             coalesce,
             labels: &labels,
         };
-        let out = match &inner.engine {
-            AnyEngine::Sqlite(e) => e.try_trigger(&item).map_err(to_js)?,
+        Ok(match &inner.engine {
+            AnyEngine::Sqlite(e) => e.try_trigger(&item).map_err(to_js)?.map(|o| {
+                let claimed = e.start_locally(&o);
+                TriggerResult::from(o).with_claimed(claimed)
+            }),
             #[cfg(feature = "postgres")]
             AnyEngine::Pg(_) => None,
-        };
-        Ok(out.map(TriggerResult::from))
+        })
     }
 
     /// `trigger` that waits for the lock on a pool thread.
@@ -316,9 +319,18 @@ impl Engine {
                 labels: &labels,
             };
             // No wake here: the JS side wakes the worker after it emitted
-            // run:trigger, so run:start cannot overtake it.
-            let out = with_engine!(&inner.engine, e => e.wait(e.trigger(&item)))?;
-            Ok(out.into())
+            // run:trigger, so run:start cannot overtake it. The runs claimed
+            // here come back with the result: the JS side executes them
+            // after emitting run:trigger.
+            Ok(match &inner.engine {
+                AnyEngine::Sqlite(e) => {
+                    let out = e.wait(e.trigger(&item))?;
+                    let claimed = e.start_locally(&out);
+                    TriggerResult::from(out).with_claimed(claimed)
+                }
+                #[cfg(feature = "postgres")]
+                AnyEngine::Pg(e) => e.wait(e.trigger(&item))?.into(),
+            })
         }))
     }
 
@@ -408,18 +420,6 @@ impl Engine {
         Ok(NativeTask::spawn(
             move || with_engine!(&inner.engine, e => e.wait(e.before_processing())),
         ))
-    }
-
-    /// Claims up to `limit` runs now if the worker is on and the lock is free
-    /// at once: a JSON array (maybe empty), or `null` when the lock is taken.
-    #[napi(catch_unwind)]
-    pub fn try_claim(&self, limit: u32) -> Result<Option<String>, JsCode> {
-        let runs = match &self.inner()?.engine {
-            AnyEngine::Sqlite(e) => e.try_claim(limit as usize).map_err(to_js)?,
-            #[cfg(feature = "postgres")]
-            AnyEngine::Pg(_) => None,
-        };
-        Ok(runs.map(|r| crate::store::json::array(r.into_iter().map(|r| r.json))))
     }
 
     /// One run as JSON, or null.

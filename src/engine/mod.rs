@@ -288,6 +288,26 @@ impl<S: SyncStore> Engine<S> {
         Ok(out)
     }
 
+    /// After a trigger: when it created a run and the worker is on
+    /// ([`policy::start_locally`]), claims one run (the oldest claimable,
+    /// usually this one) now on the calling thread, without waiting for the
+    /// lock, so the caller executes it without a hop through the claim loop.
+    /// Nothing when the lock or no slot is free (the woken loop claims it);
+    /// a failed claim is reported to the sink (`claim`), not to the trigger.
+    pub fn start_locally(&self, outcome: &TriggerOutcome) -> Vec<ClaimedRun> {
+        let created = matches!(outcome, TriggerOutcome::Created { .. });
+        if !policy::start_locally(created, self.worker.is_running()) {
+            return Vec::new();
+        }
+        match self.worker.try_claim(1) {
+            Ok(runs) => runs.unwrap_or_default(),
+            Err(e) => {
+                self.worker.sink().error("claim", &e);
+                Vec::new()
+            }
+        }
+    }
+
     /// Creates a batch's runs without waiting; wakes the claim loop when it wrote.
     pub fn try_trigger_batch(
         &self,

@@ -31,6 +31,13 @@ pub fn should_claim(woken: bool, changed: bool, poll_due: bool, free: usize) -> 
     (woken || changed || poll_due) && free > 0
 }
 
+/// Whether a trigger that just wrote claims on the calling thread (in its
+/// own commit after the trigger's), instead of waiting for the claim loop to
+/// wake, claim and call back: when it created a run and the worker is on.
+pub fn start_locally(created: bool, running: bool) -> bool {
+    created && running
+}
+
 /// The error a run's job timeout fails it with.
 pub fn timeout_message(timeout: Duration) -> String {
     format!("run timed out after {} ms", timeout.as_millis())
@@ -101,6 +108,16 @@ mod tests {
         assert!(should_claim(false, false, true, 1));
         assert!(!should_claim(false, false, false, 1));
         assert!(!should_claim(true, true, true, 0));
+    }
+
+    #[test]
+    fn local_starts() {
+        assert!(start_locally(true, true));
+        assert!(
+            !start_locally(false, true),
+            "an idempotent or coalesced trigger"
+        );
+        assert!(!start_locally(true, false), "a stopped worker");
     }
 
     #[test]

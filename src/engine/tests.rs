@@ -337,6 +337,53 @@ mod sqlite {
     fn before_processing_recovers_stale_runs_and_applies_retention() -> TResult {
         run(Some(Duration::ZERO), before_processing)
     }
+
+    /// A trigger that created a run claims it on the calling thread while
+    /// the worker is on; not when stopped, not for an idempotent hit, and
+    /// not when no slot is free.
+    #[test]
+    fn a_created_run_starts_locally_only_while_the_worker_is_on() -> TResult {
+        run(None, |fx| async move {
+            let e = &fx.engine;
+            e.set_jobs(vec![(JOB.into(), None)]);
+            let item = |key| TriggerItem {
+                job_name: JOB,
+                input: "null",
+                idempotency_key: key,
+                concurrency_key: None,
+                coalesce: false,
+                labels: "{}",
+            };
+            let stopped = e.try_trigger(&item(Some("a")))?.ok_or("lock taken")?;
+            assert!(e.start_locally(&stopped).is_empty(), "the worker is off");
+            // The loop is on but gets no turn: this (paused, single-threaded)
+            // runtime runs no task until the test awaits.
+            e.start();
+            let hit = e.try_trigger(&item(Some("a")))?.ok_or("lock taken")?;
+            assert!(matches!(hit, TriggerOutcome::Idempotent(_)));
+            assert!(e.start_locally(&hit).is_empty(), "nothing was created");
+            let created = e.try_trigger(&item(None))?.ok_or("lock taken")?;
+            let claimed = e.start_locally(&created);
+            assert_eq!(claimed.len(), 1, "the oldest claimable run");
+            assert_eq!(e.inflight(), 1);
+            let more: Vec<_> = (0..4)
+                .map(|_| e.try_trigger(&item(None)))
+                .collect::<crate::error::Result<_>>()?;
+            let mut started = 0;
+            for o in more.iter().flatten() {
+                started += e.start_locally(o).len();
+            }
+            assert_eq!(started, 3, "up to max_concurrent (4) in flight");
+            assert_eq!(e.inflight(), 4);
+            assert!(
+                lock(&fx.rec.errors).is_empty(),
+                "{:?}",
+                lock(&fx.rec.errors)
+            );
+            e.close();
+            Ok(())
+        })
+    }
 }
 
 /// The same cases on PostgreSQL, in real time.
