@@ -150,7 +150,7 @@ fn step(conn: &Connection, run: &str, index: usize) -> Res<()> {
             "UPDATE runs SET current_step_index = MAX(current_step_index, ?3), updated_at = ?4 \
              WHERE id = ?1 AND lease_generation = ?2 AND status = 'running'",
         )?
-        .execute((run, 1, index + 1, &now))?;
+        .execute((run, 1, index as i64 + 1, &now))?;
     if changed != 1 {
         return Err(format!("run {run} was not updated").into());
     }
@@ -164,7 +164,7 @@ fn step(conn: &Connection, run: &str, index: usize) -> Res<()> {
     .execute((
         run,
         format!("s{index}"),
-        index,
+        index as i64,
         format!("{{\"i\":{index}}}"),
         &now,
     ))?;

@@ -28,7 +28,13 @@ pub mod error;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod store;
+// The tokio loop needs threads; the browser build (wasm32) drives claims and
+// heartbeats from JS timers through `browser` instead.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod worker;
+
+#[cfg(all(feature = "browser", target_arch = "wasm32"))]
+mod browser;
 
 #[cfg(feature = "node")]
 mod binding;

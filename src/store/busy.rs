@@ -23,6 +23,7 @@ use rusqlite::Connection;
 use crate::error::Result;
 
 /// Longest pause between two attempts.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 const MAX_PAUSE: Duration = Duration::from_micros(500);
 /// The timeout used on a thread that never set one (the library default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -33,7 +34,7 @@ thread_local! {
 }
 
 /// Installs the handler on `conn` (replacing `busy_timeout`'s).
-pub(crate) fn install(conn: &Connection) -> Result<()> {
+pub(crate) fn install(conn: &mut Connection) -> Result<()> {
     conn.busy_handler(Some(on_busy))?;
     Ok(())
 }
@@ -51,6 +52,7 @@ pub(crate) fn with_timeout<T>(timeout: Duration, f: impl FnOnce() -> T) -> T {
 }
 
 /// The pause before attempt `count + 1` of one wait.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn pause(count: i32) -> Option<Duration> {
     match count {
         0..=2 => None, // yield
@@ -61,7 +63,15 @@ fn pause(count: i32) -> Option<Duration> {
     }
 }
 
+/// wasm32 (the browser build): one thread and one tab own the file, so a
+/// lock is never held by someone who could release it while we wait.
+#[cfg(target_arch = "wasm32")]
+fn on_busy(_count: i32) -> bool {
+    false
+}
+
 /// `true`: try again; `false`: give up with SQLITE_BUSY.
+#[cfg(not(target_arch = "wasm32"))]
 fn on_busy(count: i32) -> bool {
     let now = Instant::now();
     let started = if count == 0 {

@@ -10,6 +10,7 @@ mod backend;
 mod busy;
 mod claim;
 mod flush;
+#[cfg_attr(target_arch = "wasm32", path = "identity_wasm.rs")]
 mod identity;
 pub mod json;
 mod manage;
@@ -83,7 +84,8 @@ pub fn iso(t: SystemTime) -> String {
 /// The database of one durably instance.
 pub struct SqliteStore {
     writer: Mutex<Connection>,
-    /// `None` for `:memory:`, where a second connection would see another database.
+    /// `None` for `:memory:`, where a second connection would see another
+    /// database, and on wasm32 (OPFS: one connection per file).
     reader: Option<Mutex<Connection>>,
     opts: StoreOptions,
     clock: Clock,
@@ -119,7 +121,8 @@ impl SqliteStore {
         let memory = opts.path == ":memory:";
         let (writer, reader) = busy::with_timeout(opts.busy_timeout, || -> Result<_> {
             let writer = open_connection(&opts, true)?;
-            let reader = if memory {
+            // OPFS's access handle pool (wasm32) allows one connection per file.
+            let reader = if memory || cfg!(target_arch = "wasm32") {
                 None
             } else {
                 Some(Mutex::new(open_connection(&opts, false)?))
@@ -130,7 +133,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Mutex::new(writer),
             reader,
-            owner: format!("{}:{}", std::process::id(), ulid::Ulid::new()),
+            owner: format!("{}:{}", process_id(), ulid::Ulid::new()),
             opts,
             clock,
             ids: Mutex::new(ulid::Generator::new()),
@@ -346,7 +349,7 @@ fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(&opts.path, flags).map_err(|e| {
+    let mut conn = Connection::open_with_flags(&opts.path, flags).map_err(|e| {
         let e = Error::from(e);
         match e {
             Error::CannotOpen(m) => Error::CannotOpen(format!(
@@ -360,18 +363,24 @@ fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
             e => e,
         }
     })?;
-    busy::install(&conn)?;
+    busy::install(&mut conn)?;
     if conn.is_readonly(rusqlite::MAIN_DB)? {
         return Err(Error::ReadOnly(opts.path.clone()));
     }
     let memory = opts.path == ":memory:";
     // Setting WAL needs a brief exclusive lock; on a brand-new file several
-    // processes may race for it, so retry within the busy timeout.
+    // processes may race for it, so retry within the busy timeout. OPFS (the
+    // browser build) has no shared memory for WAL: a rollback journal there.
+    let journal = if cfg!(target_arch = "wasm32") {
+        "delete"
+    } else {
+        "wal"
+    };
     let mode = retry_busy(opts.busy_timeout, || {
-        conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get::<_, String>(0))
+        conn.pragma_update_and_check(None, "journal_mode", journal, |r| r.get::<_, String>(0))
             .map_err(Error::from)
     })?;
-    let expected = if memory { "memory" } else { "wal" };
+    let expected = if memory { "memory" } else { journal };
     if !mode.eq_ignore_ascii_case(expected) {
         return Err(Error::Internal(format!(
             "journal_mode is {mode}, expected {expected}"
@@ -421,7 +430,23 @@ fn test_length_limit() -> Option<i32> {
         .filter(|v| *v > 0)
 }
 
+/// This process's id for lease owners (wasm32 has no processes: 0).
+fn process_id() -> u32 {
+    #[cfg(not(target_arch = "wasm32"))]
+    return std::process::id();
+    #[cfg(target_arch = "wasm32")]
+    0
+}
+
 /// Retries `f` while it fails with `DB_BUSY`, for at most `limit`.
+/// On wasm32 (one thread, no clock in std) `f` runs once.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn retry_busy<T>(_limit: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    f()
+}
+
+/// Retries `f` while it fails with `DB_BUSY`, for at most `limit`.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn retry_busy<T>(limit: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let start = std::time::Instant::now();
     let mut pause = Duration::from_millis(1);

@@ -67,7 +67,7 @@ fn snapshot(h: &Handle<SqliteStore>) -> CResult<Snapshot> {
         let mut snap = Snapshot::default();
         for table in tables {
             let mut st = c.prepare(&format!("SELECT * FROM \"{table}\""))?;
-            let cols: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
+            let cols: Vec<String> = st.column_names().map(|s| s.to_string()).collect();
             let rows = st
                 .query_map([], |r| {
                     let mut row = Row::new();
