@@ -1,0 +1,293 @@
+// durably/browser in real Chromium (issue 17): the Rust store compiled to
+// wasm in a dedicated Worker, SQLite on OPFS, job functions in the page.
+// Pages are served from 127.0.0.1 (a secure context, as OPFS needs) by a
+// small static server. Needs the bundle from `npm run build:browser`
+// (.ci/run builds it first); under CI=true a missing bundle or browser fails.
+
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import fs from 'node:fs'
+import http from 'node:http'
+import path from 'node:path'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+
+const require = createRequire(import.meta.url)
+const { browserSkipReason, launchBrowser, chromiumPath } = require('./browser.js')
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const BUNDLE = path.join(ROOT, 'browser', 'index.mjs')
+
+function skipReason() {
+  const noBrowser = browserSkipReason()
+  if (noBrowser) return noBrowser
+  if (!fs.existsSync(BUNDLE) || !fs.existsSync(path.join(ROOT, 'browser', 'durably_wasm_bg.wasm'))) {
+    const reason = 'the durably/browser bundle is not built (run npm run build:browser)'
+    if (process.env.CI === 'true') throw new Error(`browser tests need the bundle under CI: ${reason}`)
+    return reason
+  }
+  return null
+}
+
+const reason = skipReason()
+if (reason) console.warn(`skipping durably/browser tests: ${reason}`)
+
+const TYPES = { '.mjs': 'text/javascript', '.js': 'text/javascript', '.html': 'text/html', '.wasm': 'application/wasm', '.css': 'text/css' }
+const SERVED = ['/browser/', '/__test__/', '/examples/browser/']
+
+/** Serves the bundle, the fixtures and the example from the package root on 127.0.0.1. */
+function startServer() {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x')
+    const file = path.join(ROOT, path.normalize(decodeURIComponent(url.pathname)))
+    if (!SERVED.some((p) => url.pathname.startsWith(p)) || !file.startsWith(ROOT) || !fs.existsSync(file)) {
+      res.writeHead(404).end('not found')
+      return
+    }
+    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' })
+    fs.createReadStream(file).pipe(res)
+  })
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)))
+}
+
+describe.skipIf(reason)('durably/browser on OPFS in Chromium', () => {
+  let server
+  let browser
+  let context
+  let base
+  const errors = []
+
+  beforeAll(async () => {
+    server = await startServer()
+    base = `http://127.0.0.1:${server.address().port}`
+    browser = await launchBrowser()
+    context = await browser.newContext()
+  }, 60_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await new Promise((r) => (server ? server.close(r) : r()))
+  })
+
+  /** Opens the test page on database `db`; resolves once `init()` settled. */
+  async function open(db, query = '') {
+    const page = await context.newPage()
+    page.on('pageerror', (err) => errors.push(`${db}: ${err.message}`))
+    await page.goto(`${base}/__test__/browser/opfs-page.html?db=${db}${query}`)
+    const ready = await page.evaluate(() => window.ready)
+    return { page, ready }
+  }
+
+  it('runs a 3-step job to completion; run, steps and progress are read back from OPFS by a new page', async () => {
+    const { page, ready } = await open('complete.db')
+    expect(ready).toBe('ok')
+    const done = await page.evaluate(async () => {
+      const r = await window.durably.jobs.threeSteps.triggerAndWait({ n: 4 }, { timeout: 20_000 })
+      return { ...r, executed: window.executed() }
+    })
+    expect(done.disposition).toBe('created')
+    expect(done.output.a).toBe(5)
+    expect(done.output.b).toBe(10)
+    expect(done.output.c.sum).toBe(13)
+    expect(done.executed).toEqual(['one', 'two', 'three'])
+    await page.close() // the worker ends and releases the database
+
+    // A new page (new worker, new wasm instance) reads what is on OPFS.
+    const again = await open('complete.db')
+    expect(again.ready).toBe('ok')
+    const stored = await again.page.evaluate(async (id) => {
+      const run = await window.durably.getRun(id)
+      const steps = await window.durably.getSteps(id)
+      const root = await navigator.storage.getDirectory()
+      const dir = await root.getDirectoryHandle('durably')
+      const files = []
+      for await (const name of dir.keys()) files.push(name)
+      return {
+        status: run.status,
+        output: run.output,
+        progress: run.progress,
+        dateIsDate: run.output.c.at instanceof Date,
+        steps: steps.map((s) => [s.name, s.index, s.status, s.output]),
+        files,
+      }
+    }, done.id)
+    expect(stored.status).toBe('completed')
+    expect(stored.dateIsDate).toBe(true) // tagged values survive the round trip
+    expect(stored.progress).toEqual({ current: 3, total: 3, message: 'done' })
+    expect(stored.steps.map((s) => s.slice(0, 3))).toEqual([
+      ['one', 0, 'completed'],
+      ['two', 1, 'completed'],
+      ['three', 2, 'completed'],
+    ])
+    expect(stored.steps[0][3]).toBe(5)
+    expect(stored.files.length).toBeGreaterThan(0) // the access handle pool's files
+    await again.page.close()
+  }, 60_000)
+
+  it('resumes a run from step 2 after a reload in the middle of step 2; step 1 is not executed again', async () => {
+    // A stale threshold of a minute: only the new tab's recovery at start can resume the run in time.
+    const { page, ready } = await open('reload.db', '&hold=two&stale=60000')
+    expect(ready).toBe('ok')
+    const id = await page.evaluate(async () => (await window.durably.jobs.threeSteps.trigger({ n: 1 })).id)
+    // Wait until step two is executing (and step one is committed).
+    await page.waitForFunction(() => window.executed().includes('two'), null, { timeout: 20_000 })
+    const mid = await page.evaluate(async (id) => {
+      const run = await window.durably.getRun(id)
+      const steps = await window.durably.getSteps(id)
+      return { status: run.status, steps: steps.map((s) => s.name) }
+    }, id)
+    expect(mid).toEqual({ status: 'running', steps: ['one'] })
+    // While the step runs in the page, the worker's timer renews the lease (heartbeatInterval 300 ms).
+    const beats = await page.evaluate(async (id) => {
+      const beat = async () => JSON.parse(await window.durably._rpc.call('getRun', id)).heartbeatAt
+      const first = await beat()
+      await new Promise((r) => setTimeout(r, 1000))
+      return [first, await beat()]
+    }, id)
+    expect(Date.parse(beats[1])).toBeGreaterThan(Date.parse(beats[0]))
+
+    // Reload without the hold: the new page's worker owns the database and resumes the run.
+    await page.goto(`${base}/__test__/browser/opfs-page.html?db=reload.db&stale=60000`)
+
+    expect(await page.evaluate(() => window.ready)).toBe('ok')
+    const after = await page.evaluate(async (id) => {
+      const run = await window.durably.waitForRun(id, { timeout: 20_000 })
+      const steps = await window.durably.getSteps(id)
+      return { status: run.status, output: run.output, steps: steps.map((s) => s.name), executed: window.executed() }
+    }, id)
+    expect(after.status).toBe('completed')
+    expect(after.output.b).toBe(4)
+    expect(after.steps).toEqual(['one', 'two', 'three'])
+    // 'one' ran once; 'two' ran before the reload and again after it.
+    expect(after.executed).toEqual(['one', 'two', 'two', 'three'])
+    await page.close()
+  }, 60_000)
+
+  it('a failing step fails the run; retry() runs it again from the failed step', async () => {
+    const { page, ready } = await open('retry.db')
+    expect(ready).toBe('ok')
+    const failed = await page.evaluate(async () => {
+      localStorage.setItem('fail:retry.db', '1')
+      const run = await window.durably.jobs.flaky.trigger({})
+      const err = await window.durably.waitForRun(run.id, { timeout: 20_000 }).then(
+        () => null,
+        (e) => ({ name: e.name, message: e.message }),
+      )
+      const stored = await window.durably.getRun(run.id)
+      const steps = await window.durably.getSteps(run.id)
+      return { id: run.id, err, status: stored.status, error: stored.error, steps: steps.map((s) => [s.name, s.status, s.error]) }
+    })
+    expect(failed.err?.message).toContain('fragile step failed on purpose')
+    expect(failed.status).toBe('failed')
+    expect(failed.error).toContain('fragile step failed on purpose')
+    expect(failed.steps).toEqual([
+      ['before', 'completed', null],
+      ['fragile', 'failed', 'fragile step failed on purpose'],
+    ])
+
+    const retried = await page.evaluate(async (id) => {
+      localStorage.setItem('fail:retry.db', '0')
+      const events = []
+      window.durably.on('run:retry', (e) => events.push(e.type))
+      const pending = await window.durably.retry(id)
+      const run = await window.durably.waitForRun(id, { timeout: 20_000 })
+      const steps = await window.durably.getSteps(id)
+      return { pendingStatus: pending.status, events, status: run.status, output: run.output, steps: steps.map((s) => [s.name, s.status]) }
+    }, failed.id)
+    expect(retried.pendingStatus).toBe('pending')
+    expect(retried.events).toEqual(['run:retry'])
+    expect(retried.status).toBe('completed')
+    expect(retried.output).toBe('kept+fixed')
+    expect(retried.steps).toEqual([
+      ['before', 'completed'],
+      ['fragile', 'completed'],
+    ])
+    await page.close()
+  }, 60_000)
+
+  it('a second tab on the same database is refused with DB_LOCKED; the first keeps working', async () => {
+    const first = await open('locked.db')
+    expect(first.ready).toBe('ok')
+    const second = await open('locked.db', '&lockTimeout=500')
+    expect(second.ready.code).toBe('DB_LOCKED')
+    expect(second.ready.message).toContain("the database 'locked.db' (OPFS directory 'durably') is open in another tab")
+    // Its API fails with the same error rather than touching the file.
+    const call = await second.page.evaluate(() =>
+      window.durably.getRuns().then(
+        () => null,
+        (e) => e.code,
+      ),
+    )
+    expect(call).toBe('DB_LOCKED')
+    // A database in another OPFS directory is fine in the second tab.
+    // (A string: vitest would rewrite the dynamic import of a function.)
+    const other = await second.page.evaluate(`(async () => {
+      const { createDurably } = await import('durably')
+      const d = createDurably({ path: 'other.db', directory: 'other' })
+      await d.migrate()
+      const runs = await d.getRuns()
+      await d.close()
+      return runs.length
+    })()`)
+    expect(other).toBe(0)
+    const r = await first.page.evaluate(() => window.durably.jobs.threeSteps.triggerAndWait({ n: 0 }, { timeout: 20_000 }))
+    expect(r.output.c.sum).toBe(5)
+    await second.page.close()
+    await first.page.close()
+  }, 60_000)
+
+  it('refuses to start outside a secure context, with a clear error', async () => {
+    // The same server under a name that is not localhost: plain http there is not a secure context.
+    const { chromium } = require('playwright-core')
+    const insecure = await chromium.launch({
+      executablePath: chromiumPath(),
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+        '--host-resolver-rules=MAP durably.invalid 127.0.0.1',
+      ],
+    })
+    try {
+      const page = await insecure.newPage()
+      await page.goto(`http://durably.invalid:${server.address().port}/__test__/browser/opfs-page.html?db=insecure.db`)
+      const out = await page.waitForFunction(() => window.insecureError ?? null, null, { timeout: 20_000 }).then((h) => h.jsonValue())
+      expect(out.isSecureContext).toBe(false)
+      expect(out.code).toBe('INSECURE_CONTEXT')
+      expect(out.message).toContain('needs a secure context')
+    } finally {
+      await insecure.close()
+    }
+  }, 60_000)
+
+  it('no uncaught errors in the pages', () => {
+    expect(errors).toEqual([])
+  })
+})
+
+describe('the shared job module in Node', () => {
+  it('is imported unchanged and runs on the native engine', async () => {
+    const { threeSteps, flaky } = await import('./fixtures/shared-jobs.mjs')
+    const { createDurably } = require('..')
+    const { tempDb } = require('./helpers.js')
+    const executed = []
+    globalThis.durablyTestHooks = { step: (name) => executed.push(name), shouldFail: () => false }
+    const durably = createDurably({ path: tempDb(), jobs: { threeSteps, flaky }, pollingInterval: 50 })
+    try {
+      await durably.init()
+      const r = await durably.jobs.threeSteps.triggerAndWait({ n: 4 }, { timeout: 10_000 })
+      expect(r.output.a).toBe(5)
+      expect(r.output.c.sum).toBe(13)
+      expect(r.output.c.at).toBeInstanceOf(Date)
+      expect(executed).toEqual(['one', 'two', 'three'])
+      const f = await durably.jobs.flaky.triggerAndWait({}, { timeout: 10_000 })
+      expect(f.output).toBe('kept+fixed')
+    } finally {
+      delete globalThis.durablyTestHooks
+      await durably.close()
+    }
+  })
+})
