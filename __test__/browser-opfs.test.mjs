@@ -263,6 +263,25 @@ describe.skipIf(reason)('durably/browser on OPFS in Chromium', () => {
     }
   }, 60_000)
 
+  it('examples/browser: the progress bar survives a reload and the run completes', async () => {
+    const page = await context.newPage()
+    page.on('pageerror', (err) => errors.push(`example: ${err.message}`))
+    const url = `${base}/examples/browser/index.html?stepMs=150`
+    await page.goto(url)
+    await page.locator('#start:not([disabled])').click()
+    await page.waitForFunction(() => document.getElementById('bar').value >= 3, null, { timeout: 20_000 })
+    await page.reload()
+    // The new page finds the unfinished run and shows its progress from where it is.
+    const first = await page.waitForFunction(() => document.getElementById('bar').value || null, null, { timeout: 20_000 })
+    expect(await first.jsonValue()).toBeGreaterThanOrEqual(3)
+    await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('completed'), null, { timeout: 30_000 })
+    expect(await page.locator('#status').textContent()).toBe('completed: 10 photos')
+    expect(await page.locator('#bar').evaluate((b) => b.value)).toBe(10)
+    await page.waitForFunction(() => document.getElementById('steps').textContent !== '', null, { timeout: 10_000 })
+    expect(await page.locator('#steps').textContent()).toBe('10 steps stored')
+    await page.close()
+  }, 60_000)
+
   it('no uncaught errors in the pages', () => {
     expect(errors).toEqual([])
   })

@@ -58,7 +58,8 @@ function consumerProject({ withTypesNode = true } = {}) {
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ private: true, type: 'module' }))
   const installed = path.join(dir, 'node_modules', 'durably')
   // Glob entries (the built addon, durably.*.node) play no part in type-checking.
-  for (const f of [...pkg.files.filter((f) => !f.includes('*')), 'package.json']) fs.cpSync(path.join(ROOT, f), path.join(installed, f), { recursive: true })
+  // (browser/ exists once `npm run build:browser` ran; its types are in lib/browser/.)
+  for (const f of [...pkg.files.filter((f) => !f.includes('*') && fs.existsSync(path.join(ROOT, f))), 'package.json']) fs.cpSync(path.join(ROOT, f), path.join(installed, f), { recursive: true })
   if (withTypesNode) {
     fs.mkdirSync(path.join(installed, 'node_modules', '@types'), { recursive: true })
     fs.symlinkSync(path.join(ROOT, 'node_modules', '@types', 'node'), path.join(installed, 'node_modules', '@types', 'node'), 'dir')

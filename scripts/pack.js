@@ -126,6 +126,9 @@ function packMain(pkg, stageRoot, out) {
   const stage = path.join(stageRoot, 'main')
   fs.mkdirSync(stage, { recursive: true })
   const files = pkg.files.filter((f) => !f.endsWith('.node'))
+  if (!fs.existsSync(path.join(ROOT, 'browser', 'index.mjs'))) {
+    throw new Error('browser/ (the durably/browser bundle) is missing: run npm run build:browser before npm run pack')
+  }
   for (const f of [...files, 'README.md', 'LICENSE', 'CHANGELOG.md']) {
     fs.cpSync(path.join(ROOT, f), path.join(stage, f), { recursive: true })
   }

@@ -128,6 +128,13 @@ class BrowserDurably {
       )
     }
     const { directory, lockTimeout, worker, ...rest } = { ...BROWSER_DEFAULTS, ...(options ?? {}) }
+    for (const k of ['busyTimeout', 'retainRuns']) {
+      if (rest[k] !== undefined) {
+        throw new ValidationError(
+          `option ${k} is not supported by durably/browser (${k === 'retainRuns' ? 'call purgeRuns() instead' : 'one tab owns the database: nothing waits for a lock'})`,
+        )
+      }
+    }
     if (typeof directory !== 'string' || directory.length === 0) {
       throw new ValidationError('directory must be a non-empty string (an OPFS directory name)')
     }
