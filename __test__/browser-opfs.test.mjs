@@ -229,10 +229,63 @@ describe.skipIf(reason)('durably/browser on OPFS in Chromium', () => {
       return runs.length
     })()`)
     expect(other).toBe(0)
+    // Options that make no sense in a tab are refused by name.
+    const refused = await second.page.evaluate(`(async () => {
+      const { createDurably } = await import('durably')
+      const out = []
+      for (const o of [{ url: 'postgres://h/db' }, { retainRuns: '1d' }, { directory: '' }, { pollingInterval: -1 }]) {
+        try {
+          createDurably(o)
+          out.push(null)
+        } catch (e) {
+          out.push(e.code + ': ' + e.message)
+        }
+      }
+      return out
+    })()`)
+    expect(refused[0]).toBe('VALIDATION_ERROR: option url is not supported by durably/browser (it stores in SQLite on OPFS, not in PostgreSQL)')
+    expect(refused[1]).toContain('option retainRuns is not supported by durably/browser')
+    expect(refused[2]).toContain('directory must be a non-empty string')
+    expect(refused[3]).toContain('pollingInterval')
     const r = await first.page.evaluate(() => window.durably.jobs.threeSteps.triggerAndWait({ n: 0 }, { timeout: 20_000 }))
     expect(r.output.c.sum).toBe(5)
     await second.page.close()
     await first.page.close()
+  }, 60_000)
+
+  it('cancel() stops a running run (its signal fires); retrigger() and deleteRun() work on terminal runs', async () => {
+    const { page, ready } = await open('manage.db', '&hold=two')
+    expect(ready).toBe('ok')
+    const out = await page.evaluate(async () => {
+      const d = window.durably
+      const held = await d.jobs.threeSteps.trigger({ n: 1 })
+      while (!window.executed().includes('two')) await new Promise((r) => setTimeout(r, 20))
+      const events = []
+      d.on('run:cancel', (e) => events.push(e.runId))
+      const waited = d.waitForRun(held.id, { timeout: 20_000 }).then(() => 'completed', (e) => e.code)
+      const cancelled = await d.cancel(held.id)
+      const flaky = await d.jobs.flaky.triggerAndWait({}, { timeout: 20_000 })
+      const again = await d.retrigger(flaky.id)
+      const againDone = await d.waitForRun(again.id, { timeout: 20_000 })
+      await d.deleteRun(flaky.id)
+      return {
+        cancelledStatus: cancelled.status,
+        waited: await waited,
+        events,
+        stored: (await d.getRun(held.id)).status,
+        retriggered: again.id !== flaky.id && againDone.output === 'kept+fixed',
+        deleted: await d.getRun(flaky.id),
+        conflict: await d.retrigger(held.id).then(() => null, (e) => e.code),
+      }
+    })
+    expect(out.cancelledStatus).toBe('cancelled')
+    expect(out.waited).toBe('CANCELLED')
+    expect(out.events.length).toBe(1)
+    expect(out.stored).toBe('cancelled')
+    expect(out.retriggered).toBe(true)
+    expect(out.deleted).toBe(null)
+    expect(out.conflict).toBe(null) // a cancelled run is terminal: retrigger makes a new run
+    await page.close()
   }, 60_000)
 
   it('refuses to start outside a secure context, with a clear error', async () => {

@@ -128,18 +128,21 @@ class BrowserDurably {
       )
     }
     const { directory, lockTimeout, worker, ...rest } = { ...BROWSER_DEFAULTS, ...(options ?? {}) }
-    for (const k of ['busyTimeout', 'retainRuns']) {
-      if (rest[k] !== undefined) {
-        throw new ValidationError(
-          `option ${k} is not supported by durably/browser (${k === 'retainRuns' ? 'call purgeRuns() instead' : 'one tab owns the database: nothing waits for a lock'})`,
-        )
-      }
+    const UNSUPPORTED = {
+      busyTimeout: 'one tab owns the database: nothing waits for a lock',
+      retainRuns: 'call purgeRuns() instead',
+      url: 'it stores in SQLite on OPFS, not in PostgreSQL',
+      schema: 'it stores in SQLite on OPFS, not in PostgreSQL',
+    }
+    for (const [k, why] of Object.entries(UNSUPPORTED)) {
+      if (rest[k] !== undefined) throw new ValidationError(`option ${k} is not supported by durably/browser (${why})`)
     }
     if (typeof directory !== 'string' || directory.length === 0) {
       throw new ValidationError('directory must be a non-empty string (an OPFS directory name)')
     }
     positiveInt('lockTimeout', lockTimeout, { min: 0 })
-    const o = resolveOptions(rest)
+    // No environment in a tab (DURABLY_DATABASE_URL is a Node setting).
+    const o = resolveOptions(rest, {})
     this._options = { ...o, directory, lockTimeout }
     this._events = new Events()
     this._jobs = new Map()
