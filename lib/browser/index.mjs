@@ -8,7 +8,7 @@
 
 import { Events, EVENT_TYPES, TERMINAL_EVENTS } from '../events.js'
 import { resolveOptions, positiveInt } from '../options.js'
-import { q, decodeTrigger, decodeFlush, encodeBatch, releaseOp } from '../protocol.js'
+import { encodeBatch, releaseOp } from '../protocol.js'
 import { Execution } from '../execution.js'
 import { encode, reviveParsed, TAG_TEXT, oversize } from '../values.js'
 import { validate } from '../schema.js'
@@ -104,9 +104,8 @@ class Writer {
     this.ops = []
     this.waiters = []
     this.inFlight = this.rpc.call('flush', encodeBatch(ops)).then(
-      (text) => {
-        const { statuses, errors } = decodeFlush(text)
-        const failed = new Map((errors ?? []).map(([i, code, message]) => [i, fromCode(code, message)]))
+      ({ statuses, errors }) => {
+        const failed = new Map((errors ?? []).map(({ index, code, message }) => [index, fromCode(code, message)]))
         waiters.forEach((w, i) => (failed.has(i) ? w.reject(failed.get(i)) : w.resolve(statuses[i])))
       },
       (err) => waiters.forEach((w) => w.reject(err)),
@@ -280,8 +279,7 @@ class BrowserDurably {
     if (bytes) {
       throw new ValidationError(`input for job '${def.name}' is ${bytes} bytes encoded, over maxValueBytes (${this._options.maxValueBytes})`)
     }
-    const r = await this._rpc.call('trigger', def.name, text, o.idem, o.conc, o.coalesce, o.labels)
-    const outcome = decodeTrigger(r)
+    const outcome = await this._rpc.call('trigger', def.name, text, o.idem, o.conc, o.coalesce, o.labels)
     let run
     if (outcome.kind === 'created') {
       run = newRun({
@@ -296,7 +294,7 @@ class BrowserDurably {
       run.disposition = 'created'
       this._emit('run:trigger', run, { input: value })
     } else {
-      run = parseRun(outcome.runText)
+      run = parseRun(outcome.run)
       run.disposition = outcome.kind
       if (outcome.kind === 'coalesced') this._emit('run:coalesced', run, { skippedInput: value, skippedLabels: o.labelsValue })
     }
@@ -387,8 +385,7 @@ class BrowserDurably {
   async cancel(runId) {
     checkId(runId)
     await this._ready()
-    const res = JSON.parse(await this._rpc.call('cancel', runId))
-    const run = parseRun(JSON.stringify(res.run))
+    const run = parseRun((await this._rpc.call('cancel', runId)).run)
     const active = this._active.get(runId)
     if (active) {
       this._cancelEmitted.add(runId)

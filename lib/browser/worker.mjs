@@ -104,6 +104,25 @@ function takeLock(name, waitMs) {
   })
 }
 
+// The wasm store answers in compact text (src/browser.rs); the page gets the
+// shapes the Node addon's typed results have (see lib/protocol.js).
+
+/** `c<id><createdAt>` | `i<run>` | `k<run>` → TriggerResult */
+function triggerResult(r) {
+  if (r[0] === 'c') return { kind: 'created', id: r.slice(1, 27), createdAt: r.slice(27) }
+  return { kind: r[0] === 'i' ? 'idempotent' : 'coalesced', run: r.slice(1) }
+}
+
+const OP_RESULT = { 0: 'written', c: 'cancelled', l: 'lost', b: 'tooBig', e: 'failed' }
+
+/** One status character per op, then (when an op failed) `\n[]\n[[index, code, message], …]` → FlushResult */
+function flushResult(text) {
+  const lines = text.split('\n')
+  const statuses = [...lines[0]].map((c) => OP_RESULT[c])
+  const errors = lines.length > 2 ? JSON.parse(lines[2]).map(([index, code, message]) => ({ index, code, message })) : null
+  return { statuses, errors }
+}
+
 const ops = {
   async open(options) {
     cfg = options
@@ -146,14 +165,17 @@ const ops = {
     if (inflight.get(id) === generation) inflight.delete(id)
     wake()
   },
-  trigger: (job, input, idem, conc, coalesce, labels) => store.trigger(job, input, idem, conc, coalesce, labels),
-  flush: (text) => store.flush(text),
+  trigger: (job, input, idem, conc, coalesce, labels) => triggerResult(store.trigger(job, input, idem, conc, coalesce, labels)),
+  flush: (text) => flushResult(store.flush(text)),
   getRun: (id) => store.getRun(id) ?? null,
   getRuns: (filter) => store.getRuns(filter),
   getSteps: (id) => store.getSteps(id),
   getLogs: (id) => store.getLogs(id),
   runCounts: () => store.runCounts(),
-  cancel: (id) => store.cancel(id),
+  cancel(id) {
+    const { previous, run } = JSON.parse(store.cancel(id))
+    return { previous, run: JSON.stringify(run) }
+  },
   retry: (id) => store.retry(id),
   deleteRun: (id) => store.deleteRun(id),
   purge: (olderThan, limit) => store.purge(olderThan, limit),
