@@ -12,8 +12,8 @@ use wasm_bindgen::prelude::*;
 
 use crate::error::Error as EngineError;
 use crate::store::{
-    iso, json, Clock, FlushOutcome, HeartbeatOutcome, PurgeOptions, RunFilter, Store, StoreOptions,
-    Synchronous, TriggerItem, TriggerOutcome,
+    iso, json, Clock, FlushOutcome, HeartbeatOutcome, PurgeOptions, RunFilter, SqliteStore,
+    StoreOptions, Synchronous, TriggerItem, TriggerOutcome,
 };
 
 /// A JS `Error` with the engine's `code` (lib/errors.js maps it to a class).
@@ -53,7 +53,7 @@ pub fn library_schema_version() -> f64 {
 /// One open database (on the VFS installed by `installOpfs`).
 #[wasm_bindgen]
 pub struct BrowserStore {
-    store: Store,
+    store: SqliteStore,
     jobs: RefCell<Vec<String>>,
 }
 
@@ -97,7 +97,7 @@ impl BrowserStore {
             "full" => Synchronous::Full,
             _ => Synchronous::Normal,
         };
-        let store = Store::open_with_clock(
+        let store = SqliteStore::open_with_clock(
             StoreOptions {
                 path,
                 synchronous,

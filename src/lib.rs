@@ -23,6 +23,9 @@
 //! per batch (`flush`), so a batch of steps from several runs in flight shares
 //! one transaction (group commit) and costs one boundary crossing.
 
+// The engine runs the worker's tokio tasks; the browser build (wasm32) drives
+// the store from JS timers instead (src/browser.rs, lib/browser/worker.mjs).
+#[cfg(not(target_arch = "wasm32"))]
 pub mod engine;
 pub mod error;
 #[cfg(feature = "postgres")]
