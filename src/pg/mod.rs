@@ -61,6 +61,15 @@
 //!
 //! ## What the engine must call
 //!
+//! Since issue 15 the engine does this through the [`crate::store::Store`]
+//! interface (`src/pg/store_impl.rs`): `Engine<PgStore>` runs the same
+//! worker (claim loop, heartbeats, timeouts, recovery, retention) and passes
+//! the engine tests (`engine::tests::postgres`). What remains for the JS
+//! API: the binding's `AnyEngine::open_postgres` (reachable once a
+//! constructor takes a URL and the npm build enables the `postgres`
+//! feature); the listener below as an engine task (wake → `Worker::wake`,
+//! cancel → `Sink::lost(id, Cancelled)`, a reconnect → one poll).
+//!
 //! - Start: [`PgStore::connect`], then [`PgStore::migrate`] once.
 //! - Claim loop: [`PgStore::claim`] on a local wake-up, a notification on
 //!   [`PgStore::wake_channel`], or the poll; after a write batch that ended
