@@ -24,8 +24,8 @@
 //! one transaction (group commit) and costs one boundary crossing.
 
 // The engine runs the worker's tokio tasks; the browser build (wasm32) drives
-// the store from JS timers instead (src/browser.rs, lib/browser/worker.mjs).
-#[cfg(not(target_arch = "wasm32"))]
+// the store from JS timers instead (src/browser.rs, lib/browser/worker.mjs)
+// and compiles only the engine's decisions (`engine::policy`).
 pub mod engine;
 pub mod error;
 #[cfg(feature = "postgres")]

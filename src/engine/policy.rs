@@ -1,11 +1,33 @@
 //! The engine's decisions as plain functions: no runtime, no store, no
 //! clock of their own. The worker's tasks and the engine call them; a build
-//! without tokio (the browser's, driven by JS timers) can call them too.
+//! without tokio (the browser's, driven by JS timers) can call them too:
+//! this module is compiled for wasm32, the rest of `engine` is not.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::store::OpStatus;
-use crate::worker::LostReason;
+
+/// Why a run this worker was executing is no longer its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// Cancelled (by any process).
+    Cancelled,
+    /// Reclaimed by another worker, reset, or deleted.
+    Lost,
+    /// Exceeded its job's `timeout`; the worker marked it failed.
+    Timeout,
+}
+
+impl LostReason {
+    /// Name sent to JavaScript.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LostReason::Cancelled => "cancelled",
+            LostReason::Lost => "lost",
+            LostReason::Timeout => "timeout",
+        }
+    }
+}
 
 /// Free run slots: `max` minus the runs in flight and the slots reserved by
 /// claims under way.

@@ -28,27 +28,7 @@ use crate::store::{
     lock, poll_once, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, Store, SyncStore,
 };
 
-/// Why a run this worker was executing is no longer its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LostReason {
-    /// Cancelled (by any process).
-    Cancelled,
-    /// Reclaimed by another worker, reset, or deleted.
-    Lost,
-    /// Exceeded its job's `timeout`; the worker marked it failed.
-    Timeout,
-}
-
-impl LostReason {
-    /// Name sent to JavaScript.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LostReason::Cancelled => "cancelled",
-            LostReason::Lost => "lost",
-            LostReason::Timeout => "timeout",
-        }
-    }
-}
+pub use crate::engine::policy::LostReason;
 
 /// Where the worker sends what it learns. Implemented by the binding.
 pub trait Sink: Send + Sync + 'static {
