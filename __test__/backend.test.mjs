@@ -153,3 +153,18 @@ describe('POSTGRES_UNSUPPORTED', () => {
     }
   })
 })
+
+describe.runIf(require('./pg.js').pgWired())('on an addon with PostgreSQL', () => {
+  it('a server that cannot be reached fails createDurably() with DB_ERROR, naming the cause', () => {
+    let err
+    try {
+      createDurably({ url: 'postgres://app:s3cret@127.0.0.1:1/app' }) // nothing listens on port 1
+    } catch (e) {
+      err = e
+    }
+    expect(err).toBeInstanceOf(DurablyError)
+    expect(err.code).toBe('DB_ERROR')
+    expect(err.message).toMatch(/cannot connect/)
+    expect(err.message).not.toContain('s3cret')
+  })
+})

@@ -47,7 +47,9 @@ class Durably {
       () =>
         new binding.Engine(
           {
-            path: o.path,
+            path: o.path ?? '',
+            url: o.backend.kind === 'postgres' ? o.backend.url : undefined,
+            schema: o.backend.kind === 'postgres' ? o.backend.schema : undefined,
             synchronous: o.synchronous,
             busyTimeout: o.busyTimeout,
             pollingInterval: o.pollingInterval,

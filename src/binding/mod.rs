@@ -60,7 +60,6 @@ impl AnyEngine {
     /// The PostgreSQL engine (cargo feature `postgres`; not reachable from
     /// JS yet: a constructor taking a URL calls this).
     #[cfg(feature = "postgres")]
-    #[allow(dead_code)]
     fn open_postgres(
         opts: crate::pg::PgOptions,
         cfg: EngineConfig,
@@ -95,7 +94,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, JsCode> {
             .worker_threads(1)
             .max_blocking_threads(8)
             .thread_name("durably-worker")
-            .enable_time()
+            .enable_all()
             .build()
             .map_err(|e| e.to_string())
     })
@@ -127,6 +126,16 @@ pub struct EngineOptions {
     /// `retainRuns` in ms: a started worker deletes terminal runs older than
     /// this (and `processOne` does first); absent for none.
     pub retain_ms: Option<f64>,
+    /// A PostgreSQL URL instead of `path` (cargo feature `postgres`).
+    pub url: Option<String>,
+    /// With `url`: the schema holding durably's tables.
+    pub schema: Option<String>,
+}
+
+/// True when this addon can open a PostgreSQL engine (`EngineOptions.url`).
+#[napi]
+pub fn postgres_supported() -> bool {
+    cfg!(feature = "postgres")
 }
 
 struct Inner {
@@ -178,6 +187,25 @@ impl Engine {
                 .filter(|v| v.is_finite() && *v >= 0.0)
                 .map(|v| Duration::from_millis(v as u64)),
         };
+        #[cfg(feature = "postgres")]
+        if let Some(url) = opts.url {
+            let mut pg = crate::pg::PgOptions::new(url);
+            if let Some(schema) = opts.schema {
+                pg.schema = schema;
+            }
+            pg.pool_size = (cfg.worker.max_concurrent + 2).max(4);
+            pg.timeout = ms(opts.busy_timeout.max(1000));
+            let engine = AnyEngine::open_postgres(pg, cfg, Arc::new(JsSink::new(tsfn)))?;
+            return Ok(Engine {
+                inner: Mutex::new(Some(Arc::new(Inner { engine }))),
+            });
+        }
+        #[cfg(not(feature = "postgres"))]
+        if opts.url.is_some() {
+            return Err(to_js(EngineError::Validation(
+                "this addon was built without PostgreSQL support".into(),
+            )));
+        }
         let engine = AnyEngine::open_sqlite(
             StoreOptions {
                 path: opts.path,
