@@ -29,7 +29,7 @@ function main(argv) {
   }
   const debug = argv.includes('--debug')
   const rest = argv.filter((a) => a !== '--debug')
-  const args = ['build', '--platform', '--features', 'node', '--no-js', '--dts', 'binding.d.ts', ...(debug ? [] : ['--release']), ...rest]
+  const args = ['build', '--platform', '--features', 'node,postgres', '--no-js', '--dts', 'binding.d.ts', ...(debug ? [] : ['--release']), ...rest]
   const cli = path.dirname(require.resolve('@napi-rs/cli/package.json', { paths: [ROOT] }))
   const napi = path.join(cli, require(path.join(cli, 'package.json')).bin.napi)
   const r = spawnSync(process.execPath, [napi, ...args], { cwd: ROOT, stdio: 'inherit' })

@@ -45,7 +45,7 @@ function touchSources() {
 /** Builds the cdylib with cargo and returns the path cargo wrote it to. */
 function cargoBuild() {
   touchSources()
-  const r = spawnSync('cargo', ['build', '--release', '--locked', '--features', 'node', '--message-format=json-render-diagnostics'], {
+  const r = spawnSync('cargo', ['build', '--release', '--locked', '--features', 'node,postgres', '--message-format=json-render-diagnostics'], {
     cwd: ROOT,
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,

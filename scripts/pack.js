@@ -82,7 +82,7 @@ function crossBuild(triple) {
   // cdylib: link musl dynamically, as the Node that loads the addon does.
   if (platform.endsWith('-musl')) env[`CARGO_TARGET_${triple.toUpperCase().replace(/-/g, '_')}_RUSTFLAGS`] = '-C target-feature=-crt-static'
   console.log(`== ${platform}: cargo zigbuild --target ${zigTarget}`)
-  run('cargo', ['zigbuild', '--release', '--locked', '--features', 'node', '--target', zigTarget], { env })
+  run('cargo', ['zigbuild', '--release', '--locked', '--features', 'node,postgres', '--target', zigTarget], { env })
   const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target')
   return { file: path.join(targetDir, triple, 'release', 'libdurably.so'), maxGlibc: GLIBC_FLOOR }
 }
