@@ -142,9 +142,12 @@ impl PgStore {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let st = tx
+        // One statement (its own transaction) per run, not one transaction
+        // for all: a heartbeat then never holds a run's row lock while it
+        // waits for another's, so it cannot deadlock with a write batch that
+        // locks the same runs in another order (tests::semantics).
+        let c = self.client().await?;
+        let st = c
             .prepare_cached(
                 "WITH upd AS (UPDATE runs SET heartbeat_at = now() \
                    WHERE id = $1 AND lease_generation = $2 AND status = 'running' RETURNING 1) \
@@ -153,7 +156,7 @@ impl PgStore {
             .await?;
         let mut lost = Vec::new();
         for (id, generation) in runs {
-            let row = tx.query_one(&st, &[id, generation]).await?;
+            let row = c.query_one(&st, &[id, generation]).await?;
             let changed: i64 = row.try_get(0)?;
             if changed == 0 {
                 lost.push(match row.try_get::<_, Option<&str>>(1)? {
@@ -162,7 +165,6 @@ impl PgStore {
                 });
             }
         }
-        tx.commit().await?;
         Ok(lost)
     }
 

@@ -636,3 +636,45 @@ fn an_op_over_the_size_limit_is_refused_alone() -> TResult {
         TResult::Ok(())
     })
 }
+
+/// A heartbeat over several runs holds no row lock while it waits for the
+/// next one, so it cannot deadlock with a write batch that locks the same
+/// runs in another order (seen in the SIGKILL fault test: heartbeat of
+/// [A, B] against a flush completing B then A).
+#[test]
+fn a_heartbeat_cannot_deadlock_with_a_batch_over_the_same_runs() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new_multi("hbdeadlock")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        for _ in 0..2 {
+            s.trigger(&item("job")).await?;
+        }
+        let claimed = s.claim(&["job".to_string()], 2).await?;
+        assert_eq!(claimed.len(), 2);
+        let (a, b) = (&claimed[0], &claimed[1]);
+        // Another transaction (a write batch) holds B ...
+        let mut raw = db.raw().await?;
+        let tx = raw.transaction().await?;
+        let upd = format!(
+            "UPDATE {}.runs SET updated_at = now() WHERE id = $1",
+            db.name()
+        );
+        tx.execute(&upd, &[&b.id]).await?;
+        // ... while the heartbeat goes A then B ...
+        let hb = {
+            let s = s.clone();
+            let runs = vec![(a.id.clone(), a.generation), (b.id.clone(), b.generation)];
+            tokio::spawn(async move { s.heartbeat(&runs).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // ... and then the batch needs A: it must get it (no deadlock).
+        tokio::time::timeout(Duration::from_secs(10), tx.execute(&upd, &[&a.id]))
+            .await
+            .map_err(|_| "the batch waited for the heartbeat")??;
+        tx.commit().await?;
+        let lost = hb.await??;
+        assert!(lost.is_empty(), "{lost:?}");
+        TResult::Ok(())
+    })
+}
