@@ -29,10 +29,21 @@ function tempDb(name = 'test.db') {
 
 const open = new Set()
 
-/** createDurably on a temp file with fast test timings; closed by closeAll(). */
+/**
+ * The store of a test instance: a temp SQLite file, or with
+ * DURABLY_TEST_BACKEND=postgres a fresh schema on DURABLY_TEST_PG_URL (so any
+ * suite built on makeDurably can be run on PostgreSQL; see __test__/pg.js).
+ */
+function testStore() {
+  if (process.env.DURABLY_TEST_BACKEND === 'postgres') return require('./pg.js').pgOptions('suite')
+  return { path: tempDb() }
+}
+
+/** createDurably on a temp store with fast test timings; closed by closeAll(). */
 function makeDurably(options = {}) {
+  const own = options.path !== undefined || options.url !== undefined
   const d = createDurably({
-    path: tempDb(),
+    ...(own ? {} : testStore()),
     pollingInterval: 50,
     heartbeatInterval: 100,
     staleThreshold: 1000,
@@ -118,4 +129,4 @@ function sql(dbPath, query, { script = false, timeout = 5 } = {}) {
   return JSON.parse(out.toString())
 }
 
-module.exports = { ROOT, tempDir, tempDb, makeDurably, closeAll, spawnNode, until, sleep, sql }
+module.exports = { ROOT, tempDir, tempDb, testStore, makeDurably, closeAll, spawnNode, until, sleep, sql }
