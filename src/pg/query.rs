@@ -17,7 +17,8 @@ pub(crate) const RUN_COLUMNS: &str = "runs.id, runs.job_name, runs.input::text, 
     runs.idempotency_key, runs.concurrency_key, runs.labels::text, runs.current_step_index, \
     runs.progress::text, runs.output::text, runs.error, runs.error_stack, runs.heartbeat_at, \
     runs.lease_owner, runs.lease_generation, runs.created_at, runs.updated_at, \
-    runs.started_at, runs.completed_at";
+    runs.started_at, runs.completed_at, \
+    (SELECT count(*) FROM steps WHERE steps.run_id = runs.id AND steps.status = 'completed')";
 
 /// Index of `current_step_index` in [`RUN_COLUMNS`].
 pub(crate) const STEP_INDEX_COLUMN: usize = 7;
@@ -50,7 +51,8 @@ pub(crate) fn run_object(r: &Row) -> Result<JsonObject> {
         .str("createdAt", Some(&iso(r.try_get(15)?)))
         .str("updatedAt", Some(&iso(r.try_get(16)?)))
         .str("startedAt", time_opt(r, 17)?.as_deref())
-        .str("completedAt", time_opt(r, 18)?.as_deref());
+        .str("completedAt", time_opt(r, 18)?.as_deref())
+        .int("completedStepCount", r.try_get(19)?);
     Ok(o)
 }
 

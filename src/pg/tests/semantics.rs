@@ -678,3 +678,35 @@ fn a_heartbeat_cannot_deadlock_with_a_batch_over_the_same_runs() -> TResult {
         TResult::Ok(())
     })
 }
+
+/// Run records carry `completedStepCount` (the completed steps), as on
+/// SQLite: from a trigger, a claim, a read and a cancel.
+#[test]
+fn run_records_count_their_completed_steps() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("stepcount")?;
+    db.runtime().block_on(async {
+        let s = db.store(1).await?;
+        let TriggerOutcome::Created { id, .. } = s.trigger(&item("job")).await? else {
+            return Err("expected a new run".into());
+        };
+        let claimed = s.claim(&["job".to_string()], 1).await?;
+        assert_eq!(json(&claimed[0].json)?["completedStepCount"], 0);
+        let raw = db.raw().await?;
+        raw.execute(
+            &format!(
+                "INSERT INTO {}.steps (run_id, name, \"index\", status, output, started_at, completed_at) \
+                 VALUES ($1, 'a', 0, 'completed', '1', now(), now()), ($1, 'b', 1, 'completed', '2', now(), now()), \
+                        ($1, 'c', 2, 'failed', NULL, now(), now())",
+                db.name()
+            ),
+            &[&id],
+        )
+        .await?;
+        let read = s.get_run(&id).await?.ok_or("no run")?;
+        assert_eq!(json(&read)?["completedStepCount"], 2);
+        assert_eq!(json(&s.get_runs(&Default::default()).await?)?[0]["completedStepCount"], 2);
+        assert_eq!(json(&s.cancel(&id).await?.1)?["completedStepCount"], 2);
+        TResult::Ok(())
+    })
+}
