@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 
-use super::query::{run_json, RUN_COLUMNS};
+use super::query::{run_json, storable_id, RUN_COLUMNS};
 use super::PgStore;
 use crate::error::{Error, Result};
 
@@ -21,6 +21,9 @@ pub struct PgPurgeOptions {
 
 /// The run's status, its row locked until the transaction ends.
 async fn lock_status(tx: &Transaction<'_>, id: &str) -> Result<String> {
+    if !storable_id(id) {
+        return Err(Error::NotFound(id.to_string()));
+    }
     let st = tx
         .prepare_cached("SELECT status FROM runs WHERE id = $1 FOR UPDATE")
         .await?;
@@ -106,16 +109,17 @@ impl PgStore {
                 "run {id} is {status}; only completed, failed or cancelled runs can be deleted"
             )));
         }
-        tx.execute("DELETE FROM steps WHERE run_id = $1", &[&id])
-            .await?;
-        tx.execute("DELETE FROM logs WHERE run_id = $1", &[&id])
-            .await?;
+        // The run first: its record still counts its completed steps.
         let st = tx
             .prepare_cached(&format!(
                 "DELETE FROM runs WHERE id = $1 RETURNING {RUN_COLUMNS}"
             ))
             .await?;
         let json = run_json(&tx.query_one(&st, &[&id]).await?)?;
+        tx.execute("DELETE FROM steps WHERE run_id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM logs WHERE run_id = $1", &[&id])
+            .await?;
         tx.commit().await?;
         Ok(json)
     }

@@ -27,6 +27,13 @@ pub(crate) const GENERATION_COLUMN: usize = 14;
 /// Index of `created_at` in [`RUN_COLUMNS`].
 pub(crate) const CREATED_COLUMN: usize = 15;
 
+/// False for an id no run can have: PostgreSQL `text` cannot hold NUL
+/// (binding one fails the statement), so such an id is simply not found,
+/// as on SQLite.
+pub(crate) fn storable_id(id: &str) -> bool {
+    !id.contains('\0')
+}
+
 /// Run statuses as stored.
 const STATUSES: [&str; 5] = ["pending", "running", "completed", "failed", "cancelled"];
 
@@ -68,6 +75,9 @@ pub(crate) fn run_json(r: &Row) -> Result<String> {
 impl PgStore {
     /// One run as JSON, or `None`.
     pub async fn get_run(&self, id: &str) -> Result<Option<String>> {
+        if !storable_id(id) {
+            return Ok(None);
+        }
         let c = self.client().await?;
         let st = c
             .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
@@ -138,6 +148,9 @@ impl PgStore {
 
     /// The run's steps in execution order, as a JSON array.
     pub async fn get_steps(&self, run_id: &str) -> Result<String> {
+        if !storable_id(run_id) {
+            return Ok("[]".into());
+        }
         let c = self.client().await?;
         let st = c
             .prepare_cached(
@@ -192,6 +205,9 @@ impl PgStore {
 
     /// The run's persisted logs in time order, as a JSON array.
     pub async fn get_logs(&self, run_id: &str) -> Result<String> {
+        if !storable_id(run_id) {
+            return Ok("[]".into());
+        }
         let c = self.client().await?;
         let st = c
             .prepare_cached(

@@ -710,3 +710,38 @@ fn run_records_count_their_completed_steps() -> TResult {
         TResult::Ok(())
     })
 }
+
+/// An id holding NUL (PostgreSQL text cannot) is an unknown run, not a
+/// database error (found by http-fuzz on PostgreSQL: `?runId=%00` gave 500).
+#[test]
+fn an_id_with_nul_is_not_found() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("nulid")?;
+    db.runtime().block_on(async {
+        let s = db.store(1).await?;
+        let id = "01ABC\0";
+        assert_eq!(s.get_run(id).await?, None);
+        assert_eq!(s.get_steps(id).await?, "[]");
+        assert_eq!(s.get_logs(id).await?, "[]");
+        assert_eq!(code_of(s.cancel(id).await), "NOT_FOUND");
+        assert_eq!(code_of(s.retry(id).await), "NOT_FOUND");
+        assert_eq!(code_of(s.delete_run(id).await), "NOT_FOUND");
+        // A deleted run's record still counts its steps.
+        let TriggerOutcome::Created { id, .. } = s.trigger(&item("job")).await? else {
+            return Err("expected a new run".into());
+        };
+        let raw = db.raw().await?;
+        raw.execute(
+            &format!(
+                "INSERT INTO {}.steps (run_id, name, \"index\", status, output, started_at, completed_at) \
+                 VALUES ($1, 'a', 0, 'completed', '1', now(), now())",
+                db.name()
+            ),
+            &[&id],
+        )
+        .await?;
+        s.cancel(&id).await?;
+        assert_eq!(json(&s.delete_run(&id).await?)?["completedStepCount"], 1);
+        TResult::Ok(())
+    })
+}
