@@ -111,6 +111,40 @@ describe('lib/runner.js over a fake engine', () => {
     expect(errors).toEqual([])
   })
 
+  it('hold(): runs claimed while an asynchronous trigger is under way start only after its release (all holds), in order', async () => {
+    // On PostgreSQL another connection's poll can claim a run before the trigger's reply reaches JS:
+    // triggerAndWait must listen before the job's first log or progress (issue 16).
+    const { runner, seen } = setup({ j: async () => 1 })
+    runner.start()
+    const releaseA = runner.hold()
+    const releaseB = runner.hold()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('h1')] }))
+    runner.onClaimed(JSON.stringify([claimed('h2')]))
+    await tick()
+    expect(runner.activeCount).toBe(0)
+    expect(seen).toEqual([])
+    releaseA()
+    releaseA() // idempotent: does not release B's hold
+    await tick()
+    expect(runner.activeCount).toBe(0)
+    releaseB()
+    expect(runner.activeCount).toBe(2)
+    await runner.settled()
+    expect(seen.filter((e) => e.startsWith('run:start'))).toEqual(['run:start:h1', 'run:start:h2'])
+  })
+
+  it('hold(): a run held while the runner stopped is handed back at the release, not executed', async () => {
+    const { runner, calls, seen } = setup({ j: async () => 1 })
+    runner.start()
+    const release = runner.hold()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('h3', 'j', 5)] }))
+    runner.started = false // as stop() leaves it
+    release()
+    await tick()
+    expect(seen).toEqual([])
+    expect(calls).toContain('op:release(h3,5)')
+  })
+
   it('releases the slot itself when the execution ended without a committed complete/fail op', async () => {
     // The lease was lost at the step write: the execution stops, and only the runner frees the slot.
     const { runner, calls, errors, state } = setup({ j: async (ctx) => ctx.run('a', () => 1) })

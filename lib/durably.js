@@ -255,12 +255,25 @@ class Durably {
       ? null
       : native(() => this._engine.trigger(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
     let woken = true // the synchronous path woke the worker already
+    let release = null
     if (r === null) {
-      r = await nativeAsync(this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+      // Claimed runs wait until onRun listened (see Runner#hold).
+      release = this._runner.hold()
+      try {
+        r = await nativeAsync(this._engine.triggerAsync(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+      } catch (err) {
+        release()
+        throw err
+      }
       woken = false
     }
-    const run = this._triggered(def, r, value, o)
-    if (onRun) onRun(run)
+    let run
+    try {
+      run = this._triggered(def, r, value, o)
+      if (onRun) onRun(run)
+    } finally {
+      if (release) release()
+    }
     if (r.kind === 'created' && !woken) this._runner.wake()
     // The engine claimed runs on this thread right after the trigger (the
     // worker is on): executed now, after run:trigger was emitted.

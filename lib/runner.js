@@ -39,6 +39,33 @@ class Runner {
     /** runs whose run:cancel cancel() already emitted (their execution must not emit it again) */
     this.cancelEmitted = new Set()
     this.started = false
+    /** open holds (see hold()); claimed runs wait in `held` while any is open */
+    this.holds = 0
+    this.held = []
+  }
+
+  /**
+   * Holds the start of claimed runs until the returned release() is called:
+   * an asynchronous trigger takes it so that a run claimed before the
+   * trigger's reply reached JS (another connection's poll, on PostgreSQL)
+   * does not start before triggerAndWait listens to it.
+   */
+  hold() {
+    this.holds++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      if (--this.holds > 0) return
+      for (const [r, tags] of this.held.splice(0)) this.startClaimed(r, tags)
+    }
+  }
+
+  /** Executes a claimed run, or hands it back when stopped; waits while held. */
+  startClaimed(r, tags) {
+    if (this.holds > 0) this.held.push([r, tags])
+    else if (this.started) this.execute(r, tags)
+    else this.handBack(r) // claimed while stop() was under way
   }
 
   /** Runs in flight here. */
@@ -139,10 +166,7 @@ class Runner {
       const msg = JSON.parse(text)
       if (msg.t === 'runs') {
         const tags = text.includes(TAG_TEXT)
-        for (const r of msg.runs) {
-          if (this.started) this.execute(r, tags)
-          else this.handBack(r) // claimed while stop() was under way
-        }
+        for (const r of msg.runs) this.startClaimed(r, tags)
       } else if (msg.t === 'lost') {
         const a = this.active.get(msg.id)
         if (!a) return
@@ -168,10 +192,7 @@ class Runner {
       const runs = JSON.parse(text)
       // After the settled waiters' continuations (run:complete of the predecessors).
       queueMicrotask(() => {
-        for (const r of runs) {
-          if (this.started) this.execute(r, tags)
-          else this.handBack(r) // claimed by a flush that raced with stop()
-        }
+        for (const r of runs) this.startClaimed(r, tags) // (hands back one claimed by a flush that raced with stop())
       })
     } catch (err) {
       this.host.workerError(err, null, 'claim')
