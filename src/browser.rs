@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasm_bindgen::prelude::*;
 
+use crate::engine::policy;
 use crate::error::Error as EngineError;
 use crate::store::{
     iso, json, Clock, FlushOutcome, HeartbeatOutcome, PurgeOptions, RunFilter, SqliteStore,
@@ -48,6 +49,22 @@ pub async fn install_opfs(directory: String) -> Result<(), JsValue> {
 #[wasm_bindgen(js_name = librarySchemaVersion)]
 pub fn library_schema_version() -> f64 {
     crate::store::SCHEMA_VERSION as f64
+}
+
+/// Free run slots (the engine's policy): `max` minus the runs in flight and
+/// the slots reserved by claims under way.
+#[wasm_bindgen(js_name = freeSlots)]
+pub fn free_slots(max: u32, inflight: u32, reserved: u32) -> u32 {
+    policy::free_slots(max as usize, inflight as usize, reserved as usize) as u32
+}
+
+/// Whether the claim timer claims on this turn (the engine's policy): woken
+/// by a trigger or a freed slot, or the poll is due, and a slot is free.
+#[wasm_bindgen(js_name = shouldClaim)]
+pub fn should_claim(woken: bool, poll_due: bool, free: u32) -> bool {
+    // No other process writes an OPFS database this tab holds the Web Lock of:
+    // there is no cross-process change to notice.
+    policy::should_claim(woken, false, poll_due, free as usize)
 }
 
 /// One open database (on the VFS installed by `installOpfs`).
@@ -168,6 +185,25 @@ impl BrowserStore {
         Ok(json::array(runs.into_iter().map(|r| r.json)))
     }
 
+    /// Fails a run in flight for its job's timeout (`timeoutMs`), fenced by
+    /// its lease generation, with the engine's message (as the native worker
+    /// does); returns what the page is told: `timeout` (failed here),
+    /// `cancelled` or `lost` (the run was no longer ours).
+    #[wasm_bindgen(js_name = failTimedOut)]
+    pub fn fail_timed_out(
+        &self,
+        run: String,
+        generation: f64,
+        timeout_ms: u32,
+    ) -> Result<String, JsValue> {
+        let msg = policy::timeout_message(Duration::from_millis(timeout_ms as u64));
+        let status = self
+            .store
+            .fail_owned(&run, generation as i64, &msg)
+            .map_err(to_js)?;
+        Ok(policy::timeout_outcome(status).as_str().into())
+    }
+
     /// Renews the leases `[[id, generation], …]`; returns the runs no longer
     /// ours as `[[id, "cancelled" | "lost"], …]`.
     pub fn heartbeat(&self, runs: String) -> Result<String, JsValue> {
@@ -202,6 +238,19 @@ impl BrowserStore {
         self.store
             .recover_stale_except(&jobs, &iso(cutoff), &keep)
             .map(|n| n as u32)
+            .map_err(to_js)
+    }
+
+    /// `PRAGMA integrity_check`: `"ok"`, or SQLite's findings one per line
+    /// (for checking a database after a crash of its tab).
+    #[wasm_bindgen(js_name = integrityCheck)]
+    pub fn integrity_check(&self) -> Result<String, JsValue> {
+        self.store
+            .read(|c| {
+                let mut stmt = c.prepare("PRAGMA integrity_check")?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+            })
             .map_err(to_js)
     }
 
