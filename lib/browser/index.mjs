@@ -51,7 +51,8 @@ class Rpc {
     this.pending = new Map()
     worker.onmessage = (e) => {
       const m = e.data
-      if (m.id === undefined) return onEvent(m)
+      // Events carry `t` (a `lost` event also has an `id`: the run's); replies do not.
+      if (m.t !== undefined) return onEvent(m)
       const p = this.pending.get(m.id)
       if (!p) return
       this.pending.delete(m.id)
@@ -248,7 +249,7 @@ class BrowserDurably {
       this.jobs[key] = handle
       out[key] = handle
     }
-    this._call('setJobs', [...this._jobs.keys()]).catch(() => {})
+    this._call('setJobs', [...this._jobs.values()].map((j) => [j.name, j.def.timeout ?? null])).catch(() => {})
     return out
   }
 
@@ -523,6 +524,8 @@ class BrowserDurably {
       const a = this._active.get(m.id)
       if (!a) return
       if (m.reason === 'cancelled') a.exec.abort(new CancelledError(`run ${m.id} was cancelled`))
+      // The worker failed the run for its job timeout (as in Node, lib/runner.js): the signal fires, run:fail is emitted.
+      else if (m.reason === 'timeout') a.exec.abort(new TimeoutError(`run ${m.id} timed out after ${a.exec.job.def.timeout} ms`))
       else a.exec.abort(new LeaseLostError())
     } else if (m.t === 'error') {
       this._workerError(fromCode(m.code, m.message), null, m.context)

@@ -6,15 +6,19 @@
 // (lib/protocol.js). Messages: page → worker `{ id, op, args }`, answered by
 // `{ id, ok: value }` or `{ id, error: { code, message } }`; worker → page
 // `{ t: 'runs', text }` (claimed runs, JSON text), `{ t: 'lost', id, reason }`
-// and `{ t: 'error', context, code, message }`.
+// and `{ t: 'error', context, code, message }`. The decisions the native
+// engine takes by policy (src/engine/policy.rs: free slots, whether to claim,
+// a job timeout's message and outcome) come from the same Rust here.
 
-import init, { installOpfs, BrowserStore, librarySchemaVersion } from './durably_wasm.js'
+import init, { installOpfs, BrowserStore, librarySchemaVersion, freeSlots, shouldClaim } from './durably_wasm.js'
 
 let store = null
 let cfg = null
 let jobs = []
+/** job name → its `timeout` in ms (jobs without one are absent) */
+let timeouts = new Map()
 let started = false
-/** runs handed to the page and not yet released: id → lease generation */
+/** runs handed to the page and not yet released: id → { generation, timer } (timer: its job timeout) */
 const inflight = new Map()
 const timers = []
 let claimScheduled = false
@@ -30,15 +34,25 @@ function report(context, err) {
 }
 
 function leases() {
-  return JSON.stringify([...inflight])
+  return JSON.stringify([...inflight].map(([id, f]) => [id, f.generation]))
 }
 
-/** Claims as many runs as there are free slots and hands them to the page. */
-function claimNow() {
-  claimScheduled = false
+/** Forgets a run in flight (and its timeout timer). */
+function forget(id) {
+  const f = inflight.get(id)
+  if (f?.timer !== undefined) clearTimeout(f.timer)
+  inflight.delete(id)
+}
+
+/**
+ * Claims as many runs as there are free slots and hands them to the page.
+ * `woken`: a trigger or a freed slot asked for it; otherwise the poll is due.
+ */
+function claimNow(woken = false) {
+  if (woken) claimScheduled = false
   if (!started || !store || jobs.length === 0) return
-  const free = cfg.maxConcurrentRuns - inflight.size
-  if (free <= 0) return
+  const free = freeSlots(cfg.maxConcurrentRuns, inflight.size, 0)
+  if (!shouldClaim(woken, !woken, free)) return
   let text
   try {
     text = store.claim(free)
@@ -46,14 +60,41 @@ function claimNow() {
     return report('claim', err)
   }
   if (text === '[]') return
-  for (const r of JSON.parse(text)) inflight.set(r.id, r.leaseGeneration)
+  for (const r of JSON.parse(text)) {
+    const timeout = timeouts.get(r.jobName)
+    const f = { generation: r.leaseGeneration, timer: undefined }
+    if (timeout !== undefined) f.timer = setTimeout(() => timedOut(r.id, f.generation, timeout), timeout)
+    inflight.set(r.id, f)
+  }
   self.postMessage({ t: 'runs', text })
+}
+
+/**
+ * A run in flight passed its job's timeout: failed by a write fenced on its
+ * lease generation (as the native worker does), its slot freed at once (the
+ * page may be stuck in a step: its late writes are fenced), and the page told
+ * (`timeout`, or `cancelled`/`lost` when the run was no longer ours).
+ */
+function timedOut(id, generation, timeout) {
+  const f = inflight.get(id)
+  if (!store || f?.generation !== generation) return
+  let reason
+  try {
+    reason = store.failTimedOut(id, generation, timeout)
+  } catch (err) {
+    // Retried on the next heartbeat tick, like the native worker's timeout check.
+    f.timer = setTimeout(() => timedOut(id, generation, timeout), cfg.heartbeatInterval)
+    return report('timeout', err)
+  }
+  forget(id)
+  self.postMessage({ t: 'lost', id, reason })
+  wake()
 }
 
 function wake() {
   if (claimScheduled) return
   claimScheduled = true
-  setTimeout(claimNow, 0)
+  setTimeout(() => claimNow(true), 0)
 }
 
 function heartbeat() {
@@ -65,7 +106,7 @@ function heartbeat() {
     return report('heartbeat', err)
   }
   for (const [id, reason] of lost) {
-    inflight.delete(id)
+    forget(id)
     self.postMessage({ t: 'lost', id, reason })
   }
   if (lost.length) wake()
@@ -140,9 +181,11 @@ const ops = {
     return { owner: store.owner(), schemaVersion: librarySchemaVersion() }
   },
   migrate: () => store.migrate(),
-  setJobs(names) {
-    jobs = names
-    store.setJobs(names)
+  /** `[[name, timeoutMs | null], …]` */
+  setJobs(list) {
+    jobs = list.map(([name]) => name)
+    timeouts = new Map(list.filter(([, t]) => t != null).map(([name, t]) => [name, t]))
+    store.setJobs(jobs)
   },
   start() {
     if (started) return
@@ -150,7 +193,7 @@ const ops = {
     // This tab holds the database's Web Lock: no one else executes its runs,
     // so every running run (a reloaded or closed tab's) resumes now.
     const resumed = store.recoverStale(0, leases())
-    timers.push(setInterval(claimNow, cfg.pollingInterval))
+    timers.push(setInterval(() => claimNow(false), cfg.pollingInterval))
     timers.push(setInterval(heartbeat, cfg.heartbeatInterval))
     timers.push(setInterval(recover, Math.max(1000, Math.floor(cfg.staleThreshold / 2))))
     wake()
@@ -159,10 +202,11 @@ const ops = {
   stop() {
     started = false
     for (const t of timers.splice(0)) clearInterval(t)
+    for (const f of inflight.values()) if (f.timer !== undefined) clearTimeout(f.timer)
   },
   wake,
   release(id, generation) {
-    if (inflight.get(id) === generation) inflight.delete(id)
+    if (inflight.get(id)?.generation === generation) forget(id)
     wake()
   },
   trigger: (job, input, idem, conc, coalesce, labels) => triggerResult(store.trigger(job, input, idem, conc, coalesce, labels)),
@@ -179,6 +223,7 @@ const ops = {
   retry: (id) => store.retry(id),
   deleteRun: (id) => store.deleteRun(id),
   purge: (olderThan, limit) => store.purge(olderThan, limit),
+  integrityCheck: () => store.integrityCheck(),
   close() {
     ops.stop()
     if (store) store.free()
