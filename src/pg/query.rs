@@ -110,6 +110,14 @@ impl PgStore {
             sql.push_str(&format!(" AND job_name = ANY(${})", params.len()));
         }
         if let Some(labels) = &filter.labels {
+            // jsonb cannot hold NUL (`\u0000`), and no stored label can
+            // match one (triggers refuse them): nothing matches.
+            if labels
+                .iter()
+                .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+            {
+                return Ok("[]".into());
+            }
             if !labels.is_empty() {
                 // All labels at once: the stored object contains this one.
                 params.push(Box::new(serde_json::to_string(labels)?));

@@ -726,6 +726,10 @@ fn an_id_with_nul_is_not_found() -> TResult {
         assert_eq!(code_of(s.cancel(id).await), "NOT_FOUND");
         assert_eq!(code_of(s.retry(id).await), "NOT_FOUND");
         assert_eq!(code_of(s.delete_run(id).await), "NOT_FOUND");
+        // A labels filter holding NUL (jsonb cannot) matches nothing.
+        let filter: crate::store::RunFilter =
+            serde_json::from_str(r#"{"labels":{"__proto__":"\u0000","k":"v"}}"#)?;
+        assert_eq!(s.get_runs(&filter).await?, "[]");
         // A deleted run's record still counts its steps.
         let TriggerOutcome::Created { id, .. } = s.trigger(&item("job")).await? else {
             return Err("expected a new run".into());
