@@ -106,7 +106,12 @@ impl PgStore {
             sql.push_str(&format!(" AND status = ANY(${})", params.len()));
         }
         if let Some(jobs) = &filter.job_name {
-            params.push(Box::new(jobs.clone()));
+            // A name holding NUL (text cannot) names no job: left out.
+            let jobs: Vec<String> = jobs.iter().filter(|j| storable_id(j)).cloned().collect();
+            if jobs.is_empty() && filter.job_name.as_ref().is_some_and(|j| !j.is_empty()) {
+                return Ok("[]".into());
+            }
+            params.push(Box::new(jobs));
             sql.push_str(&format!(" AND job_name = ANY(${})", params.len()));
         }
         if let Some(labels) = &filter.labels {

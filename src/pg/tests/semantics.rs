@@ -730,6 +730,8 @@ fn an_id_with_nul_is_not_found() -> TResult {
         let filter: crate::store::RunFilter =
             serde_json::from_str(r#"{"labels":{"__proto__":"\u0000","k":"v"}}"#)?;
         assert_eq!(s.get_runs(&filter).await?, "[]");
+        let filter: crate::store::RunFilter = serde_json::from_str(r#"{"jobName":["a\u0000"]}"#)?;
+        assert_eq!(s.get_runs(&filter).await?, "[]");
         // A deleted run's record still counts its steps.
         let TriggerOutcome::Created { id, .. } = s.trigger(&item("job")).await? else {
             return Err("expected a new run".into());
