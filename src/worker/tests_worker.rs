@@ -1,11 +1,20 @@
 //! Worker tests: the claim loop, wake-ups, heartbeats and timeouts, with a
 //! recording sink (no Node).
+//!
+//! Each test runs on a current-thread tokio runtime with paused time
+//! (`start_paused`), and the store's injectable clock reads the same
+//! virtual time (as in `engine::tests`): periods pass without waiting for
+//! them, and a blocking store call (on tokio's blocking pool) holds the
+//! clock still until it returns. Waits are for a state (`until`), bounded in
+//! virtual time; a sleep before an assert only shows that something did
+//! *not* happen within a period, which virtual time makes exact.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::store::{Batch, SqliteStore, StoreOptions, TriggerItem, TriggerOutcome};
+use crate::store::{Batch, Clock, SqliteStore, StoreOptions, TriggerItem, TriggerOutcome};
 
 #[derive(Default)]
 struct Recorder {
@@ -28,28 +37,66 @@ impl Sink for Recorder {
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-type Fixture = (
-    tempfile::TempDir,
-    Arc<SqliteStore>,
-    Arc<Recorder>,
-    Worker<SqliteStore>,
-    tokio::runtime::Runtime,
-);
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Clock,
+    store: Arc<SqliteStore>,
+    rec: Arc<Recorder>,
+    worker: Worker<SqliteStore>,
+}
 
-fn setup(cfg: WorkerConfig) -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(StoreOptions::new(
-        dir.path().join("w.db").to_string_lossy(),
-    ))?);
-    store.migrate()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_time()
+impl Fixture {
+    /// Another "process": its own store on the same file, same clock.
+    fn other(&self) -> std::result::Result<SqliteStore, Box<dyn std::error::Error>> {
+        Ok(SqliteStore::open_with_clock(
+            StoreOptions::new(self.dir.path().join("w.db").to_string_lossy()),
+            self.clock.clone(),
+        )?)
+    }
+
+    fn errors(&self) -> Vec<String> {
+        lock(&self.rec.errors).clone()
+    }
+}
+
+/// Runs `case` on a paused current-thread runtime with a worker whose
+/// store's clock is the runtime's virtual time.
+fn run<F, Fut>(cfg: WorkerConfig, case: F) -> TestResult
+where
+    F: FnOnce(Fixture) -> Fut,
+    Fut: Future<Output = TestResult>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
         .build()?;
-    let rec = Arc::new(Recorder::default());
-    let worker = Worker::new(store.clone(), cfg, rec.clone(), rt.handle().clone());
-    worker.set_jobs(vec![("job".into(), None)]);
-    Ok((dir, store, rec, worker, rt))
+    rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let origin = tokio::time::Instant::now();
+        let base = std::time::SystemTime::now();
+        let clock: Clock = Arc::new(move || base + (tokio::time::Instant::now() - origin));
+        let store = Arc::new(SqliteStore::open_with_clock(
+            StoreOptions::new(dir.path().join("w.db").to_string_lossy()),
+            clock.clone(),
+        )?);
+        store.migrate()?;
+        let rec = Arc::new(Recorder::default());
+        let worker = Worker::new(
+            store.clone(),
+            cfg,
+            rec.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        worker.set_jobs(vec![("job".into(), None)]);
+        case(Fixture {
+            dir,
+            clock,
+            store,
+            rec,
+            worker,
+        })
+        .await
+    })
 }
 
 fn trigger(store: &SqliteStore) -> std::result::Result<String, Box<dyn std::error::Error>> {
@@ -66,40 +113,71 @@ fn trigger(store: &SqliteStore) -> std::result::Result<String, Box<dyn std::erro
     }
 }
 
-fn wait_for(mut pred: impl FnMut() -> bool, what: &str) -> TestResult {
-    let end = std::time::Instant::now() + Duration::from_secs(5);
+/// Waits until `pred` holds, at most `limit` of virtual time.
+async fn until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) -> TestResult {
+    let end = tokio::time::Instant::now() + limit;
     while !pred() {
-        if std::time::Instant::now() > end {
-            return Err(format!("timed out waiting for {what}").into());
+        if tokio::time::Instant::now() >= end {
+            return Err(format!("timed out after {limit:?} waiting for {what}").into());
         }
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(())
 }
 
+fn status(
+    store: &SqliteStore,
+    id: &str,
+) -> std::result::Result<String, Box<dyn std::error::Error>> {
+    let json = store.get_run(id)?.ok_or("run not found")?;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    Ok(v["status"].as_str().ok_or("no status")?.to_string())
+}
+
+/// Far below the polling interval: only a wake-up (or the change check)
+/// can make a claim happen this soon.
+const SOON: Duration = Duration::from_millis(100);
+
 #[test]
 fn claims_on_wake_and_respects_max_concurrent() -> TestResult {
     let cfg = WorkerConfig {
-        polling_interval: Duration::from_secs(60),
+        polling_interval: Duration::from_secs(2),
         max_concurrent: 2,
         ..WorkerConfig::default()
     };
-    let (_d, store, rec, worker, _rt) = setup(cfg)?;
-    worker.start();
-    let ids: Vec<String> = (0..3).map(|_| trigger(&store)).collect::<Result<_, _>>()?;
-    worker.wake();
-    wait_for(|| lock(&rec.runs).len() == 2, "two claims")?;
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        lock(&rec.runs).len(),
-        2,
-        "a third run waits for a free slot"
-    );
-    assert_eq!(worker.inflight(), 2);
-    worker.release(&ids[0], 1);
-    wait_for(|| lock(&rec.runs).len() == 3, "third claim after release")?;
-    worker.close();
-    Ok(())
+    run(cfg, |fx| async move {
+        let (store, rec, worker) = (&fx.store, &fx.rec, &fx.worker);
+        worker.start();
+        let ids: Vec<String> = (0..3).map(|_| trigger(store)).collect::<Result<_, _>>()?;
+        worker.wake();
+        until(SOON, "two claims", || lock(&rec.runs).len() >= 2).await?;
+        // Two polling periods, stale recovery and change checks included:
+        // the third run waits for a free slot.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            lock(&rec.runs).len(),
+            2,
+            "a third run waits for a free slot"
+        );
+        assert_eq!(worker.inflight(), 2);
+        assert_eq!(status(store, &ids[2])?, "pending");
+        // A stale release (old generation) frees nothing.
+        worker.release(&ids[0], 99);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(lock(&rec.runs).len(), 2, "a stale release frees no slot");
+        assert_eq!(worker.inflight(), 2);
+        // The release wakes the loop: the third run is claimed long before a poll.
+        worker.release(&ids[0], 1);
+        until(SOON, "third claim after release", || {
+            lock(&rec.runs).len() == 3
+        })
+        .await?;
+        assert_eq!(lock(&rec.runs)[2].id, ids[2]);
+        assert_eq!(worker.inflight(), 2);
+        assert!(fx.errors().is_empty(), "{:?}", fx.errors());
+        worker.close();
+        Ok(())
+    })
 }
 
 #[test]
@@ -108,18 +186,24 @@ fn notices_runs_written_by_another_connection() -> TestResult {
         polling_interval: Duration::from_secs(60),
         ..WorkerConfig::default()
     };
-    let (dir, _store, rec, worker, _rt) = setup(cfg)?;
-    worker.start();
-    std::thread::sleep(Duration::from_millis(30));
-    // Another "process": its own store on the same file; no wake() here.
-    let other = SqliteStore::open(StoreOptions::new(dir.path().join("w.db").to_string_lossy()))?;
-    trigger(&other)?;
-    wait_for(
-        || lock(&rec.runs).len() == 1,
-        "data_version to notice the run",
-    )?;
-    worker.close();
-    Ok(())
+    run(cfg, |fx| async move {
+        fx.worker.start();
+        // The loop's first pass (claims nothing) ends before virtual time
+        // moves: after this, only the change check or a poll can claim.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(lock(&fx.rec.runs).is_empty());
+        let other = fx.other()?;
+        // No wake() here: the other process cannot reach this worker.
+        let id = trigger(&other)?;
+        until(SOON, "data_version to notice the run", || {
+            lock(&fx.rec.runs).len() == 1
+        })
+        .await?;
+        assert_eq!(lock(&fx.rec.runs)[0].id, id);
+        assert!(fx.errors().is_empty(), "{:?}", fx.errors());
+        fx.worker.close();
+        Ok(())
+    })
 }
 
 #[test]
@@ -129,30 +213,51 @@ fn heartbeat_reports_a_cancelled_run_and_timeouts_fail_runs() -> TestResult {
         stale_threshold: Duration::from_millis(1000),
         ..WorkerConfig::default()
     };
-    let (_d, store, rec, worker, _rt) = setup(cfg)?;
-    worker.set_jobs(vec![("job".into(), Some(Duration::from_millis(150)))]);
-    worker.start();
-    let id = trigger(&store)?;
-    worker.wake();
-    wait_for(|| lock(&rec.runs).len() == 1, "claim")?;
-    // Never released by "JS": the native timeout fails it and frees the slot.
-    wait_for(|| !lock(&rec.lost).is_empty(), "timeout")?;
-    assert_eq!(lock(&rec.lost)[0], (id.clone(), LostReason::Timeout));
-    let run = store.get_run(&id)?.ok_or("run")?;
-    assert!(run.contains("\"status\":\"failed\""));
-    assert!(run.contains("timed out after 150 ms"));
-    assert_eq!(worker.inflight(), 0);
+    run(cfg, |fx| async move {
+        let (store, rec, worker) = (&fx.store, &fx.rec, &fx.worker);
+        worker.set_jobs(vec![("job".into(), Some(Duration::from_millis(150)))]);
+        worker.start();
+        let id = trigger(store)?;
+        let t0 = tokio::time::Instant::now();
+        worker.wake();
+        until(SOON, "claim", || lock(&rec.runs).len() == 1).await?;
+        // Never released by "JS": the native timeout fails it and frees the
+        // slot, not before its deadline, and within a heartbeat tick after.
+        tokio::time::sleep(Duration::from_millis(140).saturating_sub(t0.elapsed())).await;
+        assert!(lock(&rec.lost).is_empty(), "not before the deadline");
+        assert_eq!(status(store, &id)?, "running");
+        until(Duration::from_millis(100), "timeout", || {
+            !lock(&rec.lost).is_empty()
+        })
+        .await?;
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        assert_eq!(lock(&rec.lost)[0], (id.clone(), LostReason::Timeout));
+        let run = store.get_run(&id)?.ok_or("run")?;
+        assert!(run.contains("\"status\":\"failed\""), "{run}");
+        assert!(run.contains("timed out after 150 ms"), "{run}");
+        assert_eq!(worker.inflight(), 0);
 
-    worker.set_jobs(vec![("job".into(), None)]);
-    let id2 = trigger(&store)?;
-    worker.wake();
-    wait_for(|| lock(&rec.runs).len() == 2, "second claim")?;
-    store.cancel(&id2)?;
-    wait_for(|| lock(&rec.lost).len() == 2, "heartbeat to see the cancel")?;
-    assert_eq!(lock(&rec.lost)[1], (id2, LostReason::Cancelled));
-    assert!(lock(&rec.errors).is_empty(), "{:?}", lock(&rec.errors));
-    worker.close();
-    Ok(())
+        // Without a timeout, a run held well past 150 ms (and past the stale
+        // threshold) is neither failed nor lost, until it is cancelled.
+        worker.set_jobs(vec![("job".into(), None)]);
+        let id2 = trigger(store)?;
+        worker.wake();
+        until(SOON, "second claim", || lock(&rec.runs).len() == 2).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(lock(&rec.lost).len(), 1, "no timeout, not stale");
+        assert_eq!(status(store, &id2)?, "running");
+        store.cancel(&id2)?;
+        until(
+            Duration::from_millis(300),
+            "heartbeat to see the cancel",
+            || lock(&rec.lost).len() == 2,
+        )
+        .await?;
+        assert_eq!(lock(&rec.lost)[1], (id2, LostReason::Cancelled));
+        assert!(fx.errors().is_empty(), "{:?}", fx.errors());
+        worker.close();
+        Ok(())
+    })
 }
 
 #[test]
@@ -162,39 +267,43 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
         check_interval: Duration::from_secs(60),
         ..WorkerConfig::default()
     };
-    let (_d, store, rec, worker, _rt) = setup(cfg)?;
-    let a = trigger(&store)?;
-    worker.start();
-    wait_for(|| lock(&rec.runs).len() == 1, "first claim")?;
-    let b = trigger(&store)?; // no wake: only the flush below can claim it
-    let ops = format!(
-        r#"[{{"complete":{{"run":"{a}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
-    );
-    let batch = Batch::parse(&ops)?;
-    let out = worker.try_flush(&batch.ops)?.ok_or("lock taken")?;
-    assert_eq!(out.statuses, "0");
-    let claimed = out.then;
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].id, b);
-    assert_eq!(worker.inflight(), 1, "a's slot went to b");
-    // A stale release of a under an old generation must not free b's slot.
-    worker.release(&b, 99);
-    assert_eq!(worker.inflight(), 1);
-    worker.release(&b, 1);
-    assert_eq!(worker.inflight(), 0);
-    worker.stop();
-    let c = trigger(&store)?;
-    let ops = format!(
-        r#"[{{"complete":{{"run":"{b}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
-    );
-    let batch = Batch::parse(&ops)?;
-    let claimed = poll_once(worker.flush(&batch.ops, batch.bytes))?.then;
-    assert!(
-        claimed.is_empty(),
-        "a stopped worker claims nothing ({c} stays pending)"
-    );
-    worker.close();
-    Ok(())
+    run(cfg, |fx| async move {
+        let (store, rec, worker) = (&fx.store, &fx.rec, &fx.worker);
+        let a = trigger(store)?;
+        worker.start();
+        until(SOON, "first claim", || lock(&rec.runs).len() == 1).await?;
+        let b = trigger(store)?; // no wake: only the flush below can claim it
+        let ops = format!(
+            r#"[{{"complete":{{"run":"{a}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+        );
+        let batch = Batch::parse(&ops)?;
+        let out = worker.try_flush(&batch.ops)?.ok_or("lock taken")?;
+        assert_eq!(out.statuses, "0");
+        let claimed = out.then;
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id, b);
+        assert_eq!(status(store, &b)?, "running");
+        assert_eq!(worker.inflight(), 1, "a's slot went to b");
+        // A stale release of b under an old generation must not free b's slot.
+        worker.release(&b, 99);
+        assert_eq!(worker.inflight(), 1);
+        worker.release(&b, 1);
+        assert_eq!(worker.inflight(), 0);
+        worker.stop();
+        let c = trigger(store)?;
+        let ops = format!(
+            r#"[{{"complete":{{"run":"{b}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+        );
+        let batch = Batch::parse(&ops)?;
+        let claimed = worker.flush(&batch.ops, batch.bytes).await?.then;
+        assert!(
+            claimed.is_empty(),
+            "a stopped worker claims nothing ({c} stays pending)"
+        );
+        assert_eq!(status(store, &c)?, "pending");
+        worker.close();
+        Ok(())
+    })
 }
 
 #[test]
@@ -208,22 +317,35 @@ fn close_ends_every_background_task_promptly() -> TestResult {
         checkpoint_interval: Duration::from_secs(60),
         ..WorkerConfig::default()
     };
-    let (_dir, store, _rec, worker, _rt) = setup(cfg)?;
-    worker.start();
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        !worker.wait_closed(Duration::from_millis(20)),
-        "tasks run until close"
-    );
-    let t = std::time::Instant::now();
-    worker.close();
-    assert!(worker.wait_closed(Duration::from_secs(5)), "tasks exited");
-    assert!(
-        t.elapsed() < Duration::from_millis(200),
-        "took {:?}",
-        t.elapsed()
-    );
-    // Only the fixture and the worker's shared state hold the store now.
-    assert_eq!(Arc::strong_count(&store), 2);
-    Ok(())
+    run(cfg, |fx| async move {
+        let worker = &fx.worker;
+        worker.start();
+        // Several of every period, ending off their ticks (so that no task
+        // is already past its sleep when close comes): the tasks keep
+        // running until close.
+        tokio::time::sleep(Duration::from_millis(600_100)).await;
+        assert!(worker.loop_alive(), "the claim loop runs until stop/close");
+        assert!(
+            Arc::strong_count(&worker.shared) > 1,
+            "background tasks run until close"
+        );
+        assert!(!worker.wait_closed(Duration::ZERO));
+        let t = tokio::time::Instant::now();
+        worker.close();
+        // Every task exits on the notification, long before any period ends.
+        until(Duration::from_millis(20), "every task to exit", || {
+            Arc::strong_count(&worker.shared) == 1
+        })
+        .await?;
+        assert!(
+            t.elapsed() < Duration::from_millis(20),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(worker.wait_closed(Duration::ZERO), "tasks exited");
+        assert!(!worker.loop_alive());
+        // Only the fixture and the worker's shared state hold the store now.
+        assert_eq!(Arc::strong_count(&fx.store), 2);
+        Ok(())
+    })
 }
