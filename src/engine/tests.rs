@@ -9,7 +9,9 @@
 //!   time: its leases use the database's clock, which tests cannot move.
 //!
 //! Waits are for a state (`until`), bounded, never a sleep then an assert,
-//! except to show that something did *not* happen within a period.
+//! except to show that something did *not* happen within a period; in real
+//! time (PostgreSQL) such a check must not depend on the sleep ending on
+//! time (a loaded machine oversleeps), so it compares recorded instants.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,8 @@ type TResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send +
 struct Recorder {
     runs: Mutex<Vec<ClaimedRun>>,
     lost: Mutex<Vec<(String, LostReason)>>,
+    /// When each `lost` was reported (the runtime's time).
+    lost_at: Mutex<Vec<tokio::time::Instant>>,
     errors: Mutex<Vec<String>>,
 }
 
@@ -35,6 +39,7 @@ impl Sink for Recorder {
     }
     fn lost(&self, id: &str, reason: LostReason) {
         lock(&self.lost).push((id.to_string(), reason));
+        lock(&self.lost_at).push(tokio::time::Instant::now());
     }
     fn error(&self, context: &'static str, err: &Error) {
         lock(&self.errors).push(format!("{context}: {err}"));
@@ -166,18 +171,34 @@ async fn stop_ends_retention<S: Store>(fx: Fixture<S>) -> TResult {
     let run = e.claim(1).await?.pop().ok_or("no claim")?;
     complete(e, &run).await?;
     let period = super::policy::retention_period(POLL);
+    let t0 = tokio::time::Instant::now();
     e.start();
     tokio::time::sleep(period / 2).await;
-    assert_eq!(e.retention_passes(), 0, "no pass before the first period");
-    e.stop();
-    tokio::time::sleep(period * 3).await;
-    assert_eq!(e.retention_passes(), 0, "no pass after stop");
-    assert_eq!(
-        status(e.store().as_ref(), &old).await?.as_deref(),
-        Some("completed")
+    // Exact in virtual time; in real time the sleep may overrun the period
+    // and a pass may then have run (the count is read before the clock).
+    let early = e.retention_passes();
+    assert!(
+        early == 0 || t0.elapsed() >= period,
+        "no pass before the first period ({early} after {:?})",
+        t0.elapsed()
     );
+    e.stop();
+    // In real time a pass begun before the stop may still end: let it.
+    tokio::time::sleep(period).await;
+    let at_stop = e.retention_passes();
+    tokio::time::sleep(period * 3).await;
+    assert_eq!(e.retention_passes(), at_stop, "no pass after stop");
+    if at_stop == 0 {
+        assert_eq!(
+            status(e.store().as_ref(), &old).await?.as_deref(),
+            Some("completed")
+        );
+    }
     e.start();
-    until(period * 5, "a retention pass", || e.retention_passes() >= 1).await?;
+    until(period * 5, "a retention pass", || {
+        e.retention_passes() > at_stop
+    })
+    .await?;
     assert_eq!(status(e.store().as_ref(), &old).await?, None);
     e.close();
     Ok(())
@@ -205,8 +226,12 @@ async fn no_retention_without_retain<S: Store>(fx: Fixture<S>) -> TResult {
 /// told (`timeout`), and its slot is free again; not before the deadline.
 async fn job_timeout<S: Store>(fx: Fixture<S>) -> TResult {
     let e = &fx.engine;
-    e.set_jobs(vec![(JOB.into(), Some(Duration::from_millis(600)))]);
+    let timeout = Duration::from_millis(600);
+    e.set_jobs(vec![(JOB.into(), Some(timeout))]);
     e.start();
+    // Before the run exists, so before its claim: its deadline is at least
+    // `timeout` after this instant (in real time as in virtual time).
+    let t0 = tokio::time::Instant::now();
     let id = create(e.store().as_ref()).await?;
     e.wake();
     until(Duration::from_secs(5), "the claim", || {
@@ -214,12 +239,12 @@ async fn job_timeout<S: Store>(fx: Fixture<S>) -> TResult {
     })
     .await?;
     assert_eq!(e.inflight(), 1);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(lock(&fx.rec.lost).is_empty(), "not before the deadline");
     until(Duration::from_secs(5), "the timeout", || {
         !lock(&fx.rec.lost).is_empty()
     })
     .await?;
+    let after = lock(&fx.rec.lost_at)[0] - t0;
+    assert!(after >= timeout, "not before the deadline: after {after:?}");
     assert_eq!(lock(&fx.rec.lost)[0], (id.clone(), LostReason::Timeout));
     assert_eq!(
         status(e.store().as_ref(), &id).await?.as_deref(),
