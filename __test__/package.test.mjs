@@ -127,7 +127,15 @@ beforeAll(() => {
     DIST = path.resolve(ROOT, process.env.DURABLY_PACKED)
   } else {
     DIST = path.join(TMP, 'dist')
-    const r = sh(process.execPath, [path.join(ROOT, 'scripts', 'pack.js'), '--out', DIST, '--targets', 'host', '--reuse-host'], { cwd: ROOT })
+    // Without the durably/browser bundle (`npm run build:browser` needs the wasm toolchain, which a newcomer's
+    // `npm install && npm test` does not install) the local package is packed without it; CI always has it.
+    const browser = fs.existsSync(path.join(ROOT, 'browser', 'index.mjs'))
+    if (!browser) {
+      if (process.env.CI === 'true') throw new Error('browser/ is missing: .ci/run builds it (npm run build:browser) before npm test')
+      console.warn('package test: packing without durably/browser (browser/ not built: npm run build:browser)')
+    }
+    const args = ['--out', DIST, '--targets', 'host', '--reuse-host', ...(browser ? [] : ['--without-browser'])]
+    const r = sh(process.execPath, [path.join(ROOT, 'scripts', 'pack.js'), ...args], { cwd: ROOT })
     expect(r.out).toContain(`durably-${pkg.version}.tgz`)
     expect(r.status, r.out).toBe(0)
   }
@@ -152,6 +160,21 @@ describe('the tarballs', () => {
     expect(main.os).toEqual(['linux', 'darwin', 'win32'])
     expect(main.cpu).toEqual(['x64', 'arm64'])
     expect(main.engines.node).toBe('>=20.17')
+  })
+
+  test('durably/browser: the export and its bundle ship together (a local package packed --without-browser has neither)', () => {
+    const list = sh('tar', ['tzf', path.join(DIST, packed.main)]).stdout.split('\n')
+    const main = JSON.parse(sh('tar', ['xzOf', path.join(DIST, packed.main), 'package/package.json']).stdout)
+    const shipped = list.includes('package/browser/index.mjs')
+    // Every export points at a file in the tarball: a package packed without the bundle has no ./browser export.
+    for (const [sub, target] of Object.entries(main.exports)) {
+      for (const file of typeof target === 'string' ? [target] : Object.values(target)) {
+        expect(list, `${sub} -> ${file}`).toContain(`package/${file.replace(/^\.\//, '')}`)
+      }
+    }
+    expect(Object.hasOwn(main.exports, './browser')).toBe(shipped)
+    expect(shipped).toBe(packed.browser !== false)
+    if (FULL || process.env.CI === 'true') expect(shipped, 'a release package ships durably/browser').toBe(true)
   })
 
   test(`each platform package holds an addon built for its CPU and libc (${FULL ? 'all targets' : 'this host only; .ci/run checks all'})`, () => {

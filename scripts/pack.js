@@ -5,7 +5,7 @@
 // with its exact version and carries the Rust sources plus an install script
 // that builds from source where no prebuilt package matches.
 //
-//   npm run pack -- [--out DIR] [--targets all|host|linux-x64-gnu,linux-arm64-musl,…] [--reuse-host]
+//   npm run pack -- [--out DIR] [--targets all|host|linux-x64-gnu,linux-arm64-musl,…] [--reuse-host] [--without-browser]
 //
 // Addons are built with cargo-zigbuild (zig from PyPI: `pip install ziglang
 // cargo-zigbuild`, plus `rustup target add <triple>`), glibc ones against
@@ -13,6 +13,11 @@
 // --reuse-host packs the host platform's addon already built by `npm install`
 // (`npm run build`) instead: quick, but linked against this machine's glibc.
 // Writes DIR/pack.json naming each tarball.
+// The main package ships the durably/browser bundle (browser/, built by
+// `npm run build:browser`); pack refuses to run without it. --without-browser
+// (for local tests on a machine without the wasm toolchain, never a release)
+// packs without it and drops the `./browser` export, so no export points at a
+// missing file.
 
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -25,13 +30,14 @@ const ROOT = path.join(__dirname, '..')
 const GLIBC_FLOOR = '2.28'
 
 function parseArgs(argv) {
-  const o = { out: path.join(ROOT, 'dist'), targets: 'all', reuseHost: false }
+  const o = { out: path.join(ROOT, 'dist'), targets: 'all', reuseHost: false, withoutBrowser: false }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--out') o.out = path.resolve(argv[++i])
     else if (a === '--targets') o.targets = argv[++i]
     else if (a === '--reuse-host') o.reuseHost = true
-    else throw new Error(`unknown option '${a}' (known: --out DIR, --targets LIST, --reuse-host)`)
+    else if (a === '--without-browser') o.withoutBrowser = true
+    else throw new Error(`unknown option '${a}' (known: --out DIR, --targets LIST, --reuse-host, --without-browser)`)
   }
   return o
 }
@@ -122,12 +128,12 @@ function packPlatform(pkg, platform, addon, stageRoot, out) {
 }
 
 /** Stages the main package: its `files`, package.json for users (install script, optionalDependencies). */
-function packMain(pkg, stageRoot, out) {
+function packMain(pkg, stageRoot, out, { withoutBrowser }) {
   const stage = path.join(stageRoot, 'main')
   fs.mkdirSync(stage, { recursive: true })
-  const files = pkg.files.filter((f) => !f.endsWith('.node'))
-  if (!fs.existsSync(path.join(ROOT, 'browser', 'index.mjs'))) {
-    throw new Error('browser/ (the durably/browser bundle) is missing: run npm run build:browser before npm run pack')
+  const files = pkg.files.filter((f) => !f.endsWith('.node') && !(withoutBrowser && f === 'browser/'))
+  if (!withoutBrowser && !fs.existsSync(path.join(ROOT, 'browser', 'index.mjs'))) {
+    throw new Error('browser/ (the durably/browser bundle) is missing: run npm run build:browser before npm run pack (or --without-browser for a local test package)')
   }
   for (const f of [...files, 'README.md', 'LICENSE', 'CHANGELOG.md']) {
     fs.cpSync(path.join(ROOT, f), path.join(stage, f), { recursive: true })
@@ -137,6 +143,7 @@ function packMain(pkg, stageRoot, out) {
     if (k === 'devDependencies' || k === 'overrides') continue
     if (k === 'files') published.files = files
     else if (k === 'scripts') published.scripts = { install: 'node scripts/install.js' }
+    else if (k === 'exports' && withoutBrowser) published.exports = Object.fromEntries(Object.entries(v).filter(([sub]) => sub !== './browser'))
     else published[k] = v
   }
   published.optionalDependencies = Object.fromEntries(pkg.napi.targets.map((t) => [`${pkg.name}-${platformOfTriple(t)}`, pkg.version]))
@@ -166,7 +173,8 @@ function main(argv) {
       console.log(`== ${platform}: ${elf.machine}, needs ${elf.needed.join(' ')}${elf.maxGlibc ? `, glibc ≥ ${elf.maxGlibc}` : ''}`)
       result.platforms[platform] = packPlatform(pkg, platform, file, stageRoot, o.out)
     }
-    result.main = packMain(pkg, stageRoot, o.out)
+    result.main = packMain(pkg, stageRoot, o.out, o)
+    result.browser = !o.withoutBrowser
     fs.writeFileSync(path.join(o.out, 'pack.json'), `${JSON.stringify(result, null, 2)}\n`)
     for (const f of [result.main, ...Object.values(result.platforms)]) {
       console.log(`${f}  ${(fs.statSync(path.join(o.out, f)).size / 1024).toFixed(0)} KiB`)
