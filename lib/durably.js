@@ -11,7 +11,7 @@ const { Writer } = require('./writer')
 const { q, triggerItem, encodeTriggerBatch } = require('./protocol')
 const { Execution } = require('./execution')
 const { Runner } = require('./runner')
-const { encode, oversize } = require('./values')
+const { encode, decode, oversize } = require('./values')
 const { validate } = require('./schema')
 const { defineJob, isJobDefinition, JobHandle } = require('./job')
 const { parseRun, parseRuns, parseSteps, parseLogs, newRun } = require('./records')
@@ -33,6 +33,7 @@ const {
   ConflictError,
   native,
   nativeAsync,
+  fromNative,
 } = require('./errors')
 
 class Durably {
@@ -62,6 +63,9 @@ class Durably {
           (msg) => this._runner.onMessage(msg),
         ),
     )
+    // PostgreSQL: run events go to the other processes on the database too
+    // (their waitForRun/subscribe), and theirs arrive here (lib/runner.js).
+    this._publish = native(() => this._engine.listens()) ? (e) => this._publishEvent(e) : null
     this._writer = new Writer(this._engine, {
       alwaysAsync: o.synchronous === 'full',
       onClaimed: (text) => this._runner.onClaimed(text),
@@ -482,6 +486,7 @@ class Durably {
       progressWritten: () => {
         this._progressWrites++
       },
+      publish: this._publish,
       workerError: (err, exec, context) => this._workerError(err, exec, context),
       takeCancelEmitted: (runId) => this._runner.takeCancelEmitted(runId),
     })
@@ -496,6 +501,7 @@ class Durably {
       execution: (job, claimed, tags) => new Execution(this._executionHost(), job, claimed, tags),
       workerError: (err, exec, context) => this._workerError(err, exec, context),
       isClosed: () => this._closed,
+      remoteEvent: (text) => this._events.emitRemote(decode(text)),
     }
   }
 
@@ -588,9 +594,20 @@ class Durably {
   }
 
   _emit(type, run, extra) {
-    if (!this._events.has(type)) return
+    if (this._publish === null && !this._events.has(type)) return
     const e = { type, runId: run.id, jobName: run.jobName, labels: run.labels, timestamp: new Date().toISOString() }
-    this._events.emit(extra ? Object.assign(e, extra) : e)
+    if (extra) Object.assign(e, extra)
+    if (this._publish !== null) this._publish(e)
+    if (this._events.has(type)) this._events.emit(e)
+  }
+
+  /** Sends a run event to the other processes on this database (PostgreSQL). */
+  _publishEvent(e) {
+    try {
+      this._engine.publishEvent(e.runId, encode(e, 'event'))
+    } catch (err) {
+      this._workerError(fromNative(err), null, 'watch')
+    }
   }
 
   /** `context` names where it happened: claim, heartbeat, step-write, listener… (see WorkerErrorContext). */

@@ -66,6 +66,16 @@ class Events {
     if (this.any.size) for (const fn of this.any) this.call(fn, event)
   }
 
+  /**
+   * An event of a run executed by another process (PostgreSQL): to the
+   * listeners of every event (waitForRun, subscribe, /runs/subscribe) only;
+   * `on(type)` listeners keep hearing this process's own events.
+   */
+  emitRemote(event) {
+    event.sequence = ++this.sequence
+    if (this.any.size) for (const fn of this.any) this.call(fn, event)
+  }
+
   call(fn, event) {
     try {
       const r = fn(event)

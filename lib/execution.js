@@ -68,6 +68,7 @@ function safeString(v) {
  * by `Durably#_executionHost`); nothing else of the instance is reachable.
  * @typedef {object} ExecutionHost
  * @property {import('./events').Events} events  where run and step events go
+ * @property {((e: object) => void) | null} publish  sends a run event to the other processes (PostgreSQL), else null
  * @property {(op: string) => Promise<string>} write  queues a flush op (lib/protocol.js); resolves with its status
  * @property {() => number} maxValueBytes  the instance's value size limit
  * @property {() => boolean} persistLogs  whether ctx.log lines are stored
@@ -127,7 +128,14 @@ class Execution {
 
   emit(type, extra) {
     const events = this.host.events
-    if (events.has(type)) events.emit(this.event(type, extra))
+    const publish = this.host.publish
+    if (publish === null || publish === undefined) {
+      if (events.has(type)) events.emit(this.event(type, extra))
+      return
+    }
+    const e = this.event(type, extra)
+    publish(e)
+    if (events.has(type)) events.emit(e)
   }
 
   /** Stops the execution: the signal fires with `reason`. */

@@ -27,6 +27,7 @@ const STOPPED = new DurablyError('the worker was stopped with abort: true', 'STO
  *   a new Execution of a claimed run (over the instance's ExecutionHost)
  * @property {(err: Error, exec: object | null, context: string) => void} workerError  reports a worker:error
  * @property {() => boolean} isClosed  whether the instance is closed
+ * @property {(text: string) => void} remoteEvent  an event of a run another process executes (JSON text)
  */
 
 class Runner {
@@ -174,6 +175,8 @@ class Runner {
         else if (msg.reason === 'timeout') {
           a.exec.abort(new TimeoutError(`run ${msg.id} timed out after ${a.exec.job.def.timeout} ms`))
         } else a.exec.abort(new LeaseLostError())
+      } else if (msg.t === 'event') {
+        this.host.remoteEvent(msg.event)
       } else if (msg.t === 'error') {
         this.host.workerError(fromNative({ code: msg.code, message: msg.message }), null, msg.context)
       }

@@ -279,6 +279,21 @@ impl Engine {
         Ok(with_engine!(&self.inner()?.engine, e => e.loop_alive()))
     }
 
+    /// Whether run events must be published for other processes
+    /// (`publishEvent`): true on PostgreSQL.
+    #[napi(catch_unwind)]
+    pub fn listens(&self) -> Result<bool, JsCode> {
+        Ok(with_engine!(&self.inner()?.engine, e => e.listens()))
+    }
+
+    /// Publishes a run event (JSON text) to the other processes on this
+    /// database, in order, without waiting.
+    #[napi(catch_unwind)]
+    pub fn publish_event(&self, run_id: String, json: String) -> Result<(), JsCode> {
+        with_engine!(&self.inner()?.engine, e => e.publish_event(run_id, json));
+        Ok(())
+    }
+
     /// Wakes the claim loop.
     #[napi(catch_unwind)]
     pub fn wake(&self) -> Result<(), JsCode> {

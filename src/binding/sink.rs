@@ -50,6 +50,14 @@ impl Sink for JsSink {
         self.send(o.finish());
     }
 
+    fn event(&self, run_id: &str, json: &str) {
+        let mut o = JsonObject::new();
+        o.str("t", Some("event"))
+            .str("id", Some(run_id))
+            .str("event", Some(json));
+        self.send(o.finish());
+    }
+
     fn error(&self, context: &'static str, err: &Error) {
         let mut o = JsonObject::new();
         o.str("t", Some("error"))

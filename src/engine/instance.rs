@@ -2,16 +2,17 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::runtime::Handle;
+use tokio::sync::mpsc;
 
 use super::policy;
 use crate::error::{Error, Result};
 use crate::store::{
-    poll_once, Batch, ClaimedRun, FlushOutcome, RunFilter, RunStatus, Store, SyncStore,
-    TriggerItem, TriggerOutcome,
+    lock, poll_once, Batch, ClaimedRun, FlushOutcome, Notice, RunFilter, RunStatus, Store,
+    SyncStore, TriggerItem, TriggerOutcome,
 };
 use crate::worker::{Sink, Worker, WorkerConfig};
 
@@ -35,6 +36,12 @@ pub struct Engine<S: Store> {
     epoch: Arc<AtomicU64>,
     /// Retention passes done (each purged, or found nothing to purge).
     passes: Arc<AtomicU64>,
+    /// Other processes' notices ([`Store::listen`]) until close; `None` for a
+    /// backend without them.
+    listener: Mutex<Option<Box<dyn Send + Sync>>>,
+    /// Run events to publish to other processes, in order (the publisher
+    /// task); `None` for a backend without notices, or after close.
+    publisher: Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
 }
 
 impl<S: Store> Engine<S> {
@@ -42,6 +49,16 @@ impl<S: Store> Engine<S> {
     /// the caller); its background tasks run on `rt`.
     pub fn new(store: Arc<S>, cfg: EngineConfig, sink: Arc<dyn Sink>, rt: Handle) -> Engine<S> {
         let worker = Worker::new(store.clone(), cfg.worker, sink, rt.clone());
+        let listener = {
+            let _in = rt.enter();
+            let w = worker.clone_handle();
+            store.listen(Box::new(move |n| on_notice(&w, n)))
+        };
+        let publisher = listener.is_some().then(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            rt.spawn(publish(store.clone(), worker.sink().clone(), rx));
+            tx
+        });
         Engine {
             store,
             worker,
@@ -49,6 +66,22 @@ impl<S: Store> Engine<S> {
             retain: cfg.retain,
             epoch: Arc::new(AtomicU64::new(0)),
             passes: Arc::new(AtomicU64::new(0)),
+            listener: Mutex::new(listener),
+            publisher: Mutex::new(publisher),
+        }
+    }
+
+    /// Whether other processes' notices reach this engine ([`Store::listen`]):
+    /// then the JS layer publishes its run events ([`Engine::publish_event`]).
+    pub fn listens(&self) -> bool {
+        lock(&self.listener).is_some()
+    }
+
+    /// Publishes a run event (JSON text) to other processes, after the ones
+    /// published before it; nothing on a backend without notices.
+    pub fn publish_event(&self, run_id: String, json: String) {
+        if let Some(tx) = lock(&self.publisher).as_ref() {
+            let _ = tx.send((run_id, json));
         }
     }
 
@@ -150,6 +183,8 @@ impl<S: Store> Engine<S> {
     /// Stops everything; [`Engine::wait_closed`] then waits for the tasks.
     pub fn close(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        drop(lock(&self.listener).take());
+        drop(lock(&self.publisher).take());
         self.worker.close();
     }
 
@@ -364,6 +399,42 @@ async fn retention<S: Store>(
                 passes.fetch_add(1, Ordering::SeqCst);
             }
             Err(e) => h.worker.sink().error("retain", &e),
+        }
+    }
+}
+
+/// What another process's notice does here. Polling stays the fallback for
+/// a notice that never arrives.
+fn on_notice<S: Store>(w: &Worker<S>, n: Notice) {
+    match n {
+        // Claim now; after a (re)connect, once, for what was missed.
+        Notice::Wake | Notice::Poll => w.wake(),
+        Notice::Cancel(id) => w.cancelled_elsewhere(&id),
+        Notice::Event { run_id, json } => w.sink().event(&run_id, &json),
+        Notice::Error(e) => w.sink().error("watch", &Error::Internal(e)),
+    }
+}
+
+/// Publishes run events in order, batching what queued up meanwhile.
+async fn publish<S: Store>(
+    store: Arc<S>,
+    sink: Arc<dyn crate::worker::Sink>,
+    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 100 {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let refs: Vec<(&str, &str)> = batch
+            .iter()
+            .map(|(r, j)| (r.as_str(), j.as_str()))
+            .collect();
+        if let Err(e) = store.publish_events(&refs).await {
+            sink.error("watch", &e);
         }
     }
 }

@@ -64,11 +64,15 @@
 //! Since issue 15 the engine does this through the [`crate::store::Store`]
 //! interface (`src/pg/store_impl.rs`): `Engine<PgStore>` runs the same
 //! worker (claim loop, heartbeats, timeouts, recovery, retention) and passes
-//! the engine tests (`engine::tests::postgres`). What remains for the JS
-//! API: the binding's `AnyEngine::open_postgres` (reachable once a
-//! constructor takes a URL and the npm build enables the `postgres`
-//! feature); the listener below as an engine task (wake → `Worker::wake`,
-//! cancel → `Sink::lost(id, Cancelled)`, a reconnect → one poll).
+//! the engine tests (`engine::tests::postgres`). The listener runs as
+//! an engine task through the backend-agnostic [`crate::store::Store::listen`]
+//! hook (SQLite answers `None`): wake → `Worker::wake`, cancel →
+//! `Worker::cancelled_elsewhere` (`Sink::lost(id, Cancelled)` for a run in
+//! flight here), a (re)connect → one claim, an event → `Sink::event` (the JS
+//! layer feeds it to `waitForRun`/`subscribe`). The JS layer publishes every
+//! run event of this process through `Engine::publish_event` (one ordered
+//! publisher task, batching what queued up). Tested across two processes in
+//! `__test__/listen.test.mjs`.
 //!
 //! - Start: [`PgStore::connect`], then [`PgStore::migrate`] once.
 //! - Claim loop: [`PgStore::claim`] on a local wake-up, a notification on
@@ -92,8 +96,7 @@
 //! - Run events the JS layer emits for a run: [`PgStore::publish_events`]
 //!   (the listener leaves out this process's own).
 //!
-//! Not here yet: the engine's use of the listener and of the events (the
-//! engine's task set). TLS: connections use `NoTls`;
+//! Not here yet: TLS: connections use `NoTls`;
 //! a URL with `sslmode=require` fails to connect until a TLS connector is
 //! added. The flush applies its ops one statement after another; pipelining
 //! them is the next step for throughput.

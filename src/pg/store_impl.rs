@@ -3,17 +3,17 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{PgPurgeOptions, PgStore};
+use super::{ListenOptions, PgNotice, PgPurgeOptions, PgStore};
 use crate::error::Result;
 use crate::store::{
-    ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, HeartbeatOutcome, OpStatus, RunFilter,
+    ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, HeartbeatOutcome, Notice, OpStatus, RunFilter,
     RunStatus, Store, TriggerItem, TriggerOutcome,
 };
 
 impl Store for PgStore {
     const BLOCKING: bool = false;
-    /// No side connection: other machines' writes arrive by `LISTEN` (to
-    /// come) and the poll; the server does its own upkeep.
+    /// No side connection: other machines' writes arrive by `LISTEN`
+    /// ([`Store::listen`]) and the poll; the server does its own upkeep.
     type Side = ();
 
     fn owner(&self) -> &str {
@@ -138,5 +138,37 @@ impl Store for PgStore {
 
     async fn upkeep(&self, _side: &()) -> Result<()> {
         Ok(())
+    }
+
+    fn listen(&self, on: Box<dyn Fn(Notice) + Send + Sync>) -> Option<Box<dyn Send + Sync>> {
+        let mut l = PgStore::listen(self, ListenOptions::default());
+        let task = tokio::spawn(async move {
+            while let Some(n) = l.recv().await {
+                on(match n {
+                    PgNotice::Listening { .. } => Notice::Poll,
+                    PgNotice::Wake { .. } => Notice::Wake,
+                    PgNotice::Cancel { run_id } => Notice::Cancel(run_id),
+                    PgNotice::Event(ev) => Notice::Event {
+                        run_id: ev.run_id,
+                        json: ev.json,
+                    },
+                    PgNotice::Disconnected { error } => Notice::Error(error),
+                });
+            }
+        });
+        Some(Box::new(AbortOnDrop(task)))
+    }
+
+    async fn publish_events(&self, events: &[(&str, &str)]) -> Result<()> {
+        PgStore::publish_events(self, events).await
+    }
+}
+
+/// Stops the listen task (and so closes its connection) when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

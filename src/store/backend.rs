@@ -172,6 +172,38 @@ pub trait Store: Send + Sync + 'static {
     fn is_replaced(&self) -> bool {
         false
     }
+    /// Starts receiving other processes' notices (PostgreSQL: `LISTEN`),
+    /// handed to `on` as they arrive until the returned guard is dropped.
+    /// `None` where the backend has none (SQLite: the change check and the
+    /// poll see other processes' writes). Called on the engine's runtime.
+    fn listen(&self, _on: Box<dyn Fn(Notice) + Send + Sync>) -> Option<Box<dyn Send + Sync>> {
+        None
+    }
+    /// Publishes run events `(run id, event JSON)` to other processes'
+    /// [`Notice::Event`]s; nothing where the backend has no [`Store::listen`].
+    fn publish_events(&self, _events: &[(&str, &str)]) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// What another process told this one (see [`Store::listen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Runs may be claimable: claim.
+    Wake,
+    /// Notices may have been lost (the connection was (re)opened): poll once.
+    Poll,
+    /// This run was cancelled: abort it if it runs here.
+    Cancel(String),
+    /// A run event another process published.
+    Event {
+        /// The run.
+        run_id: String,
+        /// The event's JSON text, as published.
+        json: String,
+    },
+    /// The notice connection failed (it is being re-opened).
+    Error(String),
 }
 
 /// The non-waiting calls of a blocking store, for a caller that must never

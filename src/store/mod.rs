@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-pub use backend::{ended_runs, poll_once, ClaimRequest, Store, SyncStore};
+pub use backend::{ended_runs, poll_once, ClaimRequest, Notice, Store, SyncStore};
 pub use claim::{ClaimedRun, HeartbeatOutcome};
 pub use flush::{parse_batch, Batch, FlushOp, FlushOutcome, OpError, OpStatus};
 pub use manage::PurgeOptions;

@@ -42,6 +42,8 @@ pub trait Sink: Send + Sync + 'static {
     /// `file` (the database file found replaced), `step-write` (a flush retried
     /// after `DB_BUSY`), `retain` (the retention pass).
     fn error(&self, context: &'static str, err: &Error);
+    /// A run event another process published (PostgreSQL), as JSON text.
+    fn event(&self, _run_id: &str, _json: &str) {}
 }
 
 /// Worker timing and limits.
@@ -273,6 +275,21 @@ impl<S: Store> Worker<S> {
     /// loop. Runs this worker executes are left alone. Returns how many.
     pub async fn recover_stale(&self) -> Result<usize> {
         tasks::recover_stale(&self.shared, None).await
+    }
+
+    /// Another process cancelled run `id`: if it runs here (and was not
+    /// already reported lost), the sink hears `lost(id, Cancelled)` at once.
+    pub fn cancelled_elsewhere(&self, id: &str) {
+        let hit = match lock(&self.shared.inflight).get_mut(id) {
+            Some(f) if !f.gone => {
+                f.gone = true;
+                true
+            }
+            _ => false,
+        };
+        if hit {
+            self.shared.sink.lost(id, LostReason::Cancelled);
+        }
     }
 
     /// A run's JS execution under lease `generation` ended: frees its slot.
