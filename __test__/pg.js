@@ -14,42 +14,11 @@
 // PostgreSQL half skips with a printed reason. SQL goes through the server's
 // own `psql` (no npm dependency for the tests).
 
-const fs = require('node:fs')
-const path = require('node:path')
 const crypto = require('node:crypto')
-const { execFileSync } = require('node:child_process')
 
 const URL_ENV = 'DURABLY_TEST_PG_URL'
 
-/** The first `psql` found: PATH, then Debian's /usr/lib/postgresql/<version>/bin. */
-function psqlPath() {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir && fs.existsSync(path.join(dir, 'psql'))) return path.join(dir, 'psql')
-  }
-  let versions = []
-  try {
-    versions = fs.readdirSync('/usr/lib/postgresql')
-  } catch {
-    return null
-  }
-  versions.sort((a, b) => Number(b) - Number(a))
-  for (const v of versions) {
-    const p = `/usr/lib/postgresql/${v}/bin/psql`
-    if (fs.existsSync(p)) return p
-  }
-  return null
-}
-
-/** Runs SQL on the server at `url`; returns psql's unaligned output, trimmed. */
-function sql(url, text) {
-  const psql = psqlPath()
-  if (!psql) throw new Error('no psql found (PATH, /usr/lib/postgresql/*/bin)')
-  return execFileSync(psql, ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', text], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    timeout: 30_000,
-  }).trim()
-}
+const { psqlPath, sql } = require('../scripts/psql.js')
 
 const reachable = new Map() // url → null | reason
 
