@@ -16,12 +16,15 @@
 # fsync off (a crash of the machine loses the throwaway data, nothing else).
 #
 # Environment: DURABLY_PG_PORT (first port to try, default 54329),
-# DURABLY_PG_STATE (the state file, default ${TMPDIR:-/tmp}/pg-server-durably.env).
+# DURABLY_PG_STATE (the state file, default ${TMPDIR:-/tmp}/pg-server-durably.env),
+# DURABLY_PG_SSL_DIR (a directory holding server.crt and server.key: the
+# server starts with ssl=on and that certificate; the TLS tests make one).
 set -euo pipefail
 # (Not named /tmp/durably-*: some test setups remove recent dirs of that name.)
 
 STATE="${DURABLY_PG_STATE:-${TMPDIR:-/tmp}/pg-server-durably.env}"
 FIRST_PORT="${DURABLY_PG_PORT:-54329}"
+SSL_DIR="${DURABLY_PG_SSL_DIR:-}"
 
 log() { echo "test-pg: $*" >&2; }
 
@@ -90,6 +93,14 @@ start() {
     rm -rf "$PG_DIR"
     return 1
   }
+  PG_SSL_OPTS=""
+  if [ -n "$SSL_DIR" ]; then
+    # The key must belong to the server's user and be private, or it refuses to start.
+    cp "$SSL_DIR/server.crt" "$SSL_DIR/server.key" "$PG_DIR/"
+    chmod 600 "$PG_DIR/server.key"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DIR/server.crt" "$PG_DIR/server.key"; fi
+    PG_SSL_OPTS="-c ssl=on -c ssl_cert_file=$PG_DIR/server.crt -c ssl_key_file=$PG_DIR/server.key"
+  fi
   # A port can be free to connect to and still taken (e.g. a client's
   # ephemeral port): on a bind failure, the next port.
   local port="$FIRST_PORT" tries=0
@@ -100,7 +111,7 @@ start() {
     rm -f "$PG_DIR/server.log"
     # Unix socket in the private directory too, so no system socket is touched.
     if as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-      -o "-p $port -c listen_addresses=127.0.0.1 -k $PG_DIR -c fsync=off -c max_connections=200" \
+      -o "-p $port -c listen_addresses=127.0.0.1 -k $PG_DIR -c fsync=off -c max_connections=200 $PG_SSL_OPTS" \
       start >/dev/null; then
       break
     fi
@@ -112,7 +123,7 @@ start() {
     rm -rf "$PG_DIR"
     return 1
   done
-  printf 'PG_BIN=%q\nPG_DIR=%q\nPG_PORT=%q\n' "$PG_BIN" "$PG_DIR" "$port" >"$STATE"
+  printf 'PG_BIN=%q\nPG_DIR=%q\nPG_PORT=%q\nPG_SSL_OPTS=%q\n' "$PG_BIN" "$PG_DIR" "$port" "$PG_SSL_OPTS" >"$STATE"
   log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($PG_DIR)"
   echo "export DURABLY_TEST_PG_URL=$(url_of "$port")"
 }
@@ -134,7 +145,7 @@ restart() {
   # shellcheck disable=SC1090
   . "$STATE"
   as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -m fast -w -t 60 \
-    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DIR -c fsync=off -c max_connections=200" \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DIR -c fsync=off -c max_connections=200 ${PG_SSL_OPTS:-}" \
     restart >/dev/null
   log "restarted on port $PG_PORT"
 }

@@ -177,7 +177,7 @@ async fn session(
     reconnect: bool,
 ) -> End {
     let lost = |error: String, listened: bool| End::Lost { error, listened };
-    let (client, mut conn) = match store.inner.config.connect(tokio_postgres::NoTls).await {
+    let (client, mut conn) = match store.inner.config.connect(store.inner.tls.clone()).await {
         Ok(c) => c,
         Err(e) => {
             return lost(

@@ -96,9 +96,14 @@
 //! - Run events the JS layer emits for a run: [`PgStore::publish_events`]
 //!   (the listener leaves out this process's own).
 //!
-//! Not here yet: TLS: connections use `NoTls`;
-//! a URL with `sslmode=require` fails to connect until a TLS connector is
-//! added. The flush applies its ops one statement after another; pipelining
+//! ## TLS
+//!
+//! Both the pool and the listen connection use the connector of
+//! [`tls`] (rustls on ring), set up from the URL's `sslmode` (libpq's values;
+//! default `prefer`) and `sslrootcert`; see that module for what each mode
+//! checks.
+//!
+//! Not here yet: the flush applies its ops one statement after another; pipelining
 //! them is the next step for throughput.
 
 mod claim;
@@ -109,6 +114,7 @@ mod manage;
 mod migrate;
 mod query;
 mod store_impl;
+pub mod tls;
 mod trigger;
 
 use std::str::FromStr;
@@ -116,7 +122,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use events::{RemoteEvent, EVENT_RETENTION, MAX_INLINE_PAYLOAD};
 pub use listen::{ListenOptions, PgListener, PgNotice};
@@ -137,7 +143,8 @@ pub struct PgOptions {
     pub schema: String,
     /// Connections in the pool.
     pub pool_size: usize,
-    /// How long a call waits for a free connection (or a new one) before
+    /// How long a call waits for a free connection (or a new one), and a
+    /// statement for another connection's lock (`lock_timeout`), before
     /// failing with `DB_BUSY`.
     pub timeout: Duration,
 }
@@ -167,6 +174,10 @@ struct Inner {
     pool: Pool,
     /// How the pool connects; the listen connection ([`listen`]) uses it too.
     config: tokio_postgres::Config,
+    /// [`PgOptions::timeout`]: the pool's wait and the `lock_timeout`.
+    timeout: Duration,
+    /// The TLS handshakes of both (see [`tls`]).
+    tls: MakeRustlsConnect,
     schema: String,
     owner: String,
     ids: Mutex<ulid::Generator>,
@@ -175,6 +186,10 @@ struct Inner {
     events_channel: String,
     /// Ops storing more bytes than this are refused with `OpStatus::TooBig`.
     max_op_bytes: usize,
+    /// This machine's clock as [`crate::store::Store::now`] reports it,
+    /// shifted by this many seconds (tests of a skewed worker clock).
+    #[cfg(test)]
+    skew_secs: i64,
 }
 
 /// PostgreSQL refuses a value, and a protocol message (all parameters of a
@@ -208,16 +223,24 @@ impl PgStore {
         if opts.pool_size == 0 {
             return Err(Error::Validation("pool_size must be at least 1".into()));
         }
-        let mut cfg = tokio_postgres::Config::from_str(&opts.url).map_err(|e| {
+        // tokio-postgres knows neither verify-ca/verify-full nor sslrootcert.
+        let (url, tls_opts) = tls::split_url(&opts.url)?;
+        let mut cfg = tokio_postgres::Config::from_str(&url).map_err(|e| {
             // The message names the part that is wrong; the URL may hold a password.
             Error::Validation(format!("invalid PostgreSQL url: {e}"))
         })?;
+        let tls_opts = tls_opts.unwrap_or_else(|| tls::TlsOptions::from_config(&cfg));
+        let tls = tls_opts.apply(&mut cfg)?;
         // Every connection resolves durably's tables in its schema, and
         // formats times in UTC (only the contract snapshot reads them as text).
         let extra = format!("-c search_path={} -c TimeZone=UTC", opts.schema);
+        // A statement waits for another connection's lock at most the pool's
+        // wait (busyTimeout), then fails with DB_BUSY, as a SQLite write
+        // does; the URL's own `options` may set another lock_timeout.
+        let first = format!("-c lock_timeout={}", opts.timeout.as_millis().max(1));
         let options = match cfg.get_options() {
-            Some(o) if !o.is_empty() => format!("{o} {extra}"),
-            _ => extra,
+            Some(o) if !o.is_empty() => format!("{first} {o} {extra}"),
+            _ => format!("{first} {extra}"),
         };
         cfg.options(options);
         if cfg.get_application_name().is_none() {
@@ -228,7 +251,7 @@ impl PgStore {
         }
         let mgr = Manager::from_config(
             cfg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -244,6 +267,8 @@ impl PgStore {
             inner: Arc::new(Inner {
                 pool,
                 config: cfg,
+                tls,
+                timeout: opts.timeout,
                 events_channel: format!("durably_events_{}", opts.schema),
                 wake_channel: format!("durably_wake_{}", opts.schema),
                 cancel_channel: format!("durably_cancel_{}", opts.schema),
@@ -251,10 +276,19 @@ impl PgStore {
                 owner: format!("{}:{}", std::process::id(), ulid::Ulid::new()),
                 ids: Mutex::new(ulid::Generator::new()),
                 max_op_bytes: MAX_OP_BYTES,
+                #[cfg(test)]
+                skew_secs: 0,
             }),
         };
         drop(store.client().await?);
         Ok(store)
+    }
+
+    /// How long a call waits for a pooled connection, and a statement for
+    /// another connection's lock, before failing with `DB_BUSY`
+    /// ([`PgOptions::timeout`]).
+    pub fn busy_timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     /// The schema holding the tables.
@@ -293,6 +327,34 @@ impl PgStore {
                 ..inner
             }),
         }
+    }
+
+    /// The same store whose local clock ([`crate::store::Store::now`]) is
+    /// `secs` seconds ahead (negative: behind) of this machine's.
+    #[cfg(test)]
+    pub(crate) fn with_clock_skew(self, secs: i64) -> PgStore {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("store is shared"));
+        PgStore {
+            inner: Arc::new(Inner {
+                skew_secs: secs,
+                ..inner
+            }),
+        }
+    }
+
+    /// This machine's clock, as the engine's policy sees it.
+    pub(crate) fn local_now(&self) -> SystemTime {
+        let now = SystemTime::now();
+        #[cfg(test)]
+        {
+            let skew = Duration::from_secs(self.inner.skew_secs.unsigned_abs());
+            if self.inner.skew_secs >= 0 {
+                return now + skew;
+            }
+            return now - skew;
+        }
+        #[allow(unreachable_code)]
+        now
     }
 
     /// The same store whose listen connection uses `config` (tests of a
@@ -342,7 +404,29 @@ fn connection_error(e: tokio_postgres::Error) -> Error {
     if e.as_db_error().is_some() {
         return Error::from(e);
     }
-    Error::Postgres(format!("cannot connect to PostgreSQL: {e}"))
+    // tokio-postgres shows only its own layer ("error performing TLS
+    // handshake"); the causes say why (e.g. the certificate's issuer).
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    let hint = if text.contains("certificate not valid for name") {
+        " (sslmode=verify-full checks the url's host name against the certificate; \
+         verify-ca checks only that it chains to a trusted root)"
+    } else if text.contains("invalid peer certificate") {
+        " (sslmode verify-ca/verify-full: the server's certificate must chain to a root of \
+         sslrootcert=<PEM file>, or to the Mozilla roots when sslrootcert is not given)"
+    } else if text.contains("server does not support TLS") {
+        " (the url's sslmode requires TLS: require, verify-ca or verify-full)"
+    } else {
+        ""
+    };
+    Error::Postgres(format!("cannot connect to PostgreSQL: {text}{hint}"))
 }
 
 impl From<tokio_postgres::Error> for Error {
