@@ -238,9 +238,9 @@ impl<S: Store> Engine<S> {
     pub async fn before_processing(&self) -> Result<()> {
         self.worker.recover_stale().await?;
         if let Some(retain) = self.retain {
-            let cutoff = policy::retention_cutoff(self.store.now(), retain);
+            // On the store's clock (PostgreSQL: the database's).
             self.store
-                .purge(cutoff, policy::PROCESS_RETAIN_BATCH)
+                .purge_older_than(retain, policy::PROCESS_RETAIN_BATCH)
                 .await?;
         }
         Ok(())
@@ -388,10 +388,9 @@ async fn retention<S: Store>(
         if !policy::retention_due(h.worker.inflight()) {
             continue;
         }
-        let cutoff = policy::retention_cutoff(h.store.now(), retain);
         let store = h.store.clone();
         let done = run_store(store, move |s| async move {
-            s.purge(cutoff, policy::RETAIN_BATCH).await
+            s.purge_older_than(retain, policy::RETAIN_BATCH).await
         })
         .await;
         match done {

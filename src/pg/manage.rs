@@ -2,7 +2,7 @@
 //! the run's row (`FOR UPDATE`) before checking its state, so a check and
 //! its change hold together across machines.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Transaction;
 
@@ -128,21 +128,43 @@ impl PgStore {
     /// `older_than`; returns how many. Rows another transaction has locked
     /// are skipped (a concurrent purge takes them).
     pub async fn purge(&self, opts: &PgPurgeOptions) -> Result<usize> {
-        if opts.limit < 0 {
+        self.purge_before(Cutoff::At(opts.older_than), opts.limit)
+            .await
+    }
+
+    /// `retainRuns`: like [`PgStore::purge`] for the runs that finished more
+    /// than `age` ago on the database's clock (`now() - age`), so machines
+    /// with skewed clocks agree on what is old enough, as they do on leases.
+    pub async fn purge_older_than(&self, age: Duration, limit: i64) -> Result<usize> {
+        self.purge_before(Cutoff::Age(age), limit).await
+    }
+
+    async fn purge_before(&self, cutoff: Cutoff, limit: i64) -> Result<usize> {
+        if limit < 0 {
             return Err(Error::Validation("purge limit must not be negative".into()));
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let st = tx
-            .prepare_cached(
+        let select = |before: &str| {
+            format!(
                 "SELECT id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') \
-                 AND COALESCE(completed_at, updated_at) < $1 ORDER BY created_at LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED",
+                 AND COALESCE(completed_at, updated_at) < {before} ORDER BY created_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED"
             )
-            .await?;
-        let ids: Vec<String> = tx
-            .query(&st, &[&opts.older_than, &opts.limit])
-            .await?
+        };
+        let rows = match cutoff {
+            Cutoff::At(t) => {
+                let st = tx.prepare_cached(&select("$1")).await?;
+                tx.query(&st, &[&t, &limit]).await?
+            }
+            Cutoff::Age(age) => {
+                let st = tx
+                    .prepare_cached(&select("now() - $1::int8 * interval '1 microsecond'"))
+                    .await?;
+                tx.query(&st, &[&age_micros(age), &limit]).await?
+            }
+        };
+        let ids: Vec<String> = rows
             .iter()
             .map(|r| r.try_get(0))
             .collect::<std::result::Result<_, _>>()?;
@@ -157,4 +179,19 @@ impl PgStore {
         tx.commit().await?;
         Ok(ids.len())
     }
+}
+
+/// Which runs a purge may delete: those finished before a time, or more
+/// than an age ago on the database's clock.
+enum Cutoff {
+    At(SystemTime),
+    Age(Duration),
+}
+
+/// An age in microseconds for `interval` arithmetic, at most 1000 years
+/// (older than any run, and far inside PostgreSQL's range), like the
+/// epoch floor of a cutoff computed from a local clock.
+fn age_micros(age: Duration) -> i64 {
+    const MAX: i64 = 1000 * 366 * 86_400 * 1_000_000;
+    i64::try_from(age.as_micros()).unwrap_or(MAX).min(MAX)
 }

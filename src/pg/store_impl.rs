@@ -21,9 +21,9 @@ impl Store for PgStore {
     }
 
     fn now(&self) -> SystemTime {
-        // Leases use the database's clock inside the statements; retention
-        // cutoffs use this machine's.
-        SystemTime::now()
+        // Leases and retention (`purge_older_than`) use the database's clock
+        // inside the statements; only an explicit purge cutoff comes from here.
+        self.local_now()
     }
 
     async fn migrate(&self) -> Result<i64> {
@@ -106,6 +106,10 @@ impl Store for PgStore {
 
     async fn purge(&self, older_than: SystemTime, limit: i64) -> Result<usize> {
         PgStore::purge(self, &PgPurgeOptions { older_than, limit }).await
+    }
+
+    async fn purge_older_than(&self, age: Duration, limit: i64) -> Result<usize> {
+        PgStore::purge_older_than(self, age, limit).await
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<String>> {

@@ -13,6 +13,7 @@ use crate::error::Error;
 
 mod claims;
 mod listen;
+mod retention;
 mod semantics;
 mod values;
 

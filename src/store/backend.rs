@@ -140,6 +140,20 @@ pub trait Store: Send + Sync + 'static {
         older_than: SystemTime,
         limit: i64,
     ) -> impl Future<Output = Result<usize>> + Send;
+    /// `retainRuns`: deletes up to `limit` terminal runs that finished more
+    /// than `age` ago on this store's clock. The default takes the cutoff
+    /// from [`Store::now`]; a backend with a clock of its own (PostgreSQL's
+    /// `now()`) measures the age there, as it does leases.
+    fn purge_older_than(
+        &self,
+        age: Duration,
+        limit: i64,
+    ) -> impl Future<Output = Result<usize>> + Send {
+        self.purge(
+            crate::engine::policy::retention_cutoff(self.now(), age),
+            limit,
+        )
+    }
 
     /// One run as JSON, or `None`.
     fn get_run(&self, id: &str) -> impl Future<Output = Result<Option<String>>> + Send;
