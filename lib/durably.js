@@ -66,6 +66,9 @@ class Durably {
     // PostgreSQL: run events go to the other processes on the database too
     // (their waitForRun/subscribe), and theirs arrive here (lib/runner.js).
     this._publish = native(() => this._engine.listens()) ? (e) => this._publishEvent(e) : null
+    // SQLite answers reads on this thread at once; on PostgreSQL each is a
+    // network round trip, made off the JS thread so the event loop runs on.
+    this._syncReads = native(() => this._engine.syncReads())
     this._writer = new Writer(this._engine, {
       alwaysAsync: o.synchronous === 'full',
       onClaimed: (text) => this._runner.onClaimed(text),
@@ -98,7 +101,8 @@ class Durably {
   /** Creates or upgrades the schema. Idempotent; safe from several processes. */
   async migrate() {
     this._ensureOpen()
-    native(() => this._engine.migrate())
+    if (this._syncReads) native(() => this._engine.migrate())
+    else await nativeAsync(this._engine.migrateAsync())
     this._migrated = true
   }
 
@@ -371,35 +375,46 @@ class Durably {
   async getRun(id) {
     this._ensureReady()
     checkId(id)
-    return parseRun(native(() => this._engine.getRun(id)))
+    return parseRun(await this._read('getRun', id))
   }
 
+  /**
+   * A run now: its value on SQLite (read on this thread), a promise of it on
+   * PostgreSQL (read off the JS thread). lib/watch.js takes either.
+   */
   _getRunNow(id) {
-    return parseRun(native(() => this._engine.getRun(id)))
+    if (this._syncReads) return parseRun(native(() => this._engine.getRun(id)))
+    return nativeAsync(this._engine.getRunAsync(id)).then(parseRun)
+  }
+
+  /** Engine read `name`: on this thread (SQLite) or off it (a promise, PostgreSQL). */
+  _read(name, ...args) {
+    if (this._syncReads) return native(() => this._engine[name](...args))
+    return nativeAsync(this._engine[`${name}Async`](...args))
   }
 
   async getRuns(filter) {
     this._ensureReady()
     const f = checkFilter(filter)
-    return parseRuns(native(() => this._engine.getRuns(JSON.stringify(f))))
+    return parseRuns(await this._read('getRuns', JSON.stringify(f)))
   }
 
   async getSteps(runId) {
     this._ensureReady()
     checkId(runId)
-    return parseSteps(native(() => this._engine.getSteps(runId)))
+    return parseSteps(await this._read('getSteps', runId))
   }
 
   async getLogs(runId) {
     this._ensureReady()
     checkId(runId)
-    return parseLogs(native(() => this._engine.getLogs(runId)))
+    return parseLogs(await this._read('getLogs', runId))
   }
 
   /** Run counts: `{ total, byStatus: { pending, … }, byJob: { [jobName]: { total, pending, … } } }`. */
   async getStats() {
     this._ensureReady()
-    return tallyStats(JSON.parse(native(() => this._engine.runCounts())))
+    return tallyStats(JSON.parse(await this._read('runCounts')))
   }
 
   // ---- management ------------------------------------------------------------
@@ -416,7 +431,7 @@ class Durably {
   async retrigger(runId) {
     this._ensureReady()
     checkId(runId)
-    const run = this._getRunNow(runId)
+    const run = await this._getRunNow(runId)
     if (!run) throw new NotFoundError(`run ${runId} not found`)
     if (!TERMINAL.has(run.status)) {
       throw new ConflictError(
@@ -553,7 +568,10 @@ class Durably {
     await nativeAsync(this._engine.beforeProcessing())
   }
 
-  /** For a TimeoutError: why nothing here would have executed the run. */
+  /**
+   * For a TimeoutError: why nothing here would have executed the run. A
+   * string, or on PostgreSQL a promise of it (the run is read off the JS thread).
+   */
   _noWorkerNote(runId) {
     let run = null
     try {
@@ -561,6 +579,16 @@ class Durably {
     } catch {
       // closed meanwhile
     }
+    if (run && typeof run.then === 'function') {
+      return run.then(
+        (r) => this._noWorkerNoteFor(r),
+        () => this._noWorkerNoteFor(null),
+      )
+    }
+    return this._noWorkerNoteFor(run)
+  }
+
+  _noWorkerNoteFor(run) {
     const jobName = run ? run.jobName : null
     if (this._runner.started && (jobName === null || this._jobs.has(jobName))) return ''
     const job = jobName === null ? 'the job' : `job '${jobName}'`

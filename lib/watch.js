@@ -4,11 +4,15 @@
 // for runs another process executes. They see the instance only through a
 // narrow source: { getRunNow(id), onAny(listener) → unsubscribe,
 // isClosed(), noWorkerNote(id), sequence() (the last event's sequence number) }.
+// getRunNow and noWorkerNote answer at once on SQLite and with a promise on
+// PostgreSQL (a read off the JS thread); both are handled here.
 
 const { TERMINAL_EVENTS } = require('./events')
 const { TERMINAL } = require('./status')
 const { NotFoundError, CancelledError, TimeoutError, RunFailedError, fromNative } = require('./errors')
 const { checkWaitTimeout } = require('./checks')
+
+const isPromise = (v) => v !== null && typeof v === 'object' && typeof v.then === 'function'
 
 /** Resolves with the completed run; rejects on failure, cancellation, timeout. */
 function waitForRun(source, runId, options = {}) {
@@ -37,12 +41,17 @@ function waitForRun(source, runId, options = {}) {
       if (run.status === 'failed') return finish(reject, new RunFailedError(run.error ?? 'run failed', runId))
       if (run.status === 'cancelled') return finish(reject, new CancelledError(`run ${runId} was cancelled`))
     }
+    const fail = (err) => finish(reject, fromNative(err))
+    // Settles from the run's current state; a promise when the read is async.
     const check = () => {
+      let run
       try {
-        settleFrom(source.getRunNow(runId))
+        run = source.getRunNow(runId)
       } catch (err) {
-        finish(reject, fromNative(err))
+        return fail(err)
       }
+      if (isPromise(run)) return run.then((r) => done || settleFrom(r), fail)
+      settleFrom(run)
     }
     const unsub = source.onAny((e) => {
       if (e.runId !== runId) return
@@ -51,17 +60,25 @@ function waitForRun(source, runId, options = {}) {
       else if (TERMINAL_EVENTS.has(e.type)) queueMicrotask(check)
     })
     // Another process may execute the run: poll the store too, backing off.
+    // An async read is awaited before the next is scheduled (never two at once).
     const poll = () => {
-      check()
-      if (done) return
-      pollEvery = Math.min(pollEvery * 2, 250)
-      pollTimer = setTimeout(poll, pollEvery)
+      const next = () => {
+        if (done) return
+        pollEvery = Math.min(pollEvery * 2, 250)
+        pollTimer = setTimeout(poll, pollEvery)
+      }
+      const pending = check()
+      if (isPromise(pending)) pending.then(next)
+      else next()
     }
     if (timeout !== undefined) {
-      timeoutTimer = setTimeout(
-        () => finish(reject, new TimeoutError(`waitForRun: run ${runId} did not finish within ${timeout} ms${source.noWorkerNote(runId)}`)),
-        timeout,
-      )
+      timeoutTimer = setTimeout(() => {
+        const timedOut = (note) => finish(reject, new TimeoutError(`waitForRun: run ${runId} did not finish within ${timeout} ms${note}`))
+        const note = source.noWorkerNote(runId)
+        if (!isPromise(note)) return timedOut(note)
+        // Settled meanwhile by an event or a poll: that outcome stands.
+        note.then(timedOut, () => timedOut(''))
+      }, timeout)
     }
     poll()
   })
@@ -71,61 +88,110 @@ function waitForRun(source, runId, options = {}) {
 function subscribe(source, runId) {
   let unsub = () => {}
   let timer = null
+  let stopped = false
   const stop = () => {
+    stopped = true
     unsub()
     clearInterval(timer)
   }
+  const snapshot = (run, now) => ({
+    type: 'run:snapshot',
+    runId,
+    jobName: run.jobName,
+    labels: run.labels,
+    timestamp: new Date().toISOString(),
+    // The state after every event up to this sequence: later events have a higher one.
+    sequence: source.sequence(),
+    run: now,
+  })
+  /** Streams from `run` (read at sequence `since`), then `kept` events, then live ones. */
+  const follow = (controller, run, since, kept) => {
+    if (stopped) return
+    if (!run) {
+      controller.error(new NotFoundError(`run ${runId} not found`))
+      return
+    }
+    controller.enqueue({ ...snapshot(run, run), sequence: since })
+    if (TERMINAL.has(run.status)) {
+      controller.close()
+      return
+    }
+    let closed = false
+    const close = () => {
+      if (closed) return
+      closed = true
+      stop()
+      controller.close()
+    }
+    const onEvent = (e) => {
+      if (e.runId !== runId || closed) return
+      controller.enqueue(e)
+      if (TERMINAL_EVENTS.has(e.type)) close()
+    }
+    for (const e of kept) onEvent(e)
+    if (closed) return
+    unsub = source.onAny(onEvent)
+    // Runs executed by another process: notice the end by polling (one read at a time).
+    let reading = false
+    const ended = (now) => {
+      if (closed) return
+      if (!now || TERMINAL.has(now.status)) {
+        controller.enqueue(snapshot(run, now))
+        close()
+      }
+    }
+    timer = setInterval(() => {
+      if (closed || source.isClosed()) return close()
+      if (reading) return
+      let now
+      try {
+        now = source.getRunNow(runId)
+      } catch {
+        return close() // closed meanwhile
+      }
+      if (!isPromise(now)) return ended(now)
+      reading = true
+      now.then(
+        (r) => {
+          reading = false
+          ended(r)
+        },
+        () => {
+          reading = false
+          if (source.isClosed()) close()
+        },
+      )
+    }, 500)
+    timer.unref()
+  }
   return new ReadableStream({
     start: (controller) => {
-      const run = source.getRunNow(runId)
-      if (!run) {
-        controller.error(new NotFoundError(`run ${runId} not found`))
+      let run
+      try {
+        run = source.getRunNow(runId)
+      } catch (err) {
+        controller.error(fromNative(err))
         return
       }
-      controller.enqueue({
-        type: 'run:snapshot',
-        runId,
-        jobName: run.jobName,
-        labels: run.labels,
-        timestamp: new Date().toISOString(),
-        // The state after every event up to this sequence: later events have a higher one.
-        sequence: source.sequence(),
-        run,
-      })
-      if (TERMINAL.has(run.status)) {
-        controller.close()
-        return
-      }
-      let closed = false
-      const close = () => {
-        if (closed) return
-        closed = true
-        stop()
-        controller.close()
-      }
+      if (!isPromise(run)) return follow(controller, run, source.sequence(), [])
+      // While the run is read off the JS thread, its events are kept: the
+      // snapshot is at least as new as the sequence when the read began, and
+      // the kept events (higher sequences) follow it.
+      const since = source.sequence()
+      const kept = []
       unsub = source.onAny((e) => {
-        if (e.runId !== runId || closed) return
-        controller.enqueue(e)
-        if (TERMINAL_EVENTS.has(e.type)) close()
+        if (e.runId === runId) kept.push(e)
       })
-      // Runs executed by another process: notice the end by polling.
-      timer = setInterval(() => {
-        if (closed || source.isClosed()) return close()
-        const now = source.getRunNow(runId)
-        if (!now || TERMINAL.has(now.status)) {
-          controller.enqueue({
-            type: 'run:snapshot',
-            runId,
-            jobName: run.jobName,
-            labels: run.labels,
-            timestamp: new Date().toISOString(),
-            sequence: source.sequence(),
-            run: now,
-          })
-          close()
-        }
-      }, 500)
-      timer.unref()
+      return run.then(
+        (r) => {
+          unsub()
+          follow(controller, r, since, kept)
+        },
+        (err) => {
+          unsub()
+          controller.error(fromNative(err))
+        },
+      )
     },
     cancel: stop,
   })

@@ -77,12 +77,26 @@ impl AnyEngine {
         )))
     }
 
-    /// The busy timeout a close waits for calls in flight.
+    /// The busy timeout a close waits for calls in flight (plus a margin):
+    /// how long any call may wait for a lock (SQLite's busy handler;
+    /// PostgreSQL's pool wait and `lock_timeout`) before it fails with
+    /// `DB_BUSY`.
     fn busy_timeout(&self) -> Duration {
         match self {
             AnyEngine::Sqlite(e) => e.store().options().busy_timeout,
             #[cfg(feature = "postgres")]
-            AnyEngine::Pg(_) => Duration::from_secs(10),
+            AnyEngine::Pg(e) => e.store().busy_timeout(),
+        }
+    }
+
+    /// Whether reads are served on the calling thread (`getRun` …): a
+    /// blocking store's (SQLite) are, without waiting on the network; an
+    /// async store's go through the `…Async` calls.
+    fn sync_reads(&self) -> bool {
+        match self {
+            AnyEngine::Sqlite(_) => true,
+            #[cfg(feature = "postgres")]
+            AnyEngine::Pg(_) => false,
         }
     }
 }
@@ -155,6 +169,12 @@ pub struct Engine {
     inner: Mutex<Option<Arc<Inner>>>,
 }
 
+/// A `getRuns` filter (JSON from lib/checks.js).
+fn run_filter(text: &str) -> std::result::Result<RunFilter, EngineError> {
+    serde_json::from_str(text)
+        .map_err(|e| EngineError::Validation(format!("invalid run filter: {e}")))
+}
+
 fn ms(v: u32) -> Duration {
     Duration::from_millis(v as u64)
 }
@@ -224,6 +244,19 @@ impl Engine {
         lock(&self.inner)
             .clone()
             .ok_or_else(|| to_js(EngineError::Closed))
+    }
+
+    /// `inner` for a call served on the JS thread: refused (INTERNAL, a bug
+    /// of the JS layer) on a store whose reads are network round trips, which
+    /// would stall the event loop meanwhile.
+    fn sync_inner(&self, call: &str) -> Result<Arc<Inner>, JsCode> {
+        let inner = self.inner()?;
+        if !inner.engine.sync_reads() {
+            return Err(to_js(EngineError::Internal(format!(
+                "{call} would block the JS thread on this database: use {call}Async"
+            ))));
+        }
+        Ok(inner)
     }
 
     /// Creates or upgrades the schema (waits for the lock); returns the version.
@@ -465,37 +498,109 @@ impl Engine {
         ))
     }
 
+    /// Whether `getRun`, `getRuns`, `getSteps`, `getLogs` and `runCounts`
+    /// may be called (SQLite: served on the calling thread at once). When
+    /// false (PostgreSQL: every read is a network round trip) they throw and
+    /// the `…Async` calls serve them off the JS thread. (`migrate` stays
+    /// callable for the implicit migration of a first call; `migrate()` and
+    /// `init()` use `migrateAsync` there.)
+    #[napi(catch_unwind)]
+    pub fn sync_reads(&self) -> Result<bool, JsCode> {
+        Ok(self.inner()?.engine.sync_reads())
+    }
+
     /// One run as JSON, or null.
     #[napi(catch_unwind)]
     pub fn get_run(&self, id: String) -> Result<Option<String>, JsCode> {
-        with_engine!(&self.inner()?.engine, e => e.wait(e.get_run(&id))).map_err(to_js)
+        let inner = self.sync_inner("getRun")?;
+        with_engine!(&inner.engine, e => e.wait(e.get_run(&id))).map_err(to_js)
     }
 
     /// Runs matching a JSON filter, newest first (JSON array).
     #[napi(catch_unwind)]
     pub fn get_runs(&self, filter: String) -> Result<String, JsCode> {
-        let inner = self.inner()?;
-        let filter: RunFilter = serde_json::from_str(&filter)
-            .map_err(|e| to_js(EngineError::Validation(format!("invalid run filter: {e}"))))?;
+        let inner = self.sync_inner("getRuns")?;
+        let filter = run_filter(&filter).map_err(to_js)?;
         with_engine!(&inner.engine, e => e.wait(e.get_runs(&filter))).map_err(to_js)
     }
 
     /// A run's steps (JSON array).
     #[napi(catch_unwind)]
     pub fn get_steps(&self, run_id: String) -> Result<String, JsCode> {
-        with_engine!(&self.inner()?.engine, e => e.wait(e.get_steps(&run_id))).map_err(to_js)
+        let inner = self.sync_inner("getSteps")?;
+        with_engine!(&inner.engine, e => e.wait(e.get_steps(&run_id))).map_err(to_js)
     }
 
     /// A run's persisted logs (JSON array).
     #[napi(catch_unwind)]
     pub fn get_logs(&self, run_id: String) -> Result<String, JsCode> {
-        with_engine!(&self.inner()?.engine, e => e.wait(e.get_logs(&run_id))).map_err(to_js)
+        let inner = self.sync_inner("getLogs")?;
+        with_engine!(&inner.engine, e => e.wait(e.get_logs(&run_id))).map_err(to_js)
     }
 
     /// Run counts per job and status (JSON array of `{jobName, status, count}`).
     #[napi(catch_unwind)]
     pub fn run_counts(&self) -> Result<String, JsCode> {
-        with_engine!(&self.inner()?.engine, e => e.wait(e.run_counts())).map_err(to_js)
+        let inner = self.sync_inner("runCounts")?;
+        with_engine!(&inner.engine, e => e.wait(e.run_counts())).map_err(to_js)
+    }
+
+    /// `migrate` off the JS thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+    pub fn migrate_async(&self) -> Result<AsyncTask<NativeTask<i64>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.migrate())),
+        ))
+    }
+
+    /// `getRun` off the JS thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<string | null>")]
+    pub fn get_run_async(
+        &self,
+        id: String,
+    ) -> Result<AsyncTask<NativeTask<Option<String>>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.get_run(&id))),
+        ))
+    }
+
+    /// `getRuns` off the JS thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn get_runs_async(&self, filter: String) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
+        let inner = self.inner()?;
+        let filter = run_filter(&filter).map_err(to_js)?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.get_runs(&filter))),
+        ))
+    }
+
+    /// `getSteps` off the JS thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn get_steps_async(&self, run_id: String) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.get_steps(&run_id))),
+        ))
+    }
+
+    /// `getLogs` off the JS thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn get_logs_async(&self, run_id: String) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.get_logs(&run_id))),
+        ))
+    }
+
+    /// `runCounts` off the JS thread.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn run_counts_async(&self) -> Result<AsyncTask<NativeTask<String>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.run_counts())),
+        ))
     }
 
     /// Cancels a run.
