@@ -148,6 +148,53 @@ describe.skipIf(why)('PostgreSQL reads', () => {
     }
   })
 
+  it('the first call of a fresh instance migrates off the JS thread too', async () => {
+    const opts = pgOptions('reads')
+    // Another process migrating the same schema: its advisory lock (src/pg/migrate.rs) held 1.5 s.
+    const app = `durably_locker_${process.pid}_${lockers.length}`
+    lockers.push(app)
+    const child = spawn(
+      psqlPath(),
+      ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', `${pgUrl()}?application_name=${app}`, '-c',
+        `BEGIN; SELECT pg_advisory_xact_lock(hashtext('durably.migrate'), hashtext('${opts.schema}')); SELECT pg_sleep(1.5); COMMIT;`],
+      { stdio: 'ignore' },
+    )
+    const ended = new Promise((r) => child.once('exit', r))
+    const until = Date.now() + 20_000
+    while (Number(sql(pgUrl(), `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = '${app}'`)) !== 1) {
+      if (Date.now() > until) throw new Error('the advisory lock was not taken')
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    const d = createDurably({ ...opts, jobs: { echo }, busyTimeout: 30_000 })
+    try {
+      let ticks = 0
+      const timer = setInterval(() => ticks++, 10)
+      const t0 = Date.now()
+      let runs
+      try {
+        runs = await d.getRuns() // no migrate() or init() first
+      } finally {
+        clearInterval(timer)
+      }
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(700)
+      expect(ticks).toBeGreaterThanOrEqual(15)
+      expect(runs).toEqual([])
+      await ended
+      // Concurrent first calls share one migration.
+      const d2 = createDurably({ ...pgOptions('reads'), jobs: { echo } })
+      try {
+        const [a, b] = await Promise.all([d2.getStats(), d2.getRuns()])
+        expect(a.total).toBe(0)
+        expect(b).toEqual([])
+        expect((await d2.jobs.echo.trigger({ n: 1 })).status).toBe('pending')
+      } finally {
+        await d2.close()
+      }
+    } finally {
+      await d.close()
+    }
+  })
+
   it('close() waits for a read stuck on a lock only as long as busyTimeout allows, as on SQLite', async () => {
     const opts = pgOptions('close')
     const d = createDurably({ ...opts, jobs: { echo }, busyTimeout: 1000 })

@@ -90,7 +90,33 @@ class Durably {
     if (this._closed) throw new DurablyError('durably instance is closed', 'CLOSED')
   }
 
+  /**
+   * Migrates on first use. SQLite: on this thread, returns undefined.
+   * PostgreSQL: off the JS thread (a network round trip, maybe a wait for
+   * another process's migration), returns a promise: callers await it.
+   */
   _ensureReady() {
+    this._ensureOpen()
+    if (this._migrated) return undefined
+    if (!this._syncReads) {
+      this._migrating ??= nativeAsync(this._engine.migrateAsync()).then(
+        () => {
+          this._migrated = true
+          this._migrating = null
+        },
+        (err) => {
+          this._migrating = null
+          throw err
+        },
+      )
+      return this._migrating
+    }
+    this._ensureReadyNow()
+    return undefined
+  }
+
+  /** Migrates on first use, on this thread (for calls that must answer at once). */
+  _ensureReadyNow() {
     this._ensureOpen()
     if (!this._migrated) {
       native(() => this._engine.migrate())
@@ -132,7 +158,8 @@ class Durably {
 
   /** Starts the worker loop. */
   async start() {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     if (this._runner.started) return
     this._runner.start()
     // The native worker never keeps Node alive by itself; this timer does while started.
@@ -252,7 +279,8 @@ class Durably {
    * start it (triggerAndWait subscribes there, so it misses nothing).
    */
   async _trigger(def, input, options, onRun) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     const o = this._options.labels ? await this._triggerOptions(options) : checkTriggerOptions(options)
     let value = validate(def.input, input, `invalid input for job '${def.name}'`)
     if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
@@ -327,7 +355,8 @@ class Durably {
   }
 
   async _batchTrigger(def, items) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     if (!Array.isArray(items)) throw new ValidationError('batchTrigger takes an array of { input, options }')
     const prepared = []
     for (let i = 0; i < items.length; i++) {
@@ -373,7 +402,8 @@ class Durably {
   // ---- queries ---------------------------------------------------------------
 
   async getRun(id) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     checkId(id)
     return parseRun(await this._read('getRun', id))
   }
@@ -394,33 +424,38 @@ class Durably {
   }
 
   async getRuns(filter) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     const f = checkFilter(filter)
     return parseRuns(await this._read('getRuns', JSON.stringify(f)))
   }
 
   async getSteps(runId) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     checkId(runId)
     return parseSteps(await this._read('getSteps', runId))
   }
 
   async getLogs(runId) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     checkId(runId)
     return parseLogs(await this._read('getLogs', runId))
   }
 
   /** Run counts: `{ total, byStatus: { pending, … }, byJob: { [jobName]: { total, pending, … } } }`. */
   async getStats() {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     return tallyStats(JSON.parse(await this._read('runCounts')))
   }
 
   // ---- management ------------------------------------------------------------
 
   async retry(runId) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     checkId(runId)
     const run = parseRun(await nativeAsync(this._engine.retry(runId)))
     this._emit('run:retry', run)
@@ -429,7 +464,8 @@ class Durably {
   }
 
   async retrigger(runId) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     checkId(runId)
     const run = await this._getRunNow(runId)
     if (!run) throw new NotFoundError(`run ${runId} not found`)
@@ -449,7 +485,8 @@ class Durably {
   }
 
   async cancel(runId) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     checkId(runId)
     const run = parseRun((await nativeAsync(this._engine.cancel(runId))).run)
     this._runner.cancelled(runId)
@@ -458,14 +495,16 @@ class Durably {
   }
 
   async deleteRun(runId) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     checkId(runId)
     const run = parseRun(await nativeAsync(this._engine.deleteRun(runId)))
     this._emit('run:delete', run)
   }
 
   async purgeRuns(options) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     const { olderThan, limit = 1000 } = options ?? {}
     if (!(olderThan instanceof Date) || Number.isNaN(olderThan.getTime())) {
       throw new ValidationError('purgeRuns: olderThan must be a valid Date')
@@ -478,14 +517,16 @@ class Durably {
 
   /** Resolves with the completed run; rejects on failure, cancellation, timeout. */
   waitForRun(runId, options = {}) {
-    this._ensureReady()
+    const ready = this._ensureReady()
     checkId(runId)
+    if (ready) return ready.then(() => waitForRun(this._watchSource(), runId, options))
     return waitForRun(this._watchSource(), runId, options)
   }
 
   /** A stream of one run's events: its current state first, closing after its terminal event. */
   subscribe(runId) {
-    this._ensureReady()
+    // The stream is returned at once: a first use migrates on this thread.
+    this._ensureReadyNow()
     checkId(runId)
     return subscribe(this._watchSource(), runId)
   }
@@ -538,7 +579,8 @@ class Durably {
    * First recovers stale runs (a crashed worker's) and applies `retainRuns`.
    */
   async processOne() {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     await this._beforeProcessing()
     return this._runner.processNext()
   }
@@ -548,7 +590,8 @@ class Durably {
    * many ran. First recovers stale runs and applies `retainRuns`, once.
    */
   async processUntilIdle(options) {
-    this._ensureReady()
+    const ready = this._ensureReady()
+    if (ready) await ready
     if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) {
       throw new ValidationError('processUntilIdle(): options must be an object { maxRuns? }')
     }
