@@ -22,7 +22,7 @@ mod trigger;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -78,7 +78,48 @@ pub fn system_clock() -> Clock {
 
 /// ISO-8601 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
 pub fn iso(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    // humantime panics outside 1970..=9999; a PostgreSQL timestamp written
+    // by hand can be anywhere in that range, so those are formatted here.
+    const YEAR_10000: u64 = 253_402_300_800;
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < YEAR_10000 => humantime::format_rfc3339_millis(t).to_string(),
+        Ok(d) => iso_from_millis(i128::from(d.as_secs()) * 1000 + i128::from(d.subsec_millis())),
+        Err(e) => {
+            let d = e.duration();
+            // Round toward the past, as for times after the epoch.
+            iso_from_millis(-(d.as_nanos() as i128 + 999_999) / 1_000_000)
+        }
+    }
+}
+
+/// RFC 3339 (proleptic Gregorian, UTC) for any instant, given in
+/// milliseconds since the epoch; years outside 0..=9999 get a sign and
+/// more digits, as in ISO 8601's expanded form.
+fn iso_from_millis(ms: i128) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    let year = if (0..=9999).contains(&year) {
+        format!("{year:04}")
+    } else {
+        format!("{year:+07}")
+    };
+    format!(
+        "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
 }
 
 /// The database of one durably instance.

@@ -1,6 +1,6 @@
 //! SqliteStore tests on temp-file databases (no Node).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::error::Error;
@@ -629,4 +629,33 @@ fn protocol_trigger_fixture_parses() -> TestResult {
     )
     .is_err());
     Ok(())
+}
+
+#[test]
+fn iso_formats_every_instant_without_panicking() {
+    // The civil-date arithmetic agrees with humantime wherever humantime works.
+    let mut ms: u64 = 0;
+    while ms < 253_402_300_800_000 {
+        let t = UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(
+            iso_from_millis(i128::from(ms)),
+            humantime::format_rfc3339_millis(t).to_string(),
+            "at {ms} ms"
+        );
+        ms = ms * 3 + 86_399_999 + ms % 7_919;
+    }
+    let before = |ms: u64| iso(UNIX_EPOCH - Duration::from_millis(ms));
+    assert_eq!(before(1), "1969-12-31T23:59:59.999Z");
+    assert_eq!(before(86_400_000), "1969-12-31T00:00:00.000Z");
+    assert_eq!(before(2_208_988_800_000), "1900-01-01T00:00:00.000Z");
+    assert_eq!(before(62_167_219_200_000), "0000-01-01T00:00:00.000Z");
+    assert_eq!(before(62_167_219_200_001), "-000001-12-31T23:59:59.999Z");
+    // Half a millisecond before the epoch is still in 1969.
+    assert_eq!(
+        iso(UNIX_EPOCH - Duration::from_micros(500)),
+        "1969-12-31T23:59:59.999Z"
+    );
+    let after = |s: u64| iso(UNIX_EPOCH + Duration::from_secs(s));
+    assert_eq!(after(253_402_300_799), "9999-12-31T23:59:59.000Z");
+    assert_eq!(after(253_402_300_800), "+010000-01-01T00:00:00.000Z");
 }
