@@ -364,10 +364,10 @@ impl Engine {
             labels: &labels,
         };
         Ok(match &inner.engine {
-            AnyEngine::Sqlite(e) => e.try_trigger(&item).map_err(to_js)?.map(|o| {
-                let claimed = e.start_locally(&o);
-                TriggerResult::from(o).with_claimed(claimed)
-            }),
+            AnyEngine::Sqlite(e) => e
+                .try_trigger(&item)
+                .map_err(to_js)?
+                .map(|(o, claimed)| TriggerResult::from(o).with_claimed(claimed)),
             #[cfg(feature = "postgres")]
             AnyEngine::Pg(_) => None,
         })

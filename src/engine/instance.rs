@@ -298,18 +298,27 @@ impl<S: Store> Engine<S> {
 /// caller then uses the waiting operation off its thread.
 impl<S: SyncStore> Engine<S> {
     /// Creates one run without waiting; wakes the claim loop when it wrote.
-    pub fn try_trigger(&self, item: &TriggerItem<'_>) -> Result<Option<TriggerOutcome>> {
-        let out = self.store.try_trigger(item)?;
+    /// When it created a run and the worker is on, the same commit claims
+    /// one run for a free slot (the oldest claimable, usually this one), for
+    /// the caller to execute now ([`Worker::try_trigger`]).
+    #[allow(clippy::type_complexity)]
+    pub fn try_trigger(
+        &self,
+        item: &TriggerItem<'_>,
+    ) -> Result<Option<(TriggerOutcome, Vec<ClaimedRun>)>> {
+        let out = self.worker.try_trigger(item)?;
         if out.is_some() {
             self.worker.wake();
         }
         Ok(out)
     }
 
-    /// After a trigger: when it created a run and the worker is on
-    /// ([`policy::start_locally`]), claims one run (the oldest claimable,
-    /// usually this one) now on the calling thread, without waiting for the
-    /// lock, so the caller executes it without a hop through the claim loop.
+    /// After a waiting trigger (on a pool thread; the fast path claims in
+    /// the trigger's own commit, see [`Engine::try_trigger`]): when it
+    /// created a run and the worker is on ([`policy::start_locally`]), claims
+    /// one run (the oldest claimable, usually this one) now on the calling
+    /// thread, without waiting for the lock, so the caller executes it
+    /// without a hop through the claim loop.
     /// Nothing when the lock or no slot is free (the woken loop claims it);
     /// a failed claim is reported to the sink (`claim`), not to the trigger.
     pub fn start_locally(&self, outcome: &TriggerOutcome) -> Vec<ClaimedRun> {

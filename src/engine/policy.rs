@@ -53,8 +53,9 @@ pub fn should_claim(woken: bool, changed: bool, poll_due: bool, free: usize) -> 
     (woken || changed || poll_due) && free > 0
 }
 
-/// Whether a trigger that just wrote claims on the calling thread (in its
-/// own commit after the trigger's), instead of waiting for the claim loop to
+/// Whether a trigger that just wrote claims on the calling thread (in the
+/// trigger's own commit on the non-waiting path, in a second one after a
+/// waiting trigger), instead of waiting for the claim loop to
 /// wake, claim and call back: when it created a run and the worker is on.
 pub fn start_locally(created: bool, running: bool) -> bool {
     created && running

@@ -364,8 +364,8 @@ mod sqlite {
     }
 
     /// A trigger that created a run claims it on the calling thread while
-    /// the worker is on; not when stopped, not for an idempotent hit, and
-    /// not when no slot is free.
+    /// the worker is on, in the trigger's own commit; not when stopped, not
+    /// for an idempotent hit, and not when no slot is free.
     #[test]
     fn a_created_run_starts_locally_only_while_the_worker_is_on() -> TResult {
         run(None, |fx| async move {
@@ -379,27 +379,36 @@ mod sqlite {
                 coalesce: false,
                 labels: "{}",
             };
-            let stopped = e.try_trigger(&item(Some("a")))?.ok_or("lock taken")?;
-            assert!(e.start_locally(&stopped).is_empty(), "the worker is off");
+            let (_, claimed) = e.try_trigger(&item(Some("a")))?.ok_or("lock taken")?;
+            assert!(claimed.is_empty(), "the worker is off");
             // The loop is on but gets no turn: this (paused, single-threaded)
             // runtime runs no task until the test awaits.
             e.start();
-            let hit = e.try_trigger(&item(Some("a")))?.ok_or("lock taken")?;
+            let (hit, claimed) = e.try_trigger(&item(Some("a")))?.ok_or("lock taken")?;
             assert!(matches!(hit, TriggerOutcome::Idempotent(_)));
-            assert!(e.start_locally(&hit).is_empty(), "nothing was created");
-            let created = e.try_trigger(&item(None))?.ok_or("lock taken")?;
-            let claimed = e.start_locally(&created);
+            assert!(claimed.is_empty(), "nothing was created");
+            let commits = e.store().commit_count();
+            let (created, claimed) = e.try_trigger(&item(None))?.ok_or("lock taken")?;
             assert_eq!(claimed.len(), 1, "the oldest claimable run");
+            assert!(matches!(created, TriggerOutcome::Created { .. }));
+            assert_eq!(
+                e.store().commit_count(),
+                commits + 1,
+                "the run was created and claimed in one commit"
+            );
+            let v: serde_json::Value = serde_json::from_str(&claimed[0].json)?;
+            assert_eq!(v["status"], "running");
             assert_eq!(e.inflight(), 1);
             let more: Vec<_> = (0..4)
                 .map(|_| e.try_trigger(&item(None)))
                 .collect::<crate::error::Result<_>>()?;
-            let mut started = 0;
-            for o in more.iter().flatten() {
-                started += e.start_locally(o).len();
-            }
+            let started: usize = more.iter().flatten().map(|(_, c)| c.len()).sum();
             assert_eq!(started, 3, "up to max_concurrent (4) in flight");
             assert_eq!(e.inflight(), 4);
+            assert_eq!(
+                status(e.store().as_ref(), &claimed[0].id).await?.as_deref(),
+                Some("running")
+            );
             assert!(
                 lock(&fx.rec.errors).is_empty(),
                 "{:?}",

@@ -227,6 +227,18 @@ pub enum Notice {
 pub trait SyncStore: Store {
     /// [`Store::trigger`] without waiting.
     fn try_trigger(&self, item: &TriggerItem<'_>) -> Result<Option<TriggerOutcome>>;
+    /// [`Store::trigger`] without waiting, then, in the same transaction,
+    /// the claim `then` asks for given the trigger's outcome (a run triggered
+    /// where a slot is free starts with one commit, not two). A claim that
+    /// fails is rolled back alone and returned beside the outcome.
+    #[allow(clippy::type_complexity)]
+    fn try_trigger_then_claim<F>(
+        &self,
+        item: &TriggerItem<'_>,
+        then: F,
+    ) -> Result<Option<(TriggerOutcome, Result<Vec<ClaimedRun>>)>>
+    where
+        F: FnOnce(&TriggerOutcome) -> ClaimRequest;
     /// [`Store::trigger_batch`] without waiting.
     fn try_trigger_batch(&self, items: &[TriggerItem<'_>]) -> Result<Option<Vec<TriggerOutcome>>>;
     /// [`Store::claim`] without waiting.

@@ -399,7 +399,10 @@ fn apply_all(
 /// Runs `f` in a savepoint: rolled back alone when it fails. The outer
 /// `Result` is the batch's (a failure of the database as a whole, which no
 /// op can be blamed for); the inner one is the op's.
-fn in_savepoint<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<Result<T>> {
+pub(crate) fn in_savepoint<T>(
+    c: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<Result<T>> {
     c.prepare_cached("SAVEPOINT flush_op")?.execute([])?;
     match f(c) {
         Ok(v) => {

@@ -189,6 +189,11 @@ impl SqliteStore {
         &self.opts
     }
 
+    /// Transactions this store's writer committed so far.
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
     /// This instance's lease owner id (`pid:ulid`).
     pub fn owner(&self) -> &str {
         &self.owner

@@ -192,6 +192,20 @@ impl SyncStore for SqliteStore {
         SqliteStore::try_trigger(self, item)
     }
 
+    fn try_trigger_then_claim<F>(
+        &self,
+        item: &TriggerItem<'_>,
+        then: F,
+    ) -> Result<Option<(TriggerOutcome, Result<Vec<ClaimedRun>>)>>
+    where
+        F: FnOnce(&TriggerOutcome) -> ClaimRequest,
+    {
+        self.try_trigger_then(item, |c, outcome| match then(outcome) {
+            None => Ok(Ok(Vec::new())),
+            request => super::flush::in_savepoint(c, |c| self.claim_requested(c, request)),
+        })
+    }
+
     fn try_trigger_batch(&self, items: &[TriggerItem<'_>]) -> Result<Option<Vec<TriggerOutcome>>> {
         SqliteStore::try_trigger_batch(self, items)
     }

@@ -659,3 +659,43 @@ fn iso_formats_every_instant_without_panicking() {
     assert_eq!(after(253_402_300_799), "9999-12-31T23:59:59.000Z");
     assert_eq!(after(253_402_300_800), "+010000-01-01T00:00:00.000Z");
 }
+
+/// A trigger claims in its own commit; a claim that fails is rolled back
+/// alone (no run left `running` for nobody) and the trigger still commits.
+#[test]
+fn a_trigger_and_its_claim_share_one_commit_and_a_failed_claim_leaves_nothing() -> TestResult {
+    use super::backend::SyncStore;
+    use std::sync::Arc;
+    let (_d, store) = temp_store()?;
+    let names: Arc<[String]> = jobs(&["ok", "refused"]).into();
+    // One commit for both.
+    let commits = store.commit_count();
+    let (out, claimed) = store
+        .try_trigger_then_claim(&item("ok", None, None), |_| Some((names.clone(), 1)))?
+        .ok_or("lock taken")?;
+    assert_eq!(store.commit_count(), commits + 1);
+    assert_eq!(claimed?.len(), 1);
+    assert!(matches!(out, TriggerOutcome::Created { .. }));
+    // A claim of two whose second update fails: the first is undone too.
+    let older = created_id(store.trigger(&item("ok", None, None))?);
+    store.write(|c| {
+        Ok(c.execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE UPDATE OF status ON main.runs \
+             WHEN NEW.job_name = 'refused' AND NEW.status = 'running' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )?)
+    })?;
+    let (out, claimed) = store
+        .try_trigger_then_claim(&item("refused", None, None), |_| Some((names.clone(), 2)))?
+        .ok_or("lock taken")?;
+    assert!(claimed.is_err(), "the claim failed");
+    let created = created_id(out);
+    let status = |id: &str| -> std::result::Result<String, Box<dyn std::error::Error>> {
+        Ok(store.read(|c| {
+            Ok(c.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))?)
+        })?)
+    };
+    assert_eq!(status(&created)?, "pending", "the trigger committed");
+    assert_eq!(status(&older)?, "pending", "the failed claim took nothing");
+    Ok(())
+}

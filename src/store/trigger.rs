@@ -98,6 +98,20 @@ impl SqliteStore {
         self.try_write(|c| self.trigger_in(c, item, &self.now()))
     }
 
+    /// [`SqliteStore::try_trigger`], then `then` in the same transaction
+    /// (given the outcome; its error fails the whole transaction).
+    pub(crate) fn try_trigger_then<T>(
+        &self,
+        item: &TriggerItem,
+        then: impl FnOnce(&Connection, &TriggerOutcome) -> Result<T>,
+    ) -> Result<Option<(TriggerOutcome, T)>> {
+        self.try_write(|c| {
+            let out = self.trigger_in(c, item, &self.now())?;
+            let then = then(c, &out)?;
+            Ok((out, then))
+        })
+    }
+
     /// Creates all runs in one transaction: all or nothing.
     /// The runs of a batch share one `created_at` (their ids keep their order).
     pub fn trigger_batch(&self, items: &[TriggerItem]) -> Result<Vec<TriggerOutcome>> {

@@ -26,6 +26,7 @@ use crate::engine::policy;
 use crate::error::{Error, Result};
 use crate::store::{
     lock, poll_once, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, Store, SyncStore,
+    TriggerItem, TriggerOutcome,
 };
 
 pub use crate::engine::policy::LostReason;
@@ -397,6 +398,56 @@ impl<S: SyncStore> Worker<S> {
             _ => sh.settle(n, &[]),
         }
         out
+    }
+
+    /// Creates one run without waiting and, when it created one while the
+    /// claim loop is on ([`policy::start_locally`]), claims in the same
+    /// commit the oldest claimable run (usually this one) for a free slot:
+    /// the caller executes it without a hop through the loop, and a trigger
+    /// that starts its run here costs one commit. A failed claim is reported
+    /// to the sink (`claim`), not to the trigger. `None` when the lock is taken.
+    #[allow(clippy::type_complexity)]
+    pub fn try_trigger(
+        &self,
+        item: &TriggerItem<'_>,
+    ) -> Result<Option<(TriggerOutcome, Vec<ClaimedRun>)>> {
+        let sh = &self.shared;
+        let running = sh.running.load(Ordering::SeqCst);
+        let mut reserved = 0;
+        let out = sh.store.try_trigger_then_claim(item, |outcome| {
+            let created = matches!(outcome, TriggerOutcome::Created { .. });
+            if !policy::start_locally(created, running) {
+                return None;
+            }
+            let jobs = sh.job_set();
+            if jobs.names.is_empty() {
+                return None;
+            }
+            reserved = sh.reserve(1, &[]);
+            if reserved == 0 {
+                return None;
+            }
+            Some((jobs.names.clone(), reserved))
+        });
+        match out {
+            Ok(Some((outcome, Ok(runs)))) => {
+                sh.settle(reserved, &runs);
+                Ok(Some((outcome, runs)))
+            }
+            Ok(Some((outcome, Err(e)))) => {
+                sh.settle(reserved, &[]);
+                sh.sink.error("claim", &e);
+                Ok(Some((outcome, Vec::new())))
+            }
+            Ok(None) => {
+                sh.settle(reserved, &[]);
+                Ok(None)
+            }
+            Err(e) => {
+                sh.settle(reserved, &[]);
+                Err(e)
+            }
+        }
     }
 
     /// [`Worker::flush`] without waiting: `None` when the lock is taken.
