@@ -270,6 +270,71 @@ describe('logs', () => {
     expect(await d.getLogs(r.id)).toEqual([])
   })
 
+  it('log:write names the step while two run at once, the first started alone (no scope) or not', async () => {
+    const overlap = defineJob({
+      name: 'overlap',
+      run: async (ctx) => {
+        await Promise.all([
+          ctx.run('first', async () => {
+            await sleep(10)
+            ctx.log.info('first, second in flight')
+            await sleep(40)
+          }),
+          ctx.run('second', async () => {
+            await sleep(25)
+            ctx.log.info('second, first in flight')
+          }),
+        ])
+        await ctx.run('third', async () => ctx.log.info('third alone'))
+      },
+    })
+    const d = makeDurably({ jobs: { overlap } })
+    const logs = []
+    d.on('log:write', (e) => logs.push([e.stepName, e.message]))
+    await d.init()
+    await d.jobs.overlap.triggerAndWait(undefined, { timeout: 5000 })
+    expect(logs).toEqual([
+      ['first', 'first, second in flight'],
+      ['second', 'second, first in flight'],
+      ['third', 'third alone'],
+    ])
+  })
+
+  it("log:write of a run started inside another run's step names its own step, not the other run's", async () => {
+    // The child is triggered (and, a slot being free, started) from inside
+    // the parent's step 's2', so it inherits that step's async context.
+    let d
+    const child = defineJob({
+      name: 'child',
+      run: async (ctx) => {
+        await Promise.all([
+          ctx.run('s1', async () => {
+            await sleep(10)
+            ctx.log.info('child s1')
+            await sleep(30)
+          }),
+          ctx.run('s2', () => sleep(25)),
+        ])
+      },
+    })
+    const parent = defineJob({
+      name: 'parent',
+      run: async (ctx) => {
+        await Promise.all([
+          ctx.run('s1', () => sleep(5)),
+          ctx.run('s2', async () => (await d.jobs.child.trigger(undefined)).id),
+        ])
+      },
+    })
+    d = makeDurably({ jobs: { child, parent }, maxConcurrentRuns: 2 })
+    const logs = []
+    d.on('log:write', (e) => logs.push([e.jobName, e.stepName, e.message]))
+    await d.init()
+    await d.jobs.parent.triggerAndWait(undefined, { timeout: 5000 })
+    await until(() => logs.length === 1, { what: "the child's log" })
+    expect(logs).toEqual([['child', 's1', 'child s1']])
+  })
+
   it('withLogPersistence stores every log with its step and data', async () => {
     const d = makeDurably({ jobs: { logging } })
     d.use(withLogPersistence())

@@ -16,7 +16,15 @@ const {
   TimeoutError,
 } = require('./errors')
 
-/** Which step a `ctx.log` call comes from, also under Promise.all. */
+/**
+ * Which step a `ctx.log` call comes from under Promise.all: `{ exec, name }`.
+ * Only a step started while another of its run is in flight enters it. A
+ * step started alone does not: it is the run's `solo` step, the one a log
+ * with no scope of this run's steps in flight comes from. (An
+ * AsyncLocalStorage that was ever entered turns on Node's promise hooks for
+ * the whole process, ~10 % of the CPU of a step; most jobs run their steps
+ * one at a time and never pay it.)
+ */
 const stepScope = new AsyncLocalStorage()
 
 const PROGRESS_INTERVAL_MS = 50
@@ -109,6 +117,7 @@ class Execution {
     this.running = 0 // steps executing now
     this.inFlight = new Set() // their names
     this.lastStep = null
+    this.solo = null // the step in flight that was started alone (see stepScope)
     this.ended = false
     // Set once a committed "c" or "f" op freed this run's slot in the engine,
     // which then needs no separate release() (one boundary crossing less per run).
@@ -276,14 +285,17 @@ class Execution {
     const t0 = performance.now()
     const signal = this.controller.signal
     let value
+    const alone = this.running === 0
     this.running++
     this.inFlight.add(name)
     this.lastStep = name
+    if (alone) this.solo = name
     try {
-      value = await stepScope.run(name, callStep, fn, signal)
+      value = await (alone ? callStep(fn, signal) : stepScope.run({ exec: this, name }, callStep, fn, signal))
     } catch (err) {
       this.running--
       this.inFlight.delete(name)
+      if (this.solo === name) this.solo = null
       if (this.detached) return NEVER
       if (signal.aborted) return this.stepCut(name, index, startedAt)
       if (err !== null && typeof err === 'object') stepErrors.set(err, name)
@@ -292,6 +304,7 @@ class Execution {
     }
     this.running--
     this.inFlight.delete(name)
+    if (this.solo === name) this.solo = null
     if (this.detached) return NEVER
     if (signal.aborted) return this.stepCut(name, index, startedAt)
     let text
@@ -425,9 +438,19 @@ class Execution {
   log(level, message, data) {
     if (this.detached) return
     if (typeof message !== 'string') throw new ValidationError(`ctx.log.${level}: message must be a string`)
-    const stepName = this.running === 0 ? null : (stepScope.getStore() ?? this.lastStep)
+    const stepName = this.running === 0 ? null : this.currentStep()
     this.emit('log:write', { stepName, level, message, data: data === undefined ? null : data })
     if (this.host.persistLogs()) this.persistLog(stepName, level, message, data)
+  }
+
+  /** The step in flight a log comes from (some step is in flight). */
+  currentStep() {
+    if (this.running === 1) return this.inFlight.values().next().value
+    // The scope of a step of this run still in flight; else the solo step
+    // (a scope may be stale: another run's, or a step that ended).
+    const scope = stepScope.getStore()
+    if (scope !== undefined && scope.exec === this && this.inFlight.has(scope.name)) return scope.name
+    return this.solo ?? this.lastStep
   }
 
   persistLog(stepName, level, message, data) {
