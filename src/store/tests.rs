@@ -699,3 +699,57 @@ fn a_trigger_and_its_claim_share_one_commit_and_a_failed_claim_leaves_nothing() 
     assert_eq!(status(&older)?, "pending", "the failed claim took nothing");
     Ok(())
 }
+
+/// A long batch mixing plain items (inserted many rows per statement) with
+/// keyed and coalescing ones (one by one): every item gets its own outcome,
+/// in order, and every run is stored as its item says.
+#[test]
+fn a_long_mixed_batch_keeps_each_item_and_its_order() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let inputs: Vec<String> = (0..130).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let mut items: Vec<TriggerItem> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| TriggerItem {
+            input,
+            concurrency_key: (i % 7 == 0).then_some("k"),
+            ..item("job", None, None)
+        })
+        .collect();
+    items[60].idempotency_key = Some("same"); // splits the plain items
+    items[61].idempotency_key = Some("same"); // the run of item 60
+    items[62].coalesce = true; // coalesced into the oldest pending run of key "k"
+    items[62].concurrency_key = Some("k");
+    let out = store.trigger_batch(&items)?;
+    assert_eq!(out.len(), items.len());
+    let created: Vec<(usize, String)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            TriggerOutcome::Created { id, .. } => Some((i, id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), items.len() - 2);
+    assert!(matches!(out[61], TriggerOutcome::Idempotent(ref j) if j.contains(&created[60].1)));
+    assert!(matches!(out[62], TriggerOutcome::Coalesced(ref j) if j.contains(&created[0].1)));
+    assert!(
+        created.windows(2).all(|w| w[0].1 < w[1].1),
+        "ids keep the batch's order"
+    );
+    for (i, id) in &created {
+        let (input, key, idem, status): (String, Option<String>, Option<String>, String) =
+            store.read(|c| {
+                Ok(c.query_row(
+                    "SELECT input, concurrency_key, idempotency_key, status FROM runs WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?)
+            })?;
+        assert_eq!(input, inputs[*i]);
+        assert_eq!(key.as_deref(), items[*i].concurrency_key);
+        assert_eq!(idem.as_deref(), items[*i].idempotency_key);
+        assert_eq!(status, "pending");
+    }
+    Ok(())
+}

@@ -3,8 +3,9 @@
 //! processes.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, ToSql};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -115,24 +116,74 @@ impl SqliteStore {
     /// Creates all runs in one transaction: all or nothing.
     /// The runs of a batch share one `created_at` (their ids keep their order).
     pub fn trigger_batch(&self, items: &[TriggerItem]) -> Result<Vec<TriggerOutcome>> {
-        self.write(|c| {
-            let now = self.now();
-            items
-                .iter()
-                .map(|it| self.trigger_in(c, it, &now))
-                .collect()
-        })
+        self.write(|c| self.trigger_batch_in(c, items, &self.now()))
     }
 
     /// Like [`SqliteStore::trigger_batch`] but never waits; `None` when the lock is taken.
     pub fn try_trigger_batch(&self, items: &[TriggerItem]) -> Result<Option<Vec<TriggerOutcome>>> {
-        self.try_write(|c| {
-            let now = self.now();
-            items
+        self.try_write(|c| self.trigger_batch_in(c, items, &self.now()))
+    }
+
+    /// The runs of a batch, in order. Runs of consecutive plain items (no
+    /// idempotency key, no coalescing: nothing to look up first) are
+    /// inserted [`BATCH_ROWS`] per statement; the others one by one.
+    fn trigger_batch_in(
+        &self,
+        c: &Connection,
+        items: &[TriggerItem],
+        now: &str,
+    ) -> Result<Vec<TriggerOutcome>> {
+        let plain = |it: &TriggerItem| it.idempotency_key.is_none() && !it.coalesce;
+        let mut out = Vec::with_capacity(items.len());
+        let mut rest = items;
+        while let Some(first) = rest.first() {
+            if !plain(first) {
+                out.push(self.trigger_in(c, first, now)?);
+                rest = &rest[1..];
+                continue;
+            }
+            let n = rest
                 .iter()
-                .map(|it| self.trigger_in(c, it, &now))
-                .collect()
-        })
+                .take(BATCH_ROWS)
+                .take_while(|it| plain(it))
+                .count();
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let ids: Vec<String> = chunk.iter().map(|_| self.new_id()).collect();
+            if n == BATCH_ROWS {
+                let mut params: Vec<&dyn ToSql> = Vec::with_capacity(n * ROW_PARAMS);
+                for (it, id) in chunk.iter().zip(&ids) {
+                    params.extend_from_slice(&[
+                        id as &dyn ToSql,
+                        &it.job_name,
+                        &it.input,
+                        &it.concurrency_key,
+                        &it.labels,
+                        &now,
+                    ]);
+                }
+                c.prepare_cached(insert_rows_sql())?
+                    .execute(params.as_slice())?;
+            } else {
+                let mut st = c.prepare_cached(INSERT_RUN)?;
+                for (it, id) in chunk.iter().zip(&ids) {
+                    st.execute((
+                        id,
+                        it.job_name,
+                        it.input,
+                        None::<&str>,
+                        it.concurrency_key,
+                        it.labels,
+                        now,
+                    ))?;
+                }
+            }
+            out.extend(ids.into_iter().map(|id| TriggerOutcome::Created {
+                id,
+                created_at: now.to_string(),
+            }));
+        }
+        Ok(out)
     }
 
     fn trigger_in(&self, c: &Connection, it: &TriggerItem, now: &str) -> Result<TriggerOutcome> {
@@ -154,10 +205,7 @@ impl SqliteStore {
             }
         }
         let id = self.new_id();
-        let mut st = c.prepare_cached(
-            "INSERT INTO runs (id, job_name, input, status, idempotency_key, concurrency_key, \
-             labels, created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)",
-        )?;
+        let mut st = c.prepare_cached(INSERT_RUN)?;
         st.execute((
             &id,
             it.job_name,
@@ -172,4 +220,45 @@ impl SqliteStore {
             created_at: now.to_string(),
         })
     }
+}
+
+/// One new pending run: id, job, input, idempotency key, concurrency key,
+/// labels, created (and updated) at.
+const INSERT_RUN: &str = "INSERT INTO runs (id, job_name, input, status, idempotency_key, \
+     concurrency_key, labels, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)";
+
+/// Plain runs of a batch inserted by one statement (fewer statement
+/// executions per run; the statement is prepared once and cached).
+const BATCH_ROWS: usize = 50;
+
+/// Parameters per row of [`insert_rows_sql`]: id, job, input, concurrency
+/// key, labels, created (and updated) at.
+const ROW_PARAMS: usize = 6;
+
+/// `INSERT` of [`BATCH_ROWS`] plain pending runs (no idempotency key).
+fn insert_rows_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..BATCH_ROWS)
+            .map(|r| {
+                let p = r * ROW_PARAMS;
+                format!(
+                    "(?{}, ?{}, ?{}, 'pending', NULL, ?{}, ?{}, ?{}, ?{})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 6
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO runs (id, job_name, input, status, idempotency_key, concurrency_key, \
+             labels, created_at, updated_at) VALUES {}",
+            rows.join(", ")
+        )
+    })
 }
