@@ -297,7 +297,8 @@ impl<S: Store> Engine<S> {
 /// lock (the JS thread). Each answers `None` when the lock is taken; the
 /// caller then uses the waiting operation off its thread.
 impl<S: SyncStore> Engine<S> {
-    /// Creates one run without waiting; wakes the claim loop when it wrote.
+    /// Creates one run without waiting; wakes the claim loop when it wrote,
+    /// unless the run it created was claimed here ([`policy::wake_after_trigger`]).
     /// When it created a run and the worker is on, the same commit claims
     /// one run for a free slot (the oldest claimable, usually this one), for
     /// the caller to execute now ([`Worker::try_trigger`]).
@@ -307,8 +308,10 @@ impl<S: SyncStore> Engine<S> {
         item: &TriggerItem<'_>,
     ) -> Result<Option<(TriggerOutcome, Vec<ClaimedRun>)>> {
         let out = self.worker.try_trigger(item)?;
-        if out.is_some() {
-            self.worker.wake();
+        if let Some((outcome, claimed)) = &out {
+            if policy::wake_after_trigger(outcome, claimed) {
+                self.worker.wake();
+            }
         }
         Ok(out)
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::store::OpStatus;
+use crate::store::{ClaimedRun, OpStatus, TriggerOutcome};
 
 /// Why a run this worker was executing is no longer its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,17 @@ pub fn should_claim(woken: bool, changed: bool, poll_due: bool, free: usize) -> 
 /// wake, claim and call back: when it created a run and the worker is on.
 pub fn start_locally(created: bool, running: bool) -> bool {
     created && running
+}
+
+/// Whether a non-waiting trigger wakes the claim loop: whenever it wrote,
+/// except when the run it created was claimed in its own commit (the loop
+/// would find nothing new; waking it would only take a core from the thread
+/// about to execute that run).
+pub fn wake_after_trigger(outcome: &TriggerOutcome, claimed: &[ClaimedRun]) -> bool {
+    match outcome {
+        TriggerOutcome::Created { id, .. } => !claimed.iter().any(|r| &r.id == id),
+        _ => true,
+    }
 }
 
 /// The error a run's job timeout fails it with.
@@ -131,6 +142,33 @@ mod tests {
         assert!(should_claim(false, false, true, 1));
         assert!(!should_claim(false, false, false, 1));
         assert!(!should_claim(true, true, true, 0));
+    }
+
+    #[test]
+    fn a_trigger_wakes_the_loop_unless_its_run_started_here() {
+        let created = TriggerOutcome::Created {
+            id: "a".into(),
+            created_at: "t".into(),
+        };
+        let run = |id: &str| ClaimedRun {
+            id: id.into(),
+            job_name: "j".into(),
+            generation: 1,
+            json: "{}".into(),
+        };
+        assert!(!wake_after_trigger(&created, &[run("a")]), "claimed here");
+        assert!(
+            wake_after_trigger(&created, &[]),
+            "no slot: the loop claims it"
+        );
+        assert!(
+            wake_after_trigger(&created, &[run("older")]),
+            "an older run took the slot: this one is still pending"
+        );
+        assert!(wake_after_trigger(
+            &TriggerOutcome::Idempotent("{}".into()),
+            &[]
+        ));
     }
 
     #[test]
