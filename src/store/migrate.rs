@@ -9,7 +9,10 @@ use super::SqliteStore;
 use crate::error::{Error, Result};
 
 /// The migrations, in order; index + 1 is the version.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_claim_index.sql"),
+];
 
 #[cfg(test)]
 pub(crate) const MIGRATIONS_FOR_TESTS: &[&str] = MIGRATIONS;

@@ -68,6 +68,23 @@ fn every_migration_applies_from_each_older_version() -> TestResult {
             |r| r.get(0),
         )?;
         assert_eq!(tables, 3);
+        // The claim's index replaced the (status, concurrency_key) one (issue 13).
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' \
+                 AND sql IS NOT NULL ORDER BY name",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(
+            indexes,
+            [
+                "runs_job_idempotency",
+                "runs_status_created",
+                "runs_status_key_created"
+            ],
+            "from version {start}"
+        );
     }
     Ok(())
 }
@@ -392,14 +409,162 @@ fn claims_reuse_their_prepared_statements() -> TestResult {
     assert_eq!(store.claim(&names, 2)?.len(), 2);
     assert_eq!(store.claim(&names, 1)?.len(), 1);
     assert!(!store.has_pending(None, &names)?);
-    let sql = claim::candidates_sql(1);
-    let reprepared = |c: &Connection| -> Result<i32> {
-        Ok(c.prepare_cached(&sql)?
-            .get_status(rusqlite::StatementStatus::RePrepare))
-    };
-    assert_eq!(store.write(reprepared)?, 0, "the claim (writer)");
-    assert_eq!(store.read(reprepared)?, 0, "has_pending (reader)");
+    // The key-by-key way too: a backlog past the scan window on one busy key.
+    let busy = created_id(store.trigger(&item("j", Some("k"), None))?);
+    assert_eq!(store.claim(&names, 1)?[0].id, busy);
+    for _ in 0..80 {
+        store.trigger(&item("j", Some("k"), None))?;
+    }
+    assert!(!store.has_pending(None, &names)?);
+    assert!(store.claim(&names, 1)?.is_empty());
+    assert!(!store.has_pending(None, &names)?);
+    assert!(store.claim(&names, 1)?.is_empty());
+    for sql in [claim::scan_sql(1), claim::by_key_sql(1)] {
+        let reprepared = |c: &Connection| -> Result<i32> {
+            Ok(c.prepare_cached(&sql)?
+                .get_status(rusqlite::StatementStatus::RePrepare))
+        };
+        assert_eq!(store.write(reprepared)?, 0, "the claim (writer): {sql}");
+        assert_eq!(store.read(reprepared)?, 0, "has_pending (reader): {sql}");
+    }
     Ok(())
+}
+
+/// The claim's definition, as one plain query (what the claim ran before
+/// issue 13): the oldest pending runs of the jobs that have no concurrency
+/// key, or are the oldest pending run of their key while no run of the key
+/// is running. The reference the claim's two ways are checked against.
+fn reference_candidates(c: &Connection, jobs: &[String], limit: i64) -> Result<Vec<String>> {
+    Ok(reference_with_steps(c, jobs, limit)?.0)
+}
+
+/// [`reference_candidates`] and the virtual machine steps it took.
+fn reference_with_steps(c: &Connection, jobs: &[String], limit: i64) -> Result<(Vec<String>, i64)> {
+    let sql = format!(
+        "SELECT id FROM runs AS r WHERE status = 'pending'{} AND (concurrency_key IS NULL OR ( \
+           NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
+                       AND x.concurrency_key = r.concurrency_key) \
+           AND NOT EXISTS (SELECT 1 FROM runs AS y WHERE y.status = 'pending' \
+                       AND y.concurrency_key = r.concurrency_key \
+                       AND (y.created_at < r.created_at \
+                            OR (y.created_at = r.created_at AND y.id < r.id))))) \
+         ORDER BY created_at, id LIMIT ?",
+        query::in_list("job_name", jobs.len())
+    );
+    let mut params: Vec<&dyn rusqlite::ToSql> =
+        jobs.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
+    params.push(&limit);
+    let mut st = c.prepare(&sql)?;
+    let ids = st
+        .query_map(params.as_slice(), |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let steps = i64::from(st.get_status(rusqlite::StatementStatus::VmStep));
+    Ok((ids, steps))
+}
+
+/// Issue 13: the claim finds exactly the runs of its definition, in order,
+/// whichever of its two ways answers: random backlogs (a few keys or many,
+/// keyless runs, runs of a job this worker does not run, shared `created_at`
+/// instants, running runs holding keys), below and well past the scan window.
+#[test]
+fn claim_candidates_match_their_definition() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mine = jobs(&["a", "b"]);
+    let mut by_way = [0usize; 2];
+    for case in 0..60 {
+        store.write(|c| Ok(c.execute("DELETE FROM runs", [])?))?;
+        let runs = [5, 40, 300][case % 3] as u64;
+        let keys = [1, 3, 32, 1000][rand(4) as usize];
+        store.write(|c| {
+            let mut ins = c.prepare(
+                "INSERT INTO runs (id, job_name, input, status, concurrency_key, created_at, updated_at) \
+                 VALUES (?1, ?2, '{}', ?3, ?4, ?5, ?5)",
+            )?;
+            for i in 0..runs {
+                let job = ["a", "b", "other"][rand(3) as usize];
+                let status = match rand(10) {
+                    0 => "running",
+                    1 => "completed",
+                    _ => "pending",
+                };
+                let key = (rand(5) > 0).then(|| format!("k{}", rand(keys)));
+                // Few distinct instants: ties are decided by id.
+                let at = format!("2026-01-01T00:00:{:02}.000Z", rand(runs / 4 + 1));
+                let id = format!("{:026}", rand(1 << 40) * 1000 + i);
+                ins.execute((&id, job, status, key, &at))?;
+            }
+            Ok(())
+        })?;
+        for limit in [1usize, 2, 4, 100] {
+            let want = store.read(|c| reference_candidates(c, &mine, limit as i64))?;
+            let (got, by_key) = store.read(|c| {
+                let key_steps = |c: &Connection| -> Result<i32> {
+                    Ok(c.prepare_cached(&claim::by_key_sql(mine.len()))?
+                        .get_status(rusqlite::StatementStatus::VmStep))
+                };
+                let before = key_steps(c)?;
+                let got = claim::candidates(c, &mine, limit)?;
+                Ok((got, key_steps(c)? != before))
+            })?;
+            assert_eq!(got, want, "case {case}, limit {limit}");
+            by_way[usize::from(by_key)] += 1;
+            assert_eq!(store.has_pending(None, &mine)?, !want.is_empty());
+        }
+    }
+    // Both ways answered some of the cases.
+    assert!(by_way.iter().all(|&n| n > 5), "{by_way:?}");
+    Ok(())
+}
+
+/// Issue 13: a claim's cost does not grow with the backlog when the backlog
+/// sits on busy keys. 16,000 pending runs on 32 keys, each key running: the
+/// claim looked at every pending run (13 ms, under the write lock, for each
+/// of the processes); now at most the scan window plus one visit per key.
+#[test]
+fn claim_cost_is_bounded_by_keys_not_backlog() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let keys: Vec<String> = (0..32).map(|k| format!("k{k}")).collect();
+    let per_batch: Vec<TriggerItem> = (0..500)
+        .map(|i| item("j", Some(keys[i % 32].as_str()), None))
+        .collect();
+    for _ in 0..32 {
+        store.trigger_batch(&per_batch)?;
+    }
+    let names = jobs(&["j"]);
+    assert_eq!(store.claim(&names, 100)?.len(), 32, "one run per key");
+    let (now, then) = store.read(|c| {
+        let before = claim_vm_steps(c)?;
+        assert!(claim::candidates(c, &names, 4)?.is_empty());
+        let now = claim_vm_steps(c)? - before;
+        let (none, then) = reference_with_steps(c, &names, 4)?;
+        assert!(none.is_empty());
+        Ok((now, then))
+    })?;
+    assert!(store.claim(&names, 4)?.is_empty());
+    assert!(!store.has_pending(None, &names)?);
+    // (the reference visits all 15,968 pending runs)
+    assert!(then > 200_000, "the reference took {then} steps");
+    assert!(now < 20_000, "the claim took {now} virtual machine steps");
+    Ok(())
+}
+
+/// Virtual machine steps the claim's cached statements on `c` took so far.
+fn claim_vm_steps(c: &Connection) -> Result<i64> {
+    let mut total = 0;
+    for sql in [claim::scan_sql(1), claim::by_key_sql(1)] {
+        total += i64::from(
+            c.prepare_cached(&sql)?
+                .get_status(rusqlite::StatementStatus::VmStep),
+        );
+    }
+    Ok(total)
 }
 
 /// Each op runs in its own savepoint: an op SQLite refuses halfway (its run
