@@ -172,8 +172,20 @@ pub trait Store: Send + Sync + 'static {
     /// `data_version`); `None` when the backend cannot tell (then the poll
     /// and notifications wake the worker).
     fn change_token(&self, side: &Self::Side) -> impl Future<Output = Result<Option<i64>>> + Send;
+    /// [`Store::change_token`] on the calling thread if that cannot wait for
+    /// anything (no lock, no network); `None` when it would have to (or the
+    /// backend cannot tell): the caller then makes the waiting call. Spares
+    /// the worker a hop to a blocking thread every check interval.
+    fn change_token_now(&self, _side: &Self::Side) -> Option<Result<Option<i64>>> {
+        None
+    }
     /// Periodic upkeep off the commit path (SQLite: the WAL checkpoint).
     fn upkeep(&self, side: &Self::Side) -> impl Future<Output = Result<()>> + Send;
+    /// Whether [`Store::upkeep`] may have work to do (a cheap test, no I/O):
+    /// the upkeep task skips its tick, and its hop to a blocking thread, when not.
+    fn upkeep_due(&self) -> bool {
+        true
+    }
     /// Called after a waiting flush of `bytes` bytes of ops committed
     /// (SQLite checkpoints a big write at once).
     fn after_write(&self, _bytes: usize) {}

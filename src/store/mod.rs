@@ -301,6 +301,14 @@ impl SqliteStore {
         .map(Some)
     }
 
+    /// Whether enough commits were made here since the last checkpoint pass
+    /// for [`SqliteStore::checkpoint`] to make one (a counter, no I/O).
+    pub fn checkpoint_due(&self) -> bool {
+        let commits = self.commits.load(Ordering::Relaxed);
+        commits.saturating_sub(self.checkpointed_at.load(Ordering::Relaxed))
+            >= CHECKPOINT_MIN_COMMITS
+    }
+
     /// Runs a passive WAL checkpoint on `conn`, a connection of its own (the
     /// checkpointer's). It never blocks writers, so while any process keeps
     /// writing the pass is never quite complete and the log never resets by
@@ -314,10 +322,10 @@ impl SqliteStore {
     /// `journal_size_limit`). This process's writer mutex is held meanwhile
     /// so its own writes queue instead of spinning on the lock.
     pub fn checkpoint(&self, conn: &Connection) -> Result<()> {
-        let commits = self.commits.load(Ordering::Relaxed);
-        if commits - self.checkpointed_at.load(Ordering::Relaxed) < CHECKPOINT_MIN_COMMITS {
+        if !self.checkpoint_due() {
             return Ok(());
         }
+        let commits = self.commits.load(Ordering::Relaxed);
         self.checkpointed_at.store(commits, Ordering::Relaxed);
         if let Some((log, _done)) = checkpoint_pass(conn, "PASSIVE")? {
             if log > WAL_RESET_FRAMES {

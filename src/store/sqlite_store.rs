@@ -161,15 +161,26 @@ impl Store for SqliteStore {
     }
 
     async fn change_token(&self, side: &Self::Side) -> Result<Option<i64>> {
-        Ok(Some(lock(side).query_row(
-            "PRAGMA data_version",
-            [],
-            |r| r.get::<_, i64>(0),
-        )?))
+        Ok(Some(data_version(&lock(side))?))
+    }
+
+    fn change_token_now(&self, side: &Self::Side) -> Option<Result<Option<i64>>> {
+        // Never waits: the side connection is the claim loop's own (free
+        // between its calls), and a read that would wait for a lock
+        // (recovery of the log by another process) is left to the blocking call.
+        let conn = side.try_lock().ok()?;
+        match super::busy::with_timeout(Duration::ZERO, || data_version(&conn)) {
+            Err(e) if e.is_busy() => None,
+            other => Some(other.map(Some)),
+        }
     }
 
     async fn upkeep(&self, side: &Self::Side) -> Result<()> {
         self.checkpoint(&lock(side))
+    }
+
+    fn upkeep_due(&self) -> bool {
+        self.checkpoint_due()
     }
 
     fn after_write(&self, bytes: usize) {
@@ -185,6 +196,11 @@ impl Store for SqliteStore {
     fn is_replaced(&self) -> bool {
         SqliteStore::is_replaced(self)
     }
+}
+
+/// `PRAGMA data_version`: changes when another connection committed.
+fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))?)
 }
 
 impl SyncStore for SqliteStore {

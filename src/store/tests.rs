@@ -918,3 +918,59 @@ fn a_long_mixed_batch_keeps_each_item_and_its_order() -> TestResult {
     }
     Ok(())
 }
+
+/// The worker's change check on its own thread (issue 13: no hop to a
+/// blocking thread every 10 ms): the same token as the waiting call, a new
+/// one once another connection committed, and `None` (use the waiting call)
+/// when the side connection is in use.
+#[test]
+fn change_check_without_waiting() -> TestResult {
+    let (dir, store) = temp_store()?;
+    let side = Store::side(&store)?.ok_or("no side connection")?;
+    let now = |s: &SqliteStore| -> Result<i64> {
+        Store::change_token_now(s, &side)
+            .ok_or_else(|| Error::Internal("declined".into()))?
+            .map(|t| t.unwrap_or(-1))
+    };
+    let first = now(&store)?;
+    assert_eq!(Some(first), poll_once(Store::change_token(&store, &side))?);
+    assert_eq!(now(&store)?, first, "nothing was committed");
+    let other = SqliteStore::open(StoreOptions::new(
+        dir.path().join("t.db").to_string_lossy().into_owned(),
+    ))?;
+    other.trigger(&item("j", None, None))?;
+    let second = now(&store)?;
+    assert_ne!(second, first, "another process's commit is seen");
+    store.trigger(&item("j", None, None))?;
+    assert_ne!(
+        now(&store)?,
+        second,
+        "this store's writer is another connection too"
+    );
+    let held = lock(&side);
+    assert!(Store::change_token_now(&store, &side).is_none());
+    drop(held);
+    assert!(Store::change_token_now(&store, &side).is_some());
+    Ok(())
+}
+
+/// The upkeep task skips its tick (and the hop to a blocking thread) until
+/// enough commits were made for a checkpoint pass.
+#[test]
+fn upkeep_is_due_after_enough_commits() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let side = Store::side(&store)?.ok_or("no side connection")?;
+    assert!(!Store::upkeep_due(&store));
+    while !Store::upkeep_due(&store) {
+        store.trigger(&item("j", None, None))?;
+    }
+    poll_once(Store::upkeep(&store, &side))?;
+    assert!(!Store::upkeep_due(&store), "the pass was made");
+    for _ in 0..CHECKPOINT_MIN_COMMITS - 1 {
+        store.trigger(&item("j", None, None))?;
+    }
+    assert!(!Store::upkeep_due(&store));
+    store.trigger(&item("j", None, None))?;
+    assert!(Store::upkeep_due(&store));
+    Ok(())
+}

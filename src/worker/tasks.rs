@@ -79,8 +79,16 @@ async fn claim_while_running<S: Store>(sh: &Arc<Shared<S>>) {
         }
         let mut changed = false;
         if let Some(w) = &watch {
-            let w = w.clone();
-            match call(sh, move |sh| async move { sh.store.change_token(&w).await }).await {
+            // On this thread when that cannot wait (SQLite: almost always),
+            // sparing a hop to a blocking thread every check interval.
+            let token = match sh.store.change_token_now(w) {
+                Some(token) => token,
+                None => {
+                    let w = w.clone();
+                    call(sh, move |sh| async move { sh.store.change_token(&w).await }).await
+                }
+            };
+            match token {
                 Ok(Some(token)) => {
                     changed = last_token != Some(token);
                     last_token = Some(token);
@@ -234,6 +242,9 @@ pub(super) async fn upkeep<S: Store>(sh: Arc<Shared<S>>) {
     loop {
         if sleep_unless_closed(&sh, sh.cfg.checkpoint_interval).await {
             return;
+        }
+        if !sh.store.upkeep_due() {
+            continue; // nothing to do: no hop to a blocking thread
         }
         let s = side.clone();
         if let Err(e) = call(&sh, move |sh| async move { sh.store.upkeep(&s).await }).await {
