@@ -344,7 +344,21 @@ function summarize(R) {
       up: undefined,
       kind: null,
     },
+    ...[2, 4].map((p) => ({
+      key: `mp${p}_cpu`,
+      label: `multiprocess P=${p}, runs per CPU-second / P=1 (load-independent)`,
+      ours: get(o, 'multiprocess', 'byProcesses', String(p), 'cpuEfficiencyOfOneProcess'),
+      up: undefined,
+      kind: null,
+    })),
     ...[2, 4, 8].flatMap((p) => [
+      {
+        key: `mp${p}_runs`,
+        label: `multiprocess P=${p}, aggregate runs/s (wall clock)`,
+        ours: get(o, 'multiprocess', 'byProcesses', String(p), 'runsPerS'),
+        up: undefined,
+        kind: null,
+      },
       {
         key: `mp${p}`,
         label: `multiprocess P=${p}, runs/s / P=1`,
