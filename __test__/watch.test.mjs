@@ -59,4 +59,29 @@ describe('lib/watch.js over a narrow source', () => {
     expect((await reader.read()).done).toBe(true)
     expect(src.listeners.size).toBe(0)
   })
+
+  it('a run in flight here is settled by its terminal event, not by a poll that sees the commit first', async () => {
+    // On PostgreSQL the final write is visible to a poll before the execution
+    // emits run:progress and run:complete (it does so when the write returns).
+    const runs = new Map([['a', { id: 'a', status: 'running', jobName: 'j', labels: {} }]])
+    const here = new Set(['a'])
+    const src = { ...fakeSource(runs), executesHere: (id) => here.has(id) }
+    const progress = []
+    let settled = false
+    const done = waitForRun(src, 'a', { onProgress: (p) => progress.push(p) }).then((r) => ((settled = true), r))
+    runs.set('a', { id: 'a', status: 'completed', output: 1 })
+    await new Promise((r) => setTimeout(r, 300)) // several polls
+    expect(settled).toBe(false)
+    src.emit({ type: 'run:progress', runId: 'a', progress: 2 })
+    src.emit({ type: 'run:complete', runId: 'a' })
+    expect(await done).toMatchObject({ status: 'completed' })
+    expect(progress).toEqual([2])
+    // Once it no longer runs here (lost, handed back, another process), polls settle it.
+    runs.set('b', { id: 'b', status: 'running' })
+    here.add('b')
+    const b = waitForRun(src, 'b')
+    runs.set('b', { id: 'b', status: 'failed', error: 'elsewhere' })
+    here.delete('b')
+    await expect(b).rejects.toMatchObject({ message: 'elsewhere' })
+  })
 })

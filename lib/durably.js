@@ -488,7 +488,15 @@ class Durably {
     const ready = this._ensureReady()
     if (ready) await ready
     checkId(runId)
-    const run = parseRun((await nativeAsync(this._engine.cancel(runId))).run)
+    const end = this._runner.startCancel(runId)
+    let run
+    try {
+      run = parseRun((await nativeAsync(this._engine.cancel(runId))).run)
+    } catch (err) {
+      end(false)
+      throw err
+    }
+    end(true)
     this._runner.cancelled(runId)
     this._emit('run:cancel', run)
     return run
@@ -569,6 +577,7 @@ class Durably {
       isClosed: () => this._closed,
       noWorkerNote: (id) => this._noWorkerNote(id),
       sequence: () => this._events.sequence,
+      executesHere: (id) => this._runner.active.has(id),
     })
   }
 

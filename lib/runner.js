@@ -39,6 +39,8 @@ class Runner {
     this.active = new Map()
     /** runs whose run:cancel cancel() already emitted (their execution must not emit it again) */
     this.cancelEmitted = new Set()
+    /** run id → { count, lost } of cancel() calls under way here (see cancelling()) */
+    this.cancelling = new Map()
     this.started = false
     /** open holds (see hold()); claimed runs wait in `held` while any is open */
     this.holds = 0
@@ -135,6 +137,28 @@ class Runner {
     active.exec.abort(new CancelledError(`run ${runId} was cancelled`))
   }
 
+  /**
+   * cancel() of `runId` is under way here: a 'lost: cancelled' message for it
+   * waits until the returned end(ok) is called. ok: cancel() goes on to
+   * cancelled(); otherwise (it failed, e.g. someone else cancelled first) the
+   * waiting message is applied then.
+   */
+  startCancel(runId) {
+    let entry = this.cancelling.get(runId)
+    if (!entry) this.cancelling.set(runId, (entry = { count: 0, lost: false }))
+    entry.count++
+    let ended = false
+    return (ok) => {
+      if (ended) return
+      ended = true
+      if (--entry.count === 0) this.cancelling.delete(runId)
+      if (!ok && entry.lost) {
+        const a = this.active.get(runId)
+        if (a) a.exec.abort(new CancelledError(`run ${runId} was cancelled`))
+      }
+    }
+  }
+
   /** Whether cancel() already emitted run:cancel for the run (and forgets it). */
   takeCancelEmitted(runId) {
     return this.cancelEmitted.delete(runId)
@@ -171,7 +195,11 @@ class Runner {
       } else if (msg.t === 'lost') {
         const a = this.active.get(msg.id)
         if (!a) return
-        if (msg.reason === 'cancelled') a.exec.abort(new CancelledError(`run ${msg.id} was cancelled`))
+        if (msg.reason === 'cancelled' && this.cancelling.has(msg.id)) {
+          // Our own cancel(), heard back (PostgreSQL's NOTIFY) before it returned:
+          // cancel() aborts the run when it returns, after emitting run:cancel.
+          this.cancelling.get(msg.id).lost = true
+        } else if (msg.reason === 'cancelled') a.exec.abort(new CancelledError(`run ${msg.id} was cancelled`))
         else if (msg.reason === 'timeout') {
           a.exec.abort(new TimeoutError(`run ${msg.id} timed out after ${a.exec.job.def.timeout} ms`))
         } else a.exec.abort(new LeaseLostError())

@@ -3,9 +3,15 @@
 // follow the instance's events for runs executed here and poll the store
 // for runs another process executes. They see the instance only through a
 // narrow source: { getRunNow(id), onAny(listener) → unsubscribe,
-// isClosed(), noWorkerNote(id), sequence() (the last event's sequence number) }.
+// isClosed(), noWorkerNote(id), sequence() (the last event's sequence number),
+// executesHere(id) (optional: the run is in flight in this instance) }.
 // getRunNow and noWorkerNote answer at once on SQLite and with a promise on
 // PostgreSQL (a read off the JS thread); both are handled here.
+//
+// A run in flight here is settled by its own terminal event, never by a poll:
+// its final write commits before the execution emits run:progress and the
+// terminal event (on PostgreSQL the poll can see the commit first), and a
+// waiter must not resolve before those reach the listeners.
 
 const { TERMINAL_EVENTS } = require('./events')
 const { TERMINAL } = require('./status')
@@ -42,15 +48,18 @@ function waitForRun(source, runId, options = {}) {
       if (run.status === 'cancelled') return finish(reject, new CancelledError(`run ${runId} was cancelled`))
     }
     const fail = (err) => finish(reject, fromNative(err))
+    const executesHere = () => source.executesHere !== undefined && source.executesHere(runId)
     // Settles from the run's current state; a promise when the read is async.
-    const check = () => {
+    // `polled`: not after a terminal event, so not while the run is in flight
+    // here (also when it started meanwhile: an async read is answered later).
+    const check = (polled = false) => {
       let run
       try {
         run = source.getRunNow(runId)
       } catch (err) {
         return fail(err)
       }
-      if (isPromise(run)) return run.then((r) => done || settleFrom(r), fail)
+      if (isPromise(run)) return run.then((r) => done || (polled && executesHere()) || settleFrom(r), fail)
       settleFrom(run)
     }
     const unsub = source.onAny((e) => {
@@ -67,7 +76,7 @@ function waitForRun(source, runId, options = {}) {
         pollEvery = Math.min(pollEvery * 2, 250)
         pollTimer = setTimeout(poll, pollEvery)
       }
-      const pending = check()
+      const pending = executesHere() ? undefined : check(true)
       if (isPromise(pending)) pending.then(next)
       else next()
     }
@@ -143,6 +152,7 @@ function subscribe(source, runId) {
     timer = setInterval(() => {
       if (closed || source.isClosed()) return close()
       if (reading) return
+      if (source.executesHere !== undefined && source.executesHere(runId)) return // its own events end it
       let now
       try {
         now = source.getRunNow(runId)
