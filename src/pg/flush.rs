@@ -16,7 +16,9 @@ use serde_json::value::RawValue;
 
 use super::PgStore;
 use crate::error::{Error, Result};
-use crate::store::{ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpStatus};
+use crate::store::{
+    ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpError, OpStatus,
+};
 
 /// JSON text of an optional raw value.
 fn text<'a>(v: &Option<&'a RawValue>) -> Option<&'a str> {
@@ -46,17 +48,22 @@ impl PgStore {
     ) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
         let mut c = self.client().await?;
         let mut tx = c.transaction().await?;
-        let mut statuses = String::with_capacity(ops.len());
-        for op in ops {
-            // Over the server's limit, the statement would fail and abort the
-            // whole batch: refuse this op alone, as SQLite's store does.
-            let status = if op.value_bytes() > self.inner.max_op_bytes {
-                OpStatus::TooBig
-            } else {
-                self.apply_one(&tx, op).await?
-            };
-            statuses.push(status.as_char());
-        }
+        // As on SQLite (src/store/flush.rs): an op that fails is rolled back
+        // alone and reports its error, the batch's other ops still commit.
+        // A failed statement aborts a PostgreSQL transaction, so the batch
+        // first runs without savepoints (two more round trips per op, for
+        // ops that almost never fail); only when an op fails is the
+        // transaction rolled back and the batch applied again with a
+        // savepoint per op.
+        let (statuses, errors) = match self.apply_all(&tx, ops, false).await {
+            Ok(out) => out,
+            Err(e) if e.fails_whole_batch() => return Err(e),
+            Err(_) => {
+                tx.rollback().await?;
+                tx = c.transaction().await?;
+                self.apply_all(&tx, ops, true).await?
+            }
+        };
         let ended = ended_runs(ops, &statuses);
         let claimed = match then(&ended) {
             Some((jobs, limit)) if !jobs.is_empty() && limit > 0 => {
@@ -67,10 +74,50 @@ impl PgStore {
         tx.commit().await?;
         Ok(FlushOutcome {
             statuses,
-            errors: Vec::new(),
+            errors,
             ended,
             then: claimed,
         })
+    }
+
+    /// One pass over the batch: a status character per op, and the errors
+    /// of the failed ops. With `isolated`, each op runs in its own savepoint
+    /// and a failed op is reported; without, the first failed op fails the
+    /// pass (and has aborted the transaction).
+    async fn apply_all(
+        &self,
+        tx: &Transaction<'_>,
+        ops: &[FlushOp<'_>],
+        isolated: bool,
+    ) -> Result<(String, Vec<OpError>)> {
+        let mut statuses = String::with_capacity(ops.len());
+        let mut errors = Vec::new();
+        for (index, op) in ops.iter().enumerate() {
+            // Over the server's limit, the statement would fail and abort the
+            // whole batch: refuse this op alone, as SQLite's store does.
+            let status = if op.value_bytes() > self.inner.max_op_bytes {
+                OpStatus::TooBig
+            } else if !isolated {
+                self.apply_one(tx, op).await?
+            } else {
+                tx.batch_execute("SAVEPOINT flush_op").await?;
+                match self.apply_one(tx, op).await {
+                    Ok(status) => {
+                        tx.batch_execute("RELEASE flush_op").await?;
+                        status
+                    }
+                    Err(e) if e.fails_whole_batch() => return Err(e),
+                    Err(error) => {
+                        tx.batch_execute("ROLLBACK TO flush_op; RELEASE flush_op")
+                            .await?;
+                        errors.push(OpError { index, error });
+                        OpStatus::Failed
+                    }
+                }
+            };
+            statuses.push(status.as_char());
+        }
+        Ok((statuses, errors))
     }
 
     /// Fails a run this worker owns (job timeout), fenced like any op.

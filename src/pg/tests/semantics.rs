@@ -751,3 +751,82 @@ fn an_id_with_nul_is_not_found() -> TResult {
         TResult::Ok(())
     })
 }
+
+/// As on SQLite (`store::tests::one_bad_op_fails_alone_and_is_rolled_back`):
+/// an op the server refuses halfway (its run row updated, its step row
+/// refused by a CHECK) fails alone, rolled back, with its error; the other
+/// runs' ops in the batch commit, and the batch still claims after them.
+#[test]
+fn one_refused_op_fails_alone_and_is_rolled_back() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("badop")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        let jobs = ["job".to_string()];
+        let a = id_of(&s.trigger(&item("job")).await?);
+        let b = id_of(&s.trigger(&item("job")).await?);
+        let c = id_of(&s.trigger(&item("job")).await?);
+        let claimed = s.claim(&jobs, 3).await?;
+        assert_eq!(claimed.len(), 3);
+        let gen = claimed[0].generation;
+        let d = id_of(&s.trigger(&item("job")).await?); // claimed after the batch
+        let now = crate::store::iso(SystemTime::now());
+        let one = serde_json::value::RawValue::from_string("1".into())?;
+        let half = serde_json::value::RawValue::from_string(r#"{"half":true}"#.into())?;
+        let step = |run: &str, status: &str, progress| FlushOp::Step {
+            run: run.to_string(),
+            generation: gen,
+            name: "s".into(),
+            index: 0,
+            status: status.into(),
+            output: Some(&*one),
+            error: None,
+            stack: None,
+            started_at: now.clone(),
+            completed_at: Some(now.clone()),
+            progress,
+        };
+        let ops = [
+            step(&a, "completed", None),
+            step(&b, "bogus", Some(&*half)),
+            FlushOp::Complete {
+                run: c.clone(),
+                generation: gen,
+                output: Some(&*one),
+                progress: None,
+                at: now.clone(),
+            },
+        ];
+        let out = s
+            .flush_then_claim(&ops, |ended| {
+                assert_eq!(ended, &[(c.clone(), gen)]);
+                Some((std::sync::Arc::from(&jobs[..]), 1))
+            })
+            .await?;
+        assert_eq!(out.statuses, "0e0");
+        let errors: Vec<(usize, &str)> = out
+            .errors
+            .iter()
+            .map(|e| (e.index, e.error.code()))
+            .collect();
+        assert_eq!(errors, vec![(1, "DB_ERROR")]);
+        assert!(
+            out.errors[0].error.to_string().contains("check"),
+            "{:?}",
+            out.errors[0]
+        );
+        assert_eq!(out.then.len(), 1);
+        assert_eq!(out.then[0].id, d);
+        // The valid ops committed; the refused one left nothing behind.
+        assert_eq!(json(&s.get_steps(&a).await?)?[0]["name"], "s");
+        assert_eq!(
+            json(&s.get_run(&c).await?.ok_or("gone")?)?["status"],
+            "completed"
+        );
+        let run_b = json(&s.get_run(&b).await?.ok_or("gone")?)?;
+        assert_eq!(run_b["status"], "running");
+        assert_eq!(run_b["progress"], Value::Null);
+        assert_eq!(json(&s.get_steps(&b).await?)?, serde_json::json!([]));
+        TResult::Ok(())
+    })
+}
