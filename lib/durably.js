@@ -36,6 +36,22 @@ const {
   fromNative,
 } = require('./errors')
 
+/**
+ * The event as JSON text for other processes. A log line's data is any value
+ * (stored only with withLogPersistence, which reports an unstorable one as a
+ * 'log-write' worker error): when it cannot be encoded, the others get the
+ * line with `data: null` rather than a second, 'watch' error here that
+ * SQLite (no publishing) would not give.
+ */
+function encodeForPublish(e) {
+  try {
+    return encode(e, 'event')
+  } catch (err) {
+    if (e.type !== 'log:write' || !(err instanceof ValidationError)) throw err
+    return encode({ ...e, data: null }, 'event')
+  }
+}
+
 class Durably {
   constructor(options) {
     const o = resolveOptions(options)
@@ -684,7 +700,7 @@ class Durably {
   /** Sends a run event to the other processes on this database (PostgreSQL). */
   _publishEvent(e) {
     try {
-      this._engine.publishEvent(e.runId, encode(e, 'event'))
+      this._engine.publishEvent(e.runId, encodeForPublish(e))
     } catch (err) {
       this._workerError(fromNative(err), null, 'watch')
     }
