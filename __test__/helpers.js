@@ -27,6 +27,13 @@ function tempDb(name = 'test.db') {
   return path.join(tempDir(), name)
 }
 
+/**
+ * Whether this process runs the suites on PostgreSQL (the `postgres` vitest
+ * project, vitest.config.mjs). A case that cannot apply there is skipped by
+ * `it.skipIf(onPostgres)` with the reason in its title.
+ */
+const onPostgres = process.env.DURABLY_TEST_BACKEND === 'postgres'
+
 const open = new Set()
 
 /**
@@ -35,7 +42,7 @@ const open = new Set()
  * suite built on makeDurably can be run on PostgreSQL; see __test__/pg.js).
  */
 function testStore() {
-  if (process.env.DURABLY_TEST_BACKEND === 'postgres') return require('./pg.js').pgOptions('suite')
+  if (onPostgres) return require('./pg.js').pgOptions('suite')
   return { path: tempDb() }
 }
 
@@ -129,4 +136,35 @@ function sql(dbPath, query, { script = false, timeout = 5 } = {}) {
   return JSON.parse(out.toString())
 }
 
-module.exports = { ROOT, tempDir, tempDb, testStore, makeDurably, closeAll, spawnNode, until, sleep, sql }
+/** Options that open the store of instance `d` again (another instance on the same store). */
+function sameStore(d) {
+  const b = d._options.backend
+  return b.kind === 'postgres' ? { url: b.url, schema: b.schema } : { path: d._options.path }
+}
+
+/** testStore() options as one argument for a child process (a path, or JSON). */
+function storeArg(store) {
+  return store.path ?? JSON.stringify(store)
+}
+
+/**
+ * Rows of `query` (plain SQL both stores accept) on a store: `target` is an
+ * instance or testStore() options. Through sql() on a SQLite file, or through
+ * psql on a PostgreSQL schema. `json`: the positions of JSON columns, parsed
+ * on SQLite (text there) as PostgreSQL's json columns come back, so that both
+ * give the same rows (or select `CAST(col AS TEXT)` to compare the text).
+ */
+function storeSql(target, query, { json = [] } = {}) {
+  const o = target._options ?? target
+  const pg = o.backend ? (o.backend.kind === 'postgres' ? o.backend : null) : o.url !== undefined ? o : null
+  if (pg !== null) {
+    const out = require('./pg.js').sql(
+      pg.url,
+      `SET search_path TO "${pg.schema}"; SELECT coalesce(json_agg(row_to_json(t)), '[]') FROM (${query}) t`,
+    )
+    return JSON.parse(out).map((r) => Object.values(r))
+  }
+  return sql(o.path, query).map((r) => r.map((v, i) => (json.includes(i) && v !== null ? JSON.parse(v) : v)))
+}
+
+module.exports = { ROOT, onPostgres, storeSql, storeArg, sameStore, tempDir, tempDb, testStore, makeDurably, closeAll, spawnNode, until, sleep, sql }

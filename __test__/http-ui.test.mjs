@@ -46,8 +46,8 @@ beforeAll(async () => {
   const f = await d.jobs.work.trigger({ n: 2, fail: true }, { labels: { tenant: 't2' } })
   await d.waitForRun(f.id).catch(() => {})
   failed = f.id
-  // A job this instance does not register, written by another instance on the file.
-  const other = createDurably({ path: d._options.path, jobs: { x: defineJob({ name: 'elsewhere', run: async () => 1 }) } })
+  // A job this instance does not register, written by another instance on the store.
+  const other = createDurably({ ...helpers.sameStore(d), jobs: { x: defineJob({ name: 'elsewhere', run: async () => 1 }) } })
   await other.jobs.x.trigger(null, { labels: { tenant: 't1' } })
   await other.close()
 })

@@ -91,3 +91,38 @@ describe('.ci/run', () => {
     expect(text).toMatch(/trap 'scripts\/test-pg\.sh stop/)
   })
 })
+
+describe('vitest.config.mjs: the semantic suites on both stores', () => {
+  // The config as `npm test` loads it, in a child with a chosen environment:
+  // the projects it defines, and what it printed.
+  async function loadConfig(env) {
+    const script = `import('./vitest.config.mjs').then((m) => console.log('projects ' + JSON.stringify(m.default.test.projects.map((p) => [p.test.name, p.test.include, p.test.env ?? null]))))`
+    const clean = { ...process.env, DURABLY_TEST_PG_URL: '', CI: '', DURABLY_TEST_BACKEND: '' }
+    const { exited, lines } = spawnNode('-e', [script], { env: { ...clean, ...env } })
+    const { code, stderr } = await exited
+    const line = lines.find((l) => l.startsWith('projects '))
+    return { code, stderr, projects: line ? JSON.parse(line.slice(9)) : null }
+  }
+
+  it('no server: only the sqlite project, with the reason printed; under CI=true loading the config fails', async () => {
+    const local = await loadConfig({})
+    expect(local.code).toBe(0)
+    expect(local.projects.map(([name]) => name)).toEqual(['sqlite'])
+    expect(local.stderr).toMatch(/PostgreSQL runs of the semantic suites are skipped: DURABLY_TEST_PG_URL is not set/)
+    const ci = await loadConfig({ CI: 'true' })
+    expect(ci.code).not.toBe(0)
+    expect(ci.projects).toBeNull()
+    expect(ci.stderr).toMatch(/PostgreSQL tests need a server under CI: DURABLY_TEST_PG_URL is not set/)
+  })
+
+  it.skipIf(!!serverSkip)('with a server: a postgres project over existing suites, with DURABLY_TEST_BACKEND=postgres', async () => {
+    const fs = await import('node:fs')
+    const { code, projects } = await loadConfig({ DURABLY_TEST_PG_URL: pg.pgUrl(), CI: 'true' })
+    expect(code).toBe(0)
+    expect(projects.map(([name]) => name)).toEqual(['sqlite', 'postgres'])
+    const [, include, env] = projects[1]
+    expect(env).toEqual({ DURABLY_TEST_BACKEND: 'postgres' })
+    expect(include.length).toBeGreaterThanOrEqual(10)
+    for (const f of include) expect(fs.existsSync(new URL(`../${f}`, import.meta.url)), f).toBe(true)
+  })
+})

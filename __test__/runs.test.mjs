@@ -15,7 +15,7 @@ import {
 } from '../index.js'
 import helpers from './helpers.js'
 
-const { makeDurably, closeAll, tempDb, spawnNode, until, sleep } = helpers
+const { makeDurably, closeAll, tempDb, testStore, storeArg, spawnNode, until, sleep } = helpers
 const WORKER = path.join(import.meta.dirname, 'fixtures', 'run-worker.js')
 
 afterEach(closeAll)
@@ -49,8 +49,9 @@ describe('idempotency', () => {
   })
 
   it('concurrent triggers with one key from 2 processes → one run', async () => {
-    const db = tempDb()
-    const d = createDurably({ path: db })
+    const store = testStore()
+    const db = storeArg(store)
+    const d = createDurably({ ...store })
     await d.migrate()
     await d.close()
     const procs = [spawnNode(WORKER, [db, 'idem']), spawnNode(WORKER, [db, 'idem'])]
@@ -61,7 +62,7 @@ describe('idempotency', () => {
     expect(new Set(ids).size).toBe(1)
     const created = procs.flatMap((p) => JSON.parse(p.lines[0]).filter(([, disp]) => disp === 'created'))
     expect(created).toHaveLength(1)
-    const check = createDurably({ path: db })
+    const check = createDurably({ ...store })
     expect(await check.getRuns()).toHaveLength(1)
     await check.close()
   })
@@ -69,8 +70,9 @@ describe('idempotency', () => {
 
 describe('concurrency keys', () => {
   it('2 processes, 20 runs on 2 keys: no overlap per key, creation order per key', async () => {
-    const db = tempDb()
-    const d = createDurably({ path: db, jobs: { keyed: defineJob({ name: 'keyed', run: async () => 0 }) } })
+    const store = testStore()
+    const db = storeArg(store)
+    const d = createDurably({ ...store, jobs: { keyed: defineJob({ name: 'keyed', run: async () => 0 }) } })
     await d.migrate()
     const env = { EXIT_AFTER: '20', MAX_CONCURRENT: '1' } // one slot each: both processes must work
     const workers = [spawnNode(WORKER, [db, 'work'], { env }), spawnNode(WORKER, [db, 'work'], { env })]
@@ -359,8 +361,9 @@ describe('queries', () => {
 
 describe('waiting and processing', () => {
   it('waitForRun resolves for a run completed by another process', async () => {
-    const db = tempDb()
-    const d = createDurably({ path: db, jobs: { plain: defineJob({ name: 'plain', run: async () => 0 }) } })
+    const store = testStore()
+    const db = storeArg(store)
+    const d = createDurably({ ...store, jobs: { plain: defineJob({ name: 'plain', run: async () => 0 }) } })
     await d.migrate()
     const run = await d.jobs.plain.trigger(undefined)
     const worker = spawnNode(WORKER, [db, 'work'], { env: { EXIT_AFTER: '1' } })
@@ -406,7 +409,7 @@ describe('waiting and processing', () => {
 
 describe('resume after stop({ abort: true })', () => {
   it('hands the run back to pending; a new version that drops stored steps fails strict replay', async () => {
-    const db = tempDb()
+    const store = testStore()
     let hang = true
     const v1 = defineJob({
       name: 'versioned',
@@ -418,7 +421,7 @@ describe('resume after stop({ abort: true })', () => {
         return 'v1'
       },
     })
-    const d1 = createDurably({ path: db, jobs: { v1 }, pollingInterval: 50 })
+    const d1 = createDurably({ ...store, jobs: { v1 }, pollingInterval: 50 })
     await d1.init()
     const started = new Promise((r) => d1.on('step:start', (e) => e.stepName === 'hang' && r()))
     const run = await d1.jobs.v1.trigger(undefined)
@@ -435,7 +438,7 @@ describe('resume after stop({ abort: true })', () => {
         return 'v2'
       },
     })
-    const d2 = createDurably({ path: db, jobs: { v2 }, pollingInterval: 50 })
+    const d2 = createDurably({ ...store, jobs: { v2 }, pollingInterval: 50 })
     await d2.init()
     const err = await d2.waitForRun(run.id, { timeout: 20_000 }).catch((e) => e)
     expect(err.code).toBe('RUN_FAILED')
@@ -444,7 +447,7 @@ describe('resume after stop({ abort: true })', () => {
 
     // lenient replay accepts the same change
     const v3 = defineJob({ ...v2, replay: 'lenient' })
-    const d3 = createDurably({ path: db, jobs: { v3 }, pollingInterval: 50 })
+    const d3 = createDurably({ ...store, jobs: { v3 }, pollingInterval: 50 })
     await d3.init()
     await d3.retry(run.id)
     expect((await d3.waitForRun(run.id, { timeout: 20_000 })).output).toBe('v2')

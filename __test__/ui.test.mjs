@@ -254,11 +254,11 @@ describe.skipIf(!!skipReason)('dashboard in Chromium', () => {
     expect(await page.evaluate(() => window.__sameDocument)).toBe(true)
   })
 
-  it('runs written by another instance on the file appear through the slow poll', async () => {
+  it('runs written by another instance on the store appear through the slow poll', async () => {
     await goto('list', '?label.t=elsewhere')
     await page.evaluate(() => (window.__sameDocument = true))
     // Another instance has its own events: only the page's poll can see this run.
-    const other = createDurably({ path: d._options.path, jobs: { x: defineJob({ name: 'elsewhere', run: async () => 1 }) } })
+    const other = createDurably({ ...helpers.sameStore(d), jobs: { x: defineJob({ name: 'elsewhere', run: async () => 1 }) } })
     const r = await other.jobs.x.trigger(null, { labels: { t: 'elsewhere' } })
     await other.close()
     await page.waitForSelector(`tr.run[data-run-id="${r.id}"][data-status="pending"]`, { timeout: 15_000 })

@@ -18,7 +18,7 @@ import helpers from './helpers.js'
 import table from './fixtures/values-table.js'
 
 const { encode, decode, isPlain } = values
-const { makeDurably, closeAll, tempDb, spawnNode, sleep, sql } = helpers
+const { makeDurably, closeAll, testStore, storeArg, storeSql, spawnNode, sleep } = helpers
 const { makeTable, TOP_LEVEL, DATE } = table
 const __dirname = import.meta.dirname
 
@@ -554,7 +554,7 @@ describe('unstorable values', () => {
         'which cannot be stored (its entries cannot be read)',
     )
     expect(run.output).toBeNull()
-    expect(sql(d._options.path, `SELECT output FROM runs WHERE id = '${id}'`)).toEqual([[null]])
+    expect(storeSql(d, `SELECT output FROM runs WHERE id = '${id}'`)).toEqual([[null]])
     const steps = await d.getSteps(id)
     expect(steps.map((s) => [s.name, s.status, s.output])).toEqual([['fine', 'completed', 1n]])
   })
@@ -591,7 +591,7 @@ describe('unstorable values', () => {
 // ---- through a real crash and replay ---------------------------------------------------
 
 describe('through a real crash and replay', () => {
-  const db = tempDb('values-crash.db')
+  const store = testStore()
   const ready = {}
   const doneOrder = []
   let childPid
@@ -599,7 +599,7 @@ describe('through a real crash and replay', () => {
   // One child runs version A of four jobs, commits their first steps, and is
   // SIGKILLed while every run is blocked in a later step.
   beforeAll(async () => {
-    const p = spawnNode(path.join(__dirname, 'fixtures', 'values-crash.js'), [db], {
+    const p = spawnNode(path.join(__dirname, 'fixtures', 'values-crash.js'), [storeArg(store)], {
       onLine: (line) => {
         const m = /^ready (\S+) (\S+)$/.exec(line)
         if (m) ready[m[1]] = m[2]
@@ -627,9 +627,9 @@ describe('through a real crash and replay', () => {
     expect(signal).toBe('SIGKILL')
   })
 
-  /** A new instance on the same file that reclaims the killed child's runs of `def` quickly. */
+  /** A new instance on the same store that reclaims the killed child's runs of `def` quickly. */
   async function resume(def) {
-    const d = makeDurably({ path: db, pollingInterval: 20, heartbeatInterval: 100, staleThreshold: 300 })
+    const d = makeDurably({ ...store, pollingInterval: 20, heartbeatInterval: 100, staleThreshold: 300 })
     d.register({ job: def })
     await d.start()
     return d
@@ -642,7 +642,7 @@ describe('through a real crash and replay', () => {
   it('every supported value comes back from the database with its type (input, steps, step results, logs)', async () => {
     const id = ready['values-table']
     // As an operator reads it: readable JSON with the documented tags.
-    const [[stored]] = sql(db, `SELECT output FROM steps WHERE run_id = '${id}' AND name = 'table'`)
+    const [[stored]] = storeSql(store, `SELECT CAST(output AS TEXT) FROM steps WHERE run_id = '${id}' AND name = 'table'`)
     expect(stored).toBe(encode(makeTable(), 'result'))
     expect(JSON.parse(stored).date).toStrictEqual({ $t: 'Date', v: DATE })
 
@@ -749,7 +749,7 @@ describe('through a real crash and replay', () => {
     // The child finished p4, p2, p0 in that order (reverse of the call order);
     // each is stored at the position it was called at.
     expect(doneOrder).toEqual([4, 2, 0])
-    const before = sql(db, `SELECT name, "index", output FROM steps WHERE run_id = '${id}' ORDER BY "index"`)
+    const before = storeSql(store, `SELECT name, "index", CAST(output AS TEXT) FROM steps WHERE run_id = '${id}' ORDER BY "index"`)
     expect(before.map(([n, i]) => [n, i])).toEqual([
       ['p0', 0],
       ['p2', 2],
