@@ -113,7 +113,7 @@ mod listen;
 mod manage;
 mod migrate;
 mod query;
-mod store_impl;
+pub(crate) mod store_impl;
 pub mod tls;
 mod trigger;
 

@@ -147,17 +147,11 @@ impl Store for PgStore {
     fn listen(&self, on: Box<dyn Fn(Notice) + Send + Sync>) -> Option<Box<dyn Send + Sync>> {
         let mut l = PgStore::listen(self, ListenOptions::default());
         let task = tokio::spawn(async move {
+            let mut outage = Outage::default();
             while let Some(n) = l.recv().await {
-                on(match n {
-                    PgNotice::Listening { .. } => Notice::Poll,
-                    PgNotice::Wake { .. } => Notice::Wake,
-                    PgNotice::Cancel { run_id } => Notice::Cancel(run_id),
-                    PgNotice::Event(ev) => Notice::Event {
-                        run_id: ev.run_id,
-                        json: ev.json,
-                    },
-                    PgNotice::Disconnected { error } => Notice::Error(error),
-                });
+                if let Some(n) = outage.notice(n) {
+                    on(n);
+                }
             }
         });
         Some(Box::new(AbortOnDrop(task)))
@@ -165,6 +159,38 @@ impl Store for PgStore {
 
     async fn publish_events(&self, events: &[(&str, &str)]) -> Result<()> {
         PgStore::publish_events(self, events).await
+    }
+}
+
+/// The engine's notices from the listen connection's. While the server is
+/// down the connection is retried with a backoff and each failed attempt is
+/// a [`PgNotice::Disconnected`]: only the first of an outage is reported
+/// (one `worker:error`, context `watch`), until the connection listens again
+/// (then the engine polls once; the JS API has no "back" event).
+#[derive(Debug, Default)]
+pub(crate) struct Outage {
+    down: bool,
+}
+
+impl Outage {
+    pub(crate) fn notice(&mut self, n: PgNotice) -> Option<Notice> {
+        Some(match n {
+            PgNotice::Listening { .. } => {
+                self.down = false;
+                Notice::Poll
+            }
+            PgNotice::Disconnected { .. } if self.down => return None,
+            PgNotice::Disconnected { error } => {
+                self.down = true;
+                Notice::Error(error)
+            }
+            PgNotice::Wake { .. } => Notice::Wake,
+            PgNotice::Cancel { run_id } => Notice::Cancel(run_id),
+            PgNotice::Event(ev) => Notice::Event {
+                run_id: ev.run_id,
+                json: ev.json,
+            },
+        })
     }
 }
 

@@ -306,3 +306,75 @@ fn run_events_cross_processes_inline_or_by_reference() -> TResult {
         TResult::Ok(())
     })
 }
+
+/// The engine hears one error per outage: the retries while the server
+/// refuses are not reported again, and the next outage is (issue 16: the
+/// dropped listen connection reported `worker:error` on every try).
+#[test]
+fn one_reported_error_per_outage() {
+    use crate::store::Notice;
+    let mut o = crate::pg::store_impl::Outage::default();
+    let down = |i: u32| PgNotice::Disconnected {
+        error: format!("try {i}"),
+    };
+    let mut heard = Vec::new();
+    let seq = [
+        PgNotice::Listening { reconnect: false },
+        down(1),
+        down(2),
+        down(3),
+        PgNotice::Listening { reconnect: true },
+        PgNotice::Wake { job: None },
+        down(4),
+        down(5),
+    ];
+    for n in seq {
+        heard.extend(o.notice(n));
+    }
+    assert_eq!(
+        heard,
+        vec![
+            Notice::Poll,
+            Notice::Error("try 1".into()),
+            Notice::Poll,
+            Notice::Wake,
+            Notice::Error("try 4".into()),
+        ]
+    );
+}
+
+/// Through the store interface the engine uses: a listen connection the
+/// server keeps refusing is retried (several attempts in 1.6 s with the
+/// default backoff) but reported once.
+#[test]
+fn a_refused_listen_connection_is_reported_once_through_the_store() -> TResult {
+    use crate::store::{Notice, Store};
+    skip_without_server!();
+    let db = TestSchema::new("outage")?;
+    db.runtime().block_on(async {
+        let s = db.store(1).await?;
+        let mut cfg = s.inner.config.clone();
+        cfg.user("no_such_role_durably");
+        let broken = s.with_listen_config(cfg);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let guard = Store::listen(
+            &broken,
+            Box::new(move |n: Notice| {
+                let _ = tx.send(n);
+            }),
+        )
+        .ok_or("no listener")?;
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        drop(guard);
+        let mut heard = Vec::new();
+        while let Ok(n) = rx.try_recv() {
+            heard.push(n);
+        }
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert!(
+            matches!(&heard[0], Notice::Error(e) if e.contains("no_such_role_durably")),
+            "{heard:?}"
+        );
+        TResult::Ok(())
+    })
+}
