@@ -126,3 +126,13 @@ describe('vitest.config.mjs: the semantic suites on both stores', () => {
     for (const f of include) expect(fs.existsSync(new URL(`../${f}`, import.meta.url)), f).toBe(true)
   })
 })
+
+describe('__test__/global-setup.mjs with two projects', () => {
+  it('one temp root for the whole run, not one nested in another per project (socket paths must stay short)', async () => {
+    const path = await import('node:path')
+    const tmp = process.env.TMPDIR
+    expect(path.basename(tmp)).toMatch(/^vitest-durably-/)
+    expect(path.basename(path.dirname(tmp))).not.toMatch(/^vitest-durably-/)
+    expect(process.env.DURABLY_VITEST_TMPDIR).toBe(tmp)
+  })
+})
