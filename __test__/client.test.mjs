@@ -288,7 +288,14 @@ describe('subscribe: resuming after dropped connections', () => {
   it('breaking out of the loop closes the stream; an aborted signal ends it quietly', async () => {
     hold('b:0')
     const c = createDurablyClient({ baseUrl: srv.url('') })
+    // The run waits at its gate before the streams open: nothing but their
+    // snapshot comes on them (a run claimed later, as on a loaded machine or
+    // on PostgreSQL, would stream its run:start and step:start too).
+    const waiting = new Set()
+    const off = durably.on('step:start', (e) => waiting.add(e.runId))
     const { runId } = await c.trigger('chatty', { key: 'b', phases: 1, n: 1 })
+    await until(() => waiting.has(runId), { what: 'the run at its gate' })
+    off()
     const baseline = durably._events.listenerCount()
     for await (const e of c.subscribe(runId)) {
       expect(e.type).toBe('run:snapshot')
