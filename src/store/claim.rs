@@ -27,6 +27,9 @@ pub struct ClaimedRun {
     pub json: String,
 }
 
+/// The lease generation of a run's first claim (a new run has 0).
+const FIRST_GENERATION: i64 = 1;
+
 /// A heartbeat that found the run no longer ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeartbeatOutcome {
@@ -88,20 +91,24 @@ impl SqliteStore {
             let (mut obj, job_name, generation) = read.query_row([&id], |r| {
                 Ok((run_object(r)?, r.get::<_, String>(1)?, r.get::<_, i64>(14)?))
             })?;
-            let rows = steps.query_map([&id], |r| {
-                let mut s = String::from("[");
-                super::json::push_str(&mut s, Some(&r.get::<_, String>(0)?));
-                s.push(',');
-                s.push_str(&r.get::<_, i64>(1)?.to_string());
-                s.push(',');
-                s.push_str(r.get::<_, Option<String>>(2)?.as_deref().unwrap_or("null"));
-                s.push(']');
-                Ok(s)
-            })?;
-            obj.raw(
-                "steps",
-                Some(&array(rows.collect::<rusqlite::Result<Vec<_>>>()?)),
-            );
+            // A first claim (generation 1: never `running` before) has no
+            // steps: only a fenced write of a running run stores one.
+            let done = if generation == FIRST_GENERATION {
+                Vec::new()
+            } else {
+                let rows = steps.query_map([&id], |r| {
+                    let mut s = String::from("[");
+                    super::json::push_str(&mut s, Some(&r.get::<_, String>(0)?));
+                    s.push(',');
+                    s.push_str(&r.get::<_, i64>(1)?.to_string());
+                    s.push(',');
+                    s.push_str(r.get::<_, Option<String>>(2)?.as_deref().unwrap_or("null"));
+                    s.push(']');
+                    Ok(s)
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            obj.raw("steps", Some(&array(done)));
             out.push(ClaimedRun {
                 id,
                 job_name,
