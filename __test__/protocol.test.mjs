@@ -99,10 +99,29 @@ describe('typed results from the addon', () => {
       triggerItem(q('typed'), '2', null, 'c', true, '{}'),
       triggerItem(q('typed'), '3', 'k1', null, false, '{}'),
     ])
+    // A batch answers with one TriggerBatchResult: an id per item, the items that found a run.
     const results = await direct(() => e.triggerBatch(batch), () => e.triggerBatchAsync(batch))
-    expect(results.map((r) => r.kind)).toEqual(['created', 'coalesced', 'idempotent'])
-    expect(JSON.parse(results[1].run).id).toBe(results[0].id)
-    expect((await e.triggerBatchAsync(batch)).map((r) => r.kind)).toEqual(['created', 'coalesced', 'idempotent'])
+    expect(Object.keys(results).sort()).toEqual(['createdAt', 'existing', 'ids'])
+    expect(results.ids).toHaveLength(3)
+    expect(results.ids[0]).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/)
+    expect(results.ids.slice(1)).toEqual([null, null])
+    expect(new Date(results.createdAt).toISOString()).toBe(results.createdAt)
+    expect(results.existing.map((x) => [x.index, x.kind])).toEqual([
+      [1, 'coalesced'],
+      [2, 'idempotent'],
+    ])
+    expect(JSON.parse(results.existing[0].run).id).toBe(results.ids[0])
+    expect(JSON.parse(results.existing[1].run).id).toBe(created.id)
+    const again2 = await e.triggerBatchAsync(batch)
+    expect(again2.ids[0]).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/)
+    expect(again2.existing.map((x) => [x.index, x.kind])).toEqual([
+      [1, 'coalesced'],
+      [2, 'idempotent'],
+    ])
+    // A batch that creates every run has no `existing` field.
+    const one = encodeTriggerBatch([triggerItem(q('typed'), '4', null, null, false, '{}')])
+    const plain = await direct(() => e.triggerBatch(one), () => e.triggerBatchAsync(one))
+    expect(Object.keys(plain).sort()).toEqual(['createdAt', 'ids'])
     // A malformed item is refused with a code, and nothing of its batch is written.
     const before = (await d.getRuns()).length
     const malformed = `[${triggerItem(q('typed'), '1', null, null, false, '{}')},{"job":"typed"}]`

@@ -346,20 +346,28 @@ class Durably {
 
   /** The run a TriggerResult (see lib/protocol.js) stands for, with its events emitted. */
   _triggered(def, outcome, value, o) {
-    if (outcome.kind === 'created') {
-      const run = newRun({
-        id: outcome.id,
-        jobName: def.name,
-        input: value,
-        labels: o.labelsValue,
-        idempotencyKey: o.idem,
-        concurrencyKey: o.conc,
-        createdAt: outcome.createdAt,
-      })
-      run.disposition = 'created'
-      this._emit('run:trigger', run, { input: value })
-      return run
-    }
+    if (outcome.kind === 'created') return this._created(def, outcome.id, outcome.createdAt, value, o)
+    return this._found(def, outcome, value, o)
+  }
+
+  /** A run the trigger created, with run:trigger emitted. */
+  _created(def, id, createdAt, value, o) {
+    const run = newRun({
+      id,
+      jobName: def.name,
+      input: value,
+      labels: o.labelsValue,
+      idempotencyKey: o.idem,
+      concurrencyKey: o.conc,
+      createdAt,
+    })
+    run.disposition = 'created'
+    this._emit('run:trigger', run, { input: value })
+    return run
+  }
+
+  /** The existing run an idempotent or coalesced trigger found (`{ kind, run }`). */
+  _found(def, outcome, value, o) {
     const run = parseRun(outcome.run)
     if (outcome.kind === 'idempotent') {
       run.disposition = 'idempotent'
@@ -398,7 +406,14 @@ class Durably {
       r = await nativeAsync(this._engine.triggerBatchAsync(text))
       woken = false
     }
-    const runs = r.map((outcome, i) => this._triggered(def, outcome, prepared[i].value, prepared[i].o))
+    // A TriggerBatchResult: an id per item (null: see `existing`).
+    const found = r.existing ? new Map(r.existing.map((x) => [x.index, x])) : null
+    const runs = new Array(prepared.length)
+    for (let i = 0; i < prepared.length; i++) {
+      const { value, o } = prepared[i]
+      const id = r.ids[i]
+      runs[i] = id !== null ? this._created(def, id, r.createdAt, value, o) : this._found(def, found.get(i), value, o)
+    }
     if (!woken) this._runner.wake()
     return runs
   }

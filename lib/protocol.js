@@ -82,10 +82,14 @@ function encodeTriggerBatch(items) {
 // `string_enum`s in src/binding/convert.rs, declared in the generated
 // binding.d.ts); only run records and claimed runs stay JSON text (decoded
 // by lib/records.js and lib/runner.js):
-// - trigger / triggerAsync → TriggerResult, triggerBatch(Async) → TriggerResult[]:
+// - trigger / triggerAsync → TriggerResult:
 //   `{ kind: 'created', id, createdAt, claimed? }` or `{ kind: 'idempotent' | 'coalesced', run }`
-//   (`run`: the existing run's JSON text; `claimed`, single trigger with the
-//   worker on: the runs the engine claimed right after it, JSON text);
+//   (`run`: the existing run's JSON text; `claimed`, worker on: the runs the
+//   engine claimed in or right after the trigger's commit, JSON text);
+// - triggerBatch(Async) → TriggerBatchResult, one object for the batch:
+//   `{ createdAt?, ids, existing? }`: `ids` one per item (the new run's id, or
+//   null), `createdAt` shared by the runs created, `existing` the items that
+//   found a run: `[{ index, kind: 'idempotent' | 'coalesced', run }]`;
 // - flush / flushAsync → FlushResult: `{ statuses, claimed?, errors? }`, one
 //   OpResult per op (OP_RESULTS), the runs claimed in the same commit (JSON
 //   text) and the ops that failed (`{ index, code, message }`);

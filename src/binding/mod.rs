@@ -17,7 +17,9 @@ use crate::engine::EngineConfig;
 use crate::error::Error as EngineError;
 use crate::store::{lock, RunFilter, SqliteStore, StoreOptions, Synchronous, TriggerRequest};
 use crate::worker::{Sink, WorkerConfig};
-use convert::{to_js, CancelResult, FlushResult, JsCode, NativeTask, TriggerResult};
+use convert::{
+    to_js, CancelResult, FlushResult, JsCode, NativeTask, TriggerBatchResult, TriggerResult,
+};
 use sink::JsSink;
 
 /// The engine on whichever backend this instance opened. The SQLite engine
@@ -412,9 +414,9 @@ impl Engine {
 
     /// Creates all runs of a batch (a JSON array of `TriggerRequest`s, see
     /// `triggerItem` in lib/protocol.js) in one transaction without waiting;
-    /// one result per item, or `null` when busy.
+    /// a `TriggerBatchResult`, or `null` when busy.
     #[napi(catch_unwind)]
-    pub fn trigger_batch(&self, items: String) -> Result<Option<Vec<TriggerResult>>, JsCode> {
+    pub fn trigger_batch(&self, items: String) -> Result<Option<TriggerBatchResult>, JsCode> {
         let inner = self.inner()?;
         let parsed = TriggerRequest::parse_batch(&items).map_err(to_js)?;
         let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
@@ -423,22 +425,22 @@ impl Engine {
             #[cfg(feature = "postgres")]
             AnyEngine::Pg(_) => None,
         };
-        Ok(out.map(|o| o.into_iter().map(TriggerResult::from).collect()))
+        Ok(out.map(TriggerBatchResult::from))
     }
 
     /// `triggerBatch` that waits for the lock on a pool thread.
-    #[napi(catch_unwind, ts_return_type = "Promise<Array<TriggerResult>>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<TriggerBatchResult>")]
     pub fn trigger_batch_async(
         &self,
         items: String,
-    ) -> Result<AsyncTask<NativeTask<Vec<TriggerResult>>>, JsCode> {
+    ) -> Result<AsyncTask<NativeTask<TriggerBatchResult>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
             let parsed = TriggerRequest::parse_batch(&items)?;
             let items: Vec<_> = parsed.iter().map(|b| b.as_item()).collect();
             // The JS side wakes the worker after emitting run:trigger.
             let out = with_engine!(&inner.engine, e => e.wait(e.trigger_batch(&items)))?;
-            Ok(out.into_iter().map(TriggerResult::from).collect())
+            Ok(TriggerBatchResult::from(out))
         }))
     }
 
