@@ -31,10 +31,14 @@
 
 use std::time::Duration;
 
+#[cfg(test)]
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::query::{run_object, CREATED_COLUMN, GENERATION_COLUMN, RUN_COLUMNS, STEP_INDEX_COLUMN};
+use super::pipe::Pipeline;
+
+use super::query::{run_object, CREATED_COLUMN, GENERATION_COLUMN, RUN_COLUMNS};
 use super::{is_claim_race, PgStore};
 use crate::error::{Error, Result};
 use crate::store::json::{array, push_str};
@@ -44,7 +48,7 @@ use crate::store::{ClaimedRun, HeartbeatOutcome};
 pub(crate) const RUNNING_KEY_INDEX: &str = "runs_one_running_per_key";
 
 /// Claims that lost a race to another claim are retried this many times.
-const CLAIM_ATTEMPTS: usize = 8;
+pub(crate) const CLAIM_ATTEMPTS: usize = 8;
 
 /// The claim statement: `$1` jobs, `$2` limit, `$3` lease owner.
 pub(crate) const CLAIM_SQL: &str = "WITH cand AS ( \
@@ -75,65 +79,25 @@ impl PgStore {
     }
 
     /// Claims up to `limit` runs of `jobs` for this worker, oldest first.
+    /// One statement (its own transaction, one round trip, the claimed
+    /// runs' completed steps included); a lost race fails it whole and it
+    /// is tried again.
     pub async fn claim(&self, jobs: &[String], limit: usize) -> Result<Vec<ClaimedRun>> {
         if jobs.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let mut c = self.client().await?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            // Its own transaction: a lost race rolls it back whole (no savepoint).
-            let tx = c.transaction().await?;
-            match claim_statement(&tx, jobs, limit, self.owner()).await {
-                Ok(rows) => {
-                    let out = claimed_runs(&tx, rows).await?;
-                    tx.commit().await?;
-                    return Ok(out);
-                }
-                Err(e) if is_claim_race(&e) => {
-                    tx.rollback().await?;
-                    if attempt >= CLAIM_ATTEMPTS {
-                        // Lost every attempt (heavy contention on the keys):
-                        // nothing now; the next wake-up or poll tries again.
-                        return Ok(Vec::new());
-                    }
-                }
+        let c = self.client().await?;
+        let st = c.prepare_cached(&claim_sql()).await?;
+        for _ in 0..CLAIM_ATTEMPTS {
+            match c.query(&st, &[&jobs, &(limit as i64), &self.owner()]).await {
+                Ok(rows) => return claimed_runs(rows),
+                Err(e) if is_claim_race(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// Claims inside an open transaction, each attempt in a savepoint so a
-    /// lost race (see the module docs) rolls back only the claim.
-    pub(crate) async fn claim_in(
-        &self,
-        tx: &mut Transaction<'_>,
-        jobs: &[String],
-        limit: usize,
-    ) -> Result<Vec<ClaimedRun>> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sp = tx.savepoint("durably_claim").await?;
-            match claim_statement(&sp, jobs, limit, self.owner()).await {
-                Ok(rows) => {
-                    let out = claimed_runs(&sp, rows).await?;
-                    sp.commit().await?;
-                    return Ok(out);
-                }
-                Err(e) if is_claim_race(&e) && attempt < CLAIM_ATTEMPTS => {
-                    sp.rollback().await?;
-                }
-                Err(e) if is_claim_race(&e) => {
-                    // Lost every attempt (heavy contention on the keys): claim
-                    // nothing now; the next wake-up or poll tries again.
-                    sp.rollback().await?;
-                    return Ok(Vec::new());
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // Lost every attempt (heavy contention on the keys): nothing now;
+        // the next wake-up or poll tries again.
+        Ok(Vec::new())
     }
 
     /// Renews the heartbeat (database clock) of runs this worker executes;
@@ -143,7 +107,7 @@ impl PgStore {
             return Ok(Vec::new());
         }
         // One statement (its own transaction) per run, not one transaction
-        // for all: a heartbeat then never holds a run's row lock while it
+        // for all, piped: a heartbeat then never holds a run's row lock while it
         // waits for another's, so it cannot deadlock with a write batch that
         // locks the same runs in another order (tests::semantics).
         let c = self.client().await?;
@@ -154,9 +118,22 @@ impl PgStore {
                  SELECT (SELECT count(*) FROM upd), (SELECT status FROM runs WHERE id = $1)",
             )
             .await?;
+        // Piped: one round trip for all of them.
+        let params: Vec<[&(dyn ToSql + Sync); 2]> = runs
+            .iter()
+            .map(|(id, g)| [id as &(dyn ToSql + Sync), g as &(dyn ToSql + Sync)])
+            .collect();
+        let mut p = Pipeline::new(&c);
+        for ps in &params {
+            p.query_refs(&st, ps);
+        }
+        p.send().await;
         let mut lost = Vec::new();
-        for (id, generation) in runs {
-            let row = c.query_one(&st, &[id, generation]).await?;
+        for ((id, _), reply) in runs.iter().zip(p.finish().await) {
+            let rows = reply?;
+            let row = rows
+                .first()
+                .ok_or_else(|| Error::Internal("a heartbeat answered no row".into()))?;
             let changed: i64 = row.try_get(0)?;
             if changed == 0 {
                 lost.push(match row.try_get::<_, Option<&str>>(1)? {
@@ -253,24 +230,39 @@ fn millis(d: Duration) -> Result<i64> {
         .map_err(|_| Error::Validation(format!("stale threshold {d:?} is too long")))
 }
 
-/// Runs the claim statement once.
+/// The claimed runs' completed steps, in step order, as three arrays
+/// (names, indexes, outputs as JSON text), read only for a run that has
+/// one (`current_step_index > 0`): a fresh run costs no scan of `steps`.
+const CLAIM_STEPS: &str = "\
+    CASE WHEN runs.current_step_index > 0 THEN ARRAY(SELECT s.name FROM steps AS s \
+      WHERE s.run_id = runs.id AND s.status = 'completed' ORDER BY s.\"index\", s.id) END, \
+    CASE WHEN runs.current_step_index > 0 THEN ARRAY(SELECT s.\"index\" FROM steps AS s \
+      WHERE s.run_id = runs.id AND s.status = 'completed' ORDER BY s.\"index\", s.id) END, \
+    CASE WHEN runs.current_step_index > 0 THEN ARRAY(SELECT s.output::text FROM steps AS s \
+      WHERE s.run_id = runs.id AND s.status = 'completed' ORDER BY s.\"index\", s.id) END";
+
+/// Index of the first [`CLAIM_STEPS`] column in a claimed row.
+const STEPS_COLUMN: usize = 20;
+
+/// The claim statement with what it returns: `$1` jobs, `$2` limit, `$3` lease owner.
+pub(crate) fn claim_sql() -> String {
+    format!("{CLAIM_SQL} RETURNING {RUN_COLUMNS}, {CLAIM_STEPS}")
+}
+
+/// Runs the claim statement once (tests replay races with it).
+#[cfg(test)]
 pub(crate) async fn claim_statement(
     tx: &Transaction<'_>,
     jobs: &[String],
     limit: usize,
     owner: &str,
 ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
-    let st = tx
-        .prepare_cached(&format!("{CLAIM_SQL} RETURNING {RUN_COLUMNS}"))
-        .await?;
+    let st = tx.prepare_cached(&claim_sql()).await?;
     tx.query(&st, &[&jobs, &(limit as i64), &owner]).await
 }
 
-/// The claimed rows with their completed steps, in claim order.
-async fn claimed_runs(tx: &Transaction<'_>, mut rows: Vec<Row>) -> Result<Vec<ClaimedRun>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
+/// The claimed rows (of [`claim_sql`]) with their completed steps, in claim order.
+pub(crate) fn claimed_runs(mut rows: Vec<Row>) -> Result<Vec<ClaimedRun>> {
     // RETURNING has no order: claim order is (created_at, id).
     let mut keyed = Vec::with_capacity(rows.len());
     for r in rows.drain(..) {
@@ -279,37 +271,29 @@ async fn claimed_runs(tx: &Transaction<'_>, mut rows: Vec<Row>) -> Result<Vec<Cl
         keyed.push((at, id, r));
     }
     keyed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    // Only a run with a completed step has current_step_index > 0: a batch
-    // of fresh runs needs no second round trip.
-    let ids: Vec<&str> = keyed
-        .iter()
-        .filter(|(_, _, r)| r.get::<_, i64>(STEP_INDEX_COLUMN) > 0)
-        .map(|(_, id, _)| id.as_str())
-        .collect();
-    let step_rows = if ids.is_empty() {
-        Vec::new()
-    } else {
-        let st = tx
-            .prepare_cached(
-                "SELECT run_id, name, \"index\", output::text FROM steps \
-                 WHERE run_id = ANY($1) AND status = 'completed' ORDER BY run_id, \"index\"",
-            )
-            .await?;
-        tx.query(&st, &[&ids]).await?
-    };
     let mut out = Vec::with_capacity(keyed.len());
     for (_, id, r) in &keyed {
-        let mut steps = Vec::new();
-        for s in step_rows
-            .iter()
-            .filter(|s| s.get::<_, &str>(0) == id.as_str())
-        {
+        let names: Option<Vec<&str>> = r.try_get(STEPS_COLUMN)?;
+        let indexes: Option<Vec<i64>> = r.try_get(STEPS_COLUMN + 1)?;
+        let outputs: Option<Vec<Option<&str>>> = r.try_get(STEPS_COLUMN + 2)?;
+        let (names, indexes, outputs) = (
+            names.unwrap_or_default(),
+            indexes.unwrap_or_default(),
+            outputs.unwrap_or_default(),
+        );
+        if indexes.len() != names.len() || outputs.len() != names.len() {
+            return Err(Error::Internal(format!(
+                "claimed run {id}: step arrays of different lengths"
+            )));
+        }
+        let mut steps = Vec::with_capacity(names.len());
+        for ((name, index), output) in names.iter().zip(&indexes).zip(&outputs) {
             let mut t = String::from("[");
-            push_str(&mut t, Some(s.try_get::<_, &str>(1)?));
+            push_str(&mut t, Some(name));
             t.push(',');
-            t.push_str(&s.try_get::<_, i64>(2)?.to_string());
+            t.push_str(&index.to_string());
             t.push(',');
-            t.push_str(s.try_get::<_, Option<&str>>(3)?.unwrap_or("null"));
+            t.push_str(output.unwrap_or("null"));
             t.push(']');
             steps.push(t);
         }

@@ -28,6 +28,9 @@ use crate::error::{Error, Result};
 /// NOTIFY refuses payloads of 8000 bytes or more.
 pub const MAX_INLINE_PAYLOAD: usize = 7999;
 
+/// Notifies `$1` with each payload of `$2`, in array order.
+const NOTIFY_ALL_SQL: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
+
 /// How long a by-reference event stays readable.
 pub const EVENT_RETENTION: Duration = Duration::from_secs(300);
 
@@ -62,36 +65,58 @@ impl PgStore {
                 )));
             }
         }
+        let owner = self.owner();
+        let inline: Vec<Option<String>> = events
+            .iter()
+            .map(|(run_id, json)| {
+                let p = format!("i{owner}\t{run_id}\t{json}");
+                (p.len() <= MAX_INLINE_PAYLOAD).then_some(p)
+            })
+            .collect();
         let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        let mut stored = false;
-        for (run_id, json) in events {
-            let inline = format!("i{}\t{run_id}\t{json}", self.owner());
-            if inline.len() <= MAX_INLINE_PAYLOAD {
-                tx.execute(&notify, &[&self.events_channel(), &inline])
-                    .await?;
-                continue;
-            }
-            let st = tx
-                .prepare_cached(
-                    "WITH ins AS (INSERT INTO events (origin, run_id, payload) \
-                     VALUES ($1, $2, $3) RETURNING id) \
-                     SELECT pg_notify($4, 'r' || $1 || E'\\t' || $2 || E'\\t' || id) FROM ins",
-                )
-                .await?;
-            tx.execute(&st, &[&self.owner(), run_id, json, &self.events_channel()])
-                .await?;
-            stored = true;
+        if inline.iter().all(Option::is_some) {
+            // The usual case: one statement (its own transaction), however
+            // many events.
+            let all: Vec<&str> = inline.iter().flatten().map(String::as_str).collect();
+            let st = c.prepare_cached(NOTIFY_ALL_SQL).await?;
+            c.execute(&st, &[&self.events_channel(), &all]).await?;
+            return Ok(());
         }
-        if stored {
-            let secs = EVENT_RETENTION.as_secs_f64();
-            tx.execute(
-                "DELETE FROM events WHERE created_at < now() - make_interval(secs => $1)",
-                &[&secs],
+        let tx = c.transaction().await?;
+        let notify = tx.prepare_cached(NOTIFY_ALL_SQL).await?;
+        let store = tx
+            .prepare_cached(
+                "WITH ins AS (INSERT INTO events (origin, run_id, payload) \
+                 VALUES ($1, $2, $3) RETURNING id) \
+                 SELECT pg_notify($4, 'r' || $1 || E'\\t' || $2 || E'\\t' || id) FROM ins",
             )
             .await?;
+        // In order: each stretch of inline events in one statement, each
+        // stored one alone.
+        let mut stretch: Vec<&str> = Vec::new();
+        for ((run_id, json), payload) in events.iter().zip(&inline) {
+            if let Some(p) = payload {
+                stretch.push(p);
+                continue;
+            }
+            if !stretch.is_empty() {
+                tx.execute(&notify, &[&self.events_channel(), &stretch])
+                    .await?;
+                stretch.clear();
+            }
+            tx.execute(&store, &[&owner, run_id, json, &self.events_channel()])
+                .await?;
         }
+        if !stretch.is_empty() {
+            tx.execute(&notify, &[&self.events_channel(), &stretch])
+                .await?;
+        }
+        let secs = EVENT_RETENTION.as_secs_f64();
+        tx.execute(
+            "DELETE FROM events WHERE created_at < now() - make_interval(secs => $1)",
+            &[&secs],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

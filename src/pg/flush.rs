@@ -1,6 +1,9 @@
 //! The executing worker's writes on PostgreSQL: step results, completion,
 //! failure, progress, logs and hand-back, a batch per transaction (group
-//! commit, as on SQLite).
+//! commit, as on SQLite), its statements piped (`pipe.rs`): a batch that
+//! ends no run is one round trip (`BEGIN`, the ops, `COMMIT`); one whose
+//! ended runs' successors are claimed in the same commit is two (`BEGIN`,
+//! the ops, `SAVEPOINT`, the claim; then `COMMIT`).
 //!
 //! Each op is one statement fenced like SQLite's: it changes the run only
 //! `WHERE id = $1 AND lease_generation = $2 AND status = 'running'`, and
@@ -11,14 +14,16 @@
 
 use std::time::SystemTime;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::Object;
 use serde_json::value::RawValue;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
-use super::PgStore;
+use super::claim::{claim_sql, claimed_runs, CLAIM_ATTEMPTS};
+use super::pipe::{OpenTx, Params, Pipeline, Reply};
+use super::{is_claim_race, PgStore};
 use crate::error::{Error, Result};
-use crate::store::{
-    ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpError, OpStatus,
-};
+use crate::store::{ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpStatus};
 
 /// JSON text of an optional raw value.
 fn text<'a>(v: &Option<&'a RawValue>) -> Option<&'a str> {
@@ -29,6 +34,76 @@ pub(crate) fn time(field: &str, s: &str) -> Result<SystemTime> {
     humantime::parse_rfc3339(s)
         .map_err(|e| Error::Internal(format!("flush op {field}: bad time {s:?}: {e}")))
 }
+
+/// A step result: `$1` run, `$2` generation, `$3` completed, `$4` next
+/// step index, `$5` progress, `$6`… the step row.
+const STEP_SQL: &str = "WITH upd AS ( \
+       UPDATE runs SET current_step_index = CASE WHEN $3 \
+         THEN GREATEST(current_step_index, $4) ELSE current_step_index END, \
+       progress = COALESCE($5::text::json, progress), updated_at = now() \
+       WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
+       RETURNING id), \
+     ins AS ( \
+       INSERT INTO steps (run_id, name, \"index\", status, output, error, \
+         error_stack, started_at, completed_at) \
+       SELECT id, $6::text, $7::bigint, $8::text, $9::text::json, $10::text, \
+         $11::text, $12::timestamptz, $13::timestamptz FROM upd \
+       ON CONFLICT (run_id, name) DO UPDATE SET \"index\" = excluded.\"index\", \
+         status = excluded.status, output = excluded.output, \
+         error = excluded.error, error_stack = excluded.error_stack, \
+         started_at = excluded.started_at, \
+         completed_at = excluded.completed_at) \
+     SELECT (SELECT count(*) FROM upd), (SELECT status FROM runs WHERE id = $1)";
+
+const COMPLETE_SQL: &str = "WITH upd AS ( \
+       UPDATE runs SET status = 'completed', output = $3::text::json, \
+       progress = COALESCE($4::text::json, progress), completed_at = now(), \
+       updated_at = now() \
+       WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
+       RETURNING concurrency_key) \
+     SELECT (SELECT count(*) FROM upd), \
+       (SELECT status FROM runs WHERE id = $1), \
+       (SELECT pg_notify($5, '')::text FROM upd \
+          WHERE concurrency_key IS NOT NULL)";
+
+const FAIL_SQL: &str = "WITH upd AS ( \
+       UPDATE runs SET status = 'failed', error = $3, error_stack = $4, \
+       progress = COALESCE($5::text::json, progress), completed_at = now(), \
+       updated_at = now() \
+       WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
+       RETURNING concurrency_key) \
+     SELECT (SELECT count(*) FROM upd), \
+       (SELECT status FROM runs WHERE id = $1), \
+       (SELECT pg_notify($6, '')::text FROM upd \
+          WHERE concurrency_key IS NOT NULL)";
+
+const PROGRESS_SQL: &str = "WITH upd AS ( \
+       UPDATE runs SET progress = $3::text::json, updated_at = now() \
+       WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
+       RETURNING 1) \
+     SELECT (SELECT count(*) FROM upd), (SELECT status FROM runs WHERE id = $1)";
+
+const RELEASE_SQL: &str = "WITH upd AS ( \
+       UPDATE runs SET status = 'pending', lease_owner = NULL, \
+       updated_at = now() \
+       WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
+       RETURNING job_name) \
+     SELECT (SELECT count(*) FROM upd), \
+       (SELECT status FROM runs WHERE id = $1), \
+       (SELECT pg_notify($3, job_name)::text FROM upd)";
+
+const LOG_SQL: &str = "WITH ins AS ( \
+       INSERT INTO logs (run_id, step_name, level, message, data, timestamp) \
+       SELECT $1::text, $3::text, $4::text, $5::text, $6::text::json, \
+         $7::timestamptz WHERE EXISTS ( \
+         SELECT 1 FROM runs \
+         WHERE id = $1 AND lease_generation = $2 AND status = 'running') \
+       RETURNING 1) \
+     SELECT (SELECT count(*) FROM ins), (SELECT status FROM runs WHERE id = $1)";
+
+/// The savepoint the claim after a batch runs in.
+const SAVEPOINT: &str = "SAVEPOINT durably_claim";
+const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT durably_claim";
 
 impl PgStore {
     /// Applies a batch of ops in one transaction. Returns one status
@@ -46,101 +121,143 @@ impl PgStore {
         ops: &[FlushOp<'_>],
         then: impl FnOnce(&[(String, i64)]) -> ClaimRequest,
     ) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
-        let mut c = self.client().await?;
-        let mut tx = c.transaction().await?;
-        // As on SQLite (src/store/flush.rs): an op that fails is rolled back
-        // alone and reports its error, the batch's other ops still commit.
-        // A failed statement aborts a PostgreSQL transaction, so the batch
-        // first runs without savepoints (two more round trips per op, for
-        // ops that almost never fail); only when an op fails is the
-        // transaction rolled back and the batch applied again with a
-        // savepoint per op.
-        let (statuses, errors) = match self.apply_all(&tx, ops, false).await {
-            Ok(out) => out,
-            Err(e) if e.fails_whole_batch() => return Err(e),
-            Err(_) => {
-                tx.rollback().await?;
-                tx = c.transaction().await?;
-                self.apply_all(&tx, ops, true).await?
-            }
+        // Which executions the batch ends is known before it runs: every
+        // complete, fail or release op, whatever its status (`ended_runs`
+        // leaves out only `OpStatus::Failed`, which this store never
+        // answers). So the claim is planned first and piped with the ops.
+        let ended = ended_runs(ops, &OpStatus::Ok.as_char().to_string().repeat(ops.len()));
+        let claim = match then(&ended) {
+            Some((jobs, limit)) if !jobs.is_empty() && limit > 0 => Some((jobs, limit)),
+            _ => None,
         };
-        let ended = ended_runs(ops, &statuses);
-        let claimed = match then(&ended) {
-            Some((jobs, limit)) if !jobs.is_empty() && limit > 0 => {
-                self.claim_in(&mut tx, &jobs, limit).await?
-            }
-            _ => Vec::new(),
+        let tx = OpenTx::new(self.client().await?);
+        // Prepared once per connection (deadpool's statement cache).
+        let mut bound: Vec<Option<(Statement, Params<'_>)>> = Vec::with_capacity(ops.len());
+        for op in ops {
+            // Over the server's limit, the statement would fail and abort the
+            // whole batch: refuse this op alone, as SQLite's store does.
+            bound.push(if op.value_bytes() > self.inner.max_op_bytes {
+                None
+            } else {
+                Some(self.bind(tx.conn(), op).await?)
+            });
+        }
+        let claim_st = match &claim {
+            Some(_) => Some(tx.conn().prepare_cached(&claim_sql()).await?),
+            None => None,
         };
-        tx.commit().await?;
+        let owner = self.owner();
+        let claim_params: Option<Params<'_>> = claim.as_ref().map(|(jobs, limit)| {
+            let p: Params<'_> = vec![
+                Box::new(jobs.to_vec()),
+                Box::new(*limit as i64),
+                Box::new(owner),
+            ];
+            p
+        });
+        // One statement alone needs no transaction of its own.
+        let wrap = claim.is_some() || bound.iter().flatten().count() > 1;
+        let mut p = Pipeline::new(tx.client());
+        if wrap {
+            p.command("BEGIN");
+        }
+        let first_op = usize::from(wrap);
+        for (st, params) in bound.iter().flatten() {
+            p.query(st, params);
+        }
+        let claim_at = match (&claim_st, &claim_params) {
+            (Some(st), Some(params)) => {
+                p.command(SAVEPOINT);
+                Some(p.query(st, params))
+            }
+            _ => None,
+        };
+        let sent = p.send().await;
+        if wrap && claim_at.is_none() {
+            // Commit only what was all sent; a later failure on the server
+            // turns this COMMIT into a rollback (see `pipe.rs`).
+            p.command(if sent { "COMMIT" } else { "ROLLBACK" });
+        }
+        let mut replies = p.finish().await;
+        // The first failure in order is the cause; the statements after it
+        // failed with "current transaction is aborted".
+        let failed = replies.iter().position(Result::is_err);
+        let claim_rows = match (claim_at, failed) {
+            (None, None) => None,
+            (None, Some(i)) => {
+                // The COMMIT piped after the ops rolled back (or a single
+                // statement failed alone): the connection is usable as is.
+                tx.close();
+                return Err(take(&mut replies, i).into());
+            }
+            (Some(at), Some(i)) if i < at => {
+                rollback(tx).await;
+                return Err(take(&mut replies, i).into());
+            }
+            (Some(at), Some(_)) => {
+                let e = take(&mut replies, at);
+                let again = match (&claim_st, &claim_params) {
+                    (Some(st), Some(params)) if is_claim_race(&e) => {
+                        // Lost a race to another claim (`claim.rs`): only
+                        // the claim rolls back, to its savepoint.
+                        claim_again(&tx, st, params).await
+                    }
+                    _ => Err(e),
+                };
+                match again {
+                    Ok(rows) => Some(rows),
+                    Err(e) => {
+                        rollback(tx).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            (Some(at), None) => match std::mem::replace(&mut replies[at], Ok(Vec::new())) {
+                Ok(rows) => Some(rows),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let mut statuses = String::with_capacity(ops.len());
+        let mut next = first_op;
+        for b in &bound {
+            statuses.push(
+                match b {
+                    None => OpStatus::TooBig,
+                    Some(_) => {
+                        next += 1;
+                        match &replies[next - 1] {
+                            Ok(rows) => op_status(rows)?,
+                            Err(_) => unreachable!("no op failed"),
+                        }
+                    }
+                }
+                .as_char(),
+            );
+        }
+        let claimed = match claim_rows {
+            Some(rows) => claimed_runs(rows)?,
+            None => Vec::new(),
+        };
+        if claim_at.is_some() {
+            tx.client().batch_execute("COMMIT").await?;
+        }
+        tx.close();
+        debug_assert_eq!(ended, ended_runs(ops, &statuses));
         Ok(FlushOutcome {
             statuses,
-            errors,
+            errors: Vec::new(),
             ended,
             then: claimed,
         })
     }
 
-    /// One pass over the batch: a status character per op, and the errors
-    /// of the failed ops. With `isolated`, each op runs in its own savepoint
-    /// and a failed op is reported; without, the first failed op fails the
-    /// pass (and has aborted the transaction).
-    async fn apply_all(
-        &self,
-        tx: &Transaction<'_>,
-        ops: &[FlushOp<'_>],
-        isolated: bool,
-    ) -> Result<(String, Vec<OpError>)> {
-        let mut statuses = String::with_capacity(ops.len());
-        let mut errors = Vec::new();
-        for (index, op) in ops.iter().enumerate() {
-            // Over the server's limit, the statement would fail and abort the
-            // whole batch: refuse this op alone, as SQLite's store does.
-            let status = if op.value_bytes() > self.inner.max_op_bytes {
-                OpStatus::TooBig
-            } else if !isolated {
-                self.apply_one(tx, op).await?
-            } else {
-                tx.batch_execute("SAVEPOINT flush_op").await?;
-                match self.apply_one(tx, op).await {
-                    Ok(status) => {
-                        tx.batch_execute("RELEASE flush_op").await?;
-                        status
-                    }
-                    Err(e) if e.fails_whole_batch() => return Err(e),
-                    Err(error) => {
-                        tx.batch_execute("ROLLBACK TO flush_op; RELEASE flush_op")
-                            .await?;
-                        errors.push(OpError { index, error });
-                        OpStatus::Failed
-                    }
-                }
-            };
-            statuses.push(status.as_char());
-        }
-        Ok((statuses, errors))
-    }
-
-    /// Fails a run this worker owns (job timeout), fenced like any op.
-    pub async fn fail_owned(&self, run: &str, generation: i64, error: &str) -> Result<OpStatus> {
-        // The run's time comes from the database clock: `at` is not read.
-        let op = FlushOp::Fail {
-            run: run.to_string(),
-            generation,
-            error: error.to_string(),
-            stack: None,
-            progress: None,
-            at: String::new(),
-        };
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let status = self.apply_one(&tx, &op).await?;
-        tx.commit().await?;
-        Ok(status)
-    }
-
-    async fn apply_one(&self, tx: &Transaction<'_>, op: &FlushOp<'_>) -> Result<OpStatus> {
-        // Each statement answers (rows changed, the run's status before it).
-        let row = match op {
+    /// Binds an op to its prepared statement.
+    async fn bind<'a>(
+        &'a self,
+        conn: &Object,
+        op: &'a FlushOp<'a>,
+    ) -> Result<(Statement, Params<'a>)> {
+        Ok(match op {
             FlushOp::Step {
                 run,
                 generation,
@@ -154,52 +271,27 @@ impl PgStore {
                 completed_at,
                 progress,
             } => {
-                let st = tx
-                    .prepare_cached(
-                        "WITH upd AS ( \
-                           UPDATE runs SET current_step_index = CASE WHEN $3 \
-                             THEN GREATEST(current_step_index, $4) ELSE current_step_index END, \
-                           progress = COALESCE($5::text::json, progress), updated_at = now() \
-                           WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
-                           RETURNING id), \
-                         ins AS ( \
-                           INSERT INTO steps (run_id, name, \"index\", status, output, error, \
-                             error_stack, started_at, completed_at) \
-                           SELECT id, $6::text, $7::bigint, $8::text, $9::text::json, $10::text, \
-                             $11::text, $12::timestamptz, $13::timestamptz FROM upd \
-                           ON CONFLICT (run_id, name) DO UPDATE SET \"index\" = excluded.\"index\", \
-                             status = excluded.status, output = excluded.output, \
-                             error = excluded.error, error_stack = excluded.error_stack, \
-                             started_at = excluded.started_at, \
-                             completed_at = excluded.completed_at) \
-                         SELECT (SELECT count(*) FROM upd), (SELECT status FROM runs WHERE id = $1)",
-                    )
-                    .await?;
-                let done = status == "completed";
                 let started_at = time("startedAt", started_at)?;
                 let completed_at = completed_at
                     .as_deref()
                     .map(|t| time("completedAt", t))
                     .transpose()?;
-                tx.query_one(
-                    &st,
-                    &[
-                        run,
-                        generation,
-                        &done,
-                        &(index + 1),
-                        &text(progress),
-                        name,
-                        index,
-                        status,
-                        &text(output),
-                        error,
-                        stack,
-                        &started_at,
-                        &completed_at,
-                    ],
-                )
-                .await?
+                let p: Params<'a> = vec![
+                    Box::new(run.as_str()),
+                    Box::new(*generation),
+                    Box::new(status == "completed"),
+                    Box::new(index + 1),
+                    Box::new(text(progress)),
+                    Box::new(name.as_str()),
+                    Box::new(*index),
+                    Box::new(status.as_str()),
+                    Box::new(text(output)),
+                    Box::new(error.as_deref()),
+                    Box::new(stack.as_deref()),
+                    Box::new(started_at),
+                    Box::new(completed_at),
+                ];
+                (conn.prepare_cached(STEP_SQL).await?, p)
             }
             FlushOp::Complete {
                 run,
@@ -208,31 +300,14 @@ impl PgStore {
                 progress,
                 at: _,
             } => {
-                let st = tx
-                    .prepare_cached(
-                        "WITH upd AS ( \
-                           UPDATE runs SET status = 'completed', output = $3::text::json, \
-                           progress = COALESCE($4::text::json, progress), completed_at = now(), \
-                           updated_at = now() \
-                           WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
-                           RETURNING concurrency_key) \
-                         SELECT (SELECT count(*) FROM upd), \
-                           (SELECT status FROM runs WHERE id = $1), \
-                           (SELECT pg_notify($5, '')::text FROM upd \
-                              WHERE concurrency_key IS NOT NULL)",
-                    )
-                    .await?;
-                tx.query_one(
-                    &st,
-                    &[
-                        run,
-                        generation,
-                        &text(output),
-                        &text(progress),
-                        &self.wake_channel(),
-                    ],
-                )
-                .await?
+                let p: Params<'a> = vec![
+                    Box::new(run.as_str()),
+                    Box::new(*generation),
+                    Box::new(text(output)),
+                    Box::new(text(progress)),
+                    Box::new(self.wake_channel()),
+                ];
+                (conn.prepare_cached(COMPLETE_SQL).await?, p)
             }
             FlushOp::Fail {
                 run,
@@ -242,66 +317,36 @@ impl PgStore {
                 progress,
                 at: _,
             } => {
-                let st = tx
-                    .prepare_cached(
-                        "WITH upd AS ( \
-                           UPDATE runs SET status = 'failed', error = $3, error_stack = $4, \
-                           progress = COALESCE($5::text::json, progress), completed_at = now(), \
-                           updated_at = now() \
-                           WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
-                           RETURNING concurrency_key) \
-                         SELECT (SELECT count(*) FROM upd), \
-                           (SELECT status FROM runs WHERE id = $1), \
-                           (SELECT pg_notify($6, '')::text FROM upd \
-                              WHERE concurrency_key IS NOT NULL)",
-                    )
-                    .await?;
-                tx.query_one(
-                    &st,
-                    &[
-                        run,
-                        generation,
-                        error,
-                        stack,
-                        &text(progress),
-                        &self.wake_channel(),
-                    ],
-                )
-                .await?
+                let p: Params<'a> = vec![
+                    Box::new(run.as_str()),
+                    Box::new(*generation),
+                    Box::new(error.as_str()),
+                    Box::new(stack.as_deref()),
+                    Box::new(text(progress)),
+                    Box::new(self.wake_channel()),
+                ];
+                (conn.prepare_cached(FAIL_SQL).await?, p)
             }
             FlushOp::Progress {
                 run,
                 generation,
                 progress,
             } => {
-                let st = tx
-                    .prepare_cached(
-                        "WITH upd AS ( \
-                           UPDATE runs SET progress = $3::text::json, updated_at = now() \
-                           WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
-                           RETURNING 1) \
-                         SELECT (SELECT count(*) FROM upd), (SELECT status FROM runs WHERE id = $1)",
-                    )
-                    .await?;
                 // `null` progress is stored as the JSON text `null`, as on SQLite.
-                let progress = text(progress).unwrap_or("null");
-                tx.query_one(&st, &[run, generation, &progress]).await?
+                let p: Params<'a> = vec![
+                    Box::new(run.as_str()),
+                    Box::new(*generation),
+                    Box::new(text(progress).unwrap_or("null")),
+                ];
+                (conn.prepare_cached(PROGRESS_SQL).await?, p)
             }
             FlushOp::Release { run, generation } => {
-                let st = tx
-                    .prepare_cached(
-                        "WITH upd AS ( \
-                           UPDATE runs SET status = 'pending', lease_owner = NULL, \
-                           updated_at = now() \
-                           WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
-                           RETURNING job_name) \
-                         SELECT (SELECT count(*) FROM upd), \
-                           (SELECT status FROM runs WHERE id = $1), \
-                           (SELECT pg_notify($3, job_name)::text FROM upd)",
-                    )
-                    .await?;
-                tx.query_one(&st, &[run, generation, &self.wake_channel()])
-                    .await?
+                let p: Params<'a> = vec![
+                    Box::new(run.as_str()),
+                    Box::new(*generation),
+                    Box::new(self.wake_channel()),
+                ];
+                (conn.prepare_cached(RELEASE_SQL).await?, p)
             }
             FlushOp::Log {
                 run,
@@ -312,33 +357,98 @@ impl PgStore {
                 data,
                 at,
             } => {
-                let st = tx
-                    .prepare_cached(
-                        "WITH ins AS ( \
-                           INSERT INTO logs (run_id, step_name, level, message, data, timestamp) \
-                           SELECT $1::text, $3::text, $4::text, $5::text, $6::text::json, \
-                             $7::timestamptz WHERE EXISTS ( \
-                             SELECT 1 FROM runs \
-                             WHERE id = $1 AND lease_generation = $2 AND status = 'running') \
-                           RETURNING 1) \
-                         SELECT (SELECT count(*) FROM ins), (SELECT status FROM runs WHERE id = $1)",
-                    )
-                    .await?;
-                let at = time("at", at)?;
-                tx.query_one(
-                    &st,
-                    &[run, generation, step, level, message, &text(data), &at],
-                )
-                .await?
+                let p: Params<'a> = vec![
+                    Box::new(run.as_str()),
+                    Box::new(*generation),
+                    Box::new(step.as_deref()),
+                    Box::new(level.as_str()),
+                    Box::new(message.as_str()),
+                    Box::new(text(data)),
+                    Box::new(time("at", at)?),
+                ];
+                (conn.prepare_cached(LOG_SQL).await?, p)
             }
-        };
-        let changed: i64 = row.try_get(0)?;
-        if changed > 0 {
-            return Ok(OpStatus::Ok);
-        }
-        Ok(match row.try_get::<_, Option<&str>>(1)? {
-            Some("cancelled") => OpStatus::Cancelled,
-            _ => OpStatus::Lost,
         })
     }
+    /// Fails a run this worker owns (job timeout), fenced like any op.
+    pub async fn fail_owned(&self, run: &str, generation: i64, error: &str) -> Result<OpStatus> {
+        // The run's time comes from the database clock: `at` is not read.
+        let op = FlushOp::Fail {
+            run: run.to_string(),
+            generation,
+            error: error.to_string(),
+            stack: None,
+            progress: None,
+            at: String::new(),
+        };
+        // One statement: its own transaction.
+        let c = self.client().await?;
+        let (st, params) = self.bind(&c, &op).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        op_status(&c.query(&st, &refs).await?)
+    }
+}
+
+/// Takes the error out of a failed reply.
+fn take(replies: &mut [Reply], i: usize) -> tokio_postgres::Error {
+    match std::mem::replace(&mut replies[i], Ok(Vec::new())) {
+        Err(e) => e,
+        Ok(_) => unreachable!("reply {i} failed"),
+    }
+}
+
+/// Ends a transaction that failed; the connection goes back to the pool only
+/// if the rollback went through.
+async fn rollback(tx: OpenTx) {
+    if tx.client().batch_execute("ROLLBACK").await.is_ok() {
+        tx.close();
+    }
+}
+
+/// After a claim lost a race: rolls back to the savepoint and claims again,
+/// up to [`CLAIM_ATTEMPTS`] in all; nothing when every attempt lost (heavy
+/// contention on the keys: the next wake-up or poll tries again).
+async fn claim_again(
+    tx: &OpenTx,
+    st: &Statement,
+    params: &Params<'_>,
+) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+    for _ in 1..CLAIM_ATTEMPTS {
+        let mut p = Pipeline::new(tx.client());
+        p.command(ROLLBACK_TO_SAVEPOINT);
+        p.query(st, params);
+        p.send().await;
+        let mut replies = p.finish().await.into_iter();
+        let (Some(rolled_back), Some(claimed)) = (replies.next(), replies.next()) else {
+            unreachable!("two piped statements, two replies")
+        };
+        rolled_back?;
+        match claimed {
+            Err(e) if is_claim_race(&e) => continue,
+            other => return other,
+        }
+    }
+    tx.client().batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
+    Ok(Vec::new())
+}
+
+/// An op's status from its statement's row: (rows changed, the run's status).
+fn op_status(rows: &[Row]) -> Result<OpStatus> {
+    let [row] = rows else {
+        return Err(Error::Internal(format!(
+            "a flush op answered {} rows instead of one",
+            rows.len()
+        )));
+    };
+    let changed: i64 = row.try_get(0)?;
+    if changed > 0 {
+        return Ok(OpStatus::Ok);
+    }
+    Ok(match row.try_get::<_, Option<&str>>(1)? {
+        Some("cancelled") => OpStatus::Cancelled,
+        _ => OpStatus::Lost,
+    })
 }

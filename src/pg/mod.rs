@@ -11,8 +11,8 @@
 //! |---|---|---|
 //! | `open` + `migrate`, `check_schema` | [`PgStore::connect`] + [`PgStore::migrate`], [`PgStore::check_schema`] | migrations (`src/pg/migrations/NNNN_*.sql`) run under `pg_advisory_xact_lock`, in the configured `schema` (created if missing); a newer schema fails with `SCHEMA_TOO_NEW`, as on SQLite |
 //! | `trigger`, `trigger_batch` (+ `try_*`) | [`PgStore::trigger`], [`PgStore::trigger_batch`] | no `try_*` (nothing blocks a JS thread: the engine awaits). Idempotency by `INSERT … ON CONFLICT DO NOTHING` (two machines, one key: one run); coalesce under a per-key advisory lock; a plain trigger is one statement, a plain batch one `INSERT … unnest`. `created_at` is the database's `now()`, one per batch. `NOTIFY` wake |
-//! | `claim`, `claim_in`, `try_claim` | [`PgStore::claim`] | one statement, `FOR UPDATE SKIP LOCKED`; one running run per concurrency key also enforced by the unique index `runs_one_running_per_key` (the race it closes: `claim.rs`); a claim that loses that race is retried |
-//! | `flush` / `flush_then` (+ `claim_in`) | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are the shared typed [`crate::store::FlushOp`] (one enum for every backend; times parsed when bound). Same fence text (`lease_generation = $2 AND status = 'running'`) and statuses (`0`/`c`/`l`); each op is one statement that also reports the run's status. The claim after a batch runs in a savepoint. An op storing more than [`MAX_OP_BYTES`] is refused alone (`b`, `OpStatus::TooBig`), the rest of the batch commits. A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op |
+//! | `claim`, `claim_in`, `try_claim` | [`PgStore::claim`] | one statement (its own transaction, the claimed runs' completed steps in the same answer), `FOR UPDATE SKIP LOCKED`; one running run per concurrency key also enforced by the unique index `runs_one_running_per_key` (the race it closes: `claim.rs`); a claim that loses that race is retried |
+//! | `flush` / `flush_then` (+ `claim_in`) | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are the shared typed [`crate::store::FlushOp`] (one enum for every backend; times parsed when bound). Same fence text (`lease_generation = $2 AND status = 'running'`) and statuses (`0`/`c`/`l`); each op is one statement that also reports the run's status; the batch's statements are piped (`pipe.rs`): one round trip for `BEGIN`, the ops and `COMMIT`, two when the batch's ended runs' successors are claimed in the same commit (the claim runs in a savepoint). An op storing more than [`MAX_OP_BYTES`] is refused alone (`b`, `OpStatus::TooBig`), the rest of the batch commits. A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op |
 //! | `fail_owned` (job timeout) | [`PgStore::fail_owned`] | — |
 //! | `heartbeat` | [`PgStore::heartbeat`] | `heartbeat_at = now()` of the database |
 //! | `has_stale`, `recover_stale(_except)` | [`PgStore::has_stale`], [`PgStore::recover_stale_except`] | take the stale *threshold* (a `Duration`, compared on the database clock) instead of a cutoff computed from the worker's clock; `NOTIFY` wake for the jobs whose runs went back to pending |
@@ -102,9 +102,6 @@
 //! [`tls`] (rustls on ring), set up from the URL's `sslmode` (libpq's values;
 //! default `prefer`) and `sslrootcert`; see that module for what each mode
 //! checks.
-//!
-//! Not here yet: the flush applies its ops one statement after another; pipelining
-//! them is the next step for throughput.
 
 mod claim;
 mod events;
@@ -112,6 +109,7 @@ pub(crate) mod flush;
 mod listen;
 mod manage;
 mod migrate;
+mod pipe;
 mod query;
 pub(crate) mod store_impl;
 pub mod tls;

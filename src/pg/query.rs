@@ -20,8 +20,6 @@ pub(crate) const RUN_COLUMNS: &str = "runs.id, runs.job_name, runs.input::text, 
     runs.started_at, runs.completed_at, \
     (SELECT count(*) FROM steps WHERE steps.run_id = runs.id AND steps.status = 'completed')";
 
-/// Index of `current_step_index` in [`RUN_COLUMNS`].
-pub(crate) const STEP_INDEX_COLUMN: usize = 7;
 /// Index of `lease_generation` in [`RUN_COLUMNS`].
 pub(crate) const GENERATION_COLUMN: usize = 14;
 /// Index of `created_at` in [`RUN_COLUMNS`].

@@ -827,6 +827,92 @@ fn one_refused_op_fails_alone_and_is_rolled_back() -> TResult {
         assert_eq!(run_b["status"], "running");
         assert_eq!(run_b["progress"], Value::Null);
         assert_eq!(json(&s.get_steps(&b).await?)?, serde_json::json!([]));
+
+/// A batch's statements are piped (`pipe.rs`): one that the server refuses
+/// in the middle (a NUL in a log message, which `text` cannot hold) fails
+/// the whole batch and commits nothing of it, with or without the claim
+/// that follows a batch; the connection (the pool has one) is then usable
+/// at once, outside any transaction.
+#[test]
+fn a_batch_refused_by_the_server_midway_commits_nothing() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("midway")?;
+    db.runtime().block_on(async {
+        let s = db.store(1).await?;
+        let jobs = ["job".to_string()];
+        let a = id_of(&s.trigger(&item("job")).await?);
+        let b = id_of(&s.trigger(&item("job")).await?);
+        let claimed = s.claim(&jobs, 2).await?;
+        assert_eq!(claimed.len(), 2);
+        let waiting = id_of(&s.trigger(&item("job")).await?);
+        let now = crate::store::iso(SystemTime::now());
+        let one = serde_json::value::RawValue::from_string("1".into())?;
+        let ops = |message: &str| {
+            [
+                FlushOp::Step {
+                    run: a.clone(),
+                    generation: 1,
+                    name: "s".into(),
+                    index: 0,
+                    status: "completed".into(),
+                    output: Some(&*one),
+                    error: None,
+                    stack: None,
+                    started_at: now.clone(),
+                    completed_at: Some(now.clone()),
+                    progress: None,
+                },
+                FlushOp::Log {
+                    run: a.clone(),
+                    generation: 1,
+                    step: None,
+                    level: "info".into(),
+                    message: message.into(),
+                    data: None,
+                    at: now.clone(),
+                },
+                FlushOp::Complete {
+                    run: b.clone(),
+                    generation: 1,
+                    output: Some(&*one),
+                    progress: None,
+                    at: now.clone(),
+                },
+            ]
+        };
+        let bad = ops("a NUL \0 here");
+        assert_eq!(code_of(s.flush(&bad).await), "DB_ERROR");
+        let claim_after = s
+            .flush_then_claim(&bad, |ended| {
+                assert_eq!(ended, [(b.clone(), 1)]);
+                Some((std::sync::Arc::from(jobs.to_vec()), 5))
+            })
+            .await;
+        assert_eq!(code_of(claim_after), "DB_ERROR");
+        assert_eq!(
+            s.get_steps(&a).await?,
+            "[]",
+            "no step of the failed batches"
+        );
+        assert_eq!(s.get_logs(&a).await?, "[]");
+        let run_b = json(&s.get_run(&b).await?.ok_or("gone")?)?;
+        assert_eq!(run_b["status"], "running", "the completion rolled back");
+        let w = json(&s.get_run(&waiting).await?.ok_or("gone")?)?;
+        assert_eq!(w["status"], "pending", "the claim rolled back");
+        // The same connection, at once: the good batch commits, and claims.
+        let good = ops("fine");
+        let out = s
+            .flush_then_claim(&good, |_| Some((std::sync::Arc::from(jobs.to_vec()), 5)))
+            .await?;
+        assert_eq!(out.statuses, "000");
+        let got: Vec<&str> = out.then.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(got, [waiting.as_str()]);
+        assert_eq!(
+            json(&s.get_steps(&a).await?)?.as_array().map(Vec::len),
+            Some(1)
+        );
+        let run_b = json(&s.get_run(&b).await?.ok_or("gone")?)?;
+        assert_eq!(run_b["status"], "completed");
         TResult::Ok(())
     })
 }
