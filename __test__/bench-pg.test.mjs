@@ -9,7 +9,7 @@ const { parseArgs, summarize, SCENARIOS } = require('../bench/pg.js')
 
 describe('bench --backend postgres', () => {
   it('flags: --only limited to the PostgreSQL scenarios, unknown flags and other backends refused', () => {
-    expect(SCENARIOS).toEqual(['trigger', 'batch', 'e2e_mc1', 'e2e_mc8'])
+    expect(SCENARIOS).toEqual(['trigger', 'batch', 'e2e_mc1', 'e2e_mc8', 'multiprocess'])
     const o = parseArgs(['--backend', 'postgres', '--quick', '--only', 'e2e_mc8,trigger', '--url=postgres://h/db'])
     expect(o).toMatchObject({ quick: true, only: ['e2e_mc8', 'trigger'], url: 'postgres://h/db' })
     expect(() => parseArgs(['--only', 'latency'])).toThrow(/unknown PostgreSQL scenario\(s\) latency/)
@@ -28,6 +28,25 @@ describe('bench --backend postgres', () => {
     expect(rows.find((r) => r.scenario === 'trigger')).toMatchObject({ ours: 'n/a (POSTGRES_UNSUPPORTED)', ratio: null })
     const slow = summarize({ e2e_mc8: { durably: { stepsPerS: 1000 }, upstream: { stepsPerS: 900 } } })
     expect(slow[0].met).toBe(false)
+  })
+
+  it('multiprocess: 4 processes / 1 against the 2.5× target, met only when every run executed exactly once', () => {
+    const proc = (P, runsPerS, ofOneProcess, extra = {}) => ({
+      processes: P,
+      runsPerS,
+      ofOneProcess,
+      executedTwiceOrMore: 0,
+      neverExecuted: 0,
+      leftRunning: 0,
+      leftPending: 0,
+      ...extra,
+    })
+    const row = (one, four) => summarize({ multiprocess: { durably: { byProcesses: { 1: one, 4: four } } } })[0]
+    expect(row(proc(1, 1000, 1), proc(4, 3000, 3))).toMatchObject({ ours: 3000, upstream: 1000, ratio: 3, target: 2.5, met: true })
+    expect(row(proc(1, 1000, 1), proc(4, 2000, 2)).met).toBe(false)
+    expect(row(proc(1, 1000, 1), proc(4, 3000, 3, { executedTwiceOrMore: 1 })).met).toBe(false)
+    expect(row(proc(1, 1000, 1), proc(4, 3000, 3, { neverExecuted: 2 })).met).toBe(false)
+    expect(summarize({ multiprocess: { durably: { error: 'exit 1' } } })[0]).toMatchObject({ ours: 'n/a (exit 1)', ratio: null, met: null })
   })
 
   it('npm run bench refuses an unknown backend before running anything', () => {

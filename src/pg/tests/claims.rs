@@ -392,3 +392,66 @@ fn claims_from_many_connections_never_double_claim_nor_overlap_a_key() -> TResul
         TResult::Ok(())
     })
 }
+
+/// Buffers (pages) a claim of 4 runs reads with a backlog of 20,000 pending
+/// runs over 32 concurrency keys (all triggered by batches, so 500 share
+/// each `created_at`) and 4 keys running, on a schema with the first
+/// `migrations` only; the claim itself is rolled back.
+async fn claim_pages(db: &TestSchema, migrations: usize) -> TResult<i64> {
+    let s = PgStore::connect(db.options(1)).await?;
+    s.migrate_with(&crate::pg::migrate::MIGRATIONS_FOR_TESTS[..migrations])
+        .await?;
+    let keys: Vec<String> = (0..32).map(|k| format!("k{k}")).collect();
+    for b in 0..40 {
+        let items: Vec<TriggerItem> = (0..500)
+            .map(|i| item(Some(keys[(b * 500 + i) % 32].as_str())))
+            .collect();
+        s.trigger_batch(&items).await?;
+    }
+    assert_eq!(s.claim(&[JOB.to_string()], 4).await?.len(), 4);
+    let raw = db.raw().await?;
+    raw.batch_execute(&format!("ANALYZE {}.runs", db.name()))
+        .await?;
+    let sql = crate::pg::claim::claim_sql()
+        .replace("$1", &format!("ARRAY['{JOB}']"))
+        .replace("$2", "4")
+        .replace("$3", "'other'");
+    let c = s.client().await?;
+    c.batch_execute("BEGIN").await?;
+    // (the simple protocol answers the plan as text)
+    let mut plan = String::new();
+    for m in c
+        .simple_query(&format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"))
+        .await?
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            plan.push_str(r.get(0).unwrap_or_default());
+        }
+    }
+    c.batch_execute("ROLLBACK").await?;
+    let plan: serde_json::Value = serde_json::from_str(&plan)?;
+    let top = &plan[0]["Plan"];
+    let pages = top["Shared Hit Blocks"].as_i64().unwrap_or(-1)
+        + top["Shared Read Blocks"].as_i64().unwrap_or(-1);
+    Ok(pages)
+}
+
+/// The claim reads a few pages, not the backlog (schema v3's partial
+/// indexes); on the v2 schema the same claim read every pending run and
+/// each key's whole backlog.
+#[test]
+fn a_claim_reads_a_few_pages_whatever_the_backlog() -> TResult {
+    skip_without_server!();
+    let now = TestSchema::new("pages")?;
+    let pages = now
+        .runtime()
+        .block_on(claim_pages(&now, crate::pg::PG_SCHEMA_VERSION as usize))?;
+    let v2 = TestSchema::new("pages2")?;
+    let pages_v2 = v2.runtime().block_on(claim_pages(&v2, 2))?;
+    assert!(pages > 0 && pages < 200, "the claim read {pages} pages");
+    assert!(
+        pages_v2 > 10 * pages,
+        "v2 read {pages_v2} pages, v3 {pages}"
+    );
+    Ok(())
+}
