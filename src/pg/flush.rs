@@ -3,7 +3,7 @@
 //! commit, as on SQLite), its statements piped (`pipe.rs`): a batch that
 //! ends no run is one round trip (`BEGIN`, the ops, `COMMIT`); one whose
 //! ended runs' successors are claimed in the same commit is two (`BEGIN`,
-//! the ops, `SAVEPOINT`, the claim; then `COMMIT`).
+//! the ops, the claim's plan setting, `SAVEPOINT`, the claim; then `COMMIT`).
 //!
 //! Each op is one statement fenced like SQLite's: it changes the run only
 //! `WHERE id = $1 AND lease_generation = $2 AND status = 'running'`, and
@@ -19,8 +19,8 @@ use serde_json::value::RawValue;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-use super::claim::{claim_sql, claimed_runs, CLAIM_ATTEMPTS};
-use super::pipe::{OpenTx, Params, Pipeline, Reply};
+use super::claim::{claim_sql, claimed_runs, CLAIM_ATTEMPTS, CLAIM_PLAN};
+use super::pipe::{take_err, OpenTx, Params, Pipeline};
 use super::{is_claim_race, PgStore};
 use crate::error::{Error, Result};
 use crate::store::{ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpStatus};
@@ -167,6 +167,7 @@ impl PgStore {
         }
         let claim_at = match (&claim_st, &claim_params) {
             (Some(st), Some(params)) => {
+                p.command(CLAIM_PLAN);
                 p.command(SAVEPOINT);
                 Some(p.query(st, params))
             }
@@ -188,14 +189,14 @@ impl PgStore {
                 // The COMMIT piped after the ops rolled back (or a single
                 // statement failed alone): the connection is usable as is.
                 tx.close();
-                return Err(take(&mut replies, i).into());
+                return Err(take_err(&mut replies, i).into());
             }
             (Some(at), Some(i)) if i < at => {
                 rollback(tx).await;
-                return Err(take(&mut replies, i).into());
+                return Err(take_err(&mut replies, i).into());
             }
             (Some(at), Some(_)) => {
-                let e = take(&mut replies, at);
+                let e = take_err(&mut replies, at);
                 let again = match (&claim_st, &claim_params) {
                     (Some(st), Some(params)) if is_claim_race(&e) => {
                         // Lost a race to another claim (`claim.rs`): only
@@ -389,14 +390,6 @@ impl PgStore {
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
         op_status(&c.query(&st, &refs).await?)
-    }
-}
-
-/// Takes the error out of a failed reply.
-fn take(replies: &mut [Reply], i: usize) -> tokio_postgres::Error {
-    match std::mem::replace(&mut replies[i], Ok(Vec::new())) {
-        Err(e) => e,
-        Ok(_) => unreachable!("reply {i} failed"),
     }
 }
 

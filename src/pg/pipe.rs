@@ -131,6 +131,19 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// Takes the error out of the failed reply `i`.
+pub(crate) fn take_err(replies: &mut [Reply], i: usize) -> tokio_postgres::Error {
+    match std::mem::replace(&mut replies[i], Ok(Vec::new())) {
+        Err(e) => e,
+        Ok(_) => unreachable!("reply {i} is an error"),
+    }
+}
+
+/// Takes the rows out of the answered reply `i` (empty if it failed).
+pub(crate) fn take_rows(replies: &mut [Reply], i: usize) -> Vec<Row> {
+    std::mem::replace(&mut replies[i], Ok(Vec::new())).unwrap_or_default()
+}
+
 /// A pooled connection inside a transaction this code opened by hand (piped
 /// `BEGIN`). Dropped before [`OpenTx::close`] (a future cancelled between
 /// `BEGIN` and the end of the transaction), the connection is taken out of

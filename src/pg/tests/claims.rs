@@ -409,15 +409,15 @@ async fn claim_pages(db: &TestSchema, migrations: usize) -> TResult<i64> {
         s.trigger_batch(&items).await?;
     }
     assert_eq!(s.claim(&[JOB.to_string()], 4).await?.len(), 4);
-    let raw = db.raw().await?;
-    raw.batch_execute(&format!("ANALYZE {}.runs", db.name()))
-        .await?;
+    // (No ANALYZE: a table without statistics yet, as right after a large
+    // batch into a new schema, is where the planner went wrong.)
     let sql = crate::pg::claim::claim_sql()
         .replace("$1", &format!("ARRAY['{JOB}']"))
         .replace("$2", "4")
         .replace("$3", "'other'");
     let c = s.client().await?;
     c.batch_execute("BEGIN").await?;
+    c.batch_execute(crate::pg::claim::CLAIM_PLAN).await?;
     // (the simple protocol answers the plan as text)
     let mut plan = String::new();
     for m in c
@@ -438,7 +438,8 @@ async fn claim_pages(db: &TestSchema, migrations: usize) -> TResult<i64> {
 
 /// The claim reads a few pages, not the backlog (schema v3's partial
 /// indexes); on the v2 schema the same claim read every pending run and
-/// each key's whole backlog.
+/// each key's whole backlog; and without [`crate::pg::claim::CLAIM_PLAN`]
+/// the planner (no statistics yet) filtered every pending run, then sorted.
 #[test]
 fn a_claim_reads_a_few_pages_whatever_the_backlog() -> TResult {
     skip_without_server!();
