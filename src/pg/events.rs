@@ -15,7 +15,12 @@
 //! Payload (all text, fields separated by a tab; the origin is a lease owner
 //! id `pid:ulid` and run ids hold no tab, the JSON may hold anything):
 //! - `i<origin>\t<run id>\t<event JSON>`: inline,
-//! - `r<origin>\t<run id>\t<events.id>`: by reference.
+//! - `r<origin>\t<run id>\t<events.id>`: by reference,
+//! - `m<origin>\n<run id>\t<event JSON>\n<run id>\t<event JSON>…`: several
+//!   inline events of one publish, in order, packed into one notification
+//!   while they fit (events publish in bursts: a flush ends steps of several
+//!   runs at once); only events whose run id and JSON hold no newline (JSON
+//!   text never holds a raw one unless pretty-printed) are packed.
 //!
 //! Delivery is what `NOTIFY` gives: at commit, in order per publishing
 //! connection, at most once, nothing while a listener is disconnected.
@@ -65,19 +70,12 @@ impl PgStore {
                 )));
             }
         }
-        let owner = self.owner();
-        let inline: Vec<Option<String>> = events
-            .iter()
-            .map(|(run_id, json)| {
-                let p = format!("i{owner}\t{run_id}\t{json}");
-                (p.len() <= MAX_INLINE_PAYLOAD).then_some(p)
-            })
-            .collect();
+        let pieces = pack(self.owner(), events);
         let mut c = self.client().await?;
-        if inline.iter().all(Option::is_some) {
+        if pieces.iter().all(|p| matches!(p, Piece::Notify(_))) {
             // The usual case: one statement (its own transaction), however
             // many events.
-            let all: Vec<&str> = inline.iter().flatten().map(String::as_str).collect();
+            let all: Vec<&str> = pieces.iter().filter_map(Piece::payload).collect();
             let st = c.prepare_cached(NOTIFY_ALL_SQL).await?;
             c.execute(&st, &[&self.events_channel(), &all]).await?;
             return Ok(());
@@ -91,21 +89,25 @@ impl PgStore {
                  SELECT pg_notify($4, 'r' || $1 || E'\\t' || $2 || E'\\t' || id) FROM ins",
             )
             .await?;
-        // In order: each stretch of inline events in one statement, each
-        // stored one alone.
+        // In order: each stretch of inline payloads in one statement, each
+        // stored event alone.
         let mut stretch: Vec<&str> = Vec::new();
-        for ((run_id, json), payload) in events.iter().zip(&inline) {
-            if let Some(p) = payload {
-                stretch.push(p);
-                continue;
-            }
-            if !stretch.is_empty() {
-                tx.execute(&notify, &[&self.events_channel(), &stretch])
+        for piece in &pieces {
+            match piece {
+                Piece::Notify(p) => stretch.push(p),
+                Piece::Store(run_id, json) => {
+                    if !stretch.is_empty() {
+                        tx.execute(&notify, &[&self.events_channel(), &stretch])
+                            .await?;
+                        stretch.clear();
+                    }
+                    tx.execute(
+                        &store,
+                        &[&self.owner(), run_id, json, &self.events_channel()],
+                    )
                     .await?;
-                stretch.clear();
+                }
             }
-            tx.execute(&store, &[&owner, run_id, json, &self.events_channel()])
-                .await?;
         }
         if !stretch.is_empty() {
             tx.execute(&notify, &[&self.events_channel(), &stretch])
@@ -121,10 +123,36 @@ impl PgStore {
         Ok(())
     }
 
-    /// Reads a payload of the events channel: `None` when it is this
+    /// Reads a payload of the events channel: nothing when it is this
+    /// process's own (unless `own`), malformed, or a reference whose row is
+    /// gone; several for a packed payload.
+    pub(crate) async fn decode_events(&self, payload: &str, own: bool) -> Vec<RemoteEvent> {
+        if let Some(packed) = payload.strip_prefix('m') {
+            let Some((origin, lines)) = packed.split_once('\n') else {
+                return Vec::new();
+            };
+            if !own && origin == self.owner() {
+                return Vec::new();
+            }
+            return lines
+                .split('\n')
+                .filter_map(|line| {
+                    let (run_id, json) = line.split_once('\t')?;
+                    Some(RemoteEvent {
+                        origin: origin.to_string(),
+                        run_id: run_id.to_string(),
+                        json: json.to_string(),
+                    })
+                })
+                .collect();
+        }
+        self.decode_event(payload, own).await.into_iter().collect()
+    }
+
+    /// Reads a payload of the `i` or `r` kind: `None` when it is this
     /// process's own event (unless `own`), malformed, or a reference whose
     /// row is gone.
-    pub(crate) async fn decode_event(&self, payload: &str, own: bool) -> Option<RemoteEvent> {
+    async fn decode_event(&self, payload: &str, own: bool) -> Option<RemoteEvent> {
         let kind = payload.chars().next()?;
         let mut parts = payload[1..].splitn(3, '\t');
         let origin = parts.next()?;
@@ -152,4 +180,70 @@ impl PgStore {
             json,
         })
     }
+}
+
+/// What a publish sends: a notification payload, or an event too large for
+/// one (stored, then sent by reference).
+pub(crate) enum Piece<'a> {
+    Notify(String),
+    Store(&'a str, &'a str),
+}
+
+impl Piece<'_> {
+    pub(crate) fn payload(&self) -> Option<&str> {
+        match self {
+            Piece::Notify(p) => Some(p),
+            Piece::Store(..) => None,
+        }
+    }
+}
+
+/// The payloads of `events` in order: consecutive events packed (`m`) while
+/// they fit one notification, a lone one inline (`i`), one too large for a
+/// notification stored.
+pub(crate) fn pack<'a>(owner: &str, events: &[(&'a str, &'a str)]) -> Vec<Piece<'a>> {
+    let mut out = Vec::new();
+    // The pack being filled, and how many events it holds.
+    let mut pack: Option<(String, usize)> = None;
+    let close = |pack: &mut Option<(String, usize)>, out: &mut Vec<Piece<'a>>| {
+        if let Some((p, n)) = pack.take() {
+            if n == 1 {
+                // One event: the plain inline form, as long as the packed one.
+                let (_, line) = p.split_once('\n').unwrap_or_default();
+                let (run_id, json) = line.split_once('\t').unwrap_or_default();
+                out.push(Piece::Notify(format!("i{owner}\t{run_id}\t{json}")));
+            } else {
+                out.push(Piece::Notify(p));
+            }
+        }
+    };
+    for &(run_id, json) in events {
+        if !run_id.contains('\n') && !json.contains('\n') {
+            if let Some((p, n)) = &mut pack {
+                if p.len() + 1 + run_id.len() + 1 + json.len() <= MAX_INLINE_PAYLOAD {
+                    p.push('\n');
+                    p.push_str(run_id);
+                    p.push('\t');
+                    p.push_str(json);
+                    *n += 1;
+                    continue;
+                }
+            }
+            close(&mut pack, &mut out);
+            let p = format!("m{owner}\n{run_id}\t{json}");
+            if p.len() <= MAX_INLINE_PAYLOAD {
+                pack = Some((p, 1));
+                continue;
+            }
+        }
+        close(&mut pack, &mut out);
+        let inline = format!("i{owner}\t{run_id}\t{json}");
+        out.push(if inline.len() <= MAX_INLINE_PAYLOAD {
+            Piece::Notify(inline)
+        } else {
+            Piece::Store(run_id, json)
+        });
+    }
+    close(&mut pack, &mut out);
+    out
 }

@@ -237,9 +237,10 @@ async fn session(
                         .unwrap_or_else(|e| format!("listen connection task failed: {e}"));
                     return lost(why, true);
                 };
-                let Some(notice) = route(store, opts, n).await else { continue };
-                if tx.send(notice).is_err() {
-                    return End::Closed;
+                for notice in route(store, opts, n).await {
+                    if tx.send(notice).is_err() {
+                        return End::Closed;
+                    }
                 }
             }
             _ = ping.tick() => {
@@ -268,25 +269,28 @@ fn describe(e: tokio_postgres::Error) -> String {
     crate::error::Error::from(e).to_string()
 }
 
-/// A notification as a notice (`None`: not for this process).
-async fn route(store: &PgStore, opts: &ListenOptions, n: Notification) -> Option<PgNotice> {
+/// A notification as notices (none: not for this process; several: a
+/// packed payload of run events).
+async fn route(store: &PgStore, opts: &ListenOptions, n: Notification) -> Vec<PgNotice> {
     let channel = n.channel();
     if channel == store.wake_channel() {
         let job = n.payload();
-        return Some(PgNotice::Wake {
+        return vec![PgNotice::Wake {
             job: (!job.is_empty()).then(|| job.to_string()),
-        });
+        }];
     }
     if channel == store.cancel_channel() {
-        return Some(PgNotice::Cancel {
+        return vec![PgNotice::Cancel {
             run_id: n.payload().to_string(),
-        });
+        }];
     }
     if channel == store.events_channel() {
         return store
-            .decode_event(n.payload(), opts.own_events)
+            .decode_events(n.payload(), opts.own_events)
             .await
-            .map(PgNotice::Event);
+            .into_iter()
+            .map(PgNotice::Event)
+            .collect();
     }
-    None
+    Vec::new()
 }

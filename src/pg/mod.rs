@@ -52,8 +52,9 @@
 //!   cancel within one interval if the notification is lost).
 //! - `durably_events_<schema>`: run events for other machines'
 //!   `waitForRun`/`subscribe`, published with [`PgStore::publish_events`];
-//!   inline under 8000 bytes, else stored in `events` and sent by
-//!   reference (`events.rs` has the format).
+//!   inline under 8000 bytes (the events of one publish packed into as few
+//!   notifications as fit), else stored in `events` and sent by reference
+//!   (`events.rs` has the format).
 //!
 //! A `NOTIFY` is delivered at commit, never for a rolled-back transaction.
 //! Schema names are at most 48 characters, so the channel names fit in
@@ -104,7 +105,7 @@
 //! checks.
 
 mod claim;
-mod events;
+pub(crate) mod events;
 pub(crate) mod flush;
 mod listen;
 mod manage;

@@ -375,6 +375,108 @@ fn a_refused_listen_connection_is_reported_once_through_the_store() -> TResult {
             matches!(&heard[0], Notice::Error(e) if e.contains("no_such_role_durably")),
             "{heard:?}"
         );
+
+/// A publish packs consecutive events into as few notifications as fit
+/// (`m`), in order; a lone event stays inline (`i`); an event with a newline
+/// is sent alone; one over the limit is stored. No payload exceeds the limit.
+#[test]
+fn a_burst_of_events_is_packed_into_few_notifications() {
+    use crate::pg::events::{pack, Piece};
+    let owner = "123:01ABC";
+    let jsons: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"type":"step:complete","runId":"r{i}","tab":"a\tb"}}"#))
+        .collect();
+    let mut burst: Vec<(&str, &str)> = jsons.iter().map(|j| ("run", j.as_str())).collect();
+    let newline = "{\n\"pretty\": true\n}";
+    let big = format!("\"{}\"", "x".repeat(MAX_INLINE_PAYLOAD));
+    burst.insert(100, ("run", newline));
+    burst.insert(150, ("run", big.as_str()));
+    let pieces = pack(owner, &burst);
+    let payloads: Vec<&str> = pieces.iter().filter_map(Piece::payload).collect();
+    assert!(payloads.iter().all(|p| p.len() <= MAX_INLINE_PAYLOAD));
+    assert!(
+        pieces.len() < 20,
+        "{} notifications for {} events",
+        pieces.len(),
+        burst.len()
+    );
+    // Unpacked again, in order: every event exactly once.
+    let mut back: Vec<(String, String)> = Vec::new();
+    for piece in &pieces {
+        match piece {
+            Piece::Store(run, json) => back.push((run.to_string(), json.to_string())),
+            Piece::Notify(p) if p.starts_with('m') => {
+                let (origin, lines) = p[1..].split_once('\n').unwrap_or_default();
+                assert_eq!(origin, owner);
+                for line in lines.split('\n') {
+                    let (run, json) = line.split_once('\t').unwrap_or_default();
+                    back.push((run.to_string(), json.to_string()));
+                }
+            }
+            Piece::Notify(p) => {
+                let mut f = p[1..].splitn(3, '\t');
+                assert_eq!((&p[..1], f.next()), ("i", Some(owner)));
+                let (run, json) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+                back.push((run.to_string(), json.to_string()));
+            }
+        }
+    }
+    let want: Vec<(String, String)> = burst
+        .iter()
+        .map(|(r, j)| (r.to_string(), j.to_string()))
+        .collect();
+    assert_eq!(back, want);
+    assert!(matches!(&pieces[..], [.., Piece::Notify(_)]));
+    // A lone event: the plain inline form.
+    let one = pack(owner, &[("run", "{}")]);
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].payload(), Some("i123:01ABC\trun\t{}"));
+}
+
+/// A burst published at once arrives whole and in order through the packed
+/// notifications, with the events around it that cannot be packed.
+#[test]
+fn a_packed_burst_of_events_arrives_in_order() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("burst")?;
+    db.runtime().block_on(async {
+        let here = db.store(1).await?;
+        let there = db.store(1).await?;
+        let mut l = here.listen(fast());
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+        let jsons: Vec<String> = (0..120)
+            .map(|i| format!(r#"{{"type":"step:start","stepIndex":{i}}}"#))
+            .collect();
+        let big = format!("\"{}\"", "y".repeat(20_000));
+        let mut batch: Vec<(&str, &str)> = jsons.iter().map(|j| ("run1", j.as_str())).collect();
+        batch.insert(40, ("run2", "{\n}"));
+        batch.insert(80, ("run3", big.as_str()));
+        there.publish_events(&batch).await?;
+        let mut got = Vec::new();
+        while got.len() < batch.len() {
+            got.extend(events(&[next(&mut l, |n| Some(n.clone())).await?]));
+        }
+        let want: Vec<RemoteEvent> = batch
+            .iter()
+            .map(|(r, j)| RemoteEvent {
+                origin: there.owner().to_string(),
+                run_id: r.to_string(),
+                json: j.to_string(),
+            })
+            .collect();
+        assert_eq!(got, want);
+        // Own packed events are left out too.
+        here.publish_events(&batch[..10]).await?;
+        there.publish_events(&[("run4", "{}")]).await?;
+        let e = next(&mut l, |n| match n {
+            PgNotice::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(e.run_id, "run4");
         TResult::Ok(())
     })
 }
