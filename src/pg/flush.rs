@@ -23,7 +23,9 @@ use super::claim::{claim_sql, claimed_runs, CLAIM_ATTEMPTS, CLAIM_PLAN};
 use super::pipe::{take_err, OpenTx, Params, Pipeline};
 use super::{is_claim_race, PgStore};
 use crate::error::{Error, Result};
-use crate::store::{ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpStatus};
+use crate::store::{
+    ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpError, OpStatus,
+};
 
 /// JSON text of an optional raw value.
 fn text<'a>(v: &Option<&'a RawValue>) -> Option<&'a str> {
@@ -188,12 +190,24 @@ impl PgStore {
             (None, Some(i)) => {
                 // The COMMIT piped after the ops rolled back (or a single
                 // statement failed alone): the connection is usable as is.
+                let e = take_err(&mut replies, i);
+                if refused_alone(&e, i, first_op, &bound) {
+                    drop(replies);
+                    return self.flush_isolated(tx, ops, &bound, None, ended).await;
+                }
                 tx.close();
-                return Err(take_err(&mut replies, i).into());
+                return Err(e.into());
             }
             (Some(at), Some(i)) if i < at => {
+                let e = take_err(&mut replies, i);
+                if refused_alone(&e, i, first_op, &bound)
+                    && tx.client().batch_execute("ROLLBACK").await.is_ok()
+                {
+                    drop(replies);
+                    return self.flush_isolated(tx, ops, &bound, claim, ended).await;
+                }
                 rollback(tx).await;
-                return Err(take_err(&mut replies, i).into());
+                return Err(e.into());
             }
             (Some(at), Some(_)) => {
                 let e = take_err(&mut replies, at);
@@ -247,6 +261,81 @@ impl PgStore {
         Ok(FlushOutcome {
             statuses,
             errors: Vec::new(),
+            ended,
+            then: claimed,
+        })
+    }
+
+    /// The batch again after an op the server refused (the piped pass rolled
+    /// back whole): each op in its own savepoint, one after another, so a
+    /// refused op fails alone with its error (`OpStatus::Failed`) and the
+    /// others commit, as on SQLite. The claim then takes one run fewer for
+    /// each ending op that failed (its execution goes on).
+    async fn flush_isolated(
+        &self,
+        tx: OpenTx,
+        ops: &[FlushOp<'_>],
+        bound: &[Option<(Statement, Params<'_>)>],
+        claim: Option<(std::sync::Arc<[String]>, usize)>,
+        planned: Vec<(String, i64)>,
+    ) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
+        let c = tx.client();
+        c.batch_execute("BEGIN").await?;
+        let mut statuses = String::with_capacity(ops.len());
+        let mut errors = Vec::new();
+        for (index, b) in bound.iter().enumerate() {
+            let Some((st, params)) = b else {
+                statuses.push(OpStatus::TooBig.as_char());
+                continue;
+            };
+            c.batch_execute("SAVEPOINT flush_op").await?;
+            match c.query(st, &refs(params)).await {
+                Ok(rows) => {
+                    c.batch_execute("RELEASE flush_op").await?;
+                    statuses.push(op_status(&rows)?.as_char());
+                }
+                Err(e) => {
+                    let error = Error::from(e);
+                    if error.fails_whole_batch() {
+                        rollback(tx).await;
+                        return Err(error);
+                    }
+                    c.batch_execute("ROLLBACK TO flush_op; RELEASE flush_op")
+                        .await?;
+                    errors.push(OpError { index, error });
+                    statuses.push(OpStatus::Failed.as_char());
+                }
+            }
+        }
+        let ended = ended_runs(ops, &statuses);
+        let mut claimed = Vec::new();
+        if let Some((jobs, limit)) = claim {
+            let limit = limit.saturating_sub(planned.len() - ended.len());
+            if limit > 0 {
+                let st = tx.conn().prepare_cached(&claim_sql()).await?;
+                let params: Params<'_> = vec![
+                    Box::new(jobs.to_vec()),
+                    Box::new(limit as i64),
+                    Box::new(self.owner()),
+                ];
+                c.batch_execute(CLAIM_PLAN).await?;
+                c.batch_execute(SAVEPOINT).await?;
+                let rows = match c.query(&st, &refs(&params)).await {
+                    Ok(rows) => rows,
+                    Err(e) if is_claim_race(&e) => claim_again(&tx, &st, &params).await?,
+                    Err(e) => {
+                        rollback(tx).await;
+                        return Err(e.into());
+                    }
+                };
+                claimed = claimed_runs(rows)?;
+            }
+        }
+        c.batch_execute("COMMIT").await?;
+        tx.close();
+        Ok(FlushOutcome {
+            statuses,
+            errors,
             ended,
             then: claimed,
         })
@@ -391,6 +480,44 @@ impl PgStore {
             .collect();
         op_status(&c.query(&st, &refs).await?)
     }
+}
+
+/// The parameters of a bound op as tokio-postgres takes them.
+fn refs<'a>(params: &'a Params<'_>) -> Vec<&'a (dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// True when reply `i` is an op that the server refused (a database error,
+/// not one of the database as a whole): the batch is then applied again
+/// with each op isolated ([`PgStore::flush_isolated`]).
+fn refused_alone(
+    e: &tokio_postgres::Error,
+    i: usize,
+    first_op: usize,
+    bound: &[Option<(Statement, Params<'_>)>],
+) -> bool {
+    use tokio_postgres::error::SqlState;
+    let ops = bound.iter().flatten().count();
+    let Some(db) = e.as_db_error() else {
+        return false;
+    };
+    let code = db.code();
+    // (what `Error::from` maps to a failure of the database as a whole, and
+    // the connection and operator classes: a terminated backend)
+    let whole = [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::DISK_FULL,
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+    ]
+    .contains(code)
+        || code.code().starts_with("08")
+        || code.code().starts_with("57");
+    (first_op..first_op + ops).contains(&i) && !whole
 }
 
 /// Ends a transaction that failed; the connection goes back to the pool only

@@ -375,6 +375,9 @@ fn a_refused_listen_connection_is_reported_once_through_the_store() -> TResult {
             matches!(&heard[0], Notice::Error(e) if e.contains("no_such_role_durably")),
             "{heard:?}"
         );
+        TResult::Ok(())
+    })
+}
 
 /// A publish packs consecutive events into as few notifications as fit
 /// (`m`), in order; a lone event stays inline (`i`); an event with a newline
