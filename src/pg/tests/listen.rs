@@ -43,6 +43,27 @@ async fn drain(l: &mut PgListener, d: Duration) -> Vec<PgNotice> {
     out
 }
 
+/// The next `count` run events `l` receives (packed ones unpacked).
+async fn receive_events(l: &mut PgListener, count: usize) -> TResult<Vec<RemoteEvent>> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        got.extend(events(&[next(l, |n| Some(n.clone())).await?]));
+    }
+    Ok(got)
+}
+
+/// The events another process receives when `from` publishes `batch`.
+fn published_by(from: &crate::pg::PgStore, batch: &[(&str, &str)]) -> Vec<RemoteEvent> {
+    batch
+        .iter()
+        .map(|(r, j)| RemoteEvent {
+            origin: from.owner().to_string(),
+            run_id: r.to_string(),
+            json: j.to_string(),
+        })
+        .collect()
+}
+
 fn events(notices: &[PgNotice]) -> Vec<RemoteEvent> {
     notices
         .iter()
@@ -221,19 +242,11 @@ fn run_events_cross_processes_inline_or_by_reference() -> TResult {
             ("run2", big.as_str()),
         ];
         there.publish_events(&batch).await?;
-        let mut got = Vec::new();
-        while got.len() < batch.len() {
-            got.extend(events(&[next(&mut l, |n| Some(n.clone())).await?]));
-        }
-        let want: Vec<RemoteEvent> = batch
-            .iter()
-            .map(|(r, j)| RemoteEvent {
-                origin: there.owner().to_string(),
-                run_id: r.to_string(),
-                json: j.to_string(),
-            })
-            .collect();
-        assert_eq!(got, want, "in order, exactly as published");
+        assert_eq!(
+            receive_events(&mut l, batch.len()).await?,
+            published_by(&there, &batch),
+            "in order, exactly as published"
+        );
         let raw = db.raw().await?;
         let stored: i64 = raw
             .query_one(&format!("SELECT count(*) FROM {}.events", db.name()), &[])
@@ -458,19 +471,10 @@ fn a_packed_burst_of_events_arrives_in_order() -> TResult {
         batch.insert(40, ("run2", "{\n}"));
         batch.insert(80, ("run3", big.as_str()));
         there.publish_events(&batch).await?;
-        let mut got = Vec::new();
-        while got.len() < batch.len() {
-            got.extend(events(&[next(&mut l, |n| Some(n.clone())).await?]));
-        }
-        let want: Vec<RemoteEvent> = batch
-            .iter()
-            .map(|(r, j)| RemoteEvent {
-                origin: there.owner().to_string(),
-                run_id: r.to_string(),
-                json: j.to_string(),
-            })
-            .collect();
-        assert_eq!(got, want);
+        assert_eq!(
+            receive_events(&mut l, batch.len()).await?,
+            published_by(&there, &batch)
+        );
         // Own packed events are left out too.
         here.publish_events(&batch[..10]).await?;
         there.publish_events(&[("run4", "{}")]).await?;
