@@ -164,22 +164,13 @@ impl SqliteStore {
             return Ok(0);
         }
         let now = self.now();
-        let keep_sql = if keep.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " AND (id, lease_generation) NOT IN (VALUES {})",
-                vec!["(?, ?)"; keep.len()].join(", ")
-            )
-        };
-        let sql = format!(
-            "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ? \
-             WHERE status = 'running' AND heartbeat_at < ?{}{keep_sql}",
-            in_list("job_name", jobs.len())
-        );
+        let sql = recover_stale_sql(jobs.len(), keep.len());
         self.write(|c| {
-            let mut params: Vec<&dyn ToSql> = vec![&now, &stale_before];
-            params.extend(jobs.iter().map(|s| s as &dyn ToSql));
+            let mut params: Vec<&dyn ToSql> = vec![&now];
+            for _ in 0..2 {
+                params.push(&stale_before);
+                params.extend(jobs.iter().map(|s| s as &dyn ToSql));
+            }
             for (id, generation) in keep {
                 params.push(id);
                 params.push(generation);
@@ -195,13 +186,13 @@ impl SqliteStore {
         jobs: &[String],
         stale_before: &str,
     ) -> Result<bool> {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND heartbeat_at < ?{})",
-            in_list("job_name", jobs.len())
-        );
+        let sql = has_stale_sql(jobs.len());
         let run = |c: &Connection| -> Result<bool> {
-            let mut params: Vec<&dyn ToSql> = vec![&stale_before];
-            params.extend(jobs.iter().map(|s| s as &dyn ToSql));
+            let mut params: Vec<&dyn ToSql> = Vec::with_capacity(2 * jobs.len() + 2);
+            for _ in 0..2 {
+                params.push(&stale_before);
+                params.extend(jobs.iter().map(|s| s as &dyn ToSql));
+            }
             Ok(c.prepare_cached(&sql)?
                 .query_row(params.as_slice(), |r| r.get(0))?)
         };
@@ -210,6 +201,45 @@ impl SqliteStore {
             None => self.read(run),
         }
     }
+}
+
+/// The running runs of `jobs` whose heartbeat is older than a bound: a
+/// `?` for the bound, then a `?` per job, twice (once for the runs without a
+/// concurrency key, once for those with one: each half walks one of the
+/// partial indexes of active runs, `runs_active_free` and `runs_active_keyed`).
+fn stale_runs_sql(jobs: usize) -> String {
+    let in_jobs = in_list("job_name", jobs);
+    format!(
+        "SELECT id FROM runs WHERE status = 'running' AND concurrency_key IS NULL \
+           AND heartbeat_at < ?{in_jobs} \
+         UNION ALL \
+         SELECT id FROM runs WHERE status = 'running' AND concurrency_key IS NOT NULL \
+           AND heartbeat_at < ?{in_jobs}"
+    )
+}
+
+/// [`SqliteStore::recover_stale_except`]'s statement: the time, then
+/// [`stale_runs_sql`]'s parameters, then an `(id, generation)` pair per kept
+/// run.
+pub(super) fn recover_stale_sql(jobs: usize, keep: usize) -> String {
+    let keep_sql = if keep == 0 {
+        String::new()
+    } else {
+        format!(
+            " AND (id, lease_generation) NOT IN (VALUES {})",
+            vec!["(?, ?)"; keep].join(", ")
+        )
+    };
+    format!(
+        "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ? \
+         WHERE id IN ({}){keep_sql}",
+        stale_runs_sql(jobs)
+    )
+}
+
+/// [`SqliteStore::has_stale`]'s query: [`stale_runs_sql`]'s parameters.
+pub(super) fn has_stale_sql(jobs: usize) -> String {
+    format!("SELECT EXISTS ({})", stale_runs_sql(jobs))
 }
 
 /// How many of the oldest pending runs the claim looks at one by one before
@@ -226,7 +256,7 @@ const SCAN_WINDOW: usize = 64;
 ///   searches a run): cheap when claimable runs are near the front, which is
 ///   the usual case, and the only cheap way with many distinct keys;
 /// - one visit per distinct key of the pending runs (a skip-scan of
-///   `runs_status_key_created`) plus the oldest keyless runs: cheap when a
+///   `runs_active_key`) plus the oldest keyless runs: cheap when a
 ///   large backlog sits on a few busy keys. The first way alone walked the
 ///   whole backlog whenever fewer than `limit` runs were claimable (16,000
 ///   pending runs on 32 busy keys: 13 ms a claim, under the write lock, for
@@ -243,7 +273,9 @@ pub(super) fn candidates(c: &Connection, jobs: &[String], limit: usize) -> Resul
     let mut seen = 0i64;
     {
         let mut st = c.prepare_cached(&scan_sql(jobs.len()))?;
-        let mut params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
+        let mut params: Vec<&dyn ToSql> = Vec::with_capacity(2 * jobs.len() + 1);
+        params.extend(jobs.iter().map(|s| s as &dyn ToSql));
+        params.extend(jobs.iter().map(|s| s as &dyn ToSql));
         params.push(&window);
         let mut rows = st.query(params.as_slice())?;
         while let Some(row) = rows.next()? {
@@ -269,18 +301,27 @@ pub(super) fn candidates(c: &Connection, jobs: &[String], limit: usize) -> Resul
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The oldest pending runs (`LIMIT ?`, after a `?` per job), each with
-/// whether it is claimable by `jobs`.
+/// The oldest pending runs, each with whether it is claimable by `jobs`
+/// (a `?` per job, the same again, then the limit): the runs without a
+/// concurrency key and those with one, each walked in its partial index
+/// (`runs_active_free`, `runs_active_keyed`) and merged. A compound ORDER BY
+/// merges the two walks row by row; ordered subqueries would each be sorted
+/// into a temporary B-tree first, reading `limit` runs of each per claim.
 pub(super) fn scan_sql(jobs: usize) -> String {
     let in_jobs = in_list("job_name", jobs);
     format!(
-        "SELECT id, (1{in_jobs}) AND (concurrency_key IS NULL OR ( \
-           NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
-                       AND x.concurrency_key = r.concurrency_key) \
-           AND NOT EXISTS (SELECT 1 FROM runs AS y WHERE y.status = 'pending' \
-                       AND y.concurrency_key = r.concurrency_key \
-                       AND (y.created_at, y.id) < (r.created_at, r.id)))) \
-         FROM runs AS r WHERE status = 'pending' ORDER BY created_at, id LIMIT ?"
+        "SELECT id, (1{in_jobs}), created_at FROM runs \
+           WHERE status = 'pending' AND concurrency_key IS NULL \
+         UNION ALL \
+         SELECT id, (1{in_jobs}) \
+             AND NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
+                             AND x.concurrency_key = r.concurrency_key) \
+             AND NOT EXISTS (SELECT 1 FROM runs AS y WHERE y.status = 'pending' \
+                             AND y.concurrency_key = r.concurrency_key \
+                             AND (y.created_at, y.id) < (r.created_at, r.id)), \
+           created_at \
+           FROM runs AS r WHERE status = 'pending' AND concurrency_key IS NOT NULL \
+         ORDER BY 3, 1 LIMIT ?"
     )
 }
 

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_claim_index.sql"),
+    include_str!("migrations/0003_active_indexes.sql"),
 ];
 
 #[cfg(test)]

@@ -61,14 +61,28 @@ fn every_migration_applies_from_each_older_version() -> TestResult {
     for start in 0..=all.len() {
         let conn = rusqlite::Connection::open_in_memory()?;
         migrate::migrate_in(&conn, "t", &all[..start])?;
+        if start > 0 {
+            // Runs written by the older schema are found by the newer one's
+            // claim (its indexes are built from the rows there).
+            conn.execute_batch(
+                "INSERT INTO runs (id, job_name, input, status, concurrency_key, created_at, updated_at) VALUES \
+                 ('a', 'j', '{}', 'completed', NULL, '1', '1'), ('b', 'j', '{}', 'pending', 'k', '2', '2'), \
+                 ('c', 'j', '{}', 'pending', NULL, '3', '3'), ('d', 'j', '{}', 'pending', 'k', '4', '4'), \
+                 ('e', 'j', '{}', 'running', 'm', '5', '5'), ('f', 'j', '{}', 'pending', 'm', '6', '6')",
+            )?;
+        }
         assert_eq!(migrate::migrate_in(&conn, "t", all)?, all.len() as i64);
+        if start > 0 {
+            assert_eq!(claim::candidates(&conn, &jobs(&["j"]), 10)?, ["b", "c"]);
+        }
         let tables: i64 = conn.query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('runs','steps','logs')",
             [],
             |r| r.get(0),
         )?;
         assert_eq!(tables, 3);
-        // The claim's index replaced the (status, concurrency_key) one (issue 13).
+        // Schema 3 (issue 19): only pending and running runs are indexed by
+        // status, and a run without a concurrency key is in one status index.
         let indexes: Vec<String> = conn
             .prepare(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' \
@@ -79,12 +93,21 @@ fn every_migration_applies_from_each_older_version() -> TestResult {
         assert_eq!(
             indexes,
             [
-                "runs_job_idempotency",
-                "runs_status_created",
-                "runs_status_key_created"
+                "runs_active_free",
+                "runs_active_key",
+                "runs_active_keyed",
+                "runs_job_idempotency"
             ],
             "from version {start}"
         );
+        let steps: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'steps' \
+                 AND sql IS NOT NULL ORDER BY name",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(steps, ["steps_run_name"], "from version {start}");
     }
     Ok(())
 }
@@ -972,5 +995,119 @@ fn upkeep_is_due_after_enough_commits() -> TestResult {
     assert!(!Store::upkeep_due(&store));
     store.trigger(&item("j", None, None))?;
     assert!(Store::upkeep_due(&store));
+    Ok(())
+}
+
+/// The plan of `sql` (EXPLAIN QUERY PLAN's details, one per line), with
+/// every `?` bound to NULL.
+fn plan(c: &Connection, sql: &str) -> Result<String> {
+    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+    let params = vec![rusqlite::types::Null; st.parameter_count()];
+    let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
+        r.get::<_, String>(3)
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+}
+
+/// Issue 19, schema 3: the claim, the coalesce and the stale check find
+/// their runs in the partial indexes of active runs (a query's terms must
+/// imply an index's condition, or SQLite reads the whole table instead).
+#[test]
+fn status_queries_use_the_active_indexes() -> TestResult {
+    let (_d, store) = temp_store()?;
+    // Either index of keyed runs serves the running ones.
+    const KEYED: &str = "runs_active_keyed|runs_active_key";
+    let cases = [
+        (
+            claim::scan_sql(1),
+            &["runs_active_free", "runs_active_keyed", "runs_active_key"][..],
+        ),
+        (
+            claim::by_key_sql(1),
+            &["runs_active_free", "runs_active_key"],
+        ),
+        (trigger::coalesce_sql(), &["runs_active_key"]),
+        (claim::has_stale_sql(1), &["runs_active_free", KEYED]),
+        (claim::recover_stale_sql(1, 0), &["runs_active_free", KEYED]),
+        (claim::recover_stale_sql(1, 2), &["runs_active_free", KEYED]),
+    ];
+    store.read(|c| {
+        for (sql, indexes) in &cases {
+            let plan = plan(c, sql)?;
+            for index in indexes.iter() {
+                assert!(
+                    index
+                        .split('|')
+                        .any(|i| plan.contains(&format!("INDEX {i} "))),
+                    "{index} not used by {sql}:\n{plan}"
+                );
+            }
+            for line in plan.lines() {
+                let whole = ["SCAN runs", "SCAN r ", "SCAN h", "SCAN x", "SCAN y"];
+                assert!(
+                    !whole.iter().any(|w| format!("{line} ").starts_with(w)),
+                    "{sql} reads the whole table:\n{plan}"
+                );
+            }
+        }
+        // The claim's walk stops at the first claimable run: its two halves
+        // are merged as they are read, never sorted (read whole) first.
+        let walk = plan(c, &claim::scan_sql(1))?;
+        assert!(!walk.contains("TEMP B-TREE"), "{walk}");
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Issue 19, schema 3: what one run writes to the log, in pages (WAL
+/// frames; nothing checkpoints here). A run without keys is in the table and
+/// one status index while it is pending or running, and in no status index
+/// once it ended; a step is in the table and one index, plus its run's row.
+/// Schema 2 wrote 4.0 pages a trigger, 3 a claim, 4.1 a step, 3 a completion.
+#[test]
+fn a_plain_run_writes_few_pages() -> TestResult {
+    let (dir, store) = temp_store()?;
+    let wal = dir.path().join("t.db-wal");
+    let frame = 24
+        + store.read(|c| Ok(c.query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0))?))? as u64;
+    let size = || -> std::io::Result<u64> { Ok(std::fs::metadata(&wal)?.len()) };
+    let names = jobs(&["job"]);
+    let n = 200u64;
+    let mut pages = [0u64; 4];
+    let mut took = |i: usize, before: u64| -> std::io::Result<()> {
+        pages[i] += (size()? - before) / frame;
+        Ok(())
+    };
+    for _ in 0..n {
+        let before = size()?;
+        let id = created_id(store.trigger(&item("job", None, None))?);
+        took(0, before)?;
+        let before = size()?;
+        assert_eq!(store.claim(&names, 1)?.len(), 1);
+        took(1, before)?;
+        let before = size()?;
+        assert_eq!(
+            store
+                .flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?
+                .statuses,
+            "0"
+        );
+        took(2, before)?;
+        let before = size()?;
+        let complete = format!(
+            r#"[{{"complete":{{"run":"{id}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+        );
+        assert_eq!(store.flush(&complete)?.statuses, "0");
+        took(3, before)?;
+    }
+    let per = pages.map(|p| p as f64 / n as f64);
+    let [trigger, claim, step, complete] = per;
+    assert!(trigger <= 3.0, "a trigger wrote {trigger} pages ({per:?})");
+    assert!(claim <= 2.0, "a claim wrote {claim} pages ({per:?})");
+    assert!(step <= 3.5, "a step wrote {step} pages ({per:?})");
+    assert!(
+        complete <= 2.0,
+        "a completion wrote {complete} pages ({per:?})"
+    );
     Ok(())
 }

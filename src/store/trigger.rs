@@ -196,10 +196,7 @@ impl SqliteStore {
             }
         }
         if let (true, Some(key)) = (it.coalesce, it.concurrency_key) {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'pending' AND concurrency_key = ?2 \
-                 AND job_name = ?1 ORDER BY created_at, id LIMIT 1"
-            ))?;
+            let mut st = c.prepare_cached(&coalesce_sql())?;
             if let Some(json) = st.query_row([it.job_name, key], run_json).optional()? {
                 return Ok(TriggerOutcome::Coalesced(json));
             }
@@ -220,6 +217,15 @@ impl SqliteStore {
             created_at: now.to_string(),
         })
     }
+}
+
+/// The pending run a coalescing trigger joins: the oldest of its job and
+/// key (job, key).
+pub(super) fn coalesce_sql() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'pending' AND concurrency_key = ?2 \
+         AND job_name = ?1 ORDER BY created_at, id LIMIT 1"
+    )
 }
 
 /// One new pending run: id, job, input, idempotency key, concurrency key,
