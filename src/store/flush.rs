@@ -315,9 +315,23 @@ impl SqliteStore {
         then: impl FnOnce(&Connection, &[(String, i64)]) -> Result<T>,
     ) -> Result<Option<FlushOutcome<T>>> {
         let now = self.now();
-        let body = |c: &Connection| -> Result<FlushOutcome<T>> {
-            let out = apply(c, ops, &now)?;
+        let mut then = Some(then);
+        // The first pass applies the batch as it is; an op that fails rolls
+        // the transaction back (`op_failed`) and a second one applies each op
+        // in its own savepoint (see [`apply_all`]).
+        let op_failed = std::cell::Cell::new(false);
+        let mut body = |c: &Connection, isolated: bool| -> Result<FlushOutcome<T>> {
+            let out = match apply_all(c, ops, &now, isolated) {
+                Err(e) if !isolated && !e.fails_whole_batch() => {
+                    op_failed.set(true);
+                    return Err(e);
+                }
+                out => out?,
+            };
             let ended = super::backend::ended_runs(ops, &out.statuses);
+            let then = then
+                .take()
+                .ok_or_else(|| Error::Internal("flush: then ran twice".into()))?;
             let then = then(c, &ended)?;
             Ok(FlushOutcome {
                 statuses: out.statuses,
@@ -326,10 +340,20 @@ impl SqliteStore {
                 then,
             })
         };
-        if wait {
-            Ok(Some(self.write(body)?))
+        let first = if wait {
+            self.write(|c| body(c, false)).map(Some)
         } else {
-            self.try_write(body)
+            self.try_write(|c| body(c, false))
+        };
+        match first {
+            Err(_) if op_failed.get() => {
+                if wait {
+                    Ok(Some(self.write(|c| body(c, true))?))
+                } else {
+                    self.try_write(|c| body(c, true))
+                }
+            }
+            first => first,
         }
     }
 
@@ -348,23 +372,17 @@ impl SqliteStore {
     }
 }
 
-/// Applies every op so that one that fails leaves nothing behind while the
-/// others are kept. `ended` is left empty.
+/// One pass over the batch. With `isolated`, each op runs in its own
+/// savepoint and a failed op is reported in the outcome; without, the first
+/// failed op fails the pass. `ended` is left empty.
 ///
 /// Why two passes: a savepoint per op costs two statements per op, ~10 % of
 /// a step at `maxConcurrentRuns` 8, to guard against ops that almost never
-/// fail. So the batch first runs under one savepoint; only when an op fails
-/// is it rolled back and applied again with a savepoint per op.
-fn apply(c: &Connection, ops: &[FlushOp], now: &str) -> Result<FlushOutcome<()>> {
-    match in_savepoint(c, |c| apply_all(c, ops, now, false))? {
-        Ok(out) => Ok(out),
-        Err(_) => apply_all(c, ops, now, true),
-    }
-}
-
-/// One pass over the batch. With `isolated`, each op runs in its own
-/// savepoint and a failed op is reported in the outcome; without, the first
-/// failed op fails the pass.
+/// fail, and even one savepoint around the batch costs its two statements
+/// and a copy of every page it changes (the savepoint's journal). So the
+/// batch first runs bare; only when an op fails is the whole transaction
+/// rolled back and the batch applied again, in a new one, with a savepoint
+/// per op ([`SqliteStore::flush_then`]).
 fn apply_all(
     c: &Connection,
     ops: &[FlushOp],

@@ -453,6 +453,55 @@ fn claims_reuse_their_prepared_statements() -> TestResult {
     Ok(())
 }
 
+/// The step write path compiles no SQL per commit: `BEGIN IMMEDIATE` and
+/// `COMMIT` run as cached statements (rusqlite's `Transaction` parses both
+/// on every use), and a batch whose ops all apply runs no savepoint (only a
+/// batch with a failing op is applied again op by op, in savepoints).
+#[test]
+fn flushes_reuse_begin_and_commit_and_open_no_savepoint() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let a = created_id(store.trigger(&item("job", None, None))?);
+    assert_eq!(store.claim(&jobs(&["job"]), 1)?.len(), 1);
+    for i in 0..5 {
+        let out = store.flush(&format!("[{}]", step_op(&a, 1, &format!("s{i}"), i)))?;
+        assert_eq!(out.statuses, "0");
+        let out = store
+            .try_flush(&format!("[{}]", step_op(&a, 1, &format!("t{i}"), 10 + i)))?
+            .ok_or("the lock is free")?;
+        assert_eq!(out.statuses, "0");
+    }
+    let runs = |sql: &'static str| {
+        move |c: &Connection| -> Result<i32> {
+            Ok(c.prepare_cached(sql)?
+                .get_status(rusqlite::StatementStatus::Run))
+        }
+    };
+    // (this write's own BEGIN counts once more)
+    assert!(store.write(runs("BEGIN IMMEDIATE"))? >= 10);
+    assert!(store.write(runs("COMMIT"))? >= 10);
+    assert_eq!(store.write(runs("SAVEPOINT flush_op"))?, 0);
+    assert_eq!(
+        store
+            .get_steps(&a)?
+            .matches("\"status\":\"completed\"")
+            .count(),
+        10
+    );
+    // The non-waiting path too: an op that fails sends the batch through the
+    // savepoint pass, and the op before it is written once.
+    let log = format!(
+        r#"{{"log":{{"run":"{a}","gen":1,"step":null,"level":"info","message":"m","data":null,"at":"2020-01-01T00:00:00.000Z"}}}}"#
+    );
+    let refused = step_op(&a, 1, "bad", 99).replace("\"completed\"", "\"bogus\"");
+    let out = store
+        .try_flush(&format!("[{log},{refused}]"))?
+        .ok_or("the lock is free")?;
+    assert_eq!(out.statuses, "0e");
+    assert_eq!(store.get_logs(&a)?.matches("\"message\":\"m\"").count(), 1);
+    assert!(!store.get_steps(&a)?.contains("\"bad\""));
+    Ok(())
+}
+
 /// The claim's definition, as one plain query (what the claim ran before
 /// issue 13): the oldest pending runs of the jobs that have no concurrency
 /// key, or are the oldest pending run of their key while no run of the key
@@ -608,12 +657,15 @@ fn one_bad_op_fails_alone_and_is_rolled_back() -> TestResult {
     let done_c = format!(
         r#"{{"complete":{{"run":"{c}","gen":1,"output":7,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}"#
     );
+    let log_a = format!(
+        r#"{{"log":{{"run":"{a}","gen":1,"step":null,"level":"info","message":"once","data":null,"at":"2020-01-01T00:00:00.000Z"}}}}"#
+    );
     let ops = format!(
-        "[{},{refused_step},{malformed},{unknown_kind},{done_c}]",
+        "[{},{log_a},{refused_step},{malformed},{unknown_kind},{done_c}]",
         step_op(&a, 1, "s", 0)
     );
     let out = store.flush(&ops)?;
-    assert_eq!(out.statuses, "0eee0");
+    assert_eq!(out.statuses, "00eee0");
     let errors: Vec<(usize, &str)> = out
         .errors
         .iter()
@@ -621,7 +673,7 @@ fn one_bad_op_fails_alone_and_is_rolled_back() -> TestResult {
         .collect();
     assert_eq!(
         errors,
-        vec![(1, "DB_ERROR"), (2, "INTERNAL"), (3, "INTERNAL")]
+        vec![(2, "DB_ERROR"), (3, "INTERNAL"), (4, "INTERNAL")]
     );
     assert!(
         out.errors[0].error.to_string().contains("CHECK"),
@@ -629,7 +681,7 @@ fn one_bad_op_fails_alone_and_is_rolled_back() -> TestResult {
         out.errors[0]
     );
     assert!(
-        out.errors[1].error.to_string().contains("flush op 2"),
+        out.errors[1].error.to_string().contains("flush op 3"),
         "{:?}",
         out.errors[1]
     );
@@ -639,8 +691,13 @@ fn one_bad_op_fails_alone_and_is_rolled_back() -> TestResult {
         out.errors[1]
     );
     assert_eq!(out.ended, vec![(c.clone(), 1)]);
-    // The valid ops committed.
+    // The valid ops committed, once: the pass that met the refused op left
+    // nothing behind (its log line is not there twice).
     assert!(store.get_steps(&a)?.contains("\"name\":\"s\""));
+    assert_eq!(
+        store.get_logs(&a)?.matches("\"message\":\"once\"").count(),
+        1
+    );
     let run_c = store.get_run(&c)?.ok_or("missing run c")?;
     assert!(run_c.contains("\"status\":\"completed\""), "{run_c}");
     // The refused op left nothing behind: its run row's update was rolled back too.
