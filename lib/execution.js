@@ -100,6 +100,8 @@ class Execution {
     this.labels = claimed.labels
     this.startedAt = claimed.startedAt
     this.controller = new AbortController()
+    // Mirrors controller.signal.aborted (only abort() aborts it): the getter costs ~1 % of a step.
+    this.aborted = false
     this.position = 0
     this.names = new Set()
     this.hadTags = hadTags
@@ -149,7 +151,9 @@ class Execution {
 
   /** Stops the execution: the signal fires with `reason`. */
   abort(reason) {
-    if (!this.controller.signal.aborted) this.controller.abort(reason)
+    if (this.aborted) return
+    this.aborted = true
+    this.controller.abort(reason)
   }
 
   /**
@@ -211,7 +215,7 @@ class Execution {
     // The position is taken now, at call time, so Promise.all of steps replays deterministically.
     const index = this.position++
     this.names.add(name)
-    if (this.controller.signal.aborted) return Promise.reject(this.stopError())
+    if (this.aborted) return Promise.reject(this.stopError())
     const stored = this.lookup(name, index)
     if (stored instanceof Error) {
       this.replayError = stored
@@ -297,7 +301,7 @@ class Execution {
       this.inFlight.delete(name)
       if (this.solo === name) this.solo = null
       if (this.detached) return NEVER
-      if (signal.aborted) return this.stepCut(name, index, startedAt)
+      if (this.aborted) return this.stepCut(name, index, startedAt)
       if (err !== null && typeof err === 'object') stepErrors.set(err, name)
       await this.persistStep(name, index, 'failed', null, errorText(err), startedAt)
       throw err
@@ -306,7 +310,7 @@ class Execution {
     this.inFlight.delete(name)
     if (this.solo === name) this.solo = null
     if (this.detached) return NEVER
-    if (signal.aborted) return this.stepCut(name, index, startedAt)
+    if (this.aborted) return this.stepCut(name, index, startedAt)
     let text
     try {
       text = encode(value, 'result')
@@ -478,7 +482,7 @@ class Execution {
     let output
     try {
       output = await callJob(def.run, this.ctx, input)
-      if (this.inFlight.size > 0 && !this.detached && !this.controller.signal.aborted) {
+      if (this.inFlight.size > 0 && !this.detached && !this.aborted) {
         // A forgotten `await`: the step would go on writing into a finished run.
         const name = this.inFlight.values().next().value
         const err = new ValidationError(`job returned while step '${name}' was still running — missing await?`)
@@ -495,7 +499,7 @@ class Execution {
       return this.failed(err)
     }
     if (this.detached) return
-    if (this.controller.signal.aborted) return this.stopped()
+    if (this.aborted) return this.stopped()
     let text
     try {
       text = encode(output, 'output')
@@ -532,7 +536,7 @@ class Execution {
 
   async failed(err) {
     if (this.detached) return
-    if (this.controller.signal.aborted) return this.stopped()
+    if (this.aborted) return this.stopped()
     const { message, stack } = errorText(err)
     const progress = this.takeProgress()
     this.ended = true
