@@ -210,12 +210,13 @@ impl SqliteStore {
     }
 
     pub(crate) fn new_id(&self) -> String {
+        next_id(&mut lock(&self.ids))
+    }
+
+    /// `n` new ids, in order, under one lock of the generator (a batch).
+    pub(crate) fn new_ids(&self, n: usize) -> Vec<String> {
         let mut g = lock(&self.ids);
-        match g.generate() {
-            Ok(id) => id.to_string(),
-            // Only when 2^80 ids were made in one millisecond.
-            Err(_) => ulid::Ulid::new().to_string(),
-        }
+        (0..n).map(|_| next_id(&mut g)).collect()
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection,
@@ -380,6 +381,14 @@ fn checkpoint_pass(conn: &Connection, mode: &str) -> Result<Option<(i64, i64)>> 
             Error::Busy(_) => Ok(None),
             e => Err(e),
         },
+    }
+}
+
+fn next_id(g: &mut ulid::Generator) -> String {
+    match g.generate() {
+        Ok(id) => id.to_string(),
+        // Only when 2^80 ids were made in one millisecond.
+        Err(_) => ulid::Ulid::new().to_string(),
     }
 }
 

@@ -1168,3 +1168,52 @@ fn a_plain_run_writes_few_pages() -> TestResult {
     );
     Ok(())
 }
+
+/// Issue 19: a write transaction's BEGIN and COMMIT are cached statements,
+/// run again each time, not parsed again for every commit; a transaction
+/// whose work fails is rolled back, and one whose lock is taken leaves no
+/// transaction open either.
+#[test]
+fn commits_reuse_their_begin_and_commit() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let runs = |c: &Connection, sql: &str| -> Result<i32> {
+        Ok(c.prepare_cached(sql)?
+            .get_status(rusqlite::StatementStatus::Run))
+    };
+    let before = store.write(|c| Ok((runs(c, "BEGIN IMMEDIATE")?, runs(c, "COMMIT")?)))?;
+    for _ in 0..5 {
+        store.trigger(&item("j", None, None))?;
+    }
+    assert!(store.try_trigger(&item("j", None, None))?.is_some());
+    let after = store.write(|c| Ok((runs(c, "BEGIN IMMEDIATE")?, runs(c, "COMMIT")?)))?;
+    assert_eq!(after.0 - before.0, 7, "BEGIN runs: {before:?} → {after:?}");
+    assert_eq!(after.1 - before.1, 7, "COMMIT runs: {before:?} → {after:?}");
+
+    let err = store
+        .write(|c| -> Result<()> {
+            c.execute("DELETE FROM runs", [])?;
+            Err(Error::Validation("no".into()))
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), "VALIDATION_ERROR");
+    let n: i64 = store.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))?))?;
+    assert_eq!(n, 6, "the failed transaction was rolled back");
+    assert!(
+        !store.write(|c| Ok(c.is_autocommit()))?,
+        "a write runs in a transaction"
+    );
+    assert!(
+        lock(&store.writer).is_autocommit(),
+        "no transaction left open"
+    );
+
+    // Another connection holds the write lock: try_write gives up at once
+    // and leaves nothing open on the writer.
+    let other = store.side_connection()?.ok_or("no side connection")?;
+    other.execute_batch("BEGIN IMMEDIATE")?;
+    assert!(store.try_trigger(&item("j", None, None))?.is_none());
+    assert!(lock(&store.writer).is_autocommit());
+    other.execute_batch("ROLLBACK")?;
+    assert!(store.try_trigger(&item("j", None, None))?.is_some());
+    Ok(())
+}

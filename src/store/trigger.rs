@@ -149,7 +149,7 @@ impl SqliteStore {
                 .count();
             let (chunk, tail) = rest.split_at(n);
             rest = tail;
-            let ids: Vec<String> = chunk.iter().map(|_| self.new_id()).collect();
+            let ids = self.new_ids(chunk.len());
             if n == BATCH_ROWS {
                 let mut params: Vec<&dyn ToSql> = Vec::with_capacity(n * ROW_PARAMS);
                 for (it, id) in chunk.iter().zip(&ids) {
