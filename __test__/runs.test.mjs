@@ -454,3 +454,24 @@ describe('resume after stop({ abort: true })', () => {
     await d3.close()
   })
 })
+
+describe('run records', () => {
+  it('trigger and batchTrigger answer with the record getRun reads back, field for field and in order', async () => {
+    // (built in JS from what the engine returned, not read back: issue 19)
+    const job = defineJob({ name: 'rec', input: z.object({ n: z.number() }), run: async () => {} })
+    const d = makeDurably({ jobs: { rec: job } }) // never started: the runs stay pending
+    await d.migrate()
+    const one = await d.jobs.rec.trigger({ n: 1 }, { concurrencyKey: 'k', idempotencyKey: 'i', labels: { a: 'b' } })
+    const many = await d.jobs.rec.batchTrigger([
+      { input: { n: 2 } },
+      { input: { n: 3 }, options: { labels: { x: 'y' }, concurrencyKey: 'k2' } },
+    ])
+    for (const run of [one, ...many]) {
+      const { disposition, ...record } = run
+      expect(disposition).toBe('created')
+      const stored = await d.getRun(run.id)
+      expect(Object.keys(record)).toEqual(Object.keys(stored))
+      expect(record).toEqual(stored)
+    }
+  })
+})

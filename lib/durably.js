@@ -362,7 +362,8 @@ class Durably {
       createdAt,
     })
     run.disposition = 'created'
-    this._emit('run:trigger', run, { input: value })
+    // (the event's extra object only when someone gets the event: a batch builds one run per item)
+    if (this._publish !== null || this._events.has('run:trigger')) this._emit('run:trigger', run, { input: value })
     return run
   }
 
@@ -387,7 +388,9 @@ class Durably {
       const it = items[i]
       try {
         if (it === null || typeof it !== 'object') throw new ValidationError('must be an object { input, options }')
-        const o = await this._triggerOptions(it.options)
+        // Awaited only with a labels schema: one await per item was ~0.3 µs of a
+        // batch item's CPU.
+        const o = this._options.labels ? await this._triggerOptions(it.options) : checkTriggerOptions(it.options)
         let value = validate(def.input, it.input, `invalid input for job '${def.name}'`)
         if (value !== null && typeof value === 'object' && typeof value.then === 'function') value = await value
         const text = encode(value, 'input')

@@ -51,29 +51,29 @@ function publicRun(r, tags) {
 
 /** The record of a run just created: pending, nothing run yet. */
 function newRun({ id, jobName, input, labels, idempotencyKey, concurrencyKey, createdAt }) {
-  return publicRun(
-    {
-      id,
-      jobName,
-      status: 'pending',
-      input,
-      output: null,
-      error: null,
-      errorStack: null,
-      labels,
-      progress: null,
-      idempotencyKey,
-      concurrencyKey,
-      currentStepIndex: 0,
-      leaseGeneration: 0,
-      completedStepCount: 0,
-      createdAt,
-      updatedAt: createdAt,
-      startedAt: null,
-      completedAt: null,
-    },
-    false,
-  )
+  // Written out in RUN_FIELDS order (a test compares it with publicRun's
+  // record of the same run): one object literal, where publicRun's copy by
+  // field name cost ~10 % of a batchTrigger item's CPU.
+  return {
+    id,
+    jobName,
+    status: 'pending',
+    input,
+    output: null,
+    error: null,
+    errorStack: null,
+    labels,
+    progress: null,
+    idempotencyKey,
+    concurrencyKey,
+    currentStepIndex: 0,
+    attempt: 0,
+    completedStepCount: 0,
+    createdAt,
+    updatedAt: createdAt,
+    startedAt: null,
+    completedAt: null,
+  }
 }
 
 function parseRun(text) {
