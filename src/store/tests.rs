@@ -1217,3 +1217,34 @@ fn commits_reuse_their_begin_and_commit() -> TestResult {
     assert!(store.try_trigger(&item("j", None, None))?.is_some());
     Ok(())
 }
+
+/// Schema 3 splits active runs by whether they have a concurrency key: the
+/// stale check and recovery ask both halves, and leave the runs in `keep`.
+#[test]
+fn stale_runs_with_and_without_keys_are_recovered_except_kept_ones() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let names = jobs(&["j"]);
+    let free = created_id(store.trigger(&item("j", None, None))?);
+    let keyed = created_id(store.trigger(&item("j", Some("k"), None))?);
+    let kept = created_id(store.trigger(&item("j", Some("m"), None))?);
+    assert_eq!(store.claim(&names, 3)?.len(), 3);
+    let past = iso(SystemTime::now() - Duration::from_secs(60));
+    let future = iso(SystemTime::now() + Duration::from_secs(60));
+    assert!(!store.has_stale(None, &names, &past)?);
+    assert!(store.has_stale(None, &names, &future)?);
+    assert!(!store.has_stale(None, &jobs(&["other"]), &future)?);
+    let keep = [(kept.clone(), 1)];
+    assert_eq!(store.recover_stale_except(&names, &future, &keep)?, 2);
+    let status = |id: &str| -> Result<String> {
+        store
+            .read(|c| Ok(c.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))?))
+    };
+    assert_eq!(status(&free)?, "pending");
+    assert_eq!(status(&keyed)?, "pending");
+    assert_eq!(status(&kept)?, "running");
+    // Only the kept run is still running (and stale).
+    assert!(store.has_stale(None, &names, &future)?);
+    assert_eq!(store.recover_stale(&names, &future)?, 1);
+    assert!(!store.has_stale(None, &names, &future)?);
+    Ok(())
+}
