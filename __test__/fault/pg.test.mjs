@@ -27,6 +27,7 @@ import { spawnSync } from 'node:child_process'
 import { afterAll, describe, expect, it } from 'vitest'
 import helpers from '../helpers.js'
 import pg from '../pg.js'
+import { startProxy } from '../pg-proxy.js'
 import { envInt, exitWithin, fixture, groupBy, lineWithin, rand, readSideLog } from './util.mjs'
 
 const { tempDir, spawnNode, sleep, until, ROOT } = helpers
@@ -123,6 +124,13 @@ describe.skipIf(serverSkip)('audit (on the migrations of src/pg, no addon needed
 
 const wiredSkip = pg.postgresBackendSkipReason() // null, or why (throws under CI when wired without a server)
 if (wiredSkip) console.warn(`fault/pg: the PostgreSQL fault tests skipped: ${wiredSkip}`)
+
+/** `url` with the query parameter `key` set to `value`. */
+function withParam(url, key, value) {
+  const u = new URL(url)
+  u.searchParams.set(key, value)
+  return u.toString()
+}
 
 async function openDriver(url, schema) {
   const { createDurably, defineJob } = await import('../../index.js')
@@ -343,24 +351,80 @@ describe.skipIf(wiredSkip)('PostgreSQL fault tests', () => {
   it('every connection of a worker dropped mid-step: the run completes, each step once', async () => {
     const url = pg.pgUrl()
     const schema = pg.pgSchema('drop')
-    const d = await openDriver(url, schema)
+    // This test's own application_name: only its connections are cut, not
+    // those of suites running beside it on the same server.
+    const app = `durably_fault_drop_${process.pid}`
+    const appUrl = withParam(url, 'application_name', app)
+    const d = await openDriver(appUrl, schema)
     const side = path.join(tempDir('pg-fault-drop-'), 'side.log')
-    const env = { FAULT_PG_URL: url, FAULT_PG_SCHEMA: schema, FAULT_STEPS: '3', FAULT_STALE: '2000', FAULT_HEARTBEAT: '100' }
+    const env = { FAULT_PG_URL: appUrl, FAULT_PG_SCHEMA: schema, FAULT_STEPS: '3', FAULT_STALE: '2000', FAULT_HEARTBEAT: '100' }
     fs.writeFileSync(`${side}.block`, '')
     const w = worker(side, env)
     const [run] = await d.jobs.job.batchTrigger([{ input: { k: 7 } }])
     if (!(await lineWithin(w, /^in-step /, 30_000))) throw new Error(await explain(w, 'never reached the step'))
-    // Every durably connection to the server: the worker's (pool and listener),
-    // and the driver's too (it must reconnect as well). psql is not one of them.
-    const cut = rows(url, `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'durably'`)
-    expect(cut.length).toBeGreaterThan(0)
+    // Every connection of the worker (pool and listener), and the driver's
+    // too (it must reconnect as well). psql is not one of them.
+    const cut = rows(url, `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = '${app}'`)
+    expect(cut.length).toBeGreaterThan(1)
     fs.writeFileSync(`${side}.go`, '')
     const ex = await exitWithin(w, 60_000)
     if (!ex || ex.code !== 0) throw new Error(await explain(w, 'did not finish after its connections were cut'))
     expect((await d.getRun(run.id)).status).toBe('completed')
     expect(auditProblems(url, schema, { runs: 1, steps: 3 })).toEqual([])
     const execs = readSideLog(side).filter((l) => l[0] === 'E')
-    expect(execs.map((l) => l[2])).toEqual(['s0', 's1', 's2'])
+    expect(execs.map((l) => l[2]), w.lines.join('\n')).toEqual(['s0', 's1', 's2'])
     await d.close()
+  }, 120_000)
+
+  // The window of the flake above, made exact: the server has terminated the
+  // worker's sessions, but the FATAL it sent is held back (a loaded machine:
+  // the connection task has not read it yet), so the step's write goes out on
+  // a dead connection and its first reply is that FATAL. The server never ran
+  // the write; it is sent again on a fresh connection. Before the fix the
+  // step failed, the run stayed running until it went stale, and recovery
+  // executed s1 a second time.
+  it('a step write sent on a session the server already terminated is sent again on a fresh connection: each step once', async () => {
+    const url = pg.pgUrl()
+    const schema = pg.pgSchema('dead')
+    const app = `durably_fault_dead_${process.pid}`
+    const d = await openDriver(url, schema)
+    const proxy = await startProxy(withParam(url, 'application_name', app))
+    try {
+      const side = path.join(tempDir('pg-fault-dead-'), 'side.log')
+      // Heartbeats and polls rare: the dead sessions stay idle in the pool for the step's write.
+      const env = { FAULT_PG_URL: proxy.url, FAULT_PG_SCHEMA: schema, FAULT_STEPS: '3', FAULT_STALE: '3000', FAULT_HEARTBEAT: '1000', FAULT_POLLING: '1000' }
+      fs.writeFileSync(`${side}.block`, '')
+      const w = worker(side, env)
+      const [run] = await d.jobs.job.batchTrigger([{ input: { k: 7 } }])
+      if (!(await lineWithin(w, /^in-step /, 30_000))) throw new Error(await explain(w, 'never reached the step'))
+      await sleep(300) // s0's events published
+      proxy.hold()
+      const cut = rows(url, `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = '${app}'`)
+      expect(cut.length).toBeGreaterThan(1)
+      await until(() => Number(pg.sql(url, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`)) === 0, {
+        timeout: 20_000,
+        what: "the worker's sessions to end on the server",
+      })
+      fs.writeFileSync(`${side}.go`, '')
+      // s1's result ({ pid, gen, n: 701 }) sent on one of the dead sessions.
+      // s1's write (its statement prepared, or its result { pid, gen, n: 701 }
+      // bound) sent on one of the dead sessions.
+      await until(() => proxy.sawHeld('INSERT INTO steps') || proxy.sawHeld('"n":701'), {
+        timeout: 20_000,
+        what: "s1's write on a terminated session",
+      })
+      proxy.release()
+      const ex = await exitWithin(w, 60_000)
+      if (!ex || ex.code !== 0) throw new Error(await explain(w, 'did not finish after its sessions were terminated'))
+      expect((await d.getRun(run.id)).status).toBe('completed')
+      expect(auditProblems(url, schema, { runs: 1, steps: 3 })).toEqual([])
+      const execs = readSideLog(side).filter((l) => l[0] === 'E')
+      expect(execs.map((l) => l[2]), w.lines.join('\n')).toEqual(['s0', 's1', 's2'])
+      // The write was not reported as failed: no step-write worker error.
+      expect(w.lines.filter((l) => l.startsWith('worker-error') && l.includes(run.id))).toEqual([])
+    } finally {
+      await proxy.close()
+      await d.close()
+    }
   }, 120_000)
 })

@@ -21,7 +21,7 @@ use tokio_postgres::{Row, Statement};
 
 use super::claim::{claim_sql, claimed_runs, CLAIM_ATTEMPTS, CLAIM_PLAN};
 use super::pipe::{take_err, OpenTx, Params, Pipeline};
-use super::{is_claim_race, PgStore};
+use super::{is_claim_race, session_ended, PgStore};
 use crate::error::{Error, Result};
 use crate::store::{
     ended_runs, ClaimRequest, ClaimedRun, FlushOp, FlushOutcome, OpError, OpStatus,
@@ -107,6 +107,10 @@ const LOG_SQL: &str = "WITH ins AS ( \
 const SAVEPOINT: &str = "SAVEPOINT durably_claim";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT durably_claim";
 
+/// How many times a batch is sent in all when the server ended the session
+/// before applying it (each time on a fresh connection).
+const RESEND_ATTEMPTS: usize = 3;
+
 impl PgStore {
     /// Applies a batch of ops in one transaction. Returns one status
     /// character per op (see [`OpStatus::as_char`]).
@@ -132,6 +136,37 @@ impl PgStore {
             Some((jobs, limit)) if !jobs.is_empty() && limit > 0 => Some((jobs, limit)),
             _ => None,
         };
+        let mut attempt = 1;
+        loop {
+            let mut unapplied = false;
+            match self
+                .flush_once(ops, claim.clone(), ended.clone(), &mut unapplied)
+                .await
+            {
+                Err(_) if unapplied && attempt < RESEND_ATTEMPTS => {
+                    // The server ended the session before it applied the
+                    // batch: its other idle sessions are suspect too (a
+                    // mass termination, a restart), so the batch goes again
+                    // on a fresh connection.
+                    self.forget_idle_connections();
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of [`PgStore::flush_then_claim`]. On an error,
+    /// `unapplied` tells whether the server provably applied nothing of the
+    /// batch (it ended the session before the statement that commits), so
+    /// that sending it again cannot apply it twice.
+    async fn flush_once(
+        &self,
+        ops: &[FlushOp<'_>],
+        claim: Option<(std::sync::Arc<[String]>, usize)>,
+        ended: Vec<(String, i64)>,
+        unapplied: &mut bool,
+    ) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
         let tx = OpenTx::new(self.client().await?);
         // Prepared once per connection (deadpool's statement cache).
         let mut bound: Vec<Option<(Statement, Params<'_>)>> = Vec::with_capacity(ops.len());
@@ -141,11 +176,25 @@ impl PgStore {
             bound.push(if op.value_bytes() > self.inner.max_op_bytes {
                 None
             } else {
-                Some(self.bind(tx.conn(), op).await?)
+                match self.bind(tx.conn(), op).await {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        // Nothing was sent but statements to prepare: a
+                        // failure of the connection applied nothing.
+                        *unapplied = matches!(e, Error::Postgres(_));
+                        return Err(e);
+                    }
+                }
             });
         }
         let claim_st = match &claim {
-            Some(_) => Some(tx.conn().prepare_cached(&claim_sql()).await?),
+            Some(_) => match tx.conn().prepare_cached(&claim_sql()).await {
+                Ok(st) => Some(st),
+                Err(e) => {
+                    *unapplied = session_ended(&e);
+                    return Err(e.into());
+                }
+            },
             None => None,
         };
         let owner = self.owner();
@@ -181,10 +230,30 @@ impl PgStore {
             // turns this COMMIT into a rollback (see `pipe.rs`).
             p.command(if sent { "COMMIT" } else { "ROLLBACK" });
         }
+        let completed = p.completed();
         let mut replies = p.finish().await;
         // The first failure in order is the cause; the statements after it
         // failed with "current transaction is aborted".
         let failed = replies.iter().position(Result::is_err);
+        if let Some(i) = failed {
+            // The server ended the session at statement `i`: nothing after
+            // it ran. Applied nothing if `i` comes before the COMMIT (piped
+            // last, or sent after the claim), or is a statement alone that
+            // the server had not reported complete (it commits at the
+            // `Sync` after that).
+            let commits_at = if !wrap {
+                None
+            } else if claim_at.is_none() {
+                Some(replies.len() - 1)
+            } else {
+                Some(replies.len())
+            };
+            *unapplied = replies[i].as_ref().err().is_some_and(session_ended)
+                && match commits_at {
+                    Some(c) => i < c,
+                    None => !completed.get(i),
+                };
+        }
         let claim_rows = match (claim_at, failed) {
             (None, None) => None,
             (None, Some(i)) => {
@@ -504,6 +573,9 @@ fn refused_alone(
     let Some(db) = e.as_db_error() else {
         return false;
     };
+    if session_ended(e) {
+        return false;
+    }
     let code = db.code();
     // (what `Error::from` maps to a failure of the database as a whole, and
     // the connection and operator classes: a terminated backend)

@@ -379,6 +379,28 @@ impl PgStore {
     pub(crate) async fn client(&self) -> Result<Object> {
         self.inner.pool.get().await.map_err(pool_error)
     }
+
+    /// Closes the idle pooled connections: after the server ended one
+    /// session, the others may be ended too without this process having
+    /// read it yet (the pool's check only sees a connection already closed).
+    pub(crate) fn forget_idle_connections(&self) {
+        self.inner.pool.retain(|_, _| false);
+    }
+}
+
+/// True when the server ended the session instead of answering (a `FATAL`
+/// or `PANIC`: `pg_terminate_backend`, a shutdown, a crash of another
+/// backend, an idle timeout): the request it answers, and everything sent
+/// after it, did not run. (A connection that just closed, with no such
+/// answer, proves nothing: the server may have run the request.)
+pub(crate) fn session_ended(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::Severity;
+    e.as_db_error().is_some_and(|db| {
+        matches!(
+            db.parsed_severity(),
+            Some(Severity::Fatal) | Some(Severity::Panic)
+        )
+    })
 }
 
 /// An optional time as stored in run records.

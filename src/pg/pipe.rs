@@ -17,11 +17,14 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use deadpool_postgres::Object;
+use futures_core::Stream;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Row, RowStream, Statement};
 
 /// The answer of one piped statement.
 pub(crate) type Reply = std::result::Result<Vec<Row>, tokio_postgres::Error>;
@@ -32,6 +35,9 @@ type Pending<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 pub(crate) struct Pipeline<'a> {
     client: &'a Client,
     slots: Vec<(Option<Pending<'a>>, Option<Reply>)>,
+    /// Per statement: the server reported it complete (`CommandComplete`),
+    /// even if its reply then failed (see [`Pipeline::completed`]).
+    done: Vec<Arc<AtomicBool>>,
 }
 
 /// Parameters of a piped statement, owned by the caller while it is in flight.
@@ -42,7 +48,24 @@ impl<'a> Pipeline<'a> {
         Pipeline {
             client,
             slots: Vec::new(),
+            done: Vec::new(),
         }
+    }
+
+    /// The completion flag of the statement queued next.
+    fn next_done(&mut self) -> Arc<AtomicBool> {
+        while self.done.len() <= self.slots.len() {
+            self.done.push(Arc::new(AtomicBool::new(false)));
+        }
+        self.done[self.slots.len()].clone()
+    }
+
+    /// Per statement queued with [`Pipeline::query`]: whether the server
+    /// reported it complete before its reply ended (a statement alone
+    /// commits at the `Sync` after that: a session ended before it ran
+    /// nothing). False for commands. Read it before [`Pipeline::finish`].
+    pub(crate) fn completed(&self) -> Completed {
+        Completed(self.done.clone())
     }
 
     /// Queues a prepared statement; returns its index in [`Pipeline::finish`]'s answers.
@@ -52,12 +75,10 @@ impl<'a> Pipeline<'a> {
         params: &'a [Box<dyn ToSql + Send + Sync + 'a>],
     ) -> usize {
         let client = self.client;
+        let done = self.next_done();
         self.push(Box::pin(async move {
-            let refs: Vec<&(dyn ToSql + Sync)> = params
-                .iter()
-                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            client.query(st, &refs).await
+            let refs = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync));
+            collect(client.query_raw(st, refs).await, &done).await
         }))
     }
 
@@ -68,7 +89,10 @@ impl<'a> Pipeline<'a> {
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> usize {
         let client = self.client;
-        self.push(Box::pin(async move { client.query(st, params).await }))
+        let done = self.next_done();
+        self.push(Box::pin(async move {
+            collect(client.query_raw(st, params.iter().copied()).await, &done).await
+        }))
     }
 
     /// Queues a simple-protocol command (`BEGIN`, `COMMIT`, `SAVEPOINT …`).
@@ -128,6 +152,37 @@ impl<'a> Pipeline<'a> {
             }
         }
         done
+    }
+}
+
+/// The completion flags of a pipeline's statements ([`Pipeline::completed`]).
+pub(crate) struct Completed(Vec<Arc<AtomicBool>>);
+
+impl Completed {
+    /// Whether statement `i` was reported complete by the server.
+    pub(crate) fn get(&self, i: usize) -> bool {
+        self.0.get(i).is_some_and(|d| d.load(Ordering::Relaxed))
+    }
+}
+
+/// A statement's rows; `done` is set once the server reported it complete
+/// (`rows_affected` is known from `CommandComplete` on, before `ReadyForQuery`).
+async fn collect(
+    stream: std::result::Result<RowStream, tokio_postgres::Error>,
+    done: &AtomicBool,
+) -> Reply {
+    let mut stream = std::pin::pin!(stream?);
+    let mut rows = Vec::new();
+    loop {
+        let next = poll_fn(|cx| stream.as_mut().poll_next(cx)).await;
+        if stream.rows_affected().is_some() {
+            done.store(true, Ordering::Relaxed);
+        }
+        match next {
+            Some(Ok(row)) => rows.push(row),
+            Some(Err(e)) => return Err(e),
+            None => return Ok(rows),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod claims;
 mod listen;
 mod retention;
 mod semantics;
+mod sessions;
 mod values;
 
 /// Result of the tests: any error type fits.
