@@ -155,12 +155,15 @@ describe('POSTGRES_UNSUPPORTED', () => {
 })
 
 describe.runIf(require('./pg.js').pgWired())('on an addon with PostgreSQL', () => {
-  it('a server that cannot be reached fails createDurably() with DB_ERROR, naming the cause', () => {
+  it('a server that cannot be reached fails the first call with DB_ERROR, naming the cause (createDurably() does not connect)', async () => {
     let err
+    const d = createDurably({ url: 'postgres://app:s3cret@127.0.0.1:1/app' }) // nothing listens on port 1
     try {
-      createDurably({ url: 'postgres://app:s3cret@127.0.0.1:1/app' }) // nothing listens on port 1
+      await d.getRuns()
     } catch (e) {
       err = e
+    } finally {
+      await d.close()
     }
     expect(err).toBeInstanceOf(DurablyError)
     expect(err.code).toBe('DB_ERROR')

@@ -8,7 +8,8 @@
 //   connection and is answered by the server's FATAL only when released;
 // - sawHeld(text): whether a client sent `text` on a held connection;
 // - delayAccept(ms): new connections are connected to the server only after
-//   `ms` (a server slow to accept: the handshake waits).
+//   `ms` (a server slow to accept: the handshake waits);
+// - refuse(): every connection cut, and new ones at once (a server gone).
 //
 // Only for tests; plain TCP (the URL's sslmode passes through unchanged).
 
@@ -19,7 +20,9 @@ async function startProxy(url) {
   const target = new URL(url)
   const conns = new Set()
   let acceptDelay = 0
+  let refusing = false
   const server = net.createServer((client) => {
+    if (refusing) return client.destroy()
     const c = { client, upstream: null, held: false, kept: [], ended: false, sentHeld: '' }
     conns.add(c)
     client.on('error', () => {})
@@ -75,6 +78,14 @@ async function startProxy(url) {
     sawHeld: (text) => [...conns].some((c) => c.sentHeld.includes(text)),
     delayAccept(ms) {
       acceptDelay = ms
+    },
+    /** Cuts every connection now, and every new one at once (a server gone). */
+    refuse() {
+      refusing = true
+      for (const c of conns) {
+        c.client.destroy()
+        c.upstream?.destroy()
+      }
     },
     close() {
       for (const c of conns) {

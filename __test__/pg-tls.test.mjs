@@ -134,7 +134,23 @@ function refusal(url) {
   } catch (e) {
     return e
   }
-  throw new Error(`createDurably connected to ${url}`)
+  throw new Error(`createDurably accepted ${url}`)
+}
+
+/**
+ * The error of the first call on `url` (createDurably itself does not
+ * connect: the first call does, off the JS thread).
+ */
+async function connectRefusal(url) {
+  const d = createDurably({ url, schema: pgSchema('tls') })
+  try {
+    await d.getRuns()
+  } catch (e) {
+    return e
+  } finally {
+    await d.close()
+  }
+  throw new Error(`connected to ${url}`)
 }
 
 // Schemas made on the TLS server go with the server; none is made on the plain one.
@@ -189,9 +205,9 @@ describe.skipIf(why)('PostgreSQL over TLS', () => {
     }
   })
 
-  it('verify-full without the CA is refused: the certificate chains to no trusted root', () => {
+  it('verify-full without the CA is refused: the certificate chains to no trusted root', async () => {
     for (const params of [{ sslmode: 'verify-full' }, { sslmode: 'verify-ca' }, { sslmode: 'verify-full', sslrootcert: 'system' }]) {
-      const err = refusal(tlsUrl(params))
+      const err = await connectRefusal(tlsUrl(params))
       expect(err).toBeInstanceOf(DurablyError)
       expect(err.code).toBe('DB_ERROR')
       expect(err.message).toMatch(/cannot connect to PostgreSQL/)
@@ -200,14 +216,14 @@ describe.skipIf(why)('PostgreSQL over TLS', () => {
     }
     // Another CA's file is no better.
     for (const sslmode of ['verify-full', 'verify-ca', 'require']) {
-      const err = refusal(tlsUrl({ sslmode, sslrootcert: path.join(dir, 'other-ca.pem') }))
+      const err = await connectRefusal(tlsUrl({ sslmode, sslrootcert: path.join(dir, 'other-ca.pem') }))
       expect(err.message, sslmode).toMatch(/invalid peer certificate: UnknownIssuer/)
     }
   })
 
   it('verify-full checks the host name, verify-ca only the chain', async () => {
     const ca = path.join(dir, 'ca.pem')
-    const err = refusal(tlsUrl({ sslmode: 'verify-full', sslrootcert: ca }, 'db.example'))
+    const err = await connectRefusal(tlsUrl({ sslmode: 'verify-full', sslrootcert: ca }, 'db.example'))
     expect(err.code).toBe('DB_ERROR')
     expect(err.message).toMatch(/invalid peer certificate: certificate not valid for name "db.example"/)
     expect(err.message).toMatch(/verify-full checks the url's host name/)
@@ -224,7 +240,7 @@ describe.skipIf(why)('PostgreSQL over TLS', () => {
     const plain = new URL(pgUrl())
     for (const sslmode of ['require', 'verify-ca', 'verify-full']) {
       plain.search = new URLSearchParams({ sslmode, sslrootcert: path.join(dir, 'ca.pem') }).toString()
-      const err = refusal(plain.toString())
+      const err = await connectRefusal(plain.toString())
       expect(err.code, sslmode).toBe('DB_ERROR')
       expect(err.message, sslmode).toMatch(/server does not support TLS/)
       expect(err.message, sslmode).toMatch(/sslmode requires TLS/)

@@ -567,10 +567,26 @@ class Durably {
 
   /** A stream of one run's events: its current state first, closing after its terminal event. */
   subscribe(runId) {
-    // The stream is returned at once: a first use migrates on this thread.
-    this._ensureReadyNow()
+    // The stream is returned at once. A first use migrates: on this thread
+    // (SQLite), or off it (PostgreSQL: connecting too), the stream's first
+    // read waiting for it and failing with its error.
+    this._ensureOpen()
     checkId(runId)
-    return subscribe(this._watchSource(), runId)
+    const ready = this._ensureReady()
+    if (!ready) return subscribe(this._watchSource(), runId)
+    const source = this._watchSource()
+    let first = true
+    return subscribe(
+      {
+        ...source,
+        getRunNow: (id) => {
+          if (!first) return source.getRunNow(id)
+          first = false
+          return ready.then(() => source.getRunNow(id))
+        },
+      },
+      runId,
+    )
   }
 
   /** What an Execution may use of this instance (see ExecutionHost in lib/execution.js). */

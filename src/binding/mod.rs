@@ -68,9 +68,9 @@ impl AnyEngine {
         sink: Arc<dyn Sink>,
     ) -> Result<AnyEngine, JsCode> {
         let rt = runtime()?;
-        let store = rt
-            .block_on(crate::pg::PgStore::connect(opts))
-            .map_err(to_js)?;
+        // No connection yet: the JS thread never waits for the server (a
+        // slow accept, a TLS handshake); the first call connects off it.
+        let store = crate::pg::PgStore::new(opts).map_err(to_js)?;
         Ok(AnyEngine::Pg(crate::engine::Engine::new(
             Arc::new(store),
             cfg,

@@ -9,7 +9,7 @@
 //!
 //! | SQLite `SqliteStore` | `PgStore` | what differs |
 //! |---|---|---|
-//! | `open` + `migrate`, `check_schema` | [`PgStore::connect`] + [`PgStore::migrate`], [`PgStore::check_schema`] | migrations (`src/pg/migrations/NNNN_*.sql`) run under `pg_advisory_xact_lock`, in the configured `schema` (created if missing); a newer schema fails with `SCHEMA_TOO_NEW`, as on SQLite |
+//! | `open` + `migrate`, `check_schema` | [`PgStore::new`] (no I/O: the first call connects) or [`PgStore::connect`] + [`PgStore::migrate`], [`PgStore::check_schema`] | migrations (`src/pg/migrations/NNNN_*.sql`) run under `pg_advisory_xact_lock`, in the configured `schema` (created if missing); a newer schema fails with `SCHEMA_TOO_NEW`, as on SQLite |
 //! | `trigger`, `trigger_batch` (+ `try_*`) | [`PgStore::trigger`], [`PgStore::trigger_batch`] | no `try_*` (nothing blocks a JS thread: the engine awaits). Idempotency by `INSERT … ON CONFLICT DO NOTHING` (two machines, one key: one run); coalesce under a per-key advisory lock; a plain trigger is one statement, a plain batch one `INSERT … unnest`. `created_at` is the database's `now()`, one per batch. `NOTIFY` wake |
 //! | `claim`, `claim_in`, `try_claim` | [`PgStore::claim`] | one statement (its own transaction, the claimed runs' completed steps in the same answer), `FOR UPDATE SKIP LOCKED`; one running run per concurrency key also enforced by the unique index `runs_one_running_per_key` (the race it closes: `claim.rs`); a claim that loses that race is retried |
 //! | `flush` / `flush_then` (+ `claim_in`) | [`PgStore::flush`], [`PgStore::flush_then_claim`] | ops are the shared typed [`crate::store::FlushOp`] (one enum for every backend; times parsed when bound). Same fence text (`lease_generation = $2 AND status = 'running'`) and statuses (`0`/`c`/`l`); each op is one statement that also reports the run's status; the batch's statements are piped (`pipe.rs`): one round trip for `BEGIN`, the ops and `COMMIT`, two when the batch's ended runs' successors are claimed in the same commit (the claim runs in a savepoint). An op storing more than [`MAX_OP_BYTES`] is refused alone (`b`, `OpStatus::TooBig`), the rest of the batch commits. A run's `updated_at`/`completed_at` come from the database clock; step and log times from the op |
@@ -218,6 +218,17 @@ impl PgStore {
     /// server that is down fails here). Does not create the schema: call
     /// [`PgStore::migrate`].
     pub async fn connect(opts: PgOptions) -> Result<PgStore> {
+        let store = PgStore::new(opts)?;
+        drop(store.client().await?);
+        Ok(store)
+    }
+
+    /// The store without connecting: checks the options and the URL (a bad
+    /// one fails here) but opens no connection, so nothing waits on the
+    /// network; the first call that needs the server connects (and fails
+    /// with "cannot connect to PostgreSQL: …" when it cannot). The binding
+    /// opens stores this way: the JS thread never waits for a handshake.
+    pub fn new(opts: PgOptions) -> Result<PgStore> {
         validate_schema(&opts.schema)?;
         if opts.pool_size == 0 {
             return Err(Error::Validation("pool_size must be at least 1".into()));
@@ -279,7 +290,6 @@ impl PgStore {
                 skew_secs: 0,
             }),
         };
-        drop(store.client().await?);
         Ok(store)
     }
 
@@ -412,6 +422,11 @@ fn pool_error(e: deadpool_postgres::PoolError) -> Error {
     use deadpool_postgres::PoolError;
     match e {
         PoolError::Backend(e) => connection_error(e),
+        // A new connection that did not complete in time: the server is
+        // slow to accept or unreachable, not busy with a lock.
+        PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => Error::Postgres(
+            "cannot connect to PostgreSQL: no connection within the timeout (busyTimeout)".into(),
+        ),
         PoolError::Timeout(t) => Error::Busy(format!(
             "no PostgreSQL connection became available in time ({t:?})"
         )),
