@@ -329,6 +329,9 @@ describe.skipIf(wiredSkip)('PostgreSQL fault tests', () => {
       await d.jobs.job.batchTrigger(Array.from({ length: N }, (_, k) => ({ input: { k } })))
       await d.close()
       const workers = [worker(side, env), worker(side, env)]
+      // Both started (a worker still in init() when the server goes away fails
+      // that call, which is not what this test is about).
+      for (const w of workers) if (!(await lineWithin(w, /^ready$/, 30_000))) throw new Error(await explain(w, 'worker died before ready'))
       await until(() => readSideLog(side).filter((l) => l[0] === 'D').length >= 20, { timeout: 60_000, what: '20 runs done' })
       const r = spawnSync('bash', [script, 'restart'], { env: senv, encoding: 'utf8' })
       expect(r.status, r.stderr).toBe(0)
