@@ -258,13 +258,17 @@ impl PgStore {
             (None, None) => None,
             (None, Some(i)) => {
                 // The COMMIT piped after the ops rolled back (or a single
-                // statement failed alone): the connection is usable as is.
+                // statement failed alone): the connection is usable as is,
+                // unless it is lost (then it is closed, not pooled: the
+                // pool's check may not see it closed yet).
                 let e = take_err(&mut replies, i);
                 if refused_alone(&e, i, first_op, &bound) {
                     drop(replies);
                     return self.flush_isolated(tx, ops, &bound, None, ended).await;
                 }
-                tx.close();
+                if !(e.is_closed() || session_ended(&e)) {
+                    tx.close();
+                }
                 return Err(e.into());
             }
             (Some(at), Some(i)) if i < at => {
