@@ -12,7 +12,8 @@ import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { createDurably, defineJob } = require('..')
-const { postgresBackendSkipReason, pgOptions, pgSchema, pgUrl, dropSchemas } = require('./pg.js')
+const { postgresBackendSkipReason, pgOptions, pgSchema, pgUrl, dropSchemas, sql } = require('./pg.js')
+const { until } = require('./helpers.js')
 const { startProxy } = require('./pg-proxy.js')
 
 const why = postgresBackendSkipReason()
@@ -129,6 +130,45 @@ describe.skipIf(why)('PostgreSQL connection setup', () => {
       expect(errors.map((e) => e.message).join('\n')).toMatch(/cannot connect to PostgreSQL/)
     } finally {
       await d.close().catch(() => {})
+      await proxy.close()
+    }
+  }, 60_000)
+
+  it('a read whose session the server ended (its FATAL not read yet) is made again on a fresh connection', async () => {
+    const app = `durably_lost_${process.pid}`
+    const target = new URL(pgUrl())
+    target.searchParams.set('application_name', app)
+    const proxy = await startProxy(target.toString())
+    const d = createDurably({ url: proxy.url, schema: pgSchema('lost'), jobs: { echo } })
+    try {
+      await d.migrate()
+      const run = await d.jobs.echo.trigger({ n: 1 })
+      expect((await d.getRun(run.id)).status).toBe('pending')
+      // The server ends every session of this instance; the proxy holds back
+      // what it said until the next request has gone out on one of them.
+      proxy.hold()
+      expect(Number(sql(pgUrl(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}'`))).toBeGreaterThan(0)
+      await until(() => Number(sql(pgUrl(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`)) === 0, {
+        timeout: 20_000,
+        every: 50,
+        what: 'the sessions to end on the server',
+      })
+      const read = d.getRun(run.id).then(
+        (r) => r,
+        (e) => e,
+      )
+      // (its statement prepared, or bound with the run's id)
+      await until(() => proxy.sawHeld('SELECT runs.id') || proxy.sawHeld(run.id), {
+        timeout: 20_000,
+        what: 'the read on a terminated session',
+      })
+      proxy.release()
+      // Before: DB_ERROR "terminating connection due to administrator command".
+      const got = await read
+      expect(got).toMatchObject({ id: run.id, status: 'pending' })
+    } finally {
+      proxy.release()
+      await d.close()
       await proxy.close()
     }
   }, 60_000)

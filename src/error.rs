@@ -51,10 +51,17 @@ pub enum Error {
     #[error("sqlite error: {0}")]
     Sqlite(rusqlite::Error),
     /// A PostgreSQL failure that has no variant of its own (a constraint, a
-    /// lost connection, a server error), with the server's message.
+    /// server error), with the server's message.
     #[cfg(feature = "postgres")]
     #[error("postgres error: {0}")]
     Postgres(String),
+    /// The connection to PostgreSQL was lost: the server ended the session
+    /// (a `FATAL`: terminated, shut down) or the connection closed. Whether a
+    /// write in flight committed is unknown; a call that writes nothing (or
+    /// only what it would write again the same way) can be made again.
+    #[cfg(feature = "postgres")]
+    #[error("postgres error: {0}")]
+    ConnectionLost(String),
     /// Malformed data crossing into the engine (a bug in the JS layer, not user input).
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,14 +89,21 @@ impl Error {
             Error::Sqlite(_) => "DB_ERROR",
             #[cfg(feature = "postgres")]
             Error::Postgres(_) => "DB_ERROR",
+            #[cfg(feature = "postgres")]
+            Error::ConnectionLost(_) => "DB_ERROR",
             Error::Internal(_) => "INTERNAL",
         }
     }
 
     /// True for a failure of the database as a whole (locked, full,
-    /// read-only, damaged, replaced, closed): in a batch of writes, no single
-    /// op is to blame, so the whole batch fails (and may be retried).
+    /// read-only, damaged, replaced, closed, its connection lost): in a batch
+    /// of writes, no single op is to blame, so the whole batch fails (and
+    /// may be retried).
     pub fn fails_whole_batch(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        if matches!(self, Error::ConnectionLost(_)) {
+            return true;
+        }
         matches!(
             self,
             Error::Busy(_)

@@ -181,7 +181,7 @@ impl PgStore {
                     Err(e) => {
                         // Nothing was sent but statements to prepare: a
                         // failure of the connection applied nothing.
-                        *unapplied = matches!(e, Error::Postgres(_));
+                        *unapplied = matches!(e, Error::Postgres(_) | Error::ConnectionLost(_));
                         return Err(e);
                     }
                 }

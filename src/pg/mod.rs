@@ -390,6 +390,27 @@ impl PgStore {
         self.inner.pool.get().await.map_err(pool_error)
     }
 
+    /// Runs `call`, and once more when it failed because its connection was
+    /// lost ([`Error::ConnectionLost`]: a session the server ended, which
+    /// this process had not read yet, or a connection that closed), the
+    /// idle connections closed first so the second try opens a fresh one.
+    /// Only for calls that write nothing, or only what they would write
+    /// again the same way (a migration, a heartbeat): a lost call may have
+    /// committed.
+    pub(crate) async fn again_if_lost<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match call().await {
+            Err(Error::ConnectionLost(_)) => {
+                self.forget_idle_connections();
+                call().await
+            }
+            other => other,
+        }
+    }
+
     /// Closes the idle pooled connections: after the server ended one
     /// session, the others may be ended too without this process having
     /// read it yet (the pool's check only sees a connection already closed).
@@ -469,6 +490,9 @@ impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
         let Some(db) = e.as_db_error() else {
+            if e.is_closed() {
+                return Error::ConnectionLost(e.to_string());
+            }
             return Error::Postgres(e.to_string());
         };
         let msg = match db.detail() {
@@ -476,7 +500,9 @@ impl From<tokio_postgres::Error> for Error {
             None => format!("{} [{}]", db.message(), db.code().code()),
         };
         let code = db.code();
-        if *code == SqlState::T_R_SERIALIZATION_FAILURE
+        if session_ended(&e) {
+            Error::ConnectionLost(msg)
+        } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
             || *code == SqlState::T_R_DEADLOCK_DETECTED
             || *code == SqlState::LOCK_NOT_AVAILABLE
         {

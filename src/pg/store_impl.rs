@@ -27,15 +27,15 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<i64> {
-        PgStore::migrate(self).await
+        self.again_if_lost(|| PgStore::migrate(self)).await
     }
 
     async fn schema_version(&self) -> Result<i64> {
-        PgStore::schema_version(self).await
+        self.again_if_lost(|| PgStore::schema_version(self)).await
     }
 
     async fn check_schema(&self) -> Result<()> {
-        PgStore::check_schema(self).await
+        self.again_if_lost(|| PgStore::check_schema(self)).await
     }
 
     async fn trigger(&self, item: &TriggerItem<'_>) -> Result<TriggerOutcome> {
@@ -47,7 +47,8 @@ impl Store for PgStore {
     }
 
     async fn has_pending(&self, _side: Option<&()>, jobs: &[String]) -> Result<bool> {
-        PgStore::has_pending(self, jobs).await
+        self.again_if_lost(|| PgStore::has_pending(self, jobs))
+            .await
     }
 
     async fn claim(&self, jobs: &[String], limit: usize) -> Result<Vec<ClaimedRun>> {
@@ -70,7 +71,7 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, runs: &[(String, i64)]) -> Result<Vec<HeartbeatOutcome>> {
-        PgStore::heartbeat(self, runs).await
+        self.again_if_lost(|| PgStore::heartbeat(self, runs)).await
     }
 
     async fn has_stale(
@@ -79,7 +80,8 @@ impl Store for PgStore {
         jobs: &[String],
         threshold: Duration,
     ) -> Result<bool> {
-        PgStore::has_stale(self, jobs, threshold).await
+        self.again_if_lost(|| PgStore::has_stale(self, jobs, threshold))
+            .await
     }
 
     async fn recover_stale(
@@ -113,23 +115,24 @@ impl Store for PgStore {
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<String>> {
-        PgStore::get_run(self, id).await
+        self.again_if_lost(|| PgStore::get_run(self, id)).await
     }
 
     async fn get_runs(&self, filter: &RunFilter) -> Result<String> {
-        PgStore::get_runs(self, filter).await
+        self.again_if_lost(|| PgStore::get_runs(self, filter)).await
     }
 
     async fn get_steps(&self, run_id: &str) -> Result<String> {
-        PgStore::get_steps(self, run_id).await
+        self.again_if_lost(|| PgStore::get_steps(self, run_id))
+            .await
     }
 
     async fn get_logs(&self, run_id: &str) -> Result<String> {
-        PgStore::get_logs(self, run_id).await
+        self.again_if_lost(|| PgStore::get_logs(self, run_id)).await
     }
 
     async fn run_counts(&self) -> Result<String> {
-        PgStore::run_counts(self).await
+        self.again_if_lost(|| PgStore::run_counts(self)).await
     }
 
     fn side(&self) -> Result<Option<()>> {
