@@ -394,8 +394,10 @@ describe.skipIf(wiredSkip)('PostgreSQL fault tests', () => {
     const proxy = await startProxy(withParam(url, 'application_name', app))
     try {
       const side = path.join(tempDir('pg-fault-dead-'), 'side.log')
-      // Heartbeats and polls rare: the dead sessions stay idle in the pool for the step's write.
-      const env = { FAULT_PG_URL: proxy.url, FAULT_PG_SCHEMA: schema, FAULT_STEPS: '3', FAULT_STALE: '3000', FAULT_HEARTBEAT: '1000', FAULT_POLLING: '1000' }
+      // No heartbeat or poll in the window (under load it lasts seconds): the
+      // dead sessions stay idle in the pool for the step's write. (Before the
+      // fix the run was re-executed once stale: after 30 s.)
+      const env = { FAULT_PG_URL: proxy.url, FAULT_PG_SCHEMA: schema, FAULT_STEPS: '3', FAULT_STALE: '30000', FAULT_HEARTBEAT: '10000', FAULT_POLLING: '10000' }
       fs.writeFileSync(`${side}.block`, '')
       const w = worker(side, env)
       const [run] = await d.jobs.job.batchTrigger([{ input: { k: 7 } }])
@@ -417,7 +419,7 @@ describe.skipIf(wiredSkip)('PostgreSQL fault tests', () => {
         what: "s1's write on a terminated session",
       })
       proxy.release()
-      const ex = await exitWithin(w, 60_000)
+      const ex = await exitWithin(w, 90_000)
       if (!ex || ex.code !== 0) throw new Error(await explain(w, 'did not finish after its sessions were terminated'))
       expect((await d.getRun(run.id)).status).toBe('completed')
       expect(auditProblems(url, schema, { runs: 1, steps: 3 })).toEqual([])
