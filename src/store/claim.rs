@@ -6,6 +6,8 @@
 //! executing worker names that generation; a reclaimed run has a new one, so
 //! the old worker's writes match no row.
 
+use std::collections::HashSet;
+
 use rusqlite::{Connection, ToSql};
 
 use super::flush::lease_fence;
@@ -252,8 +254,9 @@ const SCAN_WINDOW: usize = 64;
 /// first (`created_at`, then `id`).
 ///
 /// Two ways to find them, both index searches only:
-/// - the oldest pending runs, one by one, each checked against its key (two
-///   searches a run): cheap when claimable runs are near the front, which is
+/// - the oldest pending runs, one by one, each checked against its key (one
+///   search a run, for a running run of the key; whether it heads its key
+///   follows from the walk's order): cheap when claimable runs are near the front, which is
 ///   the usual case, and the only cheap way with many distinct keys;
 /// - one visit per distinct key of the pending runs (a skip-scan of
 ///   `runs_active_key`) plus the oldest keyless runs: cheap when a
@@ -278,9 +281,20 @@ pub(super) fn candidates(c: &Connection, jobs: &[String], limit: usize) -> Resul
         params.extend(jobs.iter().map(|s| s as &dyn ToSql));
         params.push(&window);
         let mut rows = st.query(params.as_slice())?;
+        // The keys of the runs seen so far. The walk goes oldest first, so a
+        // run heads its key's pending runs exactly when its key was not seen
+        // before (a run of any job counts). Asked of the index instead, that
+        // check read the pending part of `runs_active_key` once per key, and
+        // with several processes on the file each of those reads is a page
+        // another process's commit had just evicted (issue 13).
+        let mut keys: HashSet<String> = HashSet::new();
         while let Some(row) = rows.next()? {
             seen += 1;
-            if row.get::<_, bool>(1)? {
+            let head = match row.get::<_, Option<String>>(3)? {
+                None => true,
+                Some(k) => keys.insert(k),
+            };
+            if head && row.get::<_, bool>(1)? {
                 found.push(row.get::<_, String>(0)?);
                 if found.len() >= limit {
                     return Ok(found);
@@ -302,7 +316,8 @@ pub(super) fn candidates(c: &Connection, jobs: &[String], limit: usize) -> Resul
 }
 
 /// The oldest pending runs, each with whether it is claimable by `jobs`
-/// (a `?` per job, the same again, then the limit): the runs without a
+/// should it head its key (its job is one of `jobs` and no run of its key is
+/// running), and its key (a `?` per job, the same again, then the limit): the runs without a
 /// concurrency key and those with one, each walked in its partial index
 /// (`runs_active_free`, `runs_active_keyed`) and merged. A compound ORDER BY
 /// merges the two walks row by row; ordered subqueries would each be sorted
@@ -310,16 +325,13 @@ pub(super) fn candidates(c: &Connection, jobs: &[String], limit: usize) -> Resul
 pub(super) fn scan_sql(jobs: usize) -> String {
     let in_jobs = in_list("job_name", jobs);
     format!(
-        "SELECT id, (1{in_jobs}), created_at FROM runs \
+        "SELECT id, (1{in_jobs}), created_at, NULL FROM runs \
            WHERE status = 'pending' AND concurrency_key IS NULL \
          UNION ALL \
          SELECT id, (1{in_jobs}) \
              AND NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
-                             AND x.concurrency_key = r.concurrency_key) \
-             AND NOT EXISTS (SELECT 1 FROM runs AS y WHERE y.status = 'pending' \
-                             AND y.concurrency_key = r.concurrency_key \
-                             AND (y.created_at, y.id) < (r.created_at, r.id)), \
-           created_at \
+                             AND x.concurrency_key = r.concurrency_key), \
+           created_at, concurrency_key \
            FROM runs AS r WHERE status = 'pending' AND concurrency_key IS NOT NULL \
          ORDER BY 3, 1 LIMIT ?"
     )
