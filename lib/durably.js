@@ -77,6 +77,7 @@ class Durably {
             retainMs: o.retainMs ?? undefined,
           },
           (msg) => this._runner.onMessage(msg),
+          (done) => this._writer.flushed(done),
         ),
     )
     // PostgreSQL: run events go to the other processes on the database too
@@ -87,6 +88,7 @@ class Durably {
     this._syncReads = native(() => this._engine.syncReads())
     this._writer = new Writer(this._engine, {
       alwaysAsync: o.synchronous === 'full',
+      sendOnly: !this._syncReads,
       onClaimed: (text) => this._runner.onClaimed(text),
     })
     this._jobs = new Map()

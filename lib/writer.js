@@ -11,7 +11,10 @@
 // process holds it, the batch goes to a pool thread instead, so the event
 // loop never waits for a lock. With synchronous: 'full' every batch goes to
 // the pool (an fsync per commit would otherwise block the event loop).
-// Batches commit strictly in order.
+// On PostgreSQL (`sendOnly`) every batch is a network round trip: it is sent
+// with `flushSend` to the engine's runtime, which owns the connections, and
+// its answer comes back through `flushed` (the engine's onFlushed), without a
+// pool thread in between. Batches commit strictly in order.
 
 const { fromNative, fromCode } = require('./errors')
 const { encodeBatch } = require('./protocol')
@@ -20,10 +23,13 @@ const { encodeBatch } = require('./protocol')
 const YIELD_MS = 4
 
 class Writer {
-  constructor(engine, { alwaysAsync, onClaimed }) {
+  constructor(engine, { alwaysAsync, sendOnly = false, onClaimed }) {
     this.engine = engine
     this.onClaimed = onClaimed
     this.alwaysAsync = alwaysAsync
+    this.sendOnly = sendOnly
+    this.sent = null // the waiters of the batch flushSend sent, until flushed()
+    this.keepAlive = null // a timer ref'd while a sent batch is in flight
     this.ops = []
     this.waiters = []
     this.scheduled = false
@@ -74,6 +80,7 @@ class Writer {
     this.ops = []
     this.waiters = []
     const text = encodeBatch(ops)
+    if (this.sendOnly) return this.send(text, waiters)
     if (!this.alwaysAsync) {
       let res
       try {
@@ -94,6 +101,32 @@ class Writer {
         settleAll(waiters, null, fromNative(err))
       },
     )
+  }
+
+  /**
+   * Sends a batch with `flushSend`; `flushed` settles it. The engine's
+   * callback does not keep the process alive, so a timer does meanwhile.
+   */
+  send(text, waiters) {
+    try {
+      this.engine.flushSend(text)
+    } catch (err) {
+      return settleAll(waiters, null, fromNative(err))
+    }
+    this.busy = true
+    this.sent = waiters
+    this.keepAlive ??= setInterval(() => {}, 1 << 30)
+    this.keepAlive.ref()
+  }
+
+  /** The engine's answer to the batch `send` sent (a FlushDone). */
+  flushed(done) {
+    const waiters = this.sent
+    this.sent = null
+    this.keepAlive.unref()
+    this.afterAsync()
+    if (done.result) this.settle(waiters, done.result, null)
+    else settleAll(waiters, null, fromCode(done.code, done.message))
   }
 
   /** Settles the batch's waiters from a FlushResult; hands runs claimed in the same commit to the instance. */
@@ -125,6 +158,8 @@ class Writer {
     while (this.ops.length || this.busy || this.scheduled) {
       await new Promise((r) => setImmediate(r))
     }
+    if (this.keepAlive) clearInterval(this.keepAlive)
+    this.keepAlive = null
   }
 }
 

@@ -215,6 +215,54 @@ impl From<FlushOutcome<Vec<ClaimedRun>>> for FlushResult {
     }
 }
 
+/// What a `flushSend` batch did: its result, or the error that failed it
+/// whole (`code`, `message`).
+#[napi(object)]
+pub struct FlushDone {
+    pub result: Option<FlushResult>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+impl FlushDone {
+    pub fn ok(result: FlushResult) -> Self {
+        FlushDone {
+            result: Some(result),
+            code: None,
+            message: None,
+        }
+    }
+
+    pub fn err(e: &EngineError) -> Self {
+        FlushDone {
+            result: None,
+            code: Some(e.code().to_string()),
+            message: Some(e.to_string()),
+        }
+    }
+}
+
+/// A future whose panic becomes `Err(())` (a spawned flush must still answer).
+#[cfg(feature = "postgres")]
+pub struct CatchUnwind<F>(pub F);
+
+#[cfg(feature = "postgres")]
+impl<F: std::future::Future + Unpin> std::future::Future for CatchUnwind<F> {
+    type Output = std::result::Result<F::Output, ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = std::pin::Pin::new(&mut self.get_mut().0);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
+}
+
 /// A run's status, as stored.
 #[napi(string_enum = "lowercase")]
 pub enum RunState {

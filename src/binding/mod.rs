@@ -18,9 +18,22 @@ use crate::error::Error as EngineError;
 use crate::store::{lock, RunFilter, SqliteStore, StoreOptions, Synchronous, TriggerRequest};
 use crate::worker::{Sink, WorkerConfig};
 use convert::{
-    to_js, CancelResult, FlushResult, JsCode, NativeTask, TriggerBatchResult, TriggerResult,
+    to_js, CancelResult, FlushDone, FlushResult, JsCode, NativeTask, TriggerBatchResult,
+    TriggerResult,
 };
 use sink::JsSink;
+
+/// Delivers what a `flushSend` batch did to the JS callback given as the
+/// constructor's `onFlushed` (weak: the JS writer keeps the process alive
+/// while a batch is in flight).
+type FlushedFn = napi::threadsafe_function::ThreadsafeFunction<
+    FlushDone,
+    (),
+    FlushDone,
+    napi::Status,
+    false,
+    true,
+>;
 
 /// The engine on whichever backend this instance opened. The SQLite engine
 /// has synchronous fast paths; on an async backend they answer "busy"
@@ -122,6 +135,35 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, JsCode> {
     })
 }
 
+/// `flushSend` on a PostgreSQL engine: the batch is applied by a task on the
+/// runtime, which answers through `onFlushed` (also when the flush panicked).
+#[cfg(feature = "postgres")]
+fn spawn_flush(inner: Arc<Inner>, ops: String) -> Result<(), JsCode> {
+    runtime()?.spawn(async move {
+        let AnyEngine::Pg(e) = &inner.engine else {
+            unreachable!("only a PostgreSQL engine has no sync reads")
+        };
+        let done = match convert::CatchUnwind(Box::pin(e.flush(&ops))).await {
+            Ok(Ok(o)) => FlushDone::ok(o.into()),
+            Ok(Err(err)) => FlushDone::err(&err),
+            Err(()) => FlushDone::err(&EngineError::Internal("panic in flush".into())),
+        };
+        if let Some(f) = &inner.flushed {
+            f.call(
+                done,
+                napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        }
+    });
+    Ok(())
+}
+
+/// Without PostgreSQL every engine answers reads at once (SQLite).
+#[cfg(not(feature = "postgres"))]
+fn spawn_flush(_inner: Arc<Inner>, _ops: String) -> Result<(), JsCode> {
+    unreachable!("only a PostgreSQL engine has no sync reads")
+}
+
 /// Options for [`Engine`], validated by the JS layer.
 #[napi(object)]
 pub struct EngineOptions {
@@ -156,6 +198,8 @@ pub fn postgres_supported() -> bool {
 
 struct Inner {
     engine: AnyEngine,
+    /// The constructor's `onFlushed` (`flushSend`'s answers).
+    flushed: Option<FlushedFn>,
 }
 
 /// The newest schema version this library knows (files at another version
@@ -183,9 +227,14 @@ fn ms(v: u32) -> Duration {
 
 #[napi]
 impl Engine {
-    /// Opens the database. `on_message` receives worker messages as JSON text.
+    /// Opens the database. `on_message` receives worker messages as JSON text;
+    /// `on_flushed`, what each `flushSend` batch did.
     #[napi(constructor, catch_unwind)]
-    pub fn new(opts: EngineOptions, on_message: Function<String, ()>) -> Result<Self, JsCode> {
+    pub fn new(
+        opts: EngineOptions,
+        on_message: Function<String, ()>,
+        on_flushed: Option<Function<FlushDone, ()>>,
+    ) -> Result<Self, JsCode> {
         let synchronous = match opts.synchronous.as_str() {
             "full" => Synchronous::Full,
             _ => Synchronous::Normal,
@@ -195,6 +244,15 @@ impl Engine {
             .weak::<true>()
             .callee_handled::<false>()
             .build()
+            .map_err(|e| to_js(EngineError::Internal(e.to_string())))?;
+        let flushed = on_flushed
+            .map(|f| {
+                f.build_threadsafe_function::<FlushDone>()
+                    .weak::<true>()
+                    .callee_handled::<false>()
+                    .build()
+            })
+            .transpose()
             .map_err(|e| to_js(EngineError::Internal(e.to_string())))?;
         let cfg = EngineConfig {
             worker: WorkerConfig {
@@ -219,7 +277,7 @@ impl Engine {
             pg.timeout = ms(opts.busy_timeout.max(1000));
             let engine = AnyEngine::open_postgres(pg, cfg, Arc::new(JsSink::new(tsfn)))?;
             return Ok(Engine {
-                inner: Mutex::new(Some(Arc::new(Inner { engine }))),
+                inner: Mutex::new(Some(Arc::new(Inner { engine, flushed }))),
             });
         }
         #[cfg(not(feature = "postgres"))]
@@ -238,7 +296,7 @@ impl Engine {
             Arc::new(JsSink::new(tsfn)),
         )?;
         Ok(Engine {
-            inner: Mutex::new(Some(Arc::new(Inner { engine }))),
+            inner: Mutex::new(Some(Arc::new(Inner { engine, flushed }))),
         })
     }
 
@@ -468,6 +526,24 @@ impl Engine {
             let out = with_engine!(&inner.engine, e => e.wait(e.flush(&ops)))?;
             Ok(out.into())
         }))
+    }
+
+    /// `flushAsync` for a store whose writes are network round trips
+    /// (PostgreSQL): the batch is applied on the engine's runtime, where the
+    /// connections' I/O runs, and its answer goes to the constructor's
+    /// `onFlushed` callback, without a pool thread in between (two thread
+    /// hand-offs fewer per batch). Answers arrive in send order only if the
+    /// caller waits for each before sending the next (the JS writer does).
+    /// `INTERNAL` on SQLite or without `onFlushed`: use `flushAsync`.
+    #[napi(catch_unwind)]
+    pub fn flush_send(&self, ops: String) -> Result<(), JsCode> {
+        let inner = self.inner()?;
+        if inner.flushed.is_none() || inner.engine.sync_reads() {
+            return Err(to_js(EngineError::Internal(
+                "flushSend needs a PostgreSQL engine opened with onFlushed: use flushAsync".into(),
+            )));
+        }
+        spawn_flush(inner, ops)
     }
 
     /// Claims up to `limit` runs now (processOne); JSON array of claimed runs.

@@ -1,0 +1,184 @@
+// Step writes on PostgreSQL (issue 16, speed): the JS writer sends each batch
+// with `flushSend` to the engine's runtime, which owns the connections, and
+// gets its answer through the constructor's `onFlushed` callback, with no
+// libuv pool thread in between (`flushAsync` is the SQLite path). What that
+// must keep: every op's status and error, an error that fails the batch whole,
+// and a process whose only pending work is a batch in flight stays alive.
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { createRequire } from 'node:module'
+import { spawnSync } from 'node:child_process'
+import path from 'node:path'
+
+const require = createRequire(import.meta.url)
+const { createDurably, defineJob } = require('..')
+const protocol = require('../lib/protocol.js')
+const { Engine } = require('../binding.js')
+const { postgresBackendSkipReason, pgOptions, dropSchemas } = require('./pg.js')
+
+const why = postgresBackendSkipReason()
+if (why) console.warn(`pg-flush.test: PostgreSQL skipped: ${why}`)
+
+const ROOT = path.join(import.meta.dirname, '..')
+const COUNTED = ['flush', 'flushAsync', 'flushSend']
+const originals = Object.fromEntries(COUNTED.map((k) => [k, Engine.prototype[k]]))
+let calls
+function countCalls() {
+  calls = Object.fromEntries(COUNTED.map((k) => [k, 0]))
+  for (const k of COUNTED) {
+    Engine.prototype[k] = function (...args) {
+      calls[k]++
+      return originals[k].apply(this, args)
+    }
+  }
+}
+const open = []
+afterEach(async () => {
+  for (const k of COUNTED) Engine.prototype[k] = originals[k]
+  for (const d of open.splice(0)) await d.close()
+})
+afterAll(() => dropSchemas())
+
+const steps = defineJob({
+  name: 'steps',
+  run: async (ctx, input) => {
+    let sum = 0
+    for (let i = 0; i < input.n; i++) sum += await ctx.run(`s${i}`, () => i)
+    return sum
+  },
+})
+
+/** A native engine on a fresh schema whose onFlushed answers are collected in order. */
+function rawEngine(tag) {
+  const { url, schema } = pgOptions(tag)
+  const answers = []
+  let wake = () => {}
+  const engine = new Engine(
+    {
+      path: '',
+      url,
+      schema,
+      synchronous: 'normal',
+      busyTimeout: 5000,
+      pollingInterval: 1000,
+      heartbeatInterval: 1000,
+      staleThreshold: 30_000,
+      maxConcurrentRuns: 1,
+    },
+    () => {},
+    (done) => {
+      answers.push(done)
+      wake()
+    },
+  )
+  const next = (n) =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`${answers.length} of ${n} flushSend answers`)), 20_000)
+      wake = () => {
+        if (answers.length >= n) {
+          clearTimeout(t)
+          resolve(answers.slice(0, n))
+        }
+      }
+      wake()
+    })
+  return { engine, next }
+}
+
+describe.skipIf(why)('PostgreSQL step writes go through flushSend', () => {
+  it('a run of 12 steps on 4 runs at once: every batch is one flushSend, none goes through a pool thread', async () => {
+    countCalls()
+    const d = createDurably({ ...pgOptions('flush'), maxConcurrentRuns: 4, jobs: { steps } })
+    open.push(d)
+    await d.migrate()
+    const runs = await d.jobs.steps.batchTrigger(Array.from({ length: 4 }, () => ({ input: { n: 12 } })))
+    let done = 0
+    d.on('run:complete', () => done++)
+    await d.start()
+    const until = Date.now() + 30_000
+    while (done < 4 && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
+    expect(done).toBe(4)
+    for (const r of runs) {
+      expect(await d.getRun(r.id)).toMatchObject({ status: 'completed', output: 66 })
+      expect((await d.getSteps(r.id)).map((s) => s.name)).toEqual(Array.from({ length: 12 }, (_, i) => `s${i}`))
+    }
+    expect(calls.flushAsync).toBe(0)
+    expect(calls.flush).toBe(0)
+    // 4 × (12 steps + a completion) ops, several runs' ops per batch.
+    expect(calls.flushSend).toBeGreaterThanOrEqual(13)
+    expect(calls.flushSend).toBeLessThanOrEqual(52)
+  })
+
+  it('onFlushed gets a status per op and the ops that failed, as flushAsync resolves them', async () => {
+    const { engine, next } = rawEngine('flushraw')
+    await engine.migrateAsync()
+    const ghost = '01JB0000000000000000000000'
+    const ops = protocol.encodeBatch([protocol.progressOp(ghost, 1, '1'), '{"log":{"run":"x"}}'])
+    const viaPool = await engine.flushAsync(ops)
+    expect(engine.flushSend(ops)).toBeUndefined()
+    // (two batches in flight at once may answer in either order: the writer waits for each)
+    await next(1)
+    engine.flushSend(protocol.encodeBatch([protocol.releaseOp(ghost, 1)]))
+    const [first, second] = await next(2)
+    expect(first.code).toBeUndefined()
+    expect(first.result).toEqual(viaPool)
+    expect(first.result.statuses).toEqual(['lost', 'failed'])
+    expect(first.result.errors[0]).toMatchObject({ index: 1, code: 'INTERNAL' })
+    expect(first.result.errors[0].message).toMatch(/flush op 1 is malformed/)
+    expect(second).toEqual({ result: { statuses: ['lost'] } })
+    await engine.close()
+  })
+
+  it('a batch that fails whole answers with its code and message; a closed engine refuses the send at once', async () => {
+    const { engine, next } = rawEngine('flushbad')
+    await engine.migrateAsync()
+    engine.flushSend('{"not":"a batch"}')
+    const [done] = await next(1)
+    expect(done.result).toBeUndefined()
+    expect(done.code).toBe('INTERNAL')
+    expect(done.message).toMatch(/batch|array|flush/i)
+    await engine.close()
+    expect(() => engine.flushSend('[]')).toThrow(expect.objectContaining({ code: 'CLOSED' }))
+  })
+
+  it('a pusher whose batch fails whole rejects with that error (the writer)', async () => {
+    const d = createDurably({ ...pgOptions('flushw'), jobs: { steps } })
+    open.push(d)
+    await d.migrate()
+    // Not an op of lib/protocol.js: the batch cannot be parsed, so it fails whole.
+    await expect(d._writer.push('{"bogus":')).rejects.toMatchObject({ code: 'INTERNAL' })
+    // The writer goes on: the next batch commits.
+    const ghost = '01JB0000000000000000000000'
+    await expect(d._writer.push(protocol.releaseOp(ghost, 1))).resolves.toBe('lost')
+  })
+
+  it('a process whose only pending work is a batch in flight stays alive until it is answered (processOne)', () => {
+    const { url, schema } = pgOptions('flushalive')
+    const script = `
+      const { createDurably, defineJob } = require(${JSON.stringify(ROOT)})
+      const job = defineJob({ name: 'k', run: async (ctx) => (await ctx.run('a', () => 1)) + (await ctx.run('b', () => 2)) })
+      const d = createDurably({ url: ${JSON.stringify(url)}, schema: ${JSON.stringify(schema)}, jobs: { job } })
+      ;(async () => {
+        await d.migrate()
+        const run = await d.jobs.job.trigger({})
+        await d.processOne()
+        const after = await d.getRun(run.id)
+        console.log(JSON.stringify({ status: after.status, output: after.output, steps: (await d.getSteps(run.id)).length }))
+        await d.close()
+      })()
+    `
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 })
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    expect(JSON.parse(r.stdout.trim())).toEqual({ status: 'completed', output: 3, steps: 2 })
+  })
+})
+
+describe('flushSend on SQLite', () => {
+  it('is refused (INTERNAL): a SQLite batch must not wait for a lock on the runtime; the writer uses flush/flushAsync there', async () => {
+    const d = createDurably({ path: ':memory:', jobs: { steps } })
+    open.push(d)
+    await d.migrate()
+    expect(() => d._engine.flushSend('[]')).toThrow(expect.objectContaining({ code: 'INTERNAL', message: expect.stringMatching(/use flushAsync/) }))
+    expect(d._writer.sendOnly).toBe(false)
+  })
+})
