@@ -19,7 +19,7 @@ const why = postgresBackendSkipReason()
 if (why) console.warn(`pg-flush.test: PostgreSQL skipped: ${why}`)
 
 const ROOT = path.join(import.meta.dirname, '..')
-const COUNTED = ['flush', 'flushAsync', 'flushSend']
+const COUNTED = ['flush', 'flushAsync', 'flushSend', 'publishEvent', 'publishEvents']
 const originals = Object.fromEntries(COUNTED.map((k) => [k, Engine.prototype[k]]))
 let calls
 function countCalls() {
@@ -170,6 +170,60 @@ describe.skipIf(why)('PostgreSQL step writes go through flushSend', () => {
     expect(r.stderr).toBe('')
     expect(r.status).toBe(0)
     expect(JSON.parse(r.stdout.trim())).toEqual({ status: 'completed', output: 3, steps: 2 })
+  })
+})
+
+describe.skipIf(why)('PostgreSQL run events are handed to the publisher in groups', () => {
+  it("one call per turn's events; another instance still sees every event of the run, in order", async () => {
+    const opts = pgOptions('pubgroups')
+    const here = createDurably({ ...opts, jobs: { steps } })
+    const there = createDurably({ ...opts, jobs: {} })
+    open.push(here, there)
+    await here.migrate()
+    await there.migrate()
+    const run = await here.jobs.steps.trigger({ n: 10 })
+    const seen = []
+    const reader = (async () => {
+      for await (const e of there.subscribe(run.id)) seen.push(e)
+    })()
+    // The subscription is live before the run starts.
+    const until = Date.now() + 10_000
+    while (seen.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10))
+    let published = 0
+    const local = []
+    for (const type of ['run:start', 'step:start', 'step:complete', 'run:complete']) {
+      here.on(type, (e) => local.push(e.stepName ? `${e.type}:${e.stepName}` : e.type))
+    }
+    countCalls()
+    const encode = here._publish
+    here._publish = (e) => {
+      published++
+      encode(e)
+    }
+    await here.start()
+    await here.waitForRun(run.id, { timeout: 20_000 })
+    await reader
+    expect(calls.publishEvent).toBe(0)
+    // 10 steps: at least a start, 10 step starts and completions, the end.
+    expect(published).toBeGreaterThanOrEqual(22)
+    expect(calls.publishEvents).toBeGreaterThan(0)
+    expect(calls.publishEvents).toBeLessThan(published)
+    const remote = seen
+      .slice(1)
+      .filter((e) => ['run:start', 'step:start', 'step:complete', 'run:complete'].includes(e.type))
+      .map((e) => (e.stepName ? `${e.type}:${e.stepName}` : e.type))
+    expect(remote).toEqual(local)
+    expect(remote.at(-1)).toBe('run:complete')
+    expect(remote.filter((t) => t.startsWith('step:complete'))).toEqual(Array.from({ length: 10 }, (_, i) => `step:complete:s${i}`))
+  })
+
+  it('publishEvents refuses run ids and events of different lengths', async () => {
+    const d = createDurably({ ...pgOptions('pubbad'), jobs: {} })
+    open.push(d)
+    await d.migrate()
+    expect(() => d._engine.publishEvents(['a', 'b'], ['{}'])).toThrow(
+      expect.objectContaining({ code: 'VALIDATION_ERROR', message: 'publishEvents: 2 run ids for 1 events' }),
+    )
   })
 })
 

@@ -387,6 +387,22 @@ impl Engine {
         Ok(())
     }
 
+    /// `publishEvent` for several events (`run_ids[i]`, `jsons[i]`), in
+    /// order, handed to the publisher at once.
+    #[napi(catch_unwind)]
+    pub fn publish_events(&self, run_ids: Vec<String>, jsons: Vec<String>) -> Result<(), JsCode> {
+        if run_ids.len() != jsons.len() {
+            return Err(to_js(EngineError::Validation(format!(
+                "publishEvents: {} run ids for {} events",
+                run_ids.len(),
+                jsons.len()
+            ))));
+        }
+        let events = run_ids.into_iter().zip(jsons).collect();
+        with_engine!(&self.inner()?.engine, e => e.publish_events(events));
+        Ok(())
+    }
+
     /// Wakes the claim loop.
     #[napi(catch_unwind)]
     pub fn wake(&self) -> Result<(), JsCode> {

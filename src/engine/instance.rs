@@ -41,7 +41,7 @@ pub struct Engine<S: Store> {
     listener: Mutex<Option<Box<dyn Send + Sync>>>,
     /// Run events to publish to other processes, in order (the publisher
     /// task); `None` for a backend without notices, or after close.
-    publisher: Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
+    publisher: Mutex<Option<mpsc::UnboundedSender<EventGroup>>>,
 }
 
 impl<S: Store> Engine<S> {
@@ -80,8 +80,18 @@ impl<S: Store> Engine<S> {
     /// Publishes a run event (JSON text) to other processes, after the ones
     /// published before it; nothing on a backend without notices.
     pub fn publish_event(&self, run_id: String, json: String) {
+        self.publish_events(vec![(run_id, json)]);
+    }
+
+    /// [`Engine::publish_event`] for several `(run id, JSON)` events, in
+    /// order: the publisher gets them at once (one wake-up, one publish for
+    /// up to its batch size).
+    pub fn publish_events(&self, events: Vec<(String, String)>) {
+        if events.is_empty() {
+            return;
+        }
         if let Some(tx) = lock(&self.publisher).as_ref() {
-            let _ = tx.send((run_id, json));
+            let _ = tx.send(events);
         }
     }
 
@@ -426,17 +436,23 @@ fn on_notice<S: Store>(w: &Worker<S>, n: Notice) {
     }
 }
 
+/// Run events handed to the publisher at once: `(run id, JSON)`, in order.
+type EventGroup = Vec<(String, String)>;
+
+/// Events [`publish`] gathers from what queued up before publishing (more
+/// when one handed-over group is larger: a group is never split).
+const PUBLISH_BATCH: usize = 100;
+
 /// Publishes run events in order, batching what queued up meanwhile.
 async fn publish<S: Store>(
     store: Arc<S>,
     sink: Arc<dyn crate::worker::Sink>,
-    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+    mut rx: mpsc::UnboundedReceiver<EventGroup>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 100 {
+    while let Some(mut batch) = rx.recv().await {
+        while batch.len() < PUBLISH_BATCH {
             match rx.try_recv() {
-                Ok(e) => batch.push(e),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
