@@ -173,8 +173,8 @@ describe.skipIf(why)('PostgreSQL step writes go through flushSend', () => {
   })
 })
 
-describe.skipIf(why)('PostgreSQL run events are handed to the publisher in groups', () => {
-  it("one call per turn's events; another instance still sees every event of the run, in order", async () => {
+describe.skipIf(why)('PostgreSQL run events go with the step writes', () => {
+  it("a turn's events ride its batch (flushSend); another instance still sees every event of the run, in order", async () => {
     const opts = pgOptions('pubgroups')
     const here = createDurably({ ...opts, jobs: { steps } })
     const there = createDurably({ ...opts, jobs: {} })
@@ -195,6 +195,18 @@ describe.skipIf(why)('PostgreSQL run events are handed to the publisher in group
       here.on(type, (e) => local.push(e.stepName ? `${e.type}:${e.stepName}` : e.type))
     }
     countCalls()
+    let withBatch = 0
+    let alone = 0
+    const send = Engine.prototype.flushSend
+    Engine.prototype.flushSend = function (ops, ids, jsons) {
+      withBatch += ids ? ids.length : 0
+      return send.call(this, ops, ids, jsons)
+    }
+    const pub = Engine.prototype.publishEvents
+    Engine.prototype.publishEvents = function (ids, jsons) {
+      alone += ids.length
+      return pub.call(this, ids, jsons)
+    }
     const encode = here._publish
     here._publish = (e) => {
       published++
@@ -206,8 +218,9 @@ describe.skipIf(why)('PostgreSQL run events are handed to the publisher in group
     expect(calls.publishEvent).toBe(0)
     // 10 steps: at least a start, 10 step starts and completions, the end.
     expect(published).toBeGreaterThanOrEqual(22)
-    expect(calls.publishEvents).toBeGreaterThan(0)
-    expect(calls.publishEvents).toBeLessThan(published)
+    // Every event was handed over once; the step events went with the writes.
+    expect(withBatch + alone).toBe(published)
+    expect(withBatch).toBeGreaterThanOrEqual(10)
     const remote = seen
       .slice(1)
       .filter((e) => ['run:start', 'step:start', 'step:complete', 'run:complete'].includes(e.type))
@@ -215,6 +228,40 @@ describe.skipIf(why)('PostgreSQL run events are handed to the publisher in group
     expect(remote).toEqual(local)
     expect(remote.at(-1)).toBe('run:complete')
     expect(remote.filter((t) => t.startsWith('step:complete'))).toEqual(Array.from({ length: 10 }, (_, i) => `step:complete:s${i}`))
+  })
+
+  it('events handed over with a batch that fails whole are still published, in order', async () => {
+    const opts = pgOptions('pubfail')
+    const here = createDurably({ ...opts, jobs: { steps } })
+    const there = createDurably({ ...opts, jobs: {} })
+    open.push(here, there)
+    await here.migrate()
+    await there.migrate()
+    const run = await here.jobs.steps.trigger({ n: 1 })
+    const seen = []
+    const reader = (async () => {
+      for await (const e of there.subscribe(run.id)) seen.push(e)
+    })()
+    const until = Date.now() + 10_000
+    while (seen.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10))
+    // A log event with a bad batch (it cannot be parsed), then the run itself.
+    const line = (message) => ({ type: 'log:write', runId: run.id, jobName: 'steps', labels: {}, timestamp: new Date().toISOString(), level: 'info', message, data: null, stepName: null })
+    here._writer.event(run.id, require('../lib/values.js').encode(line('first'), 'event'))
+    await expect(here._writer.push('{"bogus":')).rejects.toMatchObject({ code: 'INTERNAL' })
+    // Nothing else is written meanwhile: the publisher sends it.
+    const until2 = Date.now() + 10_000
+    while (!seen.some((e) => e.type === 'log:write') && Date.now() < until2) await new Promise((r) => setTimeout(r, 10))
+    expect(seen.filter((e) => e.type === 'log:write').map((e) => e.message)).toEqual(['first'])
+    await here.start()
+    await here.waitForRun(run.id, { timeout: 20_000 })
+    await reader
+    const types = seen.slice(1).map((e) => e.type)
+    const at = types.indexOf('log:write')
+    expect(at).toBeGreaterThanOrEqual(0)
+    expect(seen[1 + at].message).toBe('first')
+    // In order: before the run's own events, published after it.
+    expect(at).toBeLessThan(types.indexOf('run:start'))
+    expect(types.at(-1)).toBe('run:complete')
   })
 
   it('publishEvents refuses run ids and events of different lengths', async () => {

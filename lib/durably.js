@@ -83,16 +83,13 @@ class Durably {
     // PostgreSQL: run events go to the other processes on the database too
     // (their waitForRun/subscribe), and theirs arrive here (lib/runner.js).
     this._publish = native(() => this._engine.listens()) ? (e) => this._publishEvent(e) : null
-    // The events published during one turn go to the engine in one call.
-    this._pubIds = []
-    this._pubJsons = []
-    this._pubSendBound = () => this._pubSend()
     // SQLite answers reads on this thread at once; on PostgreSQL each is a
     // network round trip, made off the JS thread so the event loop runs on.
     this._syncReads = native(() => this._engine.syncReads())
     this._writer = new Writer(this._engine, {
       alwaysAsync: o.synchronous === 'full',
       sendOnly: !this._syncReads,
+      onEventsError: (err) => this._workerError(err, null, 'watch'),
       onClaimed: (text) => this._runner.onClaimed(text),
     })
     this._jobs = new Map()
@@ -230,7 +227,7 @@ class Durably {
     this._closing = (async () => {
       await this.stop(opts)
       this._closed = true
-      if (this._publish !== null) this._pubSend()
+      this._writer.sendEvents()
       await nativeAsync(this._engine.close())
     })()
     return this._closing
@@ -739,10 +736,9 @@ class Durably {
   }
 
   /**
-   * Sends a run event to the other processes on this database (PostgreSQL):
-   * queued, and the events of one turn handed to the engine in one call
-   * after the current microtasks (one wake-up of the publisher, one
-   * publish, instead of one of each per event in the worst case).
+   * Sends a run event to the other processes on this database (PostgreSQL),
+   * through the writer: with the step writes of this turn, else on its own
+   * at the next turn (lib/writer.js).
    */
   _publishEvent(e) {
     let json
@@ -751,23 +747,7 @@ class Durably {
     } catch (err) {
       return this._workerError(fromNative(err), null, 'watch')
     }
-    if (this._pubIds.length === 0) queueMicrotask(this._pubSendBound)
-    this._pubIds.push(e.runId)
-    this._pubJsons.push(json)
-  }
-
-  /** Hands the queued run events to the engine, in order. */
-  _pubSend() {
-    if (this._pubIds.length === 0) return
-    const ids = this._pubIds
-    const jsons = this._pubJsons
-    this._pubIds = []
-    this._pubJsons = []
-    try {
-      this._engine.publishEvents(ids, jsons)
-    } catch (err) {
-      this._workerError(fromNative(err), null, 'watch')
-    }
+    this._writer.event(e.runId, json)
   }
 
   /** `context` names where it happened: claim, heartbeat, step-write, listener… (see WorkerErrorContext). */

@@ -21,13 +21,25 @@ const { encodeBatch } = require('./protocol')
 
 /** Longest stretch of back-to-back flushes without an event-loop turn. */
 const YIELD_MS = 4
+/** Longest wait of a run event for a batch in flight to carry it (PostgreSQL). */
+const EVENTS_WAIT_MS = 10
 
 class Writer {
-  constructor(engine, { alwaysAsync, sendOnly = false, onClaimed }) {
+  constructor(engine, { alwaysAsync, sendOnly = false, onClaimed, onEventsError = () => {} }) {
     this.engine = engine
     this.onClaimed = onClaimed
+    this.onEventsError = onEventsError
     this.alwaysAsync = alwaysAsync
     this.sendOnly = sendOnly
+    // Run events to publish (PostgreSQL): sent with the next batch when one
+    // is sent this turn or is in flight (at most EVENTS_WAIT_MS), else on
+    // their own at the next turn.
+    this.eventIds = []
+    this.eventJsons = []
+    this.eventsArmed = false // eventsDue is queued (setImmediate)
+    this.eventsTimer = null // the longest wait for a batch in flight
+    this.eventsDueBound = () => this.eventsDue()
+    this.sendEventsBound = () => this.sendEvents()
     this.sent = null // the waiters of the batch flushSend sent, until flushed()
     this.keepAlive = null // a timer ref'd while a sent batch is in flight
     this.ops = []
@@ -108,8 +120,15 @@ class Writer {
    * callback does not keep the process alive, so a timer does meanwhile.
    */
   send(text, waiters) {
+    const ids = this.eventIds
+    const jsons = this.eventJsons
+    if (ids.length) {
+      this.eventIds = []
+      this.eventJsons = []
+      this.clearEventsTimer()
+    }
     try {
-      this.engine.flushSend(text)
+      this.engine.flushSend(text, ids, jsons)
     } catch (err) {
       return settleAll(waiters, null, fromNative(err))
     }
@@ -117,6 +136,57 @@ class Writer {
     this.sent = waiters
     this.keepAlive ??= setInterval(() => {}, 1 << 30)
     this.keepAlive.ref()
+  }
+
+  /**
+   * Queues a run event for the other processes (PostgreSQL): it goes with
+   * the next batch (in its round trip) when one is sent this turn or is in
+   * flight, else on its own (`publishEvents`) at the next turn; never later
+   * than EVENTS_WAIT_MS after a batch it waits for was sent. Events keep
+   * their order either way.
+   */
+  event(runId, json) {
+    this.eventIds.push(runId)
+    this.eventJsons.push(json)
+    this.armEvents()
+  }
+
+  armEvents() {
+    if (this.eventsArmed) return
+    this.eventsArmed = true
+    setImmediate(this.eventsDueBound)
+  }
+
+  eventsDue() {
+    this.eventsArmed = false
+    if (this.eventIds.length === 0) return
+    if (this.busy || this.scheduled) {
+      // The batch in flight or about to be sent goes first; the next carries these.
+      this.eventsTimer ??= setTimeout(this.sendEventsBound, EVENTS_WAIT_MS)
+      return
+    }
+    this.sendEvents()
+  }
+
+  clearEventsTimer() {
+    if (this.eventsTimer === null) return
+    clearTimeout(this.eventsTimer)
+    this.eventsTimer = null
+  }
+
+  /** Hands the queued run events to the engine on their own, in order. */
+  sendEvents() {
+    this.clearEventsTimer()
+    if (this.eventIds.length === 0) return
+    const ids = this.eventIds
+    const jsons = this.eventJsons
+    this.eventIds = []
+    this.eventJsons = []
+    try {
+      this.engine.publishEvents(ids, jsons)
+    } catch (err) {
+      this.onEventsError(fromNative(err))
+    }
   }
 
   /** The engine's answer to the batch `send` sent (a FlushDone). */
@@ -150,6 +220,8 @@ class Writer {
       this.scheduled = true
       this.schedule()
     }
+    // Events that waited for this batch: with the next one this turn, else alone.
+    if (this.eventIds.length) this.armEvents()
   }
 
   /** Resolves when everything queued so far is committed (or failed). */

@@ -164,6 +164,22 @@ fn spawn_flush(_inner: Arc<Inner>, _ops: String) -> Result<(), JsCode> {
     unreachable!("only a PostgreSQL engine has no sync reads")
 }
 
+/// `(run id, event JSON)` pairs from two arrays of the same length.
+fn event_pairs(
+    call: &str,
+    run_ids: Vec<String>,
+    jsons: Vec<String>,
+) -> Result<Vec<(String, String)>, JsCode> {
+    if run_ids.len() != jsons.len() {
+        return Err(to_js(EngineError::Validation(format!(
+            "{call}: {} run ids for {} events",
+            run_ids.len(),
+            jsons.len()
+        ))));
+    }
+    Ok(run_ids.into_iter().zip(jsons).collect())
+}
+
 /// Options for [`Engine`], validated by the JS layer.
 #[napi(object)]
 pub struct EngineOptions {
@@ -391,14 +407,7 @@ impl Engine {
     /// order, handed to the publisher at once.
     #[napi(catch_unwind)]
     pub fn publish_events(&self, run_ids: Vec<String>, jsons: Vec<String>) -> Result<(), JsCode> {
-        if run_ids.len() != jsons.len() {
-            return Err(to_js(EngineError::Validation(format!(
-                "publishEvents: {} run ids for {} events",
-                run_ids.len(),
-                jsons.len()
-            ))));
-        }
-        let events = run_ids.into_iter().zip(jsons).collect();
+        let events = event_pairs("publishEvents", run_ids, jsons)?;
         with_engine!(&self.inner()?.engine, e => e.publish_events(events));
         Ok(())
     }
@@ -551,14 +560,28 @@ impl Engine {
     /// hand-offs fewer per batch). Answers arrive in send order only if the
     /// caller waits for each before sending the next (the JS writer does).
     /// `INTERNAL` on SQLite or without `onFlushed`: use `flushAsync`.
+    ///
+    /// `run_ids`/`events`: run events to publish (as `publishEvents`), queued
+    /// before the batch is sent: they go in its round trip.
     #[napi(catch_unwind)]
-    pub fn flush_send(&self, ops: String) -> Result<(), JsCode> {
+    pub fn flush_send(
+        &self,
+        ops: String,
+        run_ids: Option<Vec<String>>,
+        events: Option<Vec<String>>,
+    ) -> Result<(), JsCode> {
         let inner = self.inner()?;
         if inner.flushed.is_none() || inner.engine.sync_reads() {
             return Err(to_js(EngineError::Internal(
                 "flushSend needs a PostgreSQL engine opened with onFlushed: use flushAsync".into(),
             )));
         }
+        let events = event_pairs(
+            "flushSend",
+            run_ids.unwrap_or_default(),
+            events.unwrap_or_default(),
+        )?;
+        with_engine!(&inner.engine, e => e.queue_events(events));
         spawn_flush(inner, ops)
     }
 

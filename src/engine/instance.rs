@@ -41,7 +41,7 @@ pub struct Engine<S: Store> {
     listener: Mutex<Option<Box<dyn Send + Sync>>>,
     /// Run events to publish to other processes, in order (the publisher
     /// task); `None` for a backend without notices, or after close.
-    publisher: Mutex<Option<mpsc::UnboundedSender<EventGroup>>>,
+    publisher: Mutex<Option<mpsc::UnboundedSender<()>>>,
 }
 
 impl<S: Store> Engine<S> {
@@ -91,7 +91,18 @@ impl<S: Store> Engine<S> {
             return;
         }
         if let Some(tx) = lock(&self.publisher).as_ref() {
-            let _ = tx.send(events);
+            self.store.queue_events(events);
+            let _ = tx.send(());
+        }
+    }
+
+    /// Queues run events (see [`Engine::publish_events`]) without waking the
+    /// publisher: for the next [`Engine::flush`], which sends them in its
+    /// round trip where the store can (PostgreSQL), else hands them to the
+    /// publisher when it ends.
+    pub fn queue_events(&self, events: Vec<(String, String)>) {
+        if !events.is_empty() && self.listens() {
+            self.store.queue_events(events);
         }
     }
 
@@ -228,6 +239,18 @@ impl<S: Store> Engine<S> {
     /// `lib/protocol.js`), waiting for the lock, and claims the successors
     /// of the runs it ended in the same commit. A malformed op fails alone.
     pub async fn flush(&self, text: &str) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
+        let out = self.flush_batch(text).await;
+        // Events the batch did not send (none queued, or a publish under way
+        // had them) go with the publisher.
+        if self.store.events_queued() {
+            if let Some(tx) = lock(&self.publisher).as_ref() {
+                let _ = tx.send(());
+            }
+        }
+        out
+    }
+
+    async fn flush_batch(&self, text: &str) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
         let batch = Batch::parse(text)?;
         let out = self.worker.flush(&batch.ops, batch.bytes).await?;
         Ok(batch.merge(out))
@@ -436,31 +459,16 @@ fn on_notice<S: Store>(w: &Worker<S>, n: Notice) {
     }
 }
 
-/// Run events handed to the publisher at once: `(run id, JSON)`, in order.
-type EventGroup = Vec<(String, String)>;
-
-/// Events [`publish`] gathers from what queued up before publishing (more
-/// when one handed-over group is larger: a group is never split).
-const PUBLISH_BATCH: usize = 100;
-
-/// Publishes run events in order, batching what queued up meanwhile.
+/// Publishes the queued run events ([`Store::queue_events`]) whenever
+/// poked, in order: what queued up meanwhile goes in one publish.
 async fn publish<S: Store>(
     store: Arc<S>,
     sink: Arc<dyn crate::worker::Sink>,
-    mut rx: mpsc::UnboundedReceiver<EventGroup>,
+    mut rx: mpsc::UnboundedReceiver<()>,
 ) {
-    while let Some(mut batch) = rx.recv().await {
-        while batch.len() < PUBLISH_BATCH {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        let refs: Vec<(&str, &str)> = batch
-            .iter()
-            .map(|(r, j)| (r.as_str(), j.as_str()))
-            .collect();
-        if let Err(e) = store.publish_events(&refs).await {
+    while rx.recv().await.is_some() {
+        while rx.try_recv().is_ok() {}
+        if let Err(e) = store.publish_queued().await {
             sink.error("watch", &e);
         }
     }

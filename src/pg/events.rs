@@ -29,12 +29,13 @@ use std::time::Duration;
 
 use super::PgStore;
 use crate::error::{Error, Result};
+use crate::store::lock;
 
 /// NOTIFY refuses payloads of 8000 bytes or more.
 pub const MAX_INLINE_PAYLOAD: usize = 7999;
 
 /// Notifies `$1` with each payload of `$2`, in array order.
-const NOTIFY_ALL_SQL: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
+pub(crate) const NOTIFY_ALL_SQL: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 
 /// How long a by-reference event stays readable.
 pub const EVENT_RETENTION: Duration = Duration::from_secs(300);
@@ -50,7 +51,106 @@ pub struct RemoteEvent {
     pub json: String,
 }
 
+/// Events a flush took from the outbox to send after its `COMMIT`, on its
+/// connection and in its round trip ([`PgStore::take_for_flush`]). Holds the
+/// publishing lock until dropped; unless [`FlushEvents::sent`] was called,
+/// the events go back to the front of the outbox then (published next,
+/// still in order).
+pub(crate) struct FlushEvents<'a> {
+    store: &'a PgStore,
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    events: Vec<(String, String)>,
+    /// Their `NOTIFY` payloads, all inline.
+    pub(crate) payloads: Vec<String>,
+}
+
+impl FlushEvents<'_> {
+    /// Their `NOTIFY` was answered with success.
+    pub(crate) fn sent(mut self) {
+        self.events.clear();
+    }
+}
+
+impl Drop for FlushEvents<'_> {
+    fn drop(&mut self) {
+        if !self.events.is_empty() {
+            let mut q = lock(&self.store.inner.outbox);
+            for e in self.events.drain(..).rev() {
+                q.push_front(e);
+            }
+        }
+    }
+}
+
 impl PgStore {
+    /// Queues run events (`(run id, event JSON)`) for publishing, after the
+    /// ones queued before; [`PgStore::publish_queued`] or the next flush
+    /// ([`PgStore::take_for_flush`]) sends them.
+    pub fn queue_events(&self, events: Vec<(String, String)>) {
+        lock(&self.inner.outbox).extend(events);
+    }
+
+    /// Whether events wait in the outbox.
+    pub fn events_queued(&self) -> bool {
+        !lock(&self.inner.outbox).is_empty()
+    }
+
+    /// Publishes every queued event, in order (waits for a publish or a
+    /// flush sending earlier ones to be answered first).
+    pub async fn publish_queued(&self) -> Result<()> {
+        let _lock = self.inner.publishing.lock().await;
+        let events: Vec<(String, String)> = lock(&self.inner.outbox).drain(..).collect();
+        let refs: Vec<(&str, &str)> = events
+            .iter()
+            .map(|(r, j)| (r.as_str(), j.as_str()))
+            .collect();
+        self.publish_events(&refs).await
+    }
+
+    /// The queued events for a flush to send in its round trip, when nobody
+    /// is publishing now and every one of them is sent inline (a stored one
+    /// needs its own transaction; a malformed one is reported by
+    /// [`PgStore::publish_queued`]); else `None`, and they stay queued.
+    pub(crate) fn take_for_flush(&self) -> Option<FlushEvents<'_>> {
+        let guard = self.inner.publishing.try_lock().ok()?;
+        let events: Vec<(String, String)> = {
+            let mut q = lock(&self.inner.outbox);
+            if q.is_empty() {
+                return None;
+            }
+            q.drain(..).collect()
+        };
+        let payloads = {
+            let refs: Vec<(&str, &str)> = events
+                .iter()
+                .map(|(r, j)| (r.as_str(), j.as_str()))
+                .collect();
+            let valid = refs.iter().all(|(r, _)| !r.contains('\t') && !r.is_empty());
+            let pieces = pack(self.owner(), &refs);
+            let n = pieces.len();
+            let inline: Vec<String> = pieces
+                .into_iter()
+                .filter_map(|p| match p {
+                    Piece::Notify(p) => Some(p),
+                    Piece::Store(..) => None,
+                })
+                .collect();
+            if valid && inline.len() == n {
+                inline
+            } else {
+                Vec::new()
+            }
+        };
+        // (dropped with no payloads: the events go back to the outbox)
+        let taken = FlushEvents {
+            store: self,
+            _lock: guard,
+            events,
+            payloads,
+        };
+        (!taken.payloads.is_empty()).then_some(taken)
+    }
+
     /// The channel of run events (`durably_events_<schema>`).
     pub fn events_channel(&self) -> &str {
         &self.inner.events_channel

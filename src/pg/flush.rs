@@ -20,6 +20,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
 use super::claim::{claim_sql, claimed_runs, CLAIM_ATTEMPTS, CLAIM_PLAN};
+use super::events::NOTIFY_ALL_SQL;
 use super::pipe::{take_err, OpenTx, Params, Pipeline};
 use super::{is_claim_race, session_ended, PgStore};
 use crate::error::{Error, Result};
@@ -208,6 +209,29 @@ impl PgStore {
         });
         // One statement alone needs no transaction of its own.
         let wrap = claim.is_some() || bound.iter().flatten().count() > 1;
+        // Run events queued meanwhile go in this round trip, after the
+        // COMMIT (their own transaction: whatever the batch's outcome), unless
+        // the batch claims (its COMMIT is sent later) or they are being
+        // published already (`events.rs`).
+        let events = match claim {
+            None => self.take_for_flush(),
+            Some(_) => None,
+        };
+        let notify = match &events {
+            Some(_) => Some(tx.conn().prepare_cached(NOTIFY_ALL_SQL).await),
+            None => None,
+        };
+        let notify = match notify {
+            Some(Ok(st)) => Some(st),
+            // (the events go back to the outbox)
+            Some(Err(e)) => return Err(e.into()),
+            None => None,
+        };
+        let channel = self.events_channel();
+        let notify_params: Option<Params<'_>> = events.as_ref().map(|ev| {
+            let p: Params<'_> = vec![Box::new(channel), Box::new(ev.payloads.clone())];
+            p
+        });
         let mut p = Pipeline::new(tx.client());
         if wrap {
             p.command("BEGIN");
@@ -230,8 +254,19 @@ impl PgStore {
             // turns this COMMIT into a rollback (see `pipe.rs`).
             p.command(if sent { "COMMIT" } else { "ROLLBACK" });
         }
+        let notify_at = match (&notify, &notify_params) {
+            (Some(st), Some(params)) => Some(p.query(st, params)),
+            _ => None,
+        };
         let completed = p.completed();
         let mut replies = p.finish().await;
+        if let (Some(at), Some(ev)) = (notify_at, events) {
+            // The last reply; the batch's own are the ones before it.
+            debug_assert_eq!(at + 1, replies.len());
+            if replies.pop().is_some_and(|r| r.is_ok()) {
+                ev.sent();
+            }
+        }
         // The first failure in order is the cause; the statements after it
         // failed with "current transaction is aborted".
         let failed = replies.iter().position(Result::is_err);

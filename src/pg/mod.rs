@@ -185,6 +185,11 @@ struct Inner {
     events_channel: String,
     /// Ops storing more bytes than this are refused with `OpStatus::TooBig`.
     max_op_bytes: usize,
+    /// Run events queued for publishing ([`PgStore::queue_events`]), in order.
+    outbox: Mutex<std::collections::VecDeque<(String, String)>>,
+    /// Held by whoever publishes events taken from `outbox` until they are
+    /// sent and answered, so publishes never overtake each other.
+    publishing: tokio::sync::Mutex<()>,
     /// This machine's clock as [`crate::store::Store::now`] reports it,
     /// shifted by this many seconds (tests of a skewed worker clock).
     #[cfg(test)]
@@ -286,6 +291,8 @@ impl PgStore {
                 owner: format!("{}:{}", std::process::id(), ulid::Ulid::new()),
                 ids: Mutex::new(ulid::Generator::new()),
                 max_op_bytes: MAX_OP_BYTES,
+                outbox: Mutex::new(std::collections::VecDeque::new()),
+                publishing: tokio::sync::Mutex::new(()),
                 #[cfg(test)]
                 skew_secs: 0,
             }),

@@ -163,6 +163,18 @@ impl Store for PgStore {
     async fn publish_events(&self, events: &[(&str, &str)]) -> Result<()> {
         PgStore::publish_events(self, events).await
     }
+
+    fn queue_events(&self, events: Vec<(String, String)>) {
+        PgStore::queue_events(self, events)
+    }
+
+    fn events_queued(&self) -> bool {
+        PgStore::events_queued(self)
+    }
+
+    async fn publish_queued(&self) -> Result<()> {
+        PgStore::publish_queued(self).await
+    }
 }
 
 /// The engine's notices from the listen connection's. While the server is

@@ -210,6 +210,19 @@ pub trait Store: Send + Sync + 'static {
     fn publish_events(&self, _events: &[(&str, &str)]) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
+    /// Queues run events for [`Store::publish_queued`], after the ones
+    /// queued before; a backend may also send them with its next write batch
+    /// (PostgreSQL: in the flush's round trip). Nothing where the backend has
+    /// no [`Store::listen`].
+    fn queue_events(&self, _events: Vec<(String, String)>) {}
+    /// Whether queued events wait for [`Store::publish_queued`].
+    fn events_queued(&self) -> bool {
+        false
+    }
+    /// Publishes the queued events, in order, after any publish under way.
+    fn publish_queued(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// What another process told this one (see [`Store::listen`]).

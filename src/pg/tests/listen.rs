@@ -487,3 +487,71 @@ fn a_packed_burst_of_events_arrives_in_order() -> TResult {
         TResult::Ok(())
     })
 }
+
+#[test]
+fn queued_events_go_with_the_next_flush_else_with_the_publisher_in_order() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("evflush")?;
+    db.runtime().block_on(async {
+        let here = db.store(1).await?;
+        let there = db.store(1).await?;
+        let mut l = here.listen(fast());
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+        let ghost = [crate::store::FlushOp::Release {
+            run: "01JB0000000000000000000000".into(),
+            generation: 1,
+        }];
+        let owned = |batch: &[(&str, &str)]| -> Vec<(String, String)> {
+            batch
+                .iter()
+                .map(|(r, j)| (r.to_string(), j.to_string()))
+                .collect()
+        };
+
+        // A flush sends what is queued in its round trip (its op is lost: a
+        // run nobody holds), leaving nothing for the publisher.
+        let first = [("run1", r#"{"n":1}"#), ("run1", r#"{"n":2}"#)];
+        there.queue_events(owned(&first));
+        assert!(there.events_queued());
+        assert_eq!(there.flush(&ghost).await?, "l");
+        assert!(!there.events_queued());
+        assert_eq!(
+            receive_events(&mut l, 2).await?,
+            published_by(&there, &first)
+        );
+
+        // While a publish is under way a flush leaves them queued; the
+        // publisher sends them next, with what queued up meanwhile, in order.
+        let second = [("run2", r#"{"n":3}"#), ("run2", r#"{"n":4}"#)];
+        there.queue_events(owned(&second[..1]));
+        {
+            let _publishing = there.inner.publishing.lock().await;
+            assert_eq!(there.flush(&ghost).await?, "l");
+            assert!(there.events_queued());
+        }
+        there.queue_events(owned(&second[1..]));
+        there.publish_queued().await?;
+        assert!(!there.events_queued());
+        assert_eq!(
+            receive_events(&mut l, 2).await?,
+            published_by(&there, &second)
+        );
+
+        // One too large for a NOTIFY (stored, sent by reference) keeps the
+        // whole group for the publisher, whose transaction stores it.
+        let big = format!("\"{}\"", "x".repeat(MAX_INLINE_PAYLOAD));
+        let third = [("run3", r#"{"n":5}"#), ("run3", big.as_str())];
+        there.queue_events(owned(&third));
+        assert_eq!(there.flush(&ghost).await?, "l");
+        assert!(there.events_queued());
+        there.publish_queued().await?;
+        assert_eq!(
+            receive_events(&mut l, 2).await?,
+            published_by(&there, &third)
+        );
+        TResult::Ok(())
+    })
+}
