@@ -392,9 +392,13 @@ describe('subscribe', () => {
     await started
     const base = d._events.listenerCount()
     const stream = d.subscribe(r.id)
-    const pending = drain(stream)
+    // The snapshot first (on PostgreSQL it is read off the JS thread: a step
+    // released before it is read could complete the run first), then the rest.
+    const reader = stream.getReader()
+    const first = await reader.read()
     release()
-    const events = await pending
+    const events = [first.value]
+    for (let e = await reader.read(); !e.done; e = await reader.read()) events.push(e.value)
     const types = events.map((e) => e.type)
     expect(types[0]).toBe('run:snapshot')
     expect(events[0].run.status).toBe('running')
