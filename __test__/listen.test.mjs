@@ -166,14 +166,17 @@ describe.skipIf(why !== null)('PostgreSQL LISTEN/NOTIFY across processes', () =>
     const observer = makeA(opts) // same schema, another instance: hears d's events by NOTIFY only
     await observer.migrate()
     const run = await d.jobs.job.trigger(undefined)
-    const mine = []
-    const theirs = []
-    const r1 = (async () => {
-      for await (const e of d.subscribe(run.id)) mine.push(e.type)
-    })()
-    const r2 = (async () => {
-      for await (const e of observer.subscribe(run.id)) theirs.push(e.type)
-    })()
+    // Both snapshots are read (off the JS thread) before the run starts, so
+    // the streams follow the whole run.
+    const s1 = d.subscribe(run.id).getReader()
+    const s2 = observer.subscribe(run.id).getReader()
+    const mine = [(await s1.read()).value.type]
+    const theirs = [(await s2.read()).value.type]
+    const rest = async (reader, into) => {
+      for (let e = await reader.read(); !e.done; e = await reader.read()) into.push(e.value.type)
+    }
+    const r1 = rest(s1, mine)
+    const r2 = rest(s2, theirs)
     await d.start()
     await Promise.all([r1, r2])
     expect(mine.filter((t) => t === 'step:complete')).toHaveLength(1)
