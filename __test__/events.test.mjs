@@ -145,6 +145,35 @@ describe('event sequences', () => {
     expect(shape(seen)).toEqual(['run:retry', 'run:start', 'step:start:b', 'step:complete:b', 'run:complete'])
     expect(seen[1].attempt).toBe(2)
   })
+
+  it('retry whose reply reaches JS late: the worker does not start the run before run:retry', async () => {
+    // The window of a flake seen on PostgreSQL under load: retry's commit wakes
+    // the worker (NOTIFY there, the change check on SQLite), which claims the run
+    // and hands it to JS before retry()'s own reply arrives. Injected here by
+    // holding the native reply back for 300 ms.
+    let fail = true
+    const job = defineJob({
+      name: 'retry-late',
+      run: async (ctx) => {
+        await ctx.run('b', () => {
+          if (fail) throw new Error('first time')
+          return 2
+        })
+      },
+    })
+    const d = makeDurably({ jobs: { job } })
+    await d.init()
+    const r = await d.jobs.job.trigger(undefined)
+    await d.waitForRun(r.id).catch(() => {})
+    const engine = d._engine
+    const nativeRetry = engine.retry.bind(engine)
+    engine.retry = (id) => nativeRetry(id).then((v) => sleep(300).then(() => v))
+    const seen = record(d, RUN_TYPES)
+    fail = false
+    await d.retry(r.id)
+    await d.waitForRun(r.id, { timeout: 5000 })
+    expect(shape(seen)).toEqual(['run:retry', 'run:start', 'step:start:b', 'step:complete:b', 'run:complete'])
+  })
 })
 
 describe('events follow commits', () => {

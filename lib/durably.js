@@ -495,8 +495,17 @@ class Durably {
     const ready = this._ensureReady()
     if (ready) await ready
     checkId(runId)
-    const run = parseRun(await nativeAsync(this._engine.retry(runId)))
-    this._emit('run:retry', run)
+    // The retry's commit can wake this worker (NOTIFY on PostgreSQL, the change
+    // check on SQLite) before its reply reaches JS: the run, claimed, must not
+    // start before run:retry is emitted (as for an asynchronous trigger).
+    const release = this._runner.hold()
+    let run
+    try {
+      run = parseRun(await nativeAsync(this._engine.retry(runId)))
+      this._emit('run:retry', run)
+    } finally {
+      release()
+    }
     this._runner.wake()
     return run
   }
