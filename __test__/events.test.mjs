@@ -122,10 +122,14 @@ describe('event sequences', () => {
     ])
   })
 
-  it('retry', async () => {
+  /**
+   * A run whose step 'b' fails once, retried: the events from retry() on.
+   * lateReplyMs holds retry()'s native reply back that long.
+   */
+  async function retriedRunEvents(name, lateReplyMs = 0) {
     let fail = true
     const job = defineJob({
-      name: 'retry-me',
+      name,
       run: async (ctx) => {
         await ctx.run('a', () => 1)
         await ctx.run('b', () => {
@@ -138,10 +142,20 @@ describe('event sequences', () => {
     await d.init()
     const r = await d.jobs.job.trigger(undefined)
     await d.waitForRun(r.id).catch(() => {})
+    if (lateReplyMs) {
+      const engine = d._engine
+      const nativeRetry = engine.retry.bind(engine)
+      engine.retry = (id) => nativeRetry(id).then((v) => sleep(lateReplyMs).then(() => v))
+    }
     const seen = record(d, RUN_TYPES)
     fail = false
     await d.retry(r.id)
     await d.waitForRun(r.id, { timeout: 5000 })
+    return seen
+  }
+
+  it('retry', async () => {
+    const seen = await retriedRunEvents('retry-me')
     expect(shape(seen)).toEqual(['run:retry', 'run:start', 'step:start:b', 'step:complete:b', 'run:complete'])
     expect(seen[1].attempt).toBe(2)
   })
@@ -151,27 +165,7 @@ describe('event sequences', () => {
     // the worker (NOTIFY there, the change check on SQLite), which claims the run
     // and hands it to JS before retry()'s own reply arrives. Injected here by
     // holding the native reply back for 300 ms.
-    let fail = true
-    const job = defineJob({
-      name: 'retry-late',
-      run: async (ctx) => {
-        await ctx.run('b', () => {
-          if (fail) throw new Error('first time')
-          return 2
-        })
-      },
-    })
-    const d = makeDurably({ jobs: { job } })
-    await d.init()
-    const r = await d.jobs.job.trigger(undefined)
-    await d.waitForRun(r.id).catch(() => {})
-    const engine = d._engine
-    const nativeRetry = engine.retry.bind(engine)
-    engine.retry = (id) => nativeRetry(id).then((v) => sleep(300).then(() => v))
-    const seen = record(d, RUN_TYPES)
-    fail = false
-    await d.retry(r.id)
-    await d.waitForRun(r.id, { timeout: 5000 })
+    const seen = await retriedRunEvents('retry-late', 300)
     expect(shape(seen)).toEqual(['run:retry', 'run:start', 'step:start:b', 'step:complete:b', 'run:complete'])
   })
 })
