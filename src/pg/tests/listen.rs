@@ -19,6 +19,20 @@ fn fast() -> ListenOptions {
 
 /// The next notice for which `pick` answers `Some`, skipping others; fails
 /// after 10 s.
+/// Two stores on the schema, the first listening (its first notice read).
+async fn listening(
+    db: &TestSchema,
+) -> TResult<(crate::pg::PgStore, crate::pg::PgStore, PgListener)> {
+    let here = db.store(1).await?;
+    let there = db.store(1).await?;
+    let mut l = here.listen(fast());
+    assert_eq!(
+        l.recv().await,
+        Some(PgNotice::Listening { reconnect: false })
+    );
+    Ok((here, there, l))
+}
+
 async fn next<T>(l: &mut PgListener, mut pick: impl FnMut(&PgNotice) -> Option<T>) -> TResult<T> {
     let wait = async {
         while let Some(n) = l.recv().await {
@@ -79,13 +93,7 @@ fn notifications_from_other_connections_arrive() -> TResult {
     skip_without_server!();
     let db = TestSchema::new("listen")?;
     db.runtime().block_on(async {
-        let here = db.store(1).await?;
-        let there = db.store(1).await?;
-        let mut l = here.listen(fast());
-        assert_eq!(
-            l.recv().await,
-            Some(PgNotice::Listening { reconnect: false })
-        );
+        let (here, there, mut l) = listening(&db).await?;
         assert_ne!(l.backend_pid(), 0);
 
         // A plain NOTIFY on another connection.
@@ -216,13 +224,7 @@ fn run_events_cross_processes_inline_or_by_reference() -> TResult {
     skip_without_server!();
     let db = TestSchema::new("events")?;
     db.runtime().block_on(async {
-        let here = db.store(1).await?;
-        let there = db.store(1).await?;
-        let mut l = here.listen(fast());
-        assert_eq!(
-            l.recv().await,
-            Some(PgNotice::Listening { reconnect: false })
-        );
+        let (here, there, mut l) = listening(&db).await?;
 
         // Sizes around the NOTIFY limit, counted in bytes (é is two).
         let header = format!("i{}\t{}\t", there.owner(), "run1").len();
@@ -456,13 +458,7 @@ fn a_packed_burst_of_events_arrives_in_order() -> TResult {
     skip_without_server!();
     let db = TestSchema::new("burst")?;
     db.runtime().block_on(async {
-        let here = db.store(1).await?;
-        let there = db.store(1).await?;
-        let mut l = here.listen(fast());
-        assert_eq!(
-            l.recv().await,
-            Some(PgNotice::Listening { reconnect: false })
-        );
+        let (here, there, mut l) = listening(&db).await?;
         let jsons: Vec<String> = (0..120)
             .map(|i| format!(r#"{{"type":"step:start","stepIndex":{i}}}"#))
             .collect();
@@ -493,13 +489,7 @@ fn queued_events_go_with_the_next_flush_else_with_the_publisher_in_order() -> TR
     skip_without_server!();
     let db = TestSchema::new("evflush")?;
     db.runtime().block_on(async {
-        let here = db.store(1).await?;
-        let there = db.store(1).await?;
-        let mut l = here.listen(fast());
-        assert_eq!(
-            l.recv().await,
-            Some(PgNotice::Listening { reconnect: false })
-        );
+        let (_here, there, mut l) = listening(&db).await?;
         let ghost = [crate::store::FlushOp::Release {
             run: "01JB0000000000000000000000".into(),
             generation: 1,
