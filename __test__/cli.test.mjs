@@ -21,7 +21,7 @@ function cli(args, { env = {}, db } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: ROOT,
-      env: { ...process.env, NO_COLOR: '', FORCE_COLOR: '', DURABLY_DB: db ?? '', ...env },
+      env: { ...process.env, NO_COLOR: '', FORCE_COLOR: '', DURABLY_DB: db ?? '', DURABLY_DATABASE_URL: '', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stdout = ''

@@ -156,10 +156,10 @@ class Durably {
    * is instead of migrating, and refuses a file whose schema version is not
    * this library's. Throws `SCHEMA_MISMATCH` (with `found`/`expected`).
    */
-  _useExistingSchema() {
+  async _useExistingSchema() {
     this._ensureOpen()
-    const found = native(() => this._engine.schemaVersion())
-    const expected = binding.librarySchemaVersion()
+    const found = await nativeAsync(this._engine.schemaVersionAsync())
+    const expected = this._engine.librarySchemaVersion()
     if (found !== expected) {
       const why =
         found === 0

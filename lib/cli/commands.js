@@ -7,10 +7,17 @@ const { table, fmtTime, fmtDuration, between, runDuration, fmtProgress, fmtLabel
 
 const { STATUSES, TERMINAL } = require('../status')
 const PAGE = 500
+/** Resolves after `ms`, or at once when `signal` aborts; leaves no listener behind (tail sleeps thousands of times). */
 const sleep = (ms, signal) =>
   new Promise((resolve) => {
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true })
+    if (signal?.aborted) return resolve()
+    const wake = () => {
+      clearTimeout(t)
+      signal?.removeEventListener('abort', wake)
+      resolve()
+    }
+    const t = setTimeout(wake, ms)
+    signal?.addEventListener('abort', wake, { once: true })
   })
 
 const FILTER_OPTIONS = {
@@ -21,9 +28,11 @@ const FILTER_OPTIONS = {
 
 const COMMON_HELP = `
 Common options:
-  --db <file>   the database file (default: $DURABLY_DB)
-  --json        machine-readable output: one JSON document
-  -h, --help    this help`
+  --db <db>       the database file, or a postgres:// URL
+                  (default: $DURABLY_DB, then $DURABLY_DATABASE_URL)
+  --schema <s>    PostgreSQL: the schema durably uses (default durably)
+  --json          machine-readable output: one JSON document
+  -h, --help      this help`
 
 function intOption(values, name, UsageError, { min = 0, max = Number.MAX_SAFE_INTEGER } = {}) {
   const v = values[name]
@@ -386,7 +395,7 @@ const tail = {
     return `${this.usage}
 
 Follows runs as they change, whichever process triggers or executes them,
-until Ctrl-C. Changes are read from the file every --interval ms (default 500):
+until Ctrl-C. Changes are read from the database every --interval ms (default 500):
 run:trigger, run:start, run:progress, run:complete, run:fail, run:cancel,
 run:retry, run:requeue (handed back to pending) and run:delete.
 With --json: one JSON object per line.${COMMON_HELP}`
@@ -446,4 +455,4 @@ With --json: one JSON object per line.${COMMON_HELP}`
 
 const COMMANDS = { runs, show, logs, retry, cancel, delete: del, purge, stats, tail }
 
-module.exports = { COMMANDS, changes, runFilter }
+module.exports = { COMMANDS, changes, runFilter, sleep }

@@ -5,6 +5,7 @@
 const fs = require('node:fs')
 const { parseArgs } = require('node:util')
 const { DurablyError } = require('../errors')
+const { ENV_URL, DEFAULT_SCHEMA, redact } = require('../backend')
 const { useColor, painter, toJson } = require('./format')
 const { COMMANDS } = require('./commands')
 
@@ -13,6 +14,7 @@ const EXIT = { ok: 0, error: 1, usage: 2, notFound: 3, conflict: 4 }
 
 const COMMON = {
   db: { type: 'string' },
+  schema: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 }
@@ -20,6 +22,8 @@ const COMMON = {
 const MAIN_HELP = `durably — look at and operate durably runs in a database file
 
 Usage: durably <command> [options] --db <file>     (or DURABLY_DB=<file>)
+       durably <command> [options] --db postgres://user@host:port/db [--schema s]
+                                   (or DURABLY_DATABASE_URL=postgres://…)
 
 Commands:
   runs      list runs (newest first), filtered by status, job, labels
@@ -32,8 +36,9 @@ Commands:
   stats     how many runs per status and job
   tail      follow runs as they change, also those of other processes
 
-Every command takes --db <file>, --json (machine-readable output) and --help.
-It never starts a worker and never migrates the file.
+Every command takes --db <file or postgres:// URL>, --schema <name> (PostgreSQL
+only, default durably), --json (machine-readable output) and --help.
+It never starts a worker and never migrates the database.
 Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict.`
 
 class UsageError extends Error {}
@@ -49,26 +54,55 @@ function exitCodeOf(err) {
   return EXIT.error
 }
 
-/** Opens an existing durably file as it is: no migration, no worker, no jobs. */
-function openDatabase(file) {
-  if (!file) throw new UsageError('no database given: pass --db <file> or set DURABLY_DB')
-  if (/^postgres(ql)?:\/\//.test(file)) throw new UsageError('PostgreSQL URLs are not supported by this durably CLI yet; pass a SQLite file')
-  let st
-  try {
-    st = fs.statSync(file)
-  } catch {
-    throw new CliError(`no database file at ${file}`, EXIT.error)
+/**
+ * Where the CLI looks: `--db`, else DURABLY_DB, else DURABLY_DATABASE_URL (a
+ * PostgreSQL URL, as createDurably reads it). `--schema` only goes with a
+ * PostgreSQL URL.
+ */
+function databaseOf(values, env) {
+  const db = values.db || env.DURABLY_DB || env[ENV_URL] || ''
+  if (!db) throw new UsageError(`no database given: pass --db <file or postgres:// URL> or set DURABLY_DB (or ${ENV_URL})`)
+  const postgres = /^postgres(ql)?:\/\//i.test(db)
+  if (values.schema !== undefined && !postgres) {
+    throw new UsageError('--schema applies to a PostgreSQL database only: pass --db postgres://… (or set DURABLY_DATABASE_URL)')
   }
-  if (!st.isFile()) throw new CliError(`${file} is not a file`, EXIT.error)
+  return { db, postgres }
+}
+
+/** Opens an existing durably database as it is: no migration, no worker, no jobs. */
+async function openDatabase({ db, postgres }, schema) {
   const { createDurably } = require('../durably')
+  let options
+  let shown
+  if (postgres) {
+    options = { url: db }
+    if (schema !== undefined) options.schema = schema
+    shown = `${redact(db)} (schema ${schema ?? DEFAULT_SCHEMA})`
+  } else {
+    let st
+    try {
+      st = fs.statSync(db)
+    } catch {
+      throw new CliError(`no database file at ${db}`, EXIT.error)
+    }
+    if (!st.isFile()) throw new CliError(`${db} is not a file`, EXIT.error)
+    options = { path: db }
+    shown = db
+  }
   let d
   try {
-    d = createDurably({ path: file })
-    d._useExistingSchema()
+    // A bad URL or schema name is the user's to fix (exit 2), as the option message says.
+    d = createDurably(options)
   } catch (err) {
-    if (d) d.close().catch(() => {})
+    if (err && err.code === 'VALIDATION_ERROR') throw new UsageError(err.message.replace(/^option url/, '--db').replace(/^option schema/, '--schema'))
+    throw err
+  }
+  try {
+    await d._useExistingSchema()
+  } catch (err) {
+    await d.close().catch(() => {})
     const why = err && err.code === 'SCHEMA_MISMATCH' ? err.message.replace(/^the database/, '') : `: ${err.message}`
-    throw new CliError(`cannot open ${file}${err.code === 'SCHEMA_MISMATCH' ? ':' : ''}${why}`, EXIT.error, err)
+    throw new CliError(`cannot open ${shown}${err.code === 'SCHEMA_MISMATCH' ? ':' : ''}${why}`, EXIT.error, err)
   }
   return d
 }
@@ -132,7 +166,7 @@ async function main(argv, io = {}) {
   let durably
   try {
     cmd.check?.(values, positionals, UsageError)
-    durably = openDatabase(values.db ?? env.DURABLY_DB)
+    durably = await openDatabase(databaseOf(values, env), values.schema)
     const code = await cmd.run({ durably, values, positionals, json, out, paint, stderr, UsageError, signal: io.signal })
     return typeof code === 'number' ? code : EXIT.ok
   } catch (err) {

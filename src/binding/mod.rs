@@ -104,6 +104,16 @@ impl AnyEngine {
         }
     }
 
+    /// The schema version this library migrates this engine's store to
+    /// (SQLite and PostgreSQL number their migrations apart).
+    fn library_schema_version(&self) -> i64 {
+        match self {
+            AnyEngine::Sqlite(_) => crate::store::SCHEMA_VERSION,
+            #[cfg(feature = "postgres")]
+            AnyEngine::Pg(_) => crate::pg::PG_SCHEMA_VERSION,
+        }
+    }
+
     /// Whether reads are served on the calling thread (`getRun` …): a
     /// blocking store's (SQLite) are, without waiting on the network; an
     /// async store's go through the `…Async` calls.
@@ -351,6 +361,22 @@ impl Engine {
     #[napi(catch_unwind)]
     pub fn schema_version(&self) -> Result<i64, JsCode> {
         with_engine!(&self.inner()?.engine, e => e.wait(e.schema_version())).map_err(to_js)
+    }
+
+    /// `schemaVersion` off the JS thread (PostgreSQL: a round trip).
+    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+    pub fn schema_version_async(&self) -> Result<AsyncTask<NativeTask<i64>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.schema_version())),
+        ))
+    }
+
+    /// The newest schema version this library knows for this engine's
+    /// store (`librarySchemaVersion()` is SQLite's).
+    #[napi(catch_unwind)]
+    pub fn library_schema_version(&self) -> Result<i64, JsCode> {
+        Ok(self.inner()?.engine.library_schema_version())
     }
 
     /// Jobs this worker may claim; `timeouts[i]` in ms, 0 for none.
