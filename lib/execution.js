@@ -89,7 +89,7 @@ class Execution {
   /**
    * @param {ExecutionHost} host  what the execution may use of its instance
    * @param {object} job  the registered job (name, def)
-   * @param {object} claimed  the run record from the engine, with `steps`
+   * @param {object} claimed  the claimed run: id, jobName, input, labels, progress, leaseGeneration, startedAt, steps
    */
   constructor(host, job, claimed, hadTags) {
     this.host = host
@@ -105,12 +105,18 @@ class Execution {
     this.position = 0
     this.names = new Set()
     this.hadTags = hadTags
-    this.byName = new Map()
-    this.byIndex = new Map()
-    for (const [name, index, output] of claimed.steps) {
-      const s = { name, index, output, decoded: false }
-      this.byName.set(name, s)
-      this.byIndex.set(index, s)
+    // The stored steps by name and by position; null on a first execution (nothing stored).
+    this.byName = null
+    this.byIndex = null
+    const stored = claimed.steps
+    if (stored.length > 0) {
+      this.byName = new Map()
+      this.byIndex = new Map()
+      for (const [name, index, output] of stored) {
+        const s = { name, index, output, decoded: false }
+        this.byName.set(name, s)
+        this.byIndex.set(index, s)
+      }
     }
     this.progress = claimed.progress
     this.progressDirty = false
@@ -128,13 +134,20 @@ class Execution {
     // Set by detach(): the run was handed back by stop({ abort }) and this
     // execution is abandoned. Whatever it does later is ignored.
     this.detached = false
-    this.whenDetached = new Promise((resolve) => (this.onDetached = resolve))
+    // Called once by detach(): whoever waits for the execution (the runner) stops waiting.
+    this.onDetached = noop
     this.ctx = this.makeContext()
   }
 
   event(type, extra) {
     const e = { type, runId: this.id, jobName: this.jobName, labels: this.labels, timestamp: now() }
     return extra ? Object.assign(e, extra) : e
+  }
+
+  /** Whether an event of `type` goes anywhere (a listener here, or other processes). */
+  wants(type) {
+    const publish = this.host.publish
+    return (publish !== null && publish !== undefined) || this.host.events.has(type)
   }
 
   emit(type, extra) {
@@ -237,6 +250,7 @@ class Execution {
 
   /** The stored step to replay for this call, undefined to execute it, or a ReplayMismatchError. */
   lookup(name, index) {
+    if (this.byName === null) return undefined
     const byName = this.byName.get(name)
     if (this.job.def.replay === 'lenient') return byName
     const atIndex = this.byIndex.get(index)
@@ -271,7 +285,7 @@ class Execution {
    * silently orphaned, so fail like any other mismatch.
    */
   checkUnvisited() {
-    if (this.job.def.replay === 'lenient') return
+    if (this.byName === null || this.job.def.replay === 'lenient') return
     for (const s of this.byName.values()) {
       if (!this.names.has(s.name)) {
         throw new ReplayMismatchError(
@@ -284,7 +298,8 @@ class Execution {
   }
 
   async execute(name, index, fn) {
-    this.emit('step:start', { stepName: name, stepIndex: index })
+    // (an event's extra object is built only when the event goes somewhere)
+    if (this.wants('step:start')) this.emit('step:start', { stepName: name, stepIndex: index })
     const startedAt = now()
     const t0 = performance.now()
     const signal = this.controller.signal
@@ -323,12 +338,14 @@ class Execution {
     const bytes = oversize(text, this.host.maxValueBytes())
     if (bytes) return this.stepTooLarge(name, index, startedAt, bytes, 'maxValueBytes')
     await this.persistStep(name, index, 'completed', text, null, startedAt)
-    this.emit('step:complete', {
-      stepName: name,
-      stepIndex: index,
-      output: value,
-      duration: Math.round(performance.now() - t0),
-    })
+    if (this.wants('step:complete')) {
+      this.emit('step:complete', {
+        stepName: name,
+        stepIndex: index,
+        output: value,
+        duration: Math.round(performance.now() - t0),
+      })
+    }
     // Handed back while the write was in flight: the job does not go on.
     if (this.detached) return NEVER
     return value
@@ -477,7 +494,7 @@ class Execution {
   // ---- the run -------------------------------------------------------------
 
   async run(input, attempt) {
-    this.emit('run:start', { input, attempt })
+    if (this.wants('run:start')) this.emit('run:start', { input, attempt })
     const def = this.job.def
     let output
     try {
@@ -522,7 +539,7 @@ class Execution {
       return this.stopped()
     }
     if (progress) this.emit('run:progress', { progress: this.progress })
-    this.emit('run:complete', { output, duration: Math.round(this.duration()) })
+    if (this.wants('run:complete')) this.emit('run:complete', { output, duration: Math.round(this.duration()) })
   }
 
   outputTooLarge(bytes, limit) {

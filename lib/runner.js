@@ -252,9 +252,7 @@ class Runner {
     }
     const exec = this.host.execution(job, claimed, tags)
     const input = reviveParsed(claimed.input, tags)
-    const ran = exec.run(input, claimed.leaseGeneration).catch((err) => this.host.workerError(err, exec, 'execute'))
-    // A detached execution (stop({ abort })) may never settle: stop waiting for it.
-    const promise = Promise.race([ran, exec.whenDetached]).finally(() => {
+    const ended = () => {
       if (this.active.get(id)?.exec === exec) this.active.delete(id)
       // (a detached run was released by its hand-back; a completed or failed
       // one by the commit of its last op)
@@ -265,7 +263,16 @@ class Runner {
           // closed meanwhile
         }
       }
-    })
+    }
+    // Settles when the job function's run ended, or at once when the
+    // execution is detached (stop({ abort })): a detached one may never settle.
+    const promise = new Promise((resolve) => {
+      exec.onDetached = resolve
+      exec.run(input, claimed.leaseGeneration).then(resolve, (err) => {
+        this.host.workerError(err, exec, 'execute')
+        resolve()
+      })
+    }).then(ended)
     this.active.set(id, { exec, promise })
     return promise
   }
