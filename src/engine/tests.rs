@@ -397,7 +397,11 @@ mod sqlite {
                 "the run was created and claimed in one commit"
             );
             let v: serde_json::Value = serde_json::from_str(&claimed[0].json)?;
-            assert_eq!(v["status"], "running");
+            assert_eq!(v["leaseGeneration"], 1);
+            assert_eq!(
+                status(e.store().as_ref(), &claimed[0].id).await?.as_deref(),
+                Some("running")
+            );
             assert_eq!(e.inflight(), 1);
             let more: Vec<_> = (0..4)
                 .map(|_| e.try_trigger(&item(None)))

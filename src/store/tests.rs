@@ -158,7 +158,39 @@ fn trigger_claim_step_complete() -> TestResult {
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].id, id);
     assert_eq!(claimed[0].generation, 1);
-    assert!(claimed[0].json.contains("\"steps\":[]"));
+    // What an execution needs, not the whole run record (issue 19).
+    let v: serde_json::Value = serde_json::from_str(&claimed[0].json)?;
+    let keys: Vec<&str> = v
+        .as_object()
+        .ok_or("not an object")?
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        [
+            "id",
+            "input",
+            "jobName",
+            "labels",
+            "leaseGeneration",
+            "progress",
+            "startedAt",
+            "steps"
+        ],
+        "{}",
+        claimed[0].json
+    );
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["jobName"], "job");
+    assert_eq!(v["input"], serde_json::json!({"n": 1}));
+    assert_eq!(v["labels"], serde_json::json!({}));
+    assert_eq!(v["progress"], serde_json::Value::Null);
+    assert_eq!(v["leaseGeneration"], 1);
+    assert!(v["startedAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(v["steps"], serde_json::json!([]));
     let ops = format!(
         "[{},{}]",
         step_op(&id, 1, "a", 0),
@@ -388,8 +420,7 @@ fn run_records_count_completed_steps() -> TestResult {
         .get_run(&id)?
         .ok_or("missing run")?
         .contains("\"completedStepCount\":0"));
-    let claimed = store.claim(&jobs(&["job"]), 1)?;
-    assert!(claimed[0].json.contains("\"completedStepCount\":0"));
+    store.claim(&jobs(&["job"]), 1)?;
     let failed_step = format!(
         r#"{{"step":{{"run":"{id}","gen":1,"name":"c","index":2,"status":"failed","output":null,"error":"boom","stack":null,"startedAt":"2020-01-01T00:00:00.000Z","completedAt":"2020-01-01T00:00:00.001Z","progress":null}}}}"#
     );
