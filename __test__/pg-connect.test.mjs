@@ -108,6 +108,22 @@ describe.skipIf(why)('PostgreSQL connection setup', () => {
     }
   }, 60_000)
 
+  it('a database or user the server refuses is a failure to connect, named by the server', async () => {
+    for (const [part, value, said] of [
+      ['pathname', '/durably_no_such_db', /cannot connect to PostgreSQL: database "durably_no_such_db" does not exist \[3D000\]/],
+      ['username', 'durably_no_such_role', /cannot connect to PostgreSQL: role "durably_no_such_role" does not exist \[28000\]/],
+    ]) {
+      const url = new URL(pgUrl())
+      url[part] = value
+      const d = createDurably({ url: url.toString(), schema: pgSchema('connect') })
+      try {
+        await expect(d.getRuns()).rejects.toMatchObject({ code: 'DB_ERROR', message: expect.stringMatching(said) })
+      } finally {
+        await d.close()
+      }
+    }
+  })
+
   it('a bad url still fails in createDurably, naming the problem', () => {
     expect(() => createDurably({ url: 'postgres://a@b:notaport/x', jobs: { echo } })).toThrow(/url/)
   })

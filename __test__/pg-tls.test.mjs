@@ -57,12 +57,30 @@ function makeServerCert(ca, san) {
     '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext')
 }
 
+/**
+ * A client certificate `name`.crt for role `cn`, signed by `ca`, with its
+ * unencrypted key `name`.key: `ec` (PKCS#8) or `rsa` (PKCS#1, "RSA PRIVATE KEY").
+ */
+function makeClientCert(ca, name, cn, kind = 'ec') {
+  if (kind === 'rsa') openssl('genrsa', '-traditional', '-out', `${name}.key`, '2048')
+  else openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-out', `${name}.key`)
+  openssl('req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`)
+  fs.writeFileSync(path.join(dir, `${name}.ext`), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n')
+  openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial',
+    '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`)
+}
+
 beforeAll(() => {
   if (why) return
   makeCa('ca')
   makeCa('other-ca') // trusted by nobody here: a wrong sslrootcert
   // Valid for localhost and 127.0.0.1, not for db.example.
   makeServerCert('ca', 'DNS:localhost,IP:127.0.0.1')
+  // The server trusts ca.pem for client certificates: role durably_cert must show one (scripts/test-pg.sh).
+  makeClientCert('ca', 'client', 'durably_cert')
+  makeClientCert('ca', 'client-rsa', 'durably_cert', 'rsa')
+  makeClientCert('other-ca', 'stranger', 'durably_cert')
+  openssl('pkey', '-in', 'client.key', '-out', 'client-enc.key', '-aes256', '-passout', 'pass:secret')
   const out = execFileSync('bash', [TEST_PG, 'start'], {
     encoding: 'utf8',
     env: {
@@ -74,6 +92,7 @@ beforeAll(() => {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   tlsPort = Number(/127\.0\.0\.1:(\d+)\//.exec(out)[1])
+  sql(tlsUrl({ sslmode: 'disable' }), 'CREATE ROLE durably_cert LOGIN SUPERUSER')
 }, 120_000)
 
 afterAll(() => {
@@ -84,11 +103,15 @@ afterAll(() => {
 const echo = defineJob({ name: 'echo', run: async (ctx, input) => ctx.run('twice', () => input.n * 2) })
 
 /** A URL of the TLS server; `host` is checked against the certificate, the socket goes to 127.0.0.1. */
-function tlsUrl(params, host = '127.0.0.1') {
+function tlsUrl(params, host = '127.0.0.1', user = 'postgres') {
   const q = new URLSearchParams(params)
   if (host !== '127.0.0.1') q.set('hostaddr', '127.0.0.1')
-  return `postgres://postgres@${host}:${tlsPort}/postgres?${q}`
+  return `postgres://${user}@${host}:${tlsPort}/postgres?${q}`
 }
+
+/** A URL for role durably_cert, which the server lets in only with a client certificate signed by ca.pem. */
+const certUrl = (params) => tlsUrl(params, '127.0.0.1', 'durably_cert')
+const file = (name) => path.join(dir, name)
 
 let appSeq = 0
 const appName = () => `durably_tls_${process.pid}_${++appSeq}`
@@ -255,6 +278,67 @@ describe.skipIf(why)('PostgreSQL over TLS', () => {
       await d.close()
       sql(pgUrl(), `DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
     }
+  })
+
+  it('a client certificate (sslcert + sslkey, PKCS#8 or PKCS#1 key) logs in a role that requires one, on every connection', async () => {
+    for (const name of ['client', 'client-rsa']) {
+      const app = appName()
+      const d = await roundTrip(certUrl({ sslmode: 'verify-full', sslrootcert: file('ca.pem'), sslcert: file(`${name}.crt`), sslkey: file(`${name}.key`), application_name: app }))
+      try {
+        const c = await withListener(app)
+        expect(c.listen).toEqual([true])
+        expect(c.plain).toBe(0)
+        // Every connection of this app (pool and listener) showed the certificate.
+        const dns = sql(
+          tlsUrl({ sslmode: 'disable' }),
+          `SELECT DISTINCT s.client_dn FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = '${app}'`,
+        )
+        expect(dns.trim(), name).toBe('/CN=durably_cert')
+      } finally {
+        await d.close()
+      }
+    }
+  })
+
+  it('without a client certificate, or with one of another CA, the server refuses the role, saying why', async () => {
+    const none = await connectRefusal(certUrl({ sslmode: 'require' }))
+    expect(none.code).toBe('DB_ERROR')
+    expect(none.message).toMatch(/cannot connect to PostgreSQL/)
+    expect(none.message).toMatch(/connection requires a valid client certificate/)
+    expect(none.message).toMatch(/sslcert=<PEM file>&sslkey=<PEM file>/)
+    const stranger = await connectRefusal(certUrl({ sslmode: 'require', sslcert: file('stranger.crt'), sslkey: file('stranger.key') }))
+    expect(stranger.code).toBe('DB_ERROR')
+    expect(stranger.message).toMatch(/cannot connect to PostgreSQL/)
+    expect(stranger.message).toMatch(/received fatal alert: UnknownCA/)
+    expect(stranger.message).toMatch(/the server refused the client certificate/)
+    // The same URL with the right certificate connects (the refusals above were about the certificate).
+    const ok = createDurably({ url: certUrl({ sslmode: 'require', sslcert: file('client.crt'), sslkey: file('client.key') }), schema: pgSchema('tls') })
+    try {
+      expect(await ok.getRuns()).toEqual([])
+    } catch (e) {
+      expect(e.message).toMatch(/no durably schema|does not exist/) // connected: only the schema is missing
+    } finally {
+      await ok.close()
+    }
+  })
+
+  it('client certificate options that cannot work are clear errors naming them, before any connection', () => {
+    const only = refusal(certUrl({ sslcert: file('client.crt') }))
+    expect(only).toBeInstanceOf(ValidationError)
+    expect(only.message).toMatch(/sslcert needs sslkey/)
+    expect(refusal(certUrl({ sslkey: file('client.key') })).message).toMatch(/sslkey needs sslcert/)
+    const enc = refusal(certUrl({ sslcert: file('client.crt'), sslkey: file('client-enc.key') }))
+    expect(enc).toBeInstanceOf(ValidationError)
+    expect(enc.message).toContain(`sslkey "${file('client-enc.key')}": the key is encrypted, which is not supported`)
+    expect(refusal(certUrl({ sslcert: file('client.crt'), sslkey: file('client.key'), sslpassword: 'secret' })).message).toMatch(/sslpassword is not supported/)
+    const missing = refusal(certUrl({ sslcert: file('nope.crt'), sslkey: file('client.key') }))
+    expect(missing.message).toContain(`sslcert "${file('nope.crt')}": cannot read it`)
+    const swapped = refusal(certUrl({ sslcert: file('client.key'), sslkey: file('client.crt') }))
+    expect(swapped.message).toMatch(/sslcert ".*client\.key": holds no certificate/)
+    // A key that is not the certificate's.
+    const mismatch = refusal(certUrl({ sslcert: file('client.crt'), sslkey: file('stranger.key') }))
+    expect(mismatch).toBeInstanceOf(ValidationError)
+    expect(mismatch.message).toMatch(/sslcert ".*client\.crt" and sslkey ".*stranger\.key" cannot be used together/)
   })
 
   it('an unknown sslmode or an unusable sslrootcert is a clear error naming it', () => {

@@ -18,7 +18,9 @@
 # Environment: DURABLY_PG_PORT (first port to try, default 54329),
 # DURABLY_PG_STATE (the state file, default ${TMPDIR:-/tmp}/pg-server-durably.env),
 # DURABLY_PG_SSL_DIR (a directory holding server.crt and server.key: the
-# server starts with ssl=on and that certificate; the TLS tests make one).
+# server starts with ssl=on and that certificate; the TLS tests make one;
+# with a ca.pem there too, role durably_cert logs in only with a client
+# certificate signed by it).
 set -euo pipefail
 # (Not named /tmp/durably-*: some test setups remove recent dirs of that name.)
 
@@ -100,6 +102,16 @@ start() {
     chmod 600 "$PG_DIR/server.key"
     if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DIR/server.crt" "$PG_DIR/server.key"; fi
     PG_SSL_OPTS="-c ssl=on -c ssl_cert_file=$PG_DIR/server.crt -c ssl_key_file=$PG_DIR/server.key"
+    if [ -f "$SSL_DIR/ca.pem" ]; then
+      # Client certificates signed by that CA: role durably_cert may only
+      # log in with one (its CN), over TLS; every other role as before.
+      cp "$SSL_DIR/ca.pem" "$PG_DIR/"
+      if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DIR/ca.pem"; fi
+      PG_SSL_OPTS="$PG_SSL_OPTS -c ssl_ca_file=$PG_DIR/ca.pem"
+      { printf 'hostssl all durably_cert 127.0.0.1/32 cert\nhost all durably_cert 0.0.0.0/0 reject\n'; cat "$PG_DIR/data/pg_hba.conf"; } >"$PG_DIR/hba.tmp"
+      mv "$PG_DIR/hba.tmp" "$PG_DIR/data/pg_hba.conf"
+      if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DIR/data/pg_hba.conf"; fi
+    fi
   fi
   # A port can be free to connect to and still taken (e.g. a client's
   # ephemeral port): on a bind failure, the next port.

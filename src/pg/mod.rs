@@ -465,7 +465,26 @@ fn pool_error(e: deadpool_postgres::PoolError) -> Error {
 
 /// A failure to connect: the server's own message when it sent one.
 fn connection_error(e: tokio_postgres::Error) -> Error {
-    if e.as_db_error().is_some() {
+    if let Some(db) = e.as_db_error() {
+        // The server refused this user or database (authentication, pg_hba,
+        // no such database): a failure to connect that trying again cannot
+        // mend (a FATAL of another kind, e.g. the server starting up, keeps
+        // its own meaning). Said so, with a hint where one helps.
+        let code = db.code().code();
+        if code.starts_with("28") || code == "3D000" {
+            let hint = if db.message().contains("client certificate")
+                || db.message().contains("certificate authentication failed")
+            {
+                " (the server wants a client certificate for this user, signed by a CA it \
+                 trusts: sslcert=<PEM file>&sslkey=<PEM file> in the url)"
+            } else {
+                ""
+            };
+            return Error::Postgres(format!(
+                "cannot connect to PostgreSQL: {} [{code}]{hint}",
+                db.message()
+            ));
+        }
         return Error::from(e);
     }
     // tokio-postgres shows only its own layer ("error performing TLS
@@ -485,6 +504,17 @@ fn connection_error(e: tokio_postgres::Error) -> Error {
     } else if text.contains("invalid peer certificate") {
         " (sslmode verify-ca/verify-full: the server's certificate must chain to a root of \
          sslrootcert=<PEM file>, or to the Mozilla roots when sslrootcert is not given)"
+    } else if [
+        "UnknownCA",
+        "BadCertificate",
+        "CertificateRequired",
+        "CertificateExpired",
+    ]
+    .iter()
+    .any(|a| text.contains(&format!("received fatal alert: {a}")))
+    {
+        " (the server refused the client certificate: it must be sslcert=<PEM file>, valid, \
+         signed by a CA in the server's ssl_ca_file, with its sslkey)"
     } else if text.contains("server does not support TLS") {
         " (the url's sslmode requires TLS: require, verify-ca or verify-full)"
     } else {

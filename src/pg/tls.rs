@@ -18,6 +18,14 @@
 //!
 //! The host name checked is the URL's host (`hostaddr=` can give the address
 //! to connect to while the certificate is checked against the host).
+//!
+//! A client certificate (for servers that authenticate with `cert`, or
+//! require one with `clientcert=verify-ca`/`verify-full`): `sslcert=<file>`
+//! (PEM, the certificate first, then any intermediates) with
+//! `sslkey=<file>` (its unencrypted PEM private key: PKCS#8, PKCS#1 or
+//! SEC1), both or neither. As for the roots, durably reads no default
+//! `~/.postgresql/postgresql.crt`; an encrypted key (`sslpassword`) is
+//! refused with an error saying so.
 
 use std::sync::Arc;
 
@@ -25,7 +33,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::config::SslMode as PgSslMode;
@@ -83,6 +91,9 @@ pub struct TlsOptions {
     /// `sslrootcert`: a PEM file of trusted roots; `None` (or `system`) for
     /// the Mozilla roots compiled in.
     pub root_cert: Option<String>,
+    /// `sslcert` and `sslkey`: the client certificate (PEM chain) and its
+    /// private key (PEM), or `None`.
+    pub client: Option<(String, String)>,
 }
 
 /// Splits the TLS options (`sslmode`, `sslrootcert`) off a `postgres://`
@@ -100,10 +111,32 @@ pub fn split_url(url: &str) -> Result<(String, Option<TlsOptions>)> {
     };
     let mut opts = TlsOptions::default();
     let mut kept = Vec::new();
+    let (mut cert, mut key) = (None, None);
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match decode(k)?.as_str() {
             "sslmode" => opts.mode = SslMode::parse(&decode(v)?)?,
+            name @ ("sslcert" | "sslkey") => {
+                let v = decode(v)?;
+                if v.is_empty() {
+                    return Err(Error::Validation(format!(
+                        "invalid PostgreSQL url: {name} is empty (a PEM file)"
+                    )));
+                }
+                *(if name == "sslcert" {
+                    &mut cert
+                } else {
+                    &mut key
+                }) = Some(v);
+            }
+            "sslpassword" => {
+                return Err(Error::Validation(
+                    "invalid PostgreSQL url: sslpassword is not supported (an encrypted client \
+                     key): give sslkey an unencrypted PEM key file (e.g. `openssl pkey -in \
+                     key.pem -out plain.pem`) readable only by the app"
+                        .into(),
+                ))
+            }
             "sslrootcert" => {
                 let v = decode(v)?;
                 if v.is_empty() {
@@ -118,6 +151,22 @@ pub fn split_url(url: &str) -> Result<(String, Option<TlsOptions>)> {
             _ => kept.push(pair),
         }
     }
+    opts.client = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(Error::Validation(
+                "invalid PostgreSQL url: sslcert needs sslkey (the client certificate's private \
+                 key file)"
+                    .into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::Validation(
+                "invalid PostgreSQL url: sslkey needs sslcert (the client certificate file)".into(),
+            ))
+        }
+    };
     let url = if kept.is_empty() {
         base.to_string()
     } else {
@@ -131,6 +180,7 @@ impl Default for TlsOptions {
         TlsOptions {
             mode: SslMode::Prefer,
             root_cert: None,
+            client: None,
         }
     }
 }
@@ -145,6 +195,7 @@ impl TlsOptions {
                 _ => SslMode::Prefer,
             },
             root_cert: None,
+            client: None,
         }
     }
 
@@ -176,10 +227,20 @@ impl TlsOptions {
                     .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
             }
         };
-        let mut config = builder
+        let builder = builder
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &self.client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let (chain, key_der) = client_identity(cert, key)?;
+                builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                    Error::Validation(format!(
+                        "sslcert {cert:?} and sslkey {key:?} cannot be used together: {e}"
+                    ))
+                })?
+            }
+        };
         // What libpq sends; PostgreSQL 17 requires it for sslnegotiation=direct.
         config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(MakeRustlsConnect::new(config))
@@ -210,6 +271,40 @@ impl TlsOptions {
         }
         Ok(roots)
     }
+}
+
+/// Reads `sslcert` (a PEM chain, the client's certificate first) and
+/// `sslkey` (its PEM private key); errors name the file and what is wrong.
+fn client_identity(
+    cert: &str,
+    key: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let read = |what: &str, path: &str| {
+        std::fs::read(path)
+            .map_err(|e| Error::Validation(format!("{what} {path:?}: cannot read it: {e}")))
+    };
+    let bytes = read("sslcert", cert)?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Validation(format!("sslcert {cert:?}: not valid PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(Error::Validation(format!(
+            "sslcert {cert:?}: holds no certificate (a PEM file, -----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    let bytes = read("sslkey", key)?;
+    if bytes.windows(b"ENCRYPTED".len()).any(|w| w == b"ENCRYPTED") {
+        return Err(Error::Validation(format!(
+            "sslkey {key:?}: the key is encrypted, which is not supported: decrypt it \
+             (`openssl pkey -in key.pem -out plain.pem`) into a file readable only by the app"
+        )));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        Error::Validation(format!(
+            "sslkey {key:?}: no usable private key in it ({e}; a PEM file: PKCS#8, PKCS#1 or SEC1)"
+        ))
+    })?;
+    Ok((chain, key_der))
 }
 
 /// Percent-decodes a URL query part.
@@ -393,6 +488,65 @@ mod tests {
     }
 
     #[test]
+    fn client_certificate_options() {
+        let (u, o) =
+            split("postgres://u@h/db?sslcert=%2Fk%2Fc.pem&application_name=a&sslkey=/k/c.key");
+        assert_eq!(u, "postgres://u@h/db?application_name=a");
+        assert_eq!(o.client, Some(("/k/c.pem".into(), "/k/c.key".into())));
+        let msg = |url: &str| split_url(url).unwrap_err().to_string();
+        let m = msg("postgres://h/db?sslcert=/c.pem");
+        assert!(m.contains("sslcert needs sslkey"), "{m}");
+        let m = msg("postgres://h/db?sslkey=/c.key");
+        assert!(m.contains("sslkey needs sslcert"), "{m}");
+        let m = msg("postgres://h/db?sslcert=&sslkey=/c.key");
+        assert!(m.contains("sslcert is empty"), "{m}");
+        let m = msg("postgres://h/db?sslcert=/c.pem&sslkey=/c.key&sslpassword=x");
+        assert!(m.contains("sslpassword is not supported"), "{m}");
+    }
+
+    #[test]
+    fn client_files_that_cannot_serve_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str, text: Option<&str>| {
+            let p = dir.path().join(name);
+            if let Some(t) = text {
+                std::fs::write(&p, t).unwrap();
+            }
+            p.to_string_lossy().into_owned()
+        };
+        // A syntactically valid PEM certificate block is enough to get to the key.
+        let cert = path(
+            "c.pem",
+            Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        );
+        let missing = path("nope.pem", None);
+        let empty = path("empty.pem", Some("nothing\n"));
+        let encrypted = path(
+            "enc.key",
+            Some("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"),
+        );
+        for (c, k, what, why) in [
+            (&missing, &empty, "sslcert", "cannot read it"),
+            (&empty, &empty, "sslcert", "holds no certificate"),
+            (&cert, &missing, "sslkey", "cannot read it"),
+            (&cert, &empty, "sslkey", "no usable private key"),
+            (
+                &cert,
+                &encrypted,
+                "sslkey",
+                "encrypted, which is not supported",
+            ),
+        ] {
+            let m = client_identity(c, k).err().unwrap().to_string();
+            let file = if what == "sslcert" { c } else { k };
+            assert!(
+                m.contains(&format!("{what} {file:?}")) && m.contains(why),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
     fn a_root_file_that_cannot_serve_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.pem");
@@ -412,6 +566,7 @@ mod tests {
             let opts = TlsOptions {
                 mode: SslMode::VerifyFull,
                 root_cert: Some(file.to_string_lossy().into_owned()),
+                client: None,
             };
             let mut cfg = tokio_postgres::Config::new();
             let m = opts.apply(&mut cfg).err().unwrap().to_string();
@@ -425,6 +580,7 @@ mod tests {
         let opts = TlsOptions {
             mode: SslMode::VerifyFull,
             root_cert: None,
+            client: None,
         };
         opts.apply(&mut cfg).unwrap();
         assert_eq!(cfg.get_ssl_mode(), PgSslMode::Require);
