@@ -15,35 +15,14 @@ const { createDurably, defineJob, withLogPersistence } = require('..')
 const { ROOT, until, spawnNode, tempDb } = require('./helpers.js')
 const { postgresBackendSkipReason, pgSchema, pgUrl, dropSchemas, sql } = require('./pg.js')
 const { sleep } = require('../lib/cli/commands.js')
+const { BIN, cli, json } = require('./cli-run.js')
 
-const BIN = path.join(ROOT, 'bin', 'durably.js')
 const WORKER = path.join(ROOT, '__test__', 'fixtures', 'cli-worker.js')
 
 const why = postgresBackendSkipReason()
 if (why) console.warn(`cli-pg.test: PostgreSQL skipped: ${why}`)
 
 afterAll(() => dropSchemas())
-
-/** Runs the CLI to its end: { code, stdout, stderr }. No DURABLY_* from the caller's environment leaks in. */
-function cli(args, env = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, NO_COLOR: '', FORCE_COLOR: '', DURABLY_DB: '', DURABLY_DATABASE_URL: '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c) => (stdout += c))
-    child.stderr.on('data', (c) => (stderr += c))
-    child.on('error', reject)
-    child.on('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
-const json = async (args, env) => {
-  const r = await cli([...args, '--json'], env)
-  return { ...r, body: r.stdout ? JSON.parse(r.stdout) : undefined }
-}
 
 const jobs = {
   sync: defineJob({
@@ -120,11 +99,11 @@ describe.skipIf(why)('on PostgreSQL', () => {
   })
 
   it('DURABLY_DATABASE_URL when neither --db nor DURABLY_DB is given; --db and DURABLY_DB win over it', async () => {
-    const viaEnv = await json(['stats', '--schema', schema], { DURABLY_DATABASE_URL: url })
+    const viaEnv = await json(['stats', '--schema', schema], { env: { DURABLY_DATABASE_URL: url } })
     expect(viaEnv.code).toBe(0)
     expect(viaEnv.body.total).toBe(3)
     // DURABLY_DB (a SQLite file) is taken before the URL: that file does not exist.
-    const file = await cli(['stats'], { DURABLY_DATABASE_URL: url, DURABLY_DB: '/nonexistent/durably.db' })
+    const file = await cli(['stats'], { env: { DURABLY_DATABASE_URL: url }, db: '/nonexistent/durably.db' })
     expect(file.code).toBe(1)
     expect(file.stderr).toContain('no database file at /nonexistent/durably.db')
   })

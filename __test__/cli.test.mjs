@@ -10,34 +10,12 @@ import durablyPkg from '../index.js'
 import helpers from './helpers.js'
 import format from '../lib/cli/format.js'
 import cliCommands from '../lib/cli/commands.js'
+import cliRun from './cli-run.js'
 
 const { createDurably, defineJob, withLogPersistence } = durablyPkg
 const { ROOT, tempDb, until, sql, spawnNode } = helpers
-const BIN = path.join(ROOT, 'bin', 'durably.js')
+const { BIN, cli, json } = cliRun
 const WORKER = path.join(ROOT, '__test__', 'fixtures', 'cli-worker.js')
-
-/** Runs the CLI to its end: { code, stdout, stderr }. */
-function cli(args, { env = {}, db } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, NO_COLOR: '', FORCE_COLOR: '', DURABLY_DB: db ?? '', DURABLY_DATABASE_URL: '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c) => (stdout += c))
-    child.stderr.on('data', (c) => (stderr += c))
-    child.on('error', reject)
-    child.on('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
-
-
-const json = async (args, opts) => {
-  const r = await cli([...args, '--json'], opts)
-  return { ...r, body: JSON.parse(r.stdout) }
-}
 
 const jobs = {
   sync: defineJob({

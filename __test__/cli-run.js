@@ -1,0 +1,38 @@
+'use strict'
+// Runs the `durably` CLI for real (node bin/durably.js) for the CLI suites
+// (cli.test.mjs on SQLite files, cli-pg.test.mjs on PostgreSQL).
+
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { ROOT } = require('./helpers.js')
+
+const BIN = path.join(ROOT, 'bin', 'durably.js')
+
+/**
+ * Runs the CLI to its end: { code, stdout, stderr }. `db` becomes DURABLY_DB;
+ * no DURABLY_DB or DURABLY_DATABASE_URL of the caller's environment leaks in
+ * unless `env` sets it.
+ */
+function cli(args, { env = {}, db } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, NO_COLOR: '', FORCE_COLOR: '', DURABLY_DB: db ?? '', DURABLY_DATABASE_URL: '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c) => (stdout += c))
+    child.stderr.on('data', (c) => (stderr += c))
+    child.on('error', reject)
+    child.on('exit', (code) => resolve({ code, stdout, stderr }))
+  })
+}
+
+/** `cli` with --json: also `body`, the parsed stdout (undefined when empty). */
+async function json(args, opts) {
+  const r = await cli([...args, '--json'], opts)
+  return { ...r, body: r.stdout ? JSON.parse(r.stdout) : undefined }
+}
+
+module.exports = { BIN, cli, json }
