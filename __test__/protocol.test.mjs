@@ -61,6 +61,22 @@ describe('flush op encoding', () => {
     expect(encoders.sort()).toEqual(['completeOp', 'failOp', 'logOp', 'progressOp', 'releaseOp', 'stepOp'])
   })
 
+
+  it("ops of different runs interleaved each name their own run (the last run id's JSON is reused)", () => {
+    const { stepOp, completeOp, releaseOp, logOp } = protocol
+    const other = '01JB000000000000000000000Z'
+    const ops = [
+      stepOp(RUN, 1, 'a', 0, 'completed', '1', null, AT, AT),
+      stepOp(other, 2, 'a', 0, 'completed', '2', null, AT, AT),
+      stepOp(RUN, 1, 'b', 1, 'completed', '3', null, AT, AT),
+      releaseOp(other, 2),
+      logOp(null, 4, null, 'info', 'm', null, AT),
+      completeOp(RUN, 1, null, null, AT),
+      completeOp('quote"d', 5, null, null, AT),
+    ]
+    const runs = JSON.parse(protocol.encodeBatch(ops)).map((op) => Object.values(op)[0].run)
+    expect(runs).toEqual([RUN, other, RUN, other, null, RUN, 'quote"d'])
+  })
 })
 
 describe('trigger batch encoding', () => {

@@ -13,6 +13,21 @@ function q(s) {
   return s == null ? 'null' : JSON.stringify(s)
 }
 
+let lastRun = null
+let lastRunJson = 'null'
+/**
+ * JSON text of a run id. A run's ops mostly follow one another (a step
+ * after the other, then the completion), so the last one is kept: one
+ * JSON.stringify less per op (~4 % of the JS of a step).
+ */
+function qrun(run) {
+  if (run !== lastRun) {
+    lastRun = run
+    lastRunJson = q(run)
+  }
+  return lastRunJson
+}
+
 // ---- flush ops: {"<kind>": {...}}, one key naming the kind ------------------
 
 /**
@@ -21,7 +36,7 @@ function q(s) {
  */
 function stepOp(run, gen, name, index, status, outputText, err, startedAt, completedAt, progressText = null) {
   return (
-    `{"step":{"run":${q(run)},"gen":${gen},"name":${q(name)},"index":${index},"status":"${status}",` +
+    `{"step":{"run":${qrun(run)},"gen":${gen},"name":${q(name)},"index":${index},"status":"${status}",` +
     `"output":${outputText ?? 'null'},"error":${err ? q(err.message) : 'null'},"stack":${err ? q(err.stack) : 'null'},` +
     `"startedAt":"${startedAt}","completedAt":${completedAt ? `"${completedAt}"` : 'null'},"progress":${progressText ?? 'null'}}}`
   )
@@ -29,27 +44,27 @@ function stepOp(run, gen, name, index, status, outputText, err, startedAt, compl
 
 /** The run completed with `outputText` (JSON text). */
 function completeOp(run, gen, outputText, progressText, at) {
-  return `{"complete":{"run":${q(run)},"gen":${gen},"output":${outputText ?? 'null'},"progress":${progressText ?? 'null'},"at":"${at}"}}`
+  return `{"complete":{"run":${qrun(run)},"gen":${gen},"output":${outputText ?? 'null'},"progress":${progressText ?? 'null'},"at":"${at}"}}`
 }
 
 /** The run failed. */
 function failOp(run, gen, message, stack, progressText, at) {
-  return `{"fail":{"run":${q(run)},"gen":${gen},"error":${q(message)},"stack":${q(stack)},"progress":${progressText ?? 'null'},"at":"${at}"}}`
+  return `{"fail":{"run":${qrun(run)},"gen":${gen},"error":${q(message)},"stack":${q(stack)},"progress":${progressText ?? 'null'},"at":"${at}"}}`
 }
 
 /** The run's progress alone (JSON text). */
 function progressOp(run, gen, progressText) {
-  return `{"progress":{"run":${q(run)},"gen":${gen},"progress":${progressText ?? 'null'}}}`
+  return `{"progress":{"run":${qrun(run)},"gen":${gen},"progress":${progressText ?? 'null'}}}`
 }
 
 /** A log line; `dataText`: JSON text or null. */
 function logOp(run, gen, stepName, level, message, dataText, at) {
-  return `{"log":{"run":${q(run)},"gen":${gen},"step":${q(stepName)},"level":"${level}","message":${q(message)},"data":${dataText ?? 'null'},"at":"${at}"}}`
+  return `{"log":{"run":${qrun(run)},"gen":${gen},"step":${q(stepName)},"level":"${level}","message":${q(message)},"data":${dataText ?? 'null'},"at":"${at}"}}`
 }
 
 /** Give the run back (pending) so any worker resumes it now. */
 function releaseOp(run, gen) {
-  return `{"release":{"run":${q(run)},"gen":${gen}}}`
+  return `{"release":{"run":${qrun(run)},"gen":${gen}}}`
 }
 
 /** The batch of ops (each op's JSON text) as one JSON array. */
