@@ -60,7 +60,7 @@ const BACKENDS = [
   },
 ]
 
-const GENERATION = /\blease_generation\s*=\s*(\?\d*|:\w+|\$\d+)/g
+const GENERATION = /\blease_generation\s*=\s*(\?\d*|:\w+|\$\d+|\w+\.generation\b)/g
 const STATUS = /\bstatus\s*=\s*'running'/g
 const ROW_COUNT = /\bif changed > 0\b/g
 const MACRO_DEF = /macro_rules!\s*(\w+)\s*\{/g

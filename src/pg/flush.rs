@@ -38,25 +38,50 @@ pub(crate) fn time(field: &str, s: &str) -> Result<SystemTime> {
         .map_err(|e| Error::Internal(format!("flush op {field}: bad time {s:?}: {e}")))
 }
 
-/// A step result: `$1` run, `$2` generation, `$3` completed, `$4` next
-/// step index, `$5` progress, `$6`… the step row.
-const STEP_SQL: &str = "WITH upd AS ( \
-       UPDATE runs SET current_step_index = CASE WHEN $3 \
-         THEN GREATEST(current_step_index, $4) ELSE current_step_index END, \
-       progress = COALESCE($5::text::json, progress), updated_at = now() \
-       WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
-       RETURNING id), \
+/// The step results of a batch, one statement for all of them: one array
+/// element per op (`$1` runs, `$2` generations, `$3` completed, `$4` next
+/// step indexes, `$5` progress, `$6`… the step rows). Each (run,
+/// generation) updates its run once, fenced as a single op would be (the
+/// highest completed index, the last progress given); the step rows of the
+/// runs that matched are written, the last op's for a name winning, as
+/// one after another would leave them. Answers a row per op, in order:
+/// whether its run matched, and the run's status.
+const STEPS_SQL: &str = "WITH o AS ( \
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bool[], \
+         $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[], \
+         $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
+         $13::timestamptz[]) WITH ORDINALITY AS o(run, generation, done, \
+         next, progress, name, idx, status, output, error, stack, \
+         started_at, completed_at, ord)), \
+     g AS ( \
+       SELECT run, generation, max(next) FILTER (WHERE done) AS next, \
+         (array_agg(progress ORDER BY ord DESC) \
+            FILTER (WHERE progress IS NOT NULL))[1] AS progress \
+       FROM o GROUP BY run, generation), \
+     upd AS ( \
+       UPDATE runs SET current_step_index = \
+         GREATEST(current_step_index, g.next), \
+       progress = COALESCE(g.progress::json, runs.progress), \
+       updated_at = now() \
+       FROM g WHERE id = g.run AND lease_generation = g.generation \
+         AND status = 'running' \
+       RETURNING id, g.generation), \
      ins AS ( \
        INSERT INTO steps (run_id, name, \"index\", status, output, error, \
          error_stack, started_at, completed_at) \
-       SELECT id, $6::text, $7::bigint, $8::text, $9::text::json, $10::text, \
-         $11::text, $12::timestamptz, $13::timestamptz FROM upd \
+       SELECT DISTINCT ON (o.run, o.name) o.run, o.name, o.idx, o.status, \
+         o.output::json, o.error, o.stack, o.started_at, o.completed_at \
+       FROM o JOIN upd ON upd.id = o.run AND upd.generation = o.generation \
+       ORDER BY o.run, o.name, o.ord DESC \
        ON CONFLICT (run_id, name) DO UPDATE SET \"index\" = excluded.\"index\", \
          status = excluded.status, output = excluded.output, \
          error = excluded.error, error_stack = excluded.error_stack, \
          started_at = excluded.started_at, \
          completed_at = excluded.completed_at) \
-     SELECT (SELECT count(*) FROM upd), (SELECT status FROM runs WHERE id = $1)";
+     SELECT CASE WHEN upd.id IS NULL THEN 0::int8 ELSE 1::int8 END, \
+       (SELECT status FROM runs WHERE id = o.run) \
+     FROM o LEFT JOIN upd ON upd.id = o.run AND upd.generation = o.generation \
+     ORDER BY o.ord";
 
 const COMPLETE_SQL: &str = "WITH upd AS ( \
        UPDATE runs SET status = 'completed', output = $3::text::json, \
@@ -169,25 +194,15 @@ impl PgStore {
         unapplied: &mut bool,
     ) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
         let tx = OpenTx::new(self.client().await?);
-        // Prepared once per connection (deadpool's statement cache).
-        let mut bound: Vec<Option<(Statement, Params<'_>)>> = Vec::with_capacity(ops.len());
-        for op in ops {
-            // Over the server's limit, the statement would fail and abort the
-            // whole batch: refuse this op alone, as SQLite's store does.
-            bound.push(if op.value_bytes() > self.inner.max_op_bytes {
-                None
-            } else {
-                match self.bind(tx.conn(), op).await {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        // Nothing was sent but statements to prepare: a
-                        // failure of the connection applied nothing.
-                        *unapplied = matches!(e, Error::Postgres(_) | Error::ConnectionLost(_));
-                        return Err(e);
-                    }
-                }
-            });
-        }
+        let bound = match self.bind_units(tx.conn(), ops, true).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Nothing was sent but statements to prepare: a failure of
+                // the connection applied nothing.
+                *unapplied = matches!(e, Error::Postgres(_) | Error::ConnectionLost(_));
+                return Err(e);
+            }
+        };
         let claim_st = match &claim {
             Some(_) => match tx.conn().prepare_cached(&claim_sql()).await {
                 Ok(st) => Some(st),
@@ -208,7 +223,7 @@ impl PgStore {
             p
         });
         // One statement alone needs no transaction of its own.
-        let wrap = claim.is_some() || bound.iter().flatten().count() > 1;
+        let wrap = claim.is_some() || bound.len() > 1;
         // Run events queued meanwhile go in this round trip, after the
         // COMMIT (their own transaction: whatever the batch's outcome), unless
         // the batch claims (its COMMIT is sent later) or they are being
@@ -237,8 +252,8 @@ impl PgStore {
             p.command("BEGIN");
         }
         let first_op = usize::from(wrap);
-        for (st, params) in bound.iter().flatten() {
-            p.query(st, params);
+        for unit in &bound {
+            p.query(&unit.st, &unit.params);
         }
         let claim_at = match (&claim_st, &claim_params) {
             (Some(st), Some(params)) => {
@@ -299,7 +314,7 @@ impl PgStore {
                 let e = take_err(&mut replies, i);
                 if refused_alone(&e, i, first_op, &bound) {
                     drop(replies);
-                    return self.flush_isolated(tx, ops, &bound, None, ended).await;
+                    return self.flush_isolated(tx, ops, None, ended).await;
                 }
                 if !(e.is_closed() || session_ended(&e)) {
                     tx.close();
@@ -312,7 +327,7 @@ impl PgStore {
                     && tx.client().batch_execute("ROLLBACK").await.is_ok()
                 {
                     drop(replies);
-                    return self.flush_isolated(tx, ops, &bound, claim, ended).await;
+                    return self.flush_isolated(tx, ops, claim, ended).await;
                 }
                 rollback(tx).await;
                 return Err(e.into());
@@ -340,23 +355,14 @@ impl PgStore {
                 Err(e) => return Err(e.into()),
             },
         };
-        let mut statuses = String::with_capacity(ops.len());
-        let mut next = first_op;
-        for b in &bound {
-            statuses.push(
-                match b {
-                    None => OpStatus::TooBig,
-                    Some(_) => {
-                        next += 1;
-                        match &replies[next - 1] {
-                            Ok(rows) => op_status(rows)?,
-                            Err(_) => unreachable!("no op failed"),
-                        }
-                    }
-                }
-                .as_char(),
-            );
+        let mut answers = vec![OpStatus::TooBig; ops.len()];
+        for (unit, reply) in bound.iter().zip(&replies[first_op..]) {
+            match reply {
+                Ok(rows) => unit.answer(rows, &mut answers)?,
+                Err(_) => unreachable!("no op failed"),
+            }
         }
+        let statuses: String = answers.iter().map(|a| a.as_char()).collect();
         let claimed = match claim_rows {
             Some(rows) => claimed_runs(rows)?,
             None => Vec::new(),
@@ -383,24 +389,21 @@ impl PgStore {
         &self,
         tx: OpenTx,
         ops: &[FlushOp<'_>],
-        bound: &[Option<(Statement, Params<'_>)>],
         claim: Option<(std::sync::Arc<[String]>, usize)>,
         planned: Vec<(String, i64)>,
     ) -> Result<FlushOutcome<Vec<ClaimedRun>>> {
         let c = tx.client();
+        // Each op alone (a step op too: its statement with one element).
+        let bound = self.bind_units(tx.conn(), ops, false).await?;
         c.batch_execute("BEGIN").await?;
-        let mut statuses = String::with_capacity(ops.len());
+        let mut answers = vec![OpStatus::TooBig; ops.len()];
         let mut errors = Vec::new();
-        for (index, b) in bound.iter().enumerate() {
-            let Some((st, params)) = b else {
-                statuses.push(OpStatus::TooBig.as_char());
-                continue;
-            };
+        for unit in &bound {
             c.batch_execute("SAVEPOINT flush_op").await?;
-            match c.query(st, &refs(params)).await {
+            match c.query(&unit.st, &refs(&unit.params)).await {
                 Ok(rows) => {
                     c.batch_execute("RELEASE flush_op").await?;
-                    statuses.push(op_status(&rows)?.as_char());
+                    unit.answer(&rows, &mut answers)?;
                 }
                 Err(e) => {
                     let error = Error::from(e);
@@ -410,11 +413,17 @@ impl PgStore {
                     }
                     c.batch_execute("ROLLBACK TO flush_op; RELEASE flush_op")
                         .await?;
+                    for &index in &unit.ops {
+                        answers[index] = OpStatus::Failed;
+                    }
+                    let [index] = unit.ops[..] else {
+                        unreachable!("an op alone")
+                    };
                     errors.push(OpError { index, error });
-                    statuses.push(OpStatus::Failed.as_char());
                 }
             }
         }
+        let statuses: String = answers.iter().map(|a| a.as_char()).collect();
         let ended = ended_runs(ops, &statuses);
         let mut claimed = Vec::new();
         if let Some((jobs, limit)) = claim {
@@ -449,47 +458,73 @@ impl PgStore {
         })
     }
 
-    /// Binds an op to its prepared statement.
+    /// The batch's ops bound to their statements, in the order they are
+    /// sent; an op over the server's limit is in none (its statement would
+    /// fail and abort the whole batch: it is refused alone, as SQLite's
+    /// store does). With `grouped`, the step ops share statements
+    /// ([`STEPS_SQL`]): a step op joins the group opened by an earlier one
+    /// (written at that place) unless an op of another kind on its run came
+    /// in between (so no op moves past one on its run); otherwise each op is
+    /// alone. Prepared once per connection (deadpool's statement cache).
+    async fn bind_units<'a>(
+        &'a self,
+        conn: &Object,
+        ops: &'a [FlushOp<'a>],
+        grouped: bool,
+    ) -> Result<Vec<Unit<'a>>> {
+        let mut units: Vec<Unit<'a>> = Vec::with_capacity(ops.len());
+        // Step groups: their unit's place and the ops in them.
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        // The runs with an op of another kind since the open group began.
+        let mut touched: Vec<&str> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            if op.value_bytes() > self.inner.max_op_bytes {
+                continue;
+            }
+            if let FlushOp::Step { run, .. } = op {
+                match groups.last_mut() {
+                    Some((_, members)) if grouped && !touched.contains(&run.as_str()) => {
+                        members.push(i);
+                    }
+                    _ => {
+                        groups.push((units.len(), vec![i]));
+                        touched.clear();
+                        // (a placeholder, bound below)
+                        units.push(Unit {
+                            ops: Vec::new(),
+                            st: conn.prepare_cached(STEPS_SQL).await?,
+                            params: Vec::new(),
+                        });
+                    }
+                }
+                continue;
+            }
+            touched.push(op.lease().0);
+            let (st, params) = self.bind(conn, op).await?;
+            units.push(Unit {
+                ops: vec![i],
+                st,
+                params,
+            });
+        }
+        for (at, members) in groups {
+            units[at].params = bind_steps(ops, &members)?;
+            units[at].ops = members;
+        }
+        Ok(units)
+    }
+
+    /// Binds an op other than a step to its prepared statement.
     async fn bind<'a>(
         &'a self,
         conn: &Object,
         op: &'a FlushOp<'a>,
     ) -> Result<(Statement, Params<'a>)> {
         Ok(match op {
-            FlushOp::Step {
-                run,
-                generation,
-                name,
-                index,
-                status,
-                output,
-                error,
-                stack,
-                started_at,
-                completed_at,
-                progress,
-            } => {
-                let started_at = time("startedAt", started_at)?;
-                let completed_at = completed_at
-                    .as_deref()
-                    .map(|t| time("completedAt", t))
-                    .transpose()?;
-                let p: Params<'a> = vec![
-                    Box::new(run.as_str()),
-                    Box::new(*generation),
-                    Box::new(status == "completed"),
-                    Box::new(index + 1),
-                    Box::new(text(progress)),
-                    Box::new(name.as_str()),
-                    Box::new(*index),
-                    Box::new(status.as_str()),
-                    Box::new(text(output)),
-                    Box::new(error.as_deref()),
-                    Box::new(stack.as_deref()),
-                    Box::new(started_at),
-                    Box::new(completed_at),
-                ];
-                (conn.prepare_cached(STEP_SQL).await?, p)
+            FlushOp::Step { .. } => {
+                return Err(Error::Internal(
+                    "a step op is bound with its group (bind_units)".into(),
+                ))
             }
             FlushOp::Complete {
                 run,
@@ -590,6 +625,100 @@ impl PgStore {
     }
 }
 
+/// One statement of a batch: the ops it writes (one, or a group of step
+/// ops), in order.
+pub(crate) struct Unit<'a> {
+    ops: Vec<usize>,
+    st: Statement,
+    params: Params<'a>,
+}
+
+impl Unit<'_> {
+    /// Each of the unit's ops' status, from its statement's rows (one per op).
+    fn answer(&self, rows: &[Row], answers: &mut [OpStatus]) -> Result<()> {
+        if rows.len() != self.ops.len() {
+            return Err(Error::Internal(format!(
+                "{} flush ops answered {} rows",
+                self.ops.len(),
+                rows.len()
+            )));
+        }
+        for (&i, row) in self.ops.iter().zip(rows) {
+            answers[i] = row_status(row)?;
+        }
+        Ok(())
+    }
+}
+
+/// The parameters of [`STEPS_SQL`] for the step ops `members` of `ops`.
+fn bind_steps<'a>(ops: &'a [FlushOp<'a>], members: &[usize]) -> Result<Params<'a>> {
+    let n = members.len();
+    let mut runs = Vec::with_capacity(n);
+    let mut generations = Vec::with_capacity(n);
+    let mut done = Vec::with_capacity(n);
+    let mut next = Vec::with_capacity(n);
+    let mut progresses = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut indexes = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut outputs = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut stacks = Vec::with_capacity(n);
+    let mut starts = Vec::with_capacity(n);
+    let mut ends = Vec::with_capacity(n);
+    for &i in members {
+        let FlushOp::Step {
+            run,
+            generation,
+            name,
+            index,
+            status,
+            output,
+            error,
+            stack,
+            started_at,
+            completed_at,
+            progress,
+        } = &ops[i]
+        else {
+            return Err(Error::Internal(format!("flush op {i} is not a step")));
+        };
+        runs.push(run.as_str());
+        generations.push(*generation);
+        done.push(status == "completed");
+        next.push(index + 1);
+        progresses.push(text(progress));
+        names.push(name.as_str());
+        indexes.push(*index);
+        statuses.push(status.as_str());
+        outputs.push(text(output));
+        errors.push(error.as_deref());
+        stacks.push(stack.as_deref());
+        starts.push(time("startedAt", started_at)?);
+        ends.push(
+            completed_at
+                .as_deref()
+                .map(|t| time("completedAt", t))
+                .transpose()?,
+        );
+    }
+    Ok(vec![
+        Box::new(runs),
+        Box::new(generations),
+        Box::new(done),
+        Box::new(next),
+        Box::new(progresses),
+        Box::new(names),
+        Box::new(indexes),
+        Box::new(statuses),
+        Box::new(outputs),
+        Box::new(errors),
+        Box::new(stacks),
+        Box::new(starts),
+        Box::new(ends),
+    ])
+}
+
 /// The parameters of a bound op as tokio-postgres takes them.
 fn refs<'a>(params: &'a Params<'_>) -> Vec<&'a (dyn ToSql + Sync)> {
     params
@@ -601,14 +730,9 @@ fn refs<'a>(params: &'a Params<'_>) -> Vec<&'a (dyn ToSql + Sync)> {
 /// True when reply `i` is an op that the server refused (a database error,
 /// not one of the database as a whole): the batch is then applied again
 /// with each op isolated ([`PgStore::flush_isolated`]).
-fn refused_alone(
-    e: &tokio_postgres::Error,
-    i: usize,
-    first_op: usize,
-    bound: &[Option<(Statement, Params<'_>)>],
-) -> bool {
+fn refused_alone(e: &tokio_postgres::Error, i: usize, first_op: usize, bound: &[Unit<'_>]) -> bool {
     use tokio_postgres::error::SqlState;
-    let ops = bound.iter().flatten().count();
+    let ops = bound.len();
     let Some(db) = e.as_db_error() else {
         return false;
     };
@@ -674,6 +798,11 @@ fn op_status(rows: &[Row]) -> Result<OpStatus> {
             rows.len()
         )));
     };
+    row_status(row)
+}
+
+/// An op's status from its row: (rows changed, the run's status).
+fn row_status(row: &Row) -> Result<OpStatus> {
     let changed: i64 = row.try_get(0)?;
     if changed > 0 {
         return Ok(OpStatus::Ok);

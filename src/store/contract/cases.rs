@@ -402,3 +402,66 @@ pub(crate) fn batch_mixes_held_and_stale_ops<S: ContractStore>(open: Open<S>) ->
     assert_eq!(after.of_run("logs", &held).len(), 1);
     Ok(())
 }
+
+/// One batch of step ops, some on the same run and the same step, one after
+/// its run's completion: the store answers and writes exactly as if the ops
+/// were applied one after another (PostgreSQL writes a batch's steps with
+/// one statement: it must not move a step before its run's completion, nor
+/// let an earlier write of a step or of the progress win).
+pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
+    open: Open<S>,
+) -> CResult {
+    let w = open()?;
+    let one = w.a.create_run(JOB)?;
+    let two = w.a.create_run(BYSTANDER)?;
+    assert_eq!(w.a.claim_one(JOB)?, (one.clone(), 1));
+    assert_eq!(w.a.claim_one(BYSTANDER)?, (two.clone(), 1));
+    let again = Write::Step {
+        run: one.clone(),
+        generation: 1,
+        name: FIRST_STEP.into(),
+        index: 0,
+        output: json!({ "by": "A-again" }),
+        progress: Some(json!({ "current": 9 })),
+    };
+    let no_progress = Write::Step {
+        run: one.clone(),
+        generation: 1,
+        name: SECOND_STEP.into(),
+        index: 1,
+        output: json!({ "by": "A" }),
+        progress: None,
+    };
+    let writes = vec![
+        step(&one, 1, FIRST_STEP, 0, "A"),
+        step(&two, 1, FIRST_STEP, 0, "A"),
+        no_progress,
+        again,
+        write_of(WriteKind::Complete, &two, 1, "A"),
+        step(&two, 1, SECOND_STEP, 1, "A-late"),
+    ];
+    let got = w.a.write_batch(&writes)?;
+    let ok = Outcome::Ok;
+    assert_eq!(
+        got,
+        vec![ok, ok, ok, ok, ok, Outcome::Lost],
+        "one outcome per op"
+    );
+    let snap = w.b.snapshot()?;
+    let run = snap.run(&one).ok_or("run one missing")?;
+    assert_eq!(run.get("current_step_index"), Some(&json!(2)));
+    assert_eq!(col_json(run, "progress"), json!({ "current": 9 }));
+    let steps = snap.of_run("steps", &one);
+    assert_eq!(steps.len(), 2);
+    let first = steps
+        .iter()
+        .find(|s| col_text(s, "name") == Some(FIRST_STEP))
+        .ok_or("first step missing")?;
+    assert_eq!(col_json(first, "output"), json!({ "by": "A-again" }));
+    let run = snap.run(&two).ok_or("run two missing")?;
+    assert_eq!(col_text(run, "status"), Some("completed"));
+    let steps = snap.of_run("steps", &two);
+    assert_eq!(steps.len(), 1, "the step after the completion was written");
+    assert_eq!(col_text(steps[0], "name"), Some(FIRST_STEP));
+    Ok(())
+}
