@@ -8,7 +8,9 @@
 // It finds the guards itself, so a new fenced write is covered without
 // editing this file:
 // - every SQL string literal (in the backend's sources, tests excluded) that
-//   fences on the lease, `lease_generation = ?N` (or `$N`), gives two
+//   fences on the lease, `lease_generation = ?N` (or `$N`, or a column
+//   `<alias>.generation` of the ops' own rows, as PostgreSQL's one statement
+//   for a batch's steps joins them), gives two
 //   mutations: the generation guard becomes `(lease_generation = ?N OR TRUE)`,
 //   and its status guard `status = 'running'` (which the same literal must
 //   have, or the script fails) becomes `(status = 'running' OR TRUE)`;
