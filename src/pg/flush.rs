@@ -14,6 +14,7 @@
 //! A step's row (and a log's) is written by the same statement, only when
 //! the fenced update (or check) matched.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use deadpool_postgres::Object;
@@ -40,50 +41,69 @@ pub(crate) fn time(field: &str, s: &str) -> Result<SystemTime> {
         .map_err(|e| Error::Internal(format!("flush op {field}: bad time {s:?}: {e}")))
 }
 
-/// The step results of a batch, one statement for all of them: one array
-/// element per op (`$1` runs, `$2` generations, `$3` completed, `$4` next
-/// step indexes, `$5` progress, `$6`… the step rows). Each (run,
-/// generation) updates its run once, fenced as a single op would be (the
-/// highest completed index, the last progress given); the step rows of the
-/// runs that matched are written, the last op's for a name winning, as
-/// one after another would leave them. Answers a row per op, in order:
-/// whether its run matched, and the run's status.
-const STEPS_SQL: &str = "WITH o AS ( \
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bool[], \
-         $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[], \
-         $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
-         $13::timestamptz[]) WITH ORDINALITY AS o(run, generation, done, \
-         next, progress, name, idx, status, output, error, stack, \
-         started_at, completed_at, ord)), \
-     g AS ( \
-       SELECT run, generation, max(next) FILTER (WHERE done) AS next, \
-         (array_agg(progress ORDER BY ord DESC) \
-            FILTER (WHERE progress IS NOT NULL))[1] AS progress \
-       FROM o GROUP BY run, generation), \
-     upd AS ( \
-       UPDATE runs SET current_step_index = \
-         GREATEST(current_step_index, g.next), \
-       progress = COALESCE(g.progress::json, runs.progress), \
-       updated_at = now() \
-       FROM g WHERE id = g.run AND lease_generation = g.generation \
-         AND status = 'running' \
-       RETURNING id, g.generation), \
+/// A step result alone: `$1` run, `$2` generation, `$3` completed, `$4`
+/// next step index, `$5` progress, `$6`… the step row. The op of a batch
+/// with one step op (e2e at one run at a time: every batch), and of a batch
+/// applied op by op ([`PgStore::flush_isolated`]): a plan of index probes on
+/// the run's key, nothing else.
+const STEP_SQL: &str = "WITH upd AS ( \
+       UPDATE runs SET current_step_index = CASE WHEN $3 \
+         THEN GREATEST(current_step_index, $4) ELSE current_step_index END, \
+       progress = COALESCE($5::text::json, progress), updated_at = now() \
+       WHERE id = $1 AND lease_generation = $2 AND status = 'running' \
+       RETURNING id), \
      ins AS ( \
        INSERT INTO steps (run_id, name, \"index\", status, output, error, \
          error_stack, started_at, completed_at) \
-       SELECT DISTINCT ON (o.run, o.name) o.run, o.name, o.idx, o.status, \
-         o.output::json, o.error, o.stack, o.started_at, o.completed_at \
-       FROM o JOIN upd ON upd.id = o.run AND upd.generation = o.generation \
-       ORDER BY o.run, o.name, o.ord DESC \
+       SELECT id, $6::text, $7::bigint, $8::text, $9::text::json, $10::text, \
+         $11::text, $12::timestamptz, $13::timestamptz FROM upd \
        ON CONFLICT (run_id, name) DO UPDATE SET \"index\" = excluded.\"index\", \
          status = excluded.status, output = excluded.output, \
          error = excluded.error, error_stack = excluded.error_stack, \
          started_at = excluded.started_at, \
          completed_at = excluded.completed_at) \
-     SELECT CASE WHEN upd.id IS NULL THEN 0::int8 ELSE 1::int8 END, \
-       (SELECT status FROM runs WHERE id = o.run) \
-     FROM o LEFT JOIN upd ON upd.id = o.run AND upd.generation = o.generation \
-     ORDER BY o.ord";
+     SELECT (SELECT count(*) FROM upd), (SELECT status FROM runs WHERE id = $1)";
+
+/// Two or more step results of a batch, one statement for all of them,
+/// their reduction done by [`bind_steps`] so that the server has no
+/// aggregate or sort to run: `$1`… one element per (run, generation) of the
+/// ops, its update as one after another would leave it (`$3` the highest
+/// next index of its completed steps or NULL, `$4` its last progress or
+/// NULL), fenced as a single op is; `$5`… one element per step row, the last
+/// op's for a (run, generation, name), `$5` its (run, generation)'s
+/// position. The rows of the runs that matched are written. Answers a row
+/// per (run, generation): its position, whether it matched, and if not the
+/// run's status.
+const STEPS_SQL: &str = "WITH r AS ( \
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], \
+         $4::text[]) WITH ORDINALITY AS r(run, generation, next, progress, \
+         ord)), \
+     upd AS ( \
+       UPDATE runs SET current_step_index = \
+         GREATEST(current_step_index, r.next), \
+       progress = COALESCE(r.progress::json, runs.progress), \
+       updated_at = now() \
+       FROM r WHERE id = r.run AND lease_generation = r.generation \
+         AND status = 'running' \
+       RETURNING r.ord, runs.id), \
+     ins AS ( \
+       INSERT INTO steps (run_id, name, \"index\", status, output, error, \
+         error_stack, started_at, completed_at) \
+       SELECT upd.id, s.name, s.idx, s.status, s.output::json, s.error, \
+         s.stack, s.started_at, s.completed_at \
+       FROM unnest($5::bigint[], $6::text[], $7::bigint[], $8::text[], \
+         $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
+         $13::timestamptz[]) AS s(ord, name, idx, status, output, error, \
+         stack, started_at, completed_at) \
+       JOIN upd ON upd.ord = s.ord \
+       ON CONFLICT (run_id, name) DO UPDATE SET \"index\" = excluded.\"index\", \
+         status = excluded.status, output = excluded.output, \
+         error = excluded.error, error_stack = excluded.error_stack, \
+         started_at = excluded.started_at, \
+         completed_at = excluded.completed_at) \
+     SELECT r.ord, upd.ord IS NOT NULL, CASE WHEN upd.ord IS NULL \
+       THEN (SELECT status FROM runs WHERE id = r.run) END \
+     FROM r LEFT JOIN upd ON upd.ord = r.ord";
 
 const COMPLETE_SQL: &str = "WITH upd AS ( \
        UPDATE runs SET status = 'completed', output = $3::text::json, \
@@ -463,18 +483,22 @@ impl PgStore {
     /// The batch's ops bound to their statements, in the order they are
     /// sent; an op over the server's limit is in none (its statement would
     /// fail and abort the whole batch: it is refused alone, as SQLite's
-    /// store does). With `grouped`, the step ops share statements
-    /// ([`STEPS_SQL`]): a step op joins the group opened by an earlier one
-    /// (written at that place) unless an op of another kind on its run came
-    /// in between (so no op moves past one on its run); otherwise each op is
-    /// alone. Prepared once per connection (deadpool's statement cache).
+    /// store does). With `grouped`, the step ops share statements: a step
+    /// op joins the group opened by an earlier one (written at that place)
+    /// unless an op of another kind on its run came in between (so no op
+    /// moves past one on its run); otherwise each op is alone. A group of
+    /// two or more is one [`STEPS_SQL`]; a step op alone is [`STEP_SQL`]
+    /// (the grouped statement costs the server more than the simple one for
+    /// a single op). Prepared once per connection (deadpool's statement
+    /// cache).
     async fn bind_units<'a>(
         &'a self,
         conn: &Object,
         ops: &'a [FlushOp<'a>],
         grouped: bool,
     ) -> Result<Vec<Unit<'a>>> {
-        let mut units: Vec<Unit<'a>> = Vec::with_capacity(ops.len());
+        // (a step group's place holds `None` until its group is complete)
+        let mut units: Vec<Option<Unit<'a>>> = Vec::with_capacity(ops.len());
         // Step groups: their unit's place and the ops in them.
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
         // The runs with an op of another kind since the open group began.
@@ -491,42 +515,76 @@ impl PgStore {
                     _ => {
                         groups.push((units.len(), vec![i]));
                         touched.clear();
-                        // (a placeholder, bound below)
-                        units.push(Unit {
-                            ops: Vec::new(),
-                            st: conn.prepare_cached(STEPS_SQL).await?,
-                            params: Vec::new(),
-                        });
+                        units.push(None);
                     }
                 }
                 continue;
             }
             touched.push(op.lease().0);
             let (st, params) = self.bind(conn, op).await?;
-            units.push(Unit {
-                ops: vec![i],
-                st,
-                params,
-            });
+            units.push(Some(Unit::single(i, st, params)));
         }
         for (at, members) in groups {
-            units[at].params = bind_steps(ops, &members)?;
-            units[at].ops = members;
+            units[at] = Some(if let [i] = members[..] {
+                let (st, params) = self.bind(conn, &ops[i]).await?;
+                Unit::single(i, st, params)
+            } else {
+                let (params, answers) = bind_steps(ops, &members)?;
+                Unit {
+                    ops: members,
+                    st: conn.prepare_cached(STEPS_SQL).await?,
+                    params,
+                    answers: Some(answers),
+                }
+            });
         }
-        Ok(units)
+        units
+            .into_iter()
+            .map(|u| u.ok_or_else(|| Error::Internal("a step group left unbound".into())))
+            .collect()
     }
 
-    /// Binds an op other than a step to its prepared statement.
+    /// Binds an op alone to its prepared statement.
     async fn bind<'a>(
         &'a self,
         conn: &Object,
         op: &'a FlushOp<'a>,
     ) -> Result<(Statement, Params<'a>)> {
         Ok(match op {
-            FlushOp::Step { .. } => {
-                return Err(Error::Internal(
-                    "a step op is bound with its group (bind_units)".into(),
-                ))
+            FlushOp::Step {
+                run,
+                generation,
+                name,
+                index,
+                status,
+                output,
+                error,
+                stack,
+                started_at,
+                completed_at,
+                progress,
+            } => {
+                let started_at = time("startedAt", started_at)?;
+                let completed_at = completed_at
+                    .as_deref()
+                    .map(|t| time("completedAt", t))
+                    .transpose()?;
+                let p: Params<'a> = vec![
+                    Box::new(run.as_str()),
+                    Box::new(*generation),
+                    Box::new(status == "completed"),
+                    Box::new(index + 1),
+                    Box::new(text(progress)),
+                    Box::new(name.as_str()),
+                    Box::new(*index),
+                    Box::new(status.as_str()),
+                    Box::new(text(output)),
+                    Box::new(error.as_deref()),
+                    Box::new(stack.as_deref()),
+                    Box::new(started_at),
+                    Box::new(completed_at),
+                ];
+                (conn.prepare_cached(STEP_SQL).await?, p)
             }
             FlushOp::Complete {
                 run,
@@ -633,33 +691,79 @@ pub(crate) struct Unit<'a> {
     ops: Vec<usize>,
     st: Statement,
     params: Params<'a>,
+    /// For a [`STEPS_SQL`] group: per op, its (run, generation)'s position
+    /// in the statement's answer, and how many rows that answer has. `None`
+    /// for an op alone (one row: rows changed, the run's status).
+    answers: Option<(Vec<usize>, usize)>,
 }
 
-impl Unit<'_> {
-    /// Each of the unit's ops' status, from its statement's rows (one per op).
+impl<'a> Unit<'a> {
+    fn single(op: usize, st: Statement, params: Params<'a>) -> Unit<'a> {
+        Unit {
+            ops: vec![op],
+            st,
+            params,
+            answers: None,
+        }
+    }
+
+    /// Each of the unit's ops' status, from its statement's rows.
     fn answer(&self, rows: &[Row], answers: &mut [OpStatus]) -> Result<()> {
-        if rows.len() != self.ops.len() {
+        let Some((positions, expected)) = &self.answers else {
+            let [op] = self.ops[..] else {
+                unreachable!("a unit without positions is one op")
+            };
+            answers[op] = op_status(rows)?;
+            return Ok(());
+        };
+        if rows.len() != *expected {
             return Err(Error::Internal(format!(
-                "{} flush ops answered {} rows",
-                self.ops.len(),
+                "{} runs of a batch's steps answered {} rows",
+                expected,
                 rows.len()
             )));
         }
-        for (&i, row) in self.ops.iter().zip(rows) {
-            answers[i] = row_status(row)?;
+        // Per (run, generation), by position (1-based in the answer).
+        let mut by_run = vec![None; *expected];
+        for row in rows {
+            let at: i64 = row.try_get(0)?;
+            let slot = usize::try_from(at - 1)
+                .ok()
+                .and_then(|i| by_run.get_mut(i))
+                .ok_or_else(|| Error::Internal(format!("a step answer at {at}")))?;
+            *slot = Some(if row.try_get::<_, bool>(1)? {
+                OpStatus::Ok
+            } else {
+                refused(row.try_get::<_, Option<&str>>(2)?)
+            });
+        }
+        for (&op, &at) in self.ops.iter().zip(positions) {
+            answers[op] = by_run[at]
+                .ok_or_else(|| Error::Internal(format!("no answer for the steps of run {at}")))?;
         }
         Ok(())
     }
 }
 
-/// The parameters of [`STEPS_SQL`] for the step ops `members` of `ops`.
-fn bind_steps<'a>(ops: &'a [FlushOp<'a>], members: &[usize]) -> Result<Params<'a>> {
+/// The parameters of [`STEPS_SQL`] for the step ops `members` of `ops`,
+/// and per member its (run, generation)'s position in the answer (with
+/// how many there are): the ops reduced as one after another would leave
+/// the rows. Per (run, generation): the highest next index of its
+/// completed steps, its last progress given. Per (run, generation, name):
+/// the last op's row (a run matches with one generation at most, so no
+/// step row is written twice by the statement).
+fn bind_steps<'a>(
+    ops: &'a [FlushOp<'a>],
+    members: &[usize],
+) -> Result<(Params<'a>, (Vec<usize>, usize))> {
     let n = members.len();
+    let mut leases: HashMap<(&str, i64), usize> = HashMap::with_capacity(n);
     let mut runs = Vec::with_capacity(n);
     let mut generations = Vec::with_capacity(n);
-    let mut done = Vec::with_capacity(n);
-    let mut next = Vec::with_capacity(n);
-    let mut progresses = Vec::with_capacity(n);
+    let mut next: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut progresses: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut rows: HashMap<(usize, &str), usize> = HashMap::with_capacity(n);
+    let mut owners = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);
     let mut indexes = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
@@ -668,6 +772,7 @@ fn bind_steps<'a>(ops: &'a [FlushOp<'a>], members: &[usize]) -> Result<Params<'a
     let mut stacks = Vec::with_capacity(n);
     let mut starts = Vec::with_capacity(n);
     let mut ends = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
     for &i in members {
         let FlushOp::Step {
             run,
@@ -685,31 +790,54 @@ fn bind_steps<'a>(ops: &'a [FlushOp<'a>], members: &[usize]) -> Result<Params<'a
         else {
             return Err(Error::Internal(format!("flush op {i} is not a step")));
         };
-        runs.push(run.as_str());
-        generations.push(*generation);
-        done.push(status == "completed");
-        next.push(index + 1);
-        progresses.push(text(progress));
-        names.push(name.as_str());
-        indexes.push(*index);
-        statuses.push(status.as_str());
-        outputs.push(text(output));
-        errors.push(error.as_deref());
-        stacks.push(stack.as_deref());
-        starts.push(time("startedAt", started_at)?);
-        ends.push(
-            completed_at
-                .as_deref()
-                .map(|t| time("completedAt", t))
-                .transpose()?,
-        );
+        let at = *leases
+            .entry((run.as_str(), *generation))
+            .or_insert_with(|| {
+                runs.push(run.as_str());
+                generations.push(*generation);
+                next.push(None);
+                progresses.push(None);
+                runs.len() - 1
+            });
+        positions.push(at);
+        if status == "completed" {
+            next[at] = Some(next[at].map_or(index + 1, |n: i64| n.max(index + 1)));
+        }
+        if let Some(p) = text(progress) {
+            progresses[at] = Some(p);
+        }
+        let started_at = time("startedAt", started_at)?;
+        let completed_at = completed_at
+            .as_deref()
+            .map(|t| time("completedAt", t))
+            .transpose()?;
+        let row = *rows.entry((at, name.as_str())).or_insert_with(|| {
+            owners.push(at as i64 + 1);
+            names.push(name.as_str());
+            indexes.push(0);
+            statuses.push("");
+            outputs.push(None);
+            errors.push(None);
+            stacks.push(None);
+            starts.push(started_at);
+            ends.push(None);
+            names.len() - 1
+        });
+        indexes[row] = *index;
+        statuses[row] = status.as_str();
+        outputs[row] = text(output);
+        errors[row] = error.as_deref();
+        stacks[row] = stack.as_deref();
+        starts[row] = started_at;
+        ends[row] = completed_at;
     }
-    Ok(vec![
+    let count = runs.len();
+    let params: Params<'a> = vec![
         Box::new(runs),
         Box::new(generations),
-        Box::new(done),
         Box::new(next),
         Box::new(progresses),
+        Box::new(owners),
         Box::new(names),
         Box::new(indexes),
         Box::new(statuses),
@@ -718,7 +846,8 @@ fn bind_steps<'a>(ops: &'a [FlushOp<'a>], members: &[usize]) -> Result<Params<'a
         Box::new(stacks),
         Box::new(starts),
         Box::new(ends),
-    ])
+    ];
+    Ok((params, (positions, count)))
 }
 
 /// The parameters of a bound op as tokio-postgres takes them.
@@ -809,8 +938,13 @@ fn row_status(row: &Row) -> Result<OpStatus> {
     if changed > 0 {
         return Ok(OpStatus::Ok);
     }
-    Ok(match row.try_get::<_, Option<&str>>(1)? {
+    Ok(refused(row.try_get::<_, Option<&str>>(1)?))
+}
+
+/// The status of an op its fence refused, from its run's status.
+fn refused(status: Option<&str>) -> OpStatus {
+    match status {
         Some("cancelled") => OpStatus::Cancelled,
         _ => OpStatus::Lost,
-    })
+    }
 }

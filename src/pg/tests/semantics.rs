@@ -239,6 +239,11 @@ fn cancel_retry_delete_and_purge() -> TResult {
         let failed = json(&s.get_run(&id).await?.ok_or("gone")?)?;
         assert_eq!(failed["status"], "failed");
         assert_eq!(failed["errorStack"], "at b");
+        // (both steps in one statement: only the completed one advances)
+        assert_eq!(
+            failed["currentStepIndex"], 1,
+            "the failed step advanced the run"
+        );
         assert_eq!(code_of(s.cancel(&id).await), "CONFLICT");
         // Retry: the same run, pending, the failed step row gone.
         let retried = json(&s.retry(&id).await?)?;

@@ -403,19 +403,24 @@ pub(crate) fn batch_mixes_held_and_stale_ops<S: ContractStore>(open: Open<S>) ->
     Ok(())
 }
 
-/// One batch of step ops, some on the same run and the same step, one after
-/// its run's completion: the store answers and writes exactly as if the ops
+/// One batch of step ops, some on the same run and the same step, one under
+/// a generation its run does not hold, one of a cancelled run, one after its
+/// run's completion: the store answers and writes exactly as if the ops
 /// were applied one after another (PostgreSQL writes a batch's steps with
 /// one statement: it must not move a step before its run's completion, nor
-/// let an earlier write of a step or of the progress win).
+/// let an earlier write of a step or of the progress win, nor a refused
+/// op's row or progress in).
 pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
     open: Open<S>,
 ) -> CResult {
     let w = open()?;
     let one = w.a.create_run(JOB)?;
     let two = w.a.create_run(BYSTANDER)?;
+    let gone = w.a.create_run(JOB)?;
     assert_eq!(w.a.claim_one(JOB)?, (one.clone(), 1));
     assert_eq!(w.a.claim_one(BYSTANDER)?, (two.clone(), 1));
+    assert_eq!(w.a.claim_one(JOB)?, (gone.clone(), 1));
+    w.b.cancel(&gone)?;
     let again = Write::Step {
         run: one.clone(),
         generation: 1,
@@ -436,6 +441,8 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
         step(&one, 1, FIRST_STEP, 0, "A"),
         step(&two, 1, FIRST_STEP, 0, "A"),
         no_progress,
+        step(&one, 2, SECOND_STEP, 1, "stale"),
+        step(&gone, 1, FIRST_STEP, 0, "A"),
         again,
         write_of(WriteKind::Complete, &two, 1, "A"),
         step(&two, 1, SECOND_STEP, 1, "A-late"),
@@ -444,7 +451,16 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
     let ok = Outcome::Ok;
     assert_eq!(
         got,
-        vec![ok, ok, ok, ok, ok, Outcome::Lost],
+        vec![
+            ok,
+            ok,
+            ok,
+            Outcome::Lost,
+            Outcome::Cancelled,
+            ok,
+            ok,
+            Outcome::Lost
+        ],
         "one outcome per op"
     );
     let snap = w.b.snapshot()?;
@@ -458,6 +474,19 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
         .find(|s| col_text(s, "name") == Some(FIRST_STEP))
         .ok_or("first step missing")?;
     assert_eq!(col_json(first, "output"), json!({ "by": "A-again" }));
+    let second = steps
+        .iter()
+        .find(|s| col_text(s, "name") == Some(SECOND_STEP))
+        .ok_or("second step missing")?;
+    assert_eq!(
+        col_json(second, "output"),
+        json!({ "by": "A" }),
+        "the refused op's row was written"
+    );
+    assert!(
+        snap.of_run("steps", &gone).is_empty(),
+        "the cancelled run's step was written"
+    );
     let run = snap.run(&two).ok_or("run two missing")?;
     assert_eq!(col_text(run, "status"), Some("completed"));
     let steps = snap.of_run("steps", &two);
