@@ -196,6 +196,81 @@ fn batches_share_one_time_and_are_all_or_nothing() -> TResult {
     })
 }
 
+/// A batch's step ops written as one statement (a group: `flush.rs`)
+/// leave what they would one after another: the run's index is one past
+/// its highest completed step (a failed step at a higher index does not
+/// count), the last progress given stays, a step written twice keeps its
+/// last row; the ops of a run under another generation are refused (lost)
+/// and write nothing.
+#[test]
+fn a_group_of_steps_leaves_what_the_ops_alone_would() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("group")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        let jobs = ["job".to_string()];
+        let id = id_of(&s.trigger(&item("job")).await?);
+        let other = id_of(&s.trigger(&item("job")).await?);
+        let run = s.claim(&jobs, 1).await?.pop().ok_or("no claim")?;
+        assert_eq!(run.id, id);
+        let now = crate::store::iso(SystemTime::now());
+        let value = |v: &str| serde_json::value::RawValue::from_string(v.into());
+        let (one, two, p1, p2) = (
+            value("1")?,
+            value("2")?,
+            value("{\"n\":1}")?,
+            value("{\"n\":2}")?,
+        );
+        let step = |run: &str, generation, name: &str, index, status: &str, output, progress| {
+            FlushOp::Step {
+                run: run.to_string(),
+                generation,
+                name: name.into(),
+                index,
+                status: status.into(),
+                output,
+                error: (status != "completed").then(|| "boom".to_string()),
+                stack: None,
+                started_at: now.clone(),
+                completed_at: Some(now.clone()),
+                progress,
+            }
+        };
+        let g = run.generation;
+        let ops = [
+            step(&id, g, "a", 0, "completed", Some(&*one), Some(&*p1)),
+            step(&id, g, "b", 1, "completed", Some(&*one), None),
+            step(&other, 1, "a", 0, "completed", Some(&*one), Some(&*p2)),
+            step(&id, g, "a", 0, "completed", Some(&*two), None),
+            step(&id, g, "c", 2, "failed", None, None),
+        ];
+        assert_eq!(s.flush(&ops).await?, "00l00");
+        let got = json(&s.get_run(&id).await?.ok_or("gone")?)?;
+        assert_eq!(got["currentStepIndex"], 2, "only completed steps advance");
+        assert_eq!(got["progress"], serde_json::json!({ "n": 1 }));
+        let steps = json(&s.get_steps(&id).await?)?;
+        let rows: Vec<(String, String)> = steps
+            .as_array()
+            .ok_or("steps")?
+            .iter()
+            .map(|r| (r["name"].to_string(), r["output"].to_string()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("\"a\"".into(), "2".into()),
+                ("\"b\"".into(), "1".into()),
+                ("\"c\"".into(), "null".into())
+            ]
+        );
+        let untouched = json(&s.get_run(&other).await?.ok_or("gone")?)?;
+        assert_eq!(untouched["status"], "pending");
+        assert_eq!(untouched["progress"], serde_json::Value::Null);
+        assert_eq!(json(&s.get_steps(&other).await?)?, serde_json::json!([]));
+        TResult::Ok(())
+    })
+}
+
 #[test]
 fn cancel_retry_delete_and_purge() -> TResult {
     skip_without_server!();
@@ -239,7 +314,6 @@ fn cancel_retry_delete_and_purge() -> TResult {
         let failed = json(&s.get_run(&id).await?.ok_or("gone")?)?;
         assert_eq!(failed["status"], "failed");
         assert_eq!(failed["errorStack"], "at b");
-        // (both steps in one statement: only the completed one advances)
         assert_eq!(
             failed["currentStepIndex"], 1,
             "the failed step advanced the run"
