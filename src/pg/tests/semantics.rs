@@ -201,7 +201,8 @@ fn batches_share_one_time_and_are_all_or_nothing() -> TResult {
 /// its highest completed step (a failed step at a higher index does not
 /// count), the last progress given stays, a step written twice keeps its
 /// last row; the ops of a run under another generation are refused (lost)
-/// and write nothing.
+/// and write nothing. A group with an op the server refuses is applied op
+/// by op, and the claim after it is made as after any batch.
 #[test]
 fn a_group_of_steps_leaves_what_the_ops_alone_would() -> TResult {
     skip_without_server!();
@@ -211,6 +212,7 @@ fn a_group_of_steps_leaves_what_the_ops_alone_would() -> TResult {
         let jobs = ["job".to_string()];
         let id = id_of(&s.trigger(&item("job")).await?);
         let other = id_of(&s.trigger(&item("job")).await?);
+        let third = id_of(&s.trigger(&item("job")).await?);
         let run = s.claim(&jobs, 1).await?.pop().ok_or("no claim")?;
         assert_eq!(run.id, id);
         let now = crate::store::iso(SystemTime::now());
@@ -267,6 +269,70 @@ fn a_group_of_steps_leaves_what_the_ops_alone_would() -> TResult {
         assert_eq!(untouched["status"], "pending");
         assert_eq!(untouched["progress"], serde_json::Value::Null);
         assert_eq!(json(&s.get_steps(&other).await?)?, serde_json::json!([]));
+        // A group with an op the server refuses, then the run's completion
+        // and the claim of its successor in the same commit: the group is
+        // applied op by op, the refused op fails alone, the rest commits.
+        let ops = [
+            step(&id, g, "d", 3, "completed", Some(&*one), None),
+            step(&id, g, "e", 4, "bogus", Some(&*one), None),
+            step(&id, g, "f", 5, "completed", Some(&*one), None),
+            step(&id, g, "g", 6, "completed", Some(&*one), None),
+            FlushOp::Complete {
+                run: id.clone(),
+                generation: g,
+                output: Some(&*one),
+                progress: None,
+                at: now.clone(),
+            },
+        ];
+        let out = s
+            .flush_then_claim(&ops, |ended| {
+                assert_eq!(ended, &[(id.clone(), g)]);
+                Some((std::sync::Arc::from(&jobs[..]), 1))
+            })
+            .await?;
+        assert_eq!(out.statuses, "0e000");
+        let errors: Vec<(usize, &str)> = out
+            .errors
+            .iter()
+            .map(|e| (e.index, e.error.code()))
+            .collect();
+        assert_eq!(errors, vec![(1, "DB_ERROR")]);
+        assert_eq!(out.then.len(), 1);
+        assert_eq!(out.then[0].id, other);
+        let done = json(&s.get_run(&id).await?.ok_or("gone")?)?;
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["currentStepIndex"], 7);
+        let names: Vec<String> = json(&s.get_steps(&id).await?)?
+            .as_array()
+            .ok_or("steps")?
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or("?").to_string())
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "d", "f", "g"]);
+        // The same without a refused op: one commit for the group, the
+        // completion and the claim.
+        let mut ops: Vec<FlushOp<'_>> = ["a", "b", "c", "d"]
+            .iter()
+            .zip(0..)
+            .map(|(name, i)| step(&other, 1, name, i, "completed", Some(&*one), None))
+            .collect();
+        ops.push(FlushOp::Complete {
+            run: other.clone(),
+            generation: 1,
+            output: Some(&*one),
+            progress: None,
+            at: now.clone(),
+        });
+        let out = s
+            .flush_then_claim(&ops, |_| Some((std::sync::Arc::from(&jobs[..]), 1)))
+            .await?;
+        assert_eq!((out.statuses.as_str(), out.errors.len()), ("00000", 0));
+        assert_eq!(out.then.len(), 1);
+        assert_eq!(out.then[0].id, third);
+        let done = json(&s.get_run(&other).await?.ok_or("gone")?)?;
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["currentStepIndex"], 4);
         TResult::Ok(())
     })
 }
