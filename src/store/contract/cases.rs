@@ -404,8 +404,9 @@ pub(crate) fn batch_mixes_held_and_stale_ops<S: ContractStore>(open: Open<S>) ->
 }
 
 /// One batch of step ops, some on the same run and the same step, one under
-/// a generation its run does not hold, one of a cancelled run, one after its
-/// run's completion: the store answers and writes exactly as if the ops
+/// a generation its run does not hold (beside ops of that run that it
+/// holds), one of a run another worker reclaimed, one of a cancelled run,
+/// one after its run's completion: the store answers and writes exactly as if the ops
 /// were applied one after another (PostgreSQL writes a batch's steps with
 /// one statement: it must not move a step before its run's completion, nor
 /// let an earlier write of a step or of the progress win, nor a refused
@@ -421,6 +422,11 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
     assert_eq!(w.a.claim_one(BYSTANDER)?, (two.clone(), 1));
     assert_eq!(w.a.claim_one(JOB)?, (gone.clone(), 1));
     w.b.cancel(&gone)?;
+    // (its own job, so that only it goes stale)
+    let taken = w.a.create_run("taken")?;
+    assert_eq!(w.a.claim_one("taken")?, (taken.clone(), 1));
+    assert_eq!(w.b.recover_stale("taken")?, 1);
+    assert_eq!(w.b.claim_one("taken")?, (taken.clone(), 2));
     let again = Write::Step {
         run: one.clone(),
         generation: 1,
@@ -443,6 +449,7 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
         no_progress,
         step(&one, 2, SECOND_STEP, 1, "stale"),
         step(&gone, 1, FIRST_STEP, 0, "A"),
+        step(&taken, 1, FIRST_STEP, 0, "A"),
         again,
         write_of(WriteKind::Complete, &two, 1, "A"),
         step(&two, 1, SECOND_STEP, 1, "A-late"),
@@ -457,6 +464,7 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
             ok,
             Outcome::Lost,
             Outcome::Cancelled,
+            Outcome::Lost,
             ok,
             ok,
             Outcome::Lost
@@ -487,6 +495,12 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
         snap.of_run("steps", &gone).is_empty(),
         "the cancelled run's step was written"
     );
+    assert!(
+        snap.of_run("steps", &taken).is_empty(),
+        "the step of a generation the run no longer holds was written"
+    );
+    let run = snap.run(&taken).ok_or("run taken missing")?;
+    assert_eq!(run.get("current_step_index"), Some(&json!(0)));
     let run = snap.run(&two).ok_or("run two missing")?;
     assert_eq!(col_text(run, "status"), Some("completed"));
     let steps = snap.of_run("steps", &two);
