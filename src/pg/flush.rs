@@ -5,9 +5,10 @@
 //! ended runs' successors are claimed in the same commit is two (`BEGIN`,
 //! the ops, the claim's plan setting, `SAVEPOINT`, the claim; then `COMMIT`).
 //!
-//! The step ops of a batch share one statement ([`STEPS_SQL`], fenced per
-//! run as below, one answer per op; `bind_units` says which ops group);
-//! every other op is one statement fenced like SQLite's: it changes the run only
+//! Four or more step ops of a batch share one statement ([`STEPS_SQL`],
+//! fenced per run as below, on its generic plan; `bind_units` says which
+//! ops group, [`GROUP_MIN`] why four); every other op, and a step op
+//! outside such a group, is one statement fenced like SQLite's: it changes the run only
 //! `WHERE id = $1 AND lease_generation = $2 AND status = 'running'`, and
 //! the same statement reports the run's status, so a refused op is told
 //! apart (cancelled, or lost to another lease) without a second round trip.
