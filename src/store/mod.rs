@@ -16,6 +16,8 @@ pub mod json;
 mod manage;
 mod migrate;
 mod query;
+#[cfg(not(target_arch = "wasm32"))]
+mod side_lock;
 mod sqlite_store;
 mod status;
 mod trigger;
@@ -137,6 +139,10 @@ pub struct SqliteStore {
     checkpointed_at: AtomicU64,
     /// The file's identity, to notice it being replaced (`None` for `:memory:`).
     file: Option<identity::FileWatch>,
+    /// The queue of this file's waiting writers (`side_lock.rs`; `None` for
+    /// `:memory:`, URIs and wasm32).
+    #[cfg(not(target_arch = "wasm32"))]
+    side: Option<side_lock::SideLock>,
 }
 
 /// Commits since the last pass below which the checkpointer skips a pass. A
@@ -171,7 +177,15 @@ impl SqliteStore {
             Ok((writer, reader))
         })?;
         let opts_path = opts.path.clone();
+        #[cfg(not(target_arch = "wasm32"))]
+        let side = if memory || opts.path.starts_with("file:") || no_side_lock() {
+            None
+        } else {
+            side_lock::SideLock::open(&opts.path)
+        };
         Ok(SqliteStore {
+            #[cfg(not(target_arch = "wasm32"))]
+            side,
             writer: Mutex::new(writer),
             reader,
             owner: format!("{}:{}", process_id(), ulid::Ulid::new()),
@@ -220,11 +234,24 @@ impl SqliteStore {
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection,
-    /// waiting for the lock (up to the busy timeout).
+    /// waiting for the lock (up to the busy timeout). While it waits, it holds
+    /// the side lock when it can get it (see `side_lock.rs`).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.refuse_if_replaced()?;
-        let mut conn = lock(&self.writer);
-        let out = busy::with_timeout(self.opts.busy_timeout, || in_tx(&mut conn, f))?;
+        let conn = lock(&self.writer);
+        let out = busy::with_timeout(self.opts.busy_timeout, || -> Result<T> {
+            let tx = {
+                #[cfg(not(target_arch = "wasm32"))]
+                let _queued = self
+                    .side
+                    .as_ref()
+                    .and_then(|s| s.acquire(self.opts.busy_timeout));
+                Tx::begin(&conn)?
+            };
+            let out = f(tx.conn)?;
+            tx.commit()?;
+            Ok(out)
+        })?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(out)
     }
@@ -392,13 +419,6 @@ fn next_id(g: &mut ulid::Generator) -> String {
     }
 }
 
-fn in_tx<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    let tx = Tx::begin(conn)?;
-    let out = f(tx.conn)?;
-    tx.commit()?;
-    Ok(out)
-}
-
 /// A `BEGIN IMMEDIATE` transaction run with cached statements: rusqlite's
 /// `Transaction` parses `BEGIN IMMEDIATE` and `COMMIT` again on every use,
 /// two SQL compilations per commit on the step write path. Rolled back when
@@ -511,6 +531,13 @@ fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, limit)?;
     }
     Ok(conn)
+}
+
+/// For tests only: `DURABLY_TEST_NO_SIDE_LOCK=1` opens stores without the
+/// side lock, as an older durably (or another program) writes the file.
+#[cfg(not(target_arch = "wasm32"))]
+fn no_side_lock() -> bool {
+    std::env::var("DURABLY_TEST_NO_SIDE_LOCK").is_ok_and(|v| v == "1")
 }
 
 /// For tests only: `DURABLY_TEST_SQLITE_MAX_LENGTH` lowers SQLite's length
