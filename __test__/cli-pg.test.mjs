@@ -6,7 +6,6 @@
 // reaching their AbortSignal, tail). The SQLite side is cli.test.mjs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import path from 'node:path'
-import { spawn } from 'node:child_process'
 import { getEventListeners } from 'node:events'
 import { createRequire } from 'node:module'
 
@@ -15,7 +14,7 @@ const { createDurably, defineJob, withLogPersistence } = require('..')
 const { ROOT, until, spawnNode, tempDb } = require('./helpers.js')
 const { postgresBackendSkipReason, pgSchema, pgUrl, dropSchemas, sql } = require('./pg.js')
 const { sleep } = require('../lib/cli/commands.js')
-const { BIN, cli, json } = require('./cli-run.js')
+const { cli, json, tailJson } = require('./cli-run.js')
 
 const WORKER = path.join(ROOT, '__test__', 'fixtures', 'cli-worker.js')
 
@@ -163,17 +162,9 @@ describe.skipIf(why)('on PostgreSQL', () => {
     try {
       const line = await until(() => worker.lines.find((l) => l.startsWith('waiting ')), { timeout: 20_000, what: 'the run to wait' })
       const runId = line.split(' ')[1]
-      tailer = spawn(process.execPath, [BIN, 'tail', '--json', '--interval', '50', '--db', url, '--schema', s], {
-        cwd: ROOT,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-      const events = []
-      let buf = ''
-      tailer.stdout.on('data', (c) => {
-        buf += c
-        for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) events.push(JSON.parse(buf.slice(0, i)))
-      })
-      const tailExit = new Promise((r) => tailer.on('exit', (code) => r(code)))
+      const tail = tailJson(['--db', url, '--schema', s])
+      tailer = tail.child
+      const { events, exit: tailExit } = tail
       const follow = cli(['logs', runId, '-f', '--json', '--interval', '50', '--db', url, '--schema', s])
       await new Promise((r) => setTimeout(r, 600)) // tail's first look sees the run running
       const r = await cli(['cancel', runId, '--db', url, '--schema', s])

@@ -35,4 +35,23 @@ async function json(args, opts) {
   return { ...r, body: r.stdout ? JSON.parse(r.stdout) : undefined }
 }
 
-module.exports = { BIN, cli, json }
+/**
+ * Starts `durably tail --json --interval 50 <args…>` and collects the
+ * events it prints: { child, events, exit } (exit resolves with its code).
+ */
+function tailJson(args) {
+  const child = spawn(process.execPath, [BIN, 'tail', '--json', '--interval', '50', ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const events = []
+  let buf = ''
+  child.stdout.on('data', (c) => {
+    buf += c
+    for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) events.push(JSON.parse(buf.slice(0, i)))
+  })
+  const exit = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+  return { child, events, exit }
+}
+
+module.exports = { BIN, cli, json, tailJson }

@@ -5,7 +5,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import fs from 'node:fs'
 import path from 'node:path'
-import { spawn } from 'node:child_process'
 import durablyPkg from '../index.js'
 import helpers from './helpers.js'
 import format from '../lib/cli/format.js'
@@ -14,7 +13,7 @@ import cliRun from './cli-run.js'
 
 const { createDurably, defineJob, withLogPersistence } = durablyPkg
 const { ROOT, tempDb, until, sql, spawnNode } = helpers
-const { BIN, cli, json } = cliRun
+const { cli, json, tailJson } = cliRun
 const WORKER = path.join(ROOT, '__test__', 'fixtures', 'cli-worker.js')
 
 const jobs = {
@@ -298,21 +297,7 @@ describe('other processes', () => {
     const d = createDurably({ path: file })
     await d.migrate()
     await d.close()
-    const tailer = spawn(process.execPath, [BIN, 'tail', '--json', '--interval', '50', '--db', file], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    const events = []
-    let buf = ''
-    tailer.stdout.on('data', (c) => {
-      buf += c
-      let i
-      while ((i = buf.indexOf('\n')) >= 0) {
-        events.push(JSON.parse(buf.slice(0, i)))
-        buf = buf.slice(i + 1)
-      }
-    })
-    const tailExit = new Promise((r) => tailer.on('exit', (code) => r(code)))
+    const { child: tailer, events, exit: tailExit } = tailJson(['--db', file])
     // Let tail take its first look before the other process starts.
     await new Promise((r) => setTimeout(r, 700))
     const worker = spawnNode(WORKER, [file, 'trigger'])

@@ -286,6 +286,17 @@ pub struct FlushOutcome<T> {
     pub then: T,
 }
 
+#[cfg(test)]
+impl<T> FlushOutcome<T> {
+    /// `(op index, error code)` of each failed op, for tests' assertions.
+    pub(crate) fn error_codes(&self) -> Vec<(usize, &'static str)> {
+        self.errors
+            .iter()
+            .map(|e| (e.index, e.error.code()))
+            .collect()
+    }
+}
+
 impl SqliteStore {
     /// Applies a batch (JSON text) in one transaction, waiting for the lock.
     pub fn flush(&self, ops: &str) -> Result<FlushOutcome<()>> {

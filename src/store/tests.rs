@@ -778,11 +778,7 @@ fn one_bad_op_fails_alone_and_is_rolled_back() -> TestResult {
     );
     let out = store.flush(&ops)?;
     assert_eq!(out.statuses, "00eee0");
-    let errors: Vec<(usize, &str)> = out
-        .errors
-        .iter()
-        .map(|e| (e.index, e.error.code()))
-        .collect();
+    let errors = out.error_codes();
     assert_eq!(
         errors,
         vec![(2, "DB_ERROR"), (3, "INTERNAL"), (4, "INTERNAL")]

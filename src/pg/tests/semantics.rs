@@ -292,11 +292,7 @@ fn a_group_of_steps_leaves_what_the_ops_alone_would() -> TResult {
             })
             .await?;
         assert_eq!(out.statuses, "0e000");
-        let errors: Vec<(usize, &str)> = out
-            .errors
-            .iter()
-            .map(|e| (e.index, e.error.code()))
-            .collect();
+        let errors = out.error_codes();
         assert_eq!(errors, vec![(1, "DB_ERROR")]);
         assert_eq!(out.then.len(), 1);
         assert_eq!(out.then[0].id, other);
@@ -949,11 +945,7 @@ fn one_refused_op_fails_alone_and_is_rolled_back() -> TResult {
             })
             .await?;
         assert_eq!(out.statuses, "0e0");
-        let errors: Vec<(usize, &str)> = out
-            .errors
-            .iter()
-            .map(|e| (e.index, e.error.code()))
-            .collect();
+        let errors = out.error_codes();
         assert_eq!(errors, vec![(1, "DB_ERROR")]);
         assert!(
             out.errors[0].error.to_string().contains("check"),
