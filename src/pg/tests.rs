@@ -143,6 +143,18 @@ impl Drop for TestSchema {
     }
 }
 
+/// A trigger of `job` with `{}` input and nothing else set.
+pub(crate) fn item(job: &str) -> crate::store::TriggerItem<'_> {
+    crate::store::TriggerItem {
+        job_name: job,
+        input: "{}",
+        idempotency_key: None,
+        concurrency_key: None,
+        coalesce: false,
+        labels: "{}",
+    }
+}
+
 /// The error's stable code.
 pub(crate) fn code_of<T: std::fmt::Debug>(r: crate::error::Result<T>) -> String {
     match r {

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{skip_without_server, TResult, TestSchema};
+use super::{item, skip_without_server, TResult, TestSchema};
 use crate::engine::{Engine, EngineConfig};
 use crate::error::Error;
 use crate::pg::PgStore;
-use crate::store::{ClaimedRun, Store, TriggerItem, TriggerOutcome};
+use crate::store::{ClaimedRun, Store, TriggerOutcome};
 use crate::worker::{LostReason, Sink};
 
 struct NoSink;
@@ -24,15 +24,7 @@ impl Sink for NoSink {
 
 /// A run of `store` completed `ago` before the database's `now()`.
 async fn completed(store: &PgStore, db: &TestSchema, ago: &str) -> TResult<String> {
-    let item = TriggerItem {
-        job_name: "job",
-        input: "{}",
-        idempotency_key: None,
-        concurrency_key: None,
-        coalesce: false,
-        labels: "{}",
-    };
-    let TriggerOutcome::Created { id, .. } = store.trigger(&item).await? else {
+    let TriggerOutcome::Created { id, .. } = store.trigger(&item("job")).await? else {
         return Err("not created".into());
     };
     let raw = db.raw().await?;

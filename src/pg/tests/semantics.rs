@@ -7,21 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::{code_of, skip_without_server, TResult, TestSchema};
+use super::{code_of, item, skip_without_server, TResult, TestSchema};
 use crate::pg::{PgPurgeOptions, PgStore};
 use crate::store::FlushOp;
 use crate::store::{HeartbeatOutcome, RunFilter, TriggerItem, TriggerOutcome};
-
-fn item<'a>(job: &'a str) -> TriggerItem<'a> {
-    TriggerItem {
-        job_name: job,
-        input: "{}",
-        idempotency_key: None,
-        concurrency_key: None,
-        coalesce: false,
-        labels: "{}",
-    }
-}
 
 fn id_of(out: &TriggerOutcome) -> String {
     match out {

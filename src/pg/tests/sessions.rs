@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use serde_json::value::RawValue;
 
-use super::{skip_without_server, TResult, TestSchema};
-use crate::store::{FlushOp, TriggerItem, TriggerOutcome};
+use super::{item, skip_without_server, TResult, TestSchema};
+use crate::store::{FlushOp, TriggerOutcome};
 
 /// Where the trigger ends the session.
 #[derive(Clone, Copy, Debug)]
@@ -77,15 +77,7 @@ fn a_batch_is_sent_again_only_when_the_session_ended_before_it_could_commit() ->
         let s = db.store(1).await?;
         let raw = db.raw().await?;
         let schema = db.name().to_string();
-        let item = TriggerItem {
-            job_name: "job",
-            input: "{}",
-            idempotency_key: None,
-            concurrency_key: None,
-            coalesce: false,
-            labels: "{}",
-        };
-        let TriggerOutcome::Created { id, .. } = s.trigger(&item).await? else {
+        let TriggerOutcome::Created { id, .. } = s.trigger(&item("job")).await? else {
             return Err("not created".into());
         };
         let run = s
