@@ -83,6 +83,14 @@ class Durably {
     // PostgreSQL: run events go to the other processes on the database too
     // (their waitForRun/subscribe), and theirs arrive here (lib/runner.js).
     this._publish = native(() => this._engine.listens()) ? (e) => this._publishEvent(e) : null
+    if (this._publish !== null) {
+      // Theirs reach JS only while something listens to every event: with P
+      // processes each would otherwise decode the run events of all P.
+      native(() => this._engine.setRemoteEvents(false))
+      this._events.onInterest = (on) => {
+        if (!this._closed) native(() => this._engine.setRemoteEvents(on))
+      }
+    }
     // SQLite answers reads on this thread at once; on PostgreSQL each is a
     // network round trip, made off the JS thread so the event loop runs on.
     this._syncReads = native(() => this._engine.syncReads())

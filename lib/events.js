@@ -29,6 +29,15 @@ class Events {
     this.any = new Set()
     /** the last event's `sequence`: increasing per instance, to order and de-duplicate streams */
     this.sequence = 0
+    /**
+     * Told when the first listener of every event comes and after the last
+     * one went (PostgreSQL: other processes' run events are wanted only
+     * then). Off is told a microtask later, and only if none came back
+     * meanwhile: a stream swapping its listener in one go stays on.
+     * @type {((on: boolean) => void) | null}
+     */
+    this.onInterest = null
+    this.interested = false
   }
 
   on(type, listener) {
@@ -43,7 +52,19 @@ class Events {
   onAny(listener) {
     const entry = (e) => listener(e)
     this.any.add(entry)
-    return () => this.any.delete(entry)
+    if (!this.interested && this.onInterest !== null) {
+      this.interested = true
+      this.onInterest(true)
+    }
+    return () => {
+      if (this.any.delete(entry) && this.any.size === 0 && this.onInterest !== null) {
+        queueMicrotask(() => {
+          if (this.any.size > 0 || !this.interested) return
+          this.interested = false
+          this.onInterest(false)
+        })
+      }
+    }
   }
 
   listenerCount(type) {

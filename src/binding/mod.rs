@@ -421,6 +421,15 @@ impl Engine {
         Ok(with_engine!(&self.inner()?.engine, e => e.listens()))
     }
 
+    /// Whether the run events of other processes are wanted (PostgreSQL):
+    /// on while something here listens to every event; while off they are
+    /// dropped before they reach JS.
+    #[napi(catch_unwind)]
+    pub fn set_remote_events(&self, on: bool) -> Result<(), JsCode> {
+        with_engine!(&self.inner()?.engine, e => e.set_remote_events(on));
+        Ok(())
+    }
+
     /// Publishes a run event (JSON text) to the other processes on this
     /// database, in order, without waiting.
     #[napi(catch_unwind)]

@@ -77,6 +77,12 @@ impl<S: Store> Engine<S> {
         lock(&self.listener).is_some()
     }
 
+    /// Whether other processes' run events reach the sink (see
+    /// [`Store::set_remote_events`]).
+    pub fn set_remote_events(&self, on: bool) {
+        self.store.set_remote_events(on);
+    }
+
     /// Publishes a run event (JSON text) to other processes, after the ones
     /// published before it; nothing on a backend without notices.
     pub fn publish_event(&self, run_id: String, json: String) {

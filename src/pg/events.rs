@@ -25,6 +25,7 @@
 //! Delivery is what `NOTIFY` gives: at commit, in order per publishing
 //! connection, at most once, nothing while a listener is disconnected.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::PgStore;
@@ -154,6 +155,21 @@ impl PgStore {
     /// The channel of run events (`durably_events_<schema>`).
     pub fn events_channel(&self) -> &str {
         &self.inner.events_channel
+    }
+
+    /// Whether this process wants other processes' run events (on by
+    /// default). While off, the listen connection drops them without
+    /// decoding them or reading a by-reference event back: the JS layer
+    /// turns them on only while something (waitForRun, subscribe,
+    /// `/runs/subscribe`) listens, since with P processes each would
+    /// otherwise handle the events of all P.
+    pub fn set_remote_events(&self, on: bool) {
+        self.inner.remote_events.store(on, Ordering::SeqCst);
+    }
+
+    /// See [`PgStore::set_remote_events`].
+    pub fn remote_events(&self) -> bool {
+        self.inner.remote_events.load(Ordering::SeqCst)
     }
 
     /// Publishes run events (`(run id, event JSON)`), in order, in one

@@ -285,6 +285,9 @@ async fn route(store: &PgStore, opts: &ListenOptions, n: Notification) -> Vec<Pg
         }];
     }
     if channel == store.events_channel() {
+        if !store.remote_events() {
+            return Vec::new();
+        }
         return store
             .decode_events(n.payload(), opts.own_events)
             .await

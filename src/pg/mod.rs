@@ -190,6 +190,10 @@ struct Inner {
     /// Held by whoever publishes events taken from `outbox` until they are
     /// sent and answered, so publishes never overtake each other.
     publishing: tokio::sync::Mutex<()>,
+    /// Whether other processes' run events are wanted here
+    /// ([`PgStore::set_remote_events`]); when not, the listen connection
+    /// drops them unread.
+    remote_events: std::sync::atomic::AtomicBool,
     /// This machine's clock as [`crate::store::Store::now`] reports it,
     /// shifted by this many seconds (tests of a skewed worker clock).
     #[cfg(test)]
@@ -293,6 +297,7 @@ impl PgStore {
                 max_op_bytes: MAX_OP_BYTES,
                 outbox: Mutex::new(std::collections::VecDeque::new()),
                 publishing: tokio::sync::Mutex::new(()),
+                remote_events: std::sync::atomic::AtomicBool::new(true),
                 #[cfg(test)]
                 skew_secs: 0,
             }),

@@ -168,6 +168,10 @@ impl Store for PgStore {
         PgStore::queue_events(self, events)
     }
 
+    fn set_remote_events(&self, on: bool) {
+        PgStore::set_remote_events(self, on)
+    }
+
     fn events_queued(&self) -> bool {
         PgStore::events_queued(self)
     }

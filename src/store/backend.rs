@@ -215,6 +215,10 @@ pub trait Store: Send + Sync + 'static {
     /// (PostgreSQL: in the flush's round trip). Nothing where the backend has
     /// no [`Store::listen`].
     fn queue_events(&self, _events: Vec<(String, String)>) {}
+    /// Whether other processes' [`Notice::Event`]s are wanted (on by
+    /// default); while off a backend may drop them unread. Nothing where
+    /// the backend has no [`Store::listen`].
+    fn set_remote_events(&self, _on: bool) {}
     /// Whether queued events wait for [`Store::publish_queued`].
     fn events_queued(&self) -> bool {
         false

@@ -322,6 +322,52 @@ fn run_events_cross_processes_inline_or_by_reference() -> TResult {
     })
 }
 
+/// While a process does not want other processes' run events
+/// (`set_remote_events(false)`: nothing in its JS listens), its listener drops
+/// them, a by-reference one unread; wakes and cancels still arrive; turned
+/// back on, events arrive again.
+#[test]
+fn unwanted_run_events_are_dropped_but_wakes_and_cancels_arrive() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("unwanted")?;
+    db.runtime().block_on(async {
+        let (here, there, mut l) = listening(&db).await?;
+        assert!(here.remote_events(), "on by default");
+        here.set_remote_events(false);
+        let big = format!("\"{}\"", "z".repeat(MAX_INLINE_PAYLOAD));
+        there
+            .publish_events(&[("run1", "{}"), ("run2", big.as_str())])
+            .await?;
+        let raw = db.raw().await?;
+        raw.batch_execute(&format!(
+            "NOTIFY {}, 'mail'; NOTIFY {}, 'run3'",
+            here.wake_channel(),
+            here.cancel_channel()
+        ))
+        .await?;
+        let got = drain(&mut l, Duration::from_millis(500)).await;
+        assert_eq!(
+            got,
+            vec![
+                PgNotice::Wake {
+                    job: Some("mail".into())
+                },
+                PgNotice::Cancel {
+                    run_id: "run3".into()
+                },
+            ]
+        );
+
+        here.set_remote_events(true);
+        there.publish_events(&[("run4", "{}")]).await?;
+        assert_eq!(
+            receive_events(&mut l, 1).await?,
+            published_by(&there, &[("run4", "{}")])
+        );
+        TResult::Ok(())
+    })
+}
+
 /// The engine hears one error per outage: the retries while the server
 /// refuses are not reported again, and the next outage is (issue 16: the
 /// dropped listen connection reported `worker:error` on every try).

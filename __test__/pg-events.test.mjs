@@ -1,0 +1,96 @@
+// Run events across processes on PostgreSQL (issue 16): every process
+// publishes its run events, but another process's events reach the JS of an
+// instance only while something there listens to every event (waitForRun,
+// subscribe, /runs/subscribe). With P worker processes each would otherwise
+// decode the events of all P (about a fifth of a worker's CPU at P = 4).
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { createDurably, defineJob } = require('..')
+const { postgresBackendSkipReason, pgOptions, dropSchemas } = require('./pg.js')
+const { until } = require('./helpers.js')
+
+const why = postgresBackendSkipReason()
+if (why) console.warn(`pg-events.test: PostgreSQL skipped: ${why}`)
+
+const open = []
+afterEach(async () => {
+  for (const d of open.splice(0)) await d.close()
+})
+afterAll(() => dropSchemas())
+
+let gate = null
+const job = defineJob({
+  name: 'job',
+  run: async (ctx, input) => {
+    if (input.wait) await gate.promise
+    await ctx.run('one', () => input.n)
+    await ctx.run('two', () => input.n + 1)
+    return input.n
+  },
+})
+
+function newGate() {
+  let open
+  const promise = new Promise((resolve) => (open = resolve))
+  return { promise, open }
+}
+
+describe.skipIf(why)('other processes\' run events on PostgreSQL', () => {
+  it('reach JS only while something listens to every event, and all of them then', async () => {
+    const opts = { ...pgOptions('remoteev'), pollingInterval: 50 }
+    const worker = createDurably({ ...opts, jobs: { job } })
+    const watcher = createDurably({ ...opts, jobs: { job } }) // never started: a second machine
+    open.push(worker, watcher)
+    await watcher.migrate()
+    const remote = [] // [runId, type] of every run event of the worker that reached the watcher's JS
+    const emitRemote = watcher._events.emitRemote.bind(watcher._events)
+    watcher._events.emitRemote = (e) => {
+      remote.push([e.runId, e.type])
+      return emitRemote(e)
+    }
+    await worker.start()
+
+    // Runs of the worker while nothing listens on the watcher (each run's
+    // events are published within ~10 ms of its end; 500 ms is ample for
+    // them to arrive: without the guard they do).
+    const quietRuns = async (from) => {
+      const ids = []
+      for (let n = from; n < from + 3; n++) ids.push((await worker.jobs.job.triggerAndWait({ n }, { timeout: 20_000 })).id)
+      await new Promise((r) => setTimeout(r, 500))
+      return ids
+    }
+    expect(await quietRuns(0)).toHaveLength(3)
+    expect(remote).toEqual([])
+
+    // A subscribe on the watcher gets the steps of a run the worker executes.
+    const watched = async () => {
+      gate = newGate()
+      const run = await watcher.jobs.job.trigger({ n: 10, wait: true })
+      await until(async () => (await watcher.getRun(run.id)).status === 'running', { what: 'the worker to start it' })
+      const types = []
+      const stream = (async () => {
+        for await (const e of watcher.subscribe(run.id)) types.push(e.type)
+      })()
+      await until(() => types.length > 0, { what: 'the snapshot' })
+      gate.open()
+      await stream
+      return { id: run.id, types }
+    }
+    const first = await watched()
+    expect(first.types[0]).toBe('run:snapshot')
+    expect(first.types).toContain('step:complete')
+    expect(first.types.at(-1)).toBe('run:complete')
+    expect(remote.filter(([id, type]) => id === first.id && type === 'step:complete')).toHaveLength(2)
+
+    // The stream ended: off again (a microtask later) …
+    await new Promise((r) => setTimeout(r, 10))
+    const seen = remote.length
+    const later = await quietRuns(3)
+    expect(remote.slice(seen).filter(([id]) => later.includes(id))).toEqual([])
+    // … and on again for the next listener.
+    const second = await watched()
+    expect(second.types).toContain('step:complete')
+  }, 60_000)
+})
