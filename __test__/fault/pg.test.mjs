@@ -397,12 +397,26 @@ describe.skipIf(wiredSkip)('PostgreSQL fault tests', () => {
       // No heartbeat or poll in the window (under load it lasts seconds): the
       // dead sessions stay idle in the pool for the step's write. (Before the
       // fix the run was re-executed once stale: after 30 s.)
-      const env = { FAULT_PG_URL: proxy.url, FAULT_PG_SCHEMA: schema, FAULT_STEPS: '3', FAULT_STALE: '30000', FAULT_HEARTBEAT: '10000', FAULT_POLLING: '10000' }
+      // The worker's exit check (a getRuns every 50 ms) waits for the release too:
+      // in the window it could take the one pooled session before s1's write.
+      const exitFile = `${side}.exit`
+      const env = { FAULT_PG_URL: proxy.url, FAULT_PG_SCHEMA: schema, FAULT_STEPS: '3', FAULT_STALE: '30000', FAULT_HEARTBEAT: '10000', FAULT_POLLING: '10000', FAULT_EXIT: exitFile }
       fs.writeFileSync(`${side}.block`, '')
       const w = worker(side, env)
       const [run] = await d.jobs.job.batchTrigger([{ input: { k: 7 } }])
+      // The worker publishes its run events (s0's, s1's start) on its pooled
+      // sessions: they must be through before the hold, or the publish waits
+      // on a held session and s1's write (after it) is never sent.
+      const events = []
+      const watching = (async () => {
+        for await (const e of d.subscribe(run.id)) events.push(e)
+      })()
       if (!(await lineWithin(w, /^in-step /, 30_000))) throw new Error(await explain(w, 'never reached the step'))
-      await sleep(300) // s0's events published
+      await until(() => events.some((e) => e.type === 'step:start' && e.stepName === 's1'), {
+        timeout: 20_000,
+        what: "the worker's published start of s1",
+      })
+      await sleep(300) // (and their answers read by the worker)
       proxy.hold()
       const cut = rows(url, `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = '${app}'`)
       expect(cut.length).toBeGreaterThan(1)
@@ -419,6 +433,7 @@ describe.skipIf(wiredSkip)('PostgreSQL fault tests', () => {
         what: "s1's write on a terminated session",
       })
       proxy.release()
+      fs.writeFileSync(exitFile, '')
       const ex = await exitWithin(w, 90_000)
       if (!ex || ex.code !== 0) throw new Error(await explain(w, 'did not finish after its sessions were terminated'))
       expect((await d.getRun(run.id)).status).toBe('completed')
@@ -427,6 +442,7 @@ describe.skipIf(wiredSkip)('PostgreSQL fault tests', () => {
       expect(execs.map((l) => l[2]), w.lines.join('\n')).toEqual(['s0', 's1', 's2'])
       // The write was not reported as failed: no step-write worker error.
       expect(w.lines.filter((l) => l.startsWith('worker-error') && l.includes(run.id))).toEqual([])
+      await watching
     } finally {
       await proxy.close()
       await d.close()
