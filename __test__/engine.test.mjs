@@ -2,7 +2,7 @@
 // schema versions, process exit.
 import fs from 'node:fs'
 import path from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
 import { z } from 'zod'
 import { createDurably, defineJob, ValidationError, DurablyError, NotFoundError } from '../index.js'
 import helpers from './helpers.js'
@@ -114,6 +114,8 @@ describe('crash and resume', () => {
     first.child.kill('SIGKILL')
     const { signal } = await first.exited
     expect(signal).toBe('SIGKILL')
+    // (the run was inserted already claimed by its trigger: issue 19)
+    expect(first.lines).toContain('inserted-claimed')
     expect(fs.readFileSync(side, 'utf8').trim().split('\n')).toEqual(['step-1', 'step-2', 'step-3'])
 
     // The new process recovers the stale run (staleThreshold 500 ms) and finishes it.
@@ -131,6 +133,102 @@ describe('crash and resume', () => {
       ['step-3', 'completed'],
     ])
     expect(sql(db, `SELECT status, lease_generation FROM runs`)).toEqual([['completed', 2]])
+  })
+})
+
+// Issue 19: with the worker on and a slot free, a trigger whose run is the one
+// a claim would take first inserts it already running under this worker's
+// lease (src/store/trigger.rs, try_trigger_claim), and the runner executes it
+// from what the trigger sent (Runner#startTriggered). SQLite only: the
+// PostgreSQL trigger path claims separately.
+describe('a run its trigger inserted claimed', () => {
+  it.skipIf(onPostgres)('gets its input and labels as stored, after run:trigger, heartbeats, and is fenced once taken over', async () => {
+    let open
+    const gate = new Promise((r) => (open = r))
+    const seen = []
+    const job = defineJob({
+      name: 'inserted',
+      run: async (ctx, input) => {
+        seen.push(input)
+        input.mutated = true
+        await ctx.run('first', () => 1)
+        return ctx.run('held', async () => {
+          await gate
+          return 2
+        })
+      },
+    })
+    const d = makeDurably({ jobs: { job }, heartbeatInterval: 50, staleThreshold: 5_000 })
+    await d.init()
+    const started = []
+    const startTriggered = d._runner.startTriggered.bind(d._runner)
+    d._runner.startTriggered = (id, ...rest) => (started.push(id), startTriggered(id, ...rest))
+    const events = []
+    let startLabels = null
+    d.on('run:start', (ev) => (startLabels = ev.labels))
+    for (const e of ['run:trigger', 'run:start', 'run:fail', 'run:complete']) d.on(e, () => events.push(e))
+    const input = { when: new Date('2024-01-02T03:04:05.000Z'), n: 7n }
+    const labels = { team: 'a' }
+    const run = await d.jobs.job.trigger(input, { labels })
+    onTestFinished(() => open()) // (close() waits for the held step)
+    expect(started, 'inserted claimed by the trigger').toEqual([run.id])
+    await until(() => storeSql(d, `SELECT COUNT(*) FROM steps WHERE run_id = '${run.id}'`)[0][0] === 1, { what: 'the first step' })
+    expect(events.slice(0, 2)).toEqual(['run:trigger', 'run:start'])
+    // The job got the stored values back (a Date, a BigInt), not the caller's objects.
+    expect(seen).toHaveLength(1)
+    expect(seen[0]).not.toBe(input)
+    expect(seen[0].when).toBeInstanceOf(Date)
+    expect(seen[0].when.toISOString()).toBe('2024-01-02T03:04:05.000Z')
+    expect(seen[0].n).toBe(7n)
+    expect(input.mutated).toBeUndefined()
+    expect(startLabels).toEqual({ team: 'a' })
+    expect(startLabels).not.toBe(labels)
+    const [[status, gen, owner, hb0, created, startedAt]] = storeSql(
+      d,
+      `SELECT status, lease_generation, lease_owner, heartbeat_at, created_at, started_at FROM runs WHERE id = '${run.id}'`,
+    )
+    expect([status, gen, startedAt]).toEqual(['running', 1, created])
+    expect(owner).toMatch(new RegExp(`^${process.pid}:`))
+    // Heartbeated like any claimed run.
+    await until(() => storeSql(d, `SELECT heartbeat_at FROM runs WHERE id = '${run.id}'`)[0][0] > hb0, { what: 'a heartbeat' })
+    // Another worker takes it over (what its stale recovery and claim write):
+    // generation 1 may write nothing more.
+    sql(d._options.path, `UPDATE runs SET lease_generation = 2, lease_owner = 'other' WHERE id = '${run.id}'`)
+    open()
+    await until(() => d._runner.activeCount === 0, { what: 'the execution to end' })
+    expect(storeSql(d, `SELECT name FROM steps WHERE run_id = '${run.id}' ORDER BY "index"`)).toEqual([['first']])
+    expect(storeSql(d, `SELECT status, lease_generation, lease_owner FROM runs WHERE id = '${run.id}'`)).toEqual([
+      ['running', 2, 'other'],
+    ])
+    expect(events).not.toContain('run:complete')
+  })
+
+  it.skipIf(onPostgres)('a key held by a running run, or an older pending run, keeps the trigger from inserting it claimed', async () => {
+    const gates = []
+    const job = defineJob({
+      name: 'keyed',
+      run: async (ctx, n) => {
+        await new Promise((r) => gates.push(r))
+        return n
+      },
+    })
+    const d = makeDurably({ jobs: { job }, maxConcurrentRuns: 2 })
+    await d.init()
+    const started = []
+    const startTriggered = d._runner.startTriggered.bind(d._runner)
+    d._runner.startTriggered = (id, ...rest) => (started.push(id), startTriggered(id, ...rest))
+    const a = await d.jobs.job.trigger(1, { concurrencyKey: 'k' })
+    const b = await d.jobs.job.trigger(2, { concurrencyKey: 'k' })
+    expect(started).toEqual([a.id])
+    expect(storeSql(d, `SELECT status FROM runs WHERE id = '${b.id}'`)).toEqual([['pending']])
+    await until(() => gates.length === 1, { what: 'the first run' })
+    gates[0]()
+    // b starts once a ended (the key's creation order), through a claim.
+    await until(() => gates.length === 2, { what: 'the second run' })
+    expect(storeSql(d, `SELECT status, lease_generation FROM runs WHERE id = '${b.id}'`)).toEqual([['running', 1]])
+    gates[1]()
+    expect((await d.waitForRun(b.id, { timeout: 10_000 })).output).toBe(2)
+    expect(started).toEqual([a.id])
   })
 })
 

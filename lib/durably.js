@@ -342,6 +342,7 @@ class Durably {
     // The engine claimed runs on this thread right after the trigger (the
     // worker is on): executed now, after run:trigger was emitted.
     if (r.claimed) this._runner.onClaimed(r.claimed)
+    else if (r.started) this._runner.startTriggered(run.id, def.name, text, o.labels, r.createdAt)
     return run
   }
 

@@ -98,9 +98,11 @@ function encodeTriggerBatch(items) {
 // binding.d.ts); only run records and claimed runs stay JSON text (decoded
 // by lib/records.js and lib/runner.js):
 // - trigger / triggerAsync → TriggerResult:
-//   `{ kind: 'created', id, createdAt, claimed? }` or `{ kind: 'idempotent' | 'coalesced', run }`
+//   `{ kind: 'created', id, createdAt, claimed?, started? }` or `{ kind: 'idempotent' | 'coalesced', run }`
 //   (`run`: the existing run's JSON text; `claimed`, worker on: the runs the
-//   engine claimed in or right after the trigger's commit, JSON text);
+//   engine claimed in or right after the trigger's commit, JSON text;
+//   `started`, worker on: the new run was inserted already claimed by this
+//   worker, generation 1, started at createdAt: see Runner#startTriggered);
 // - triggerBatch(Async) → TriggerBatchResult, one object for the batch:
 //   `{ createdAt?, ids, existing? }`: `ids` one per item (the new run's id, or
 //   null), `createdAt` shared by the runs created, `existing` the items that

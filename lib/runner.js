@@ -230,6 +230,33 @@ class Runner {
     }
   }
 
+  /**
+   * Executes a run its trigger inserted already claimed by this worker (see
+   * TriggerResult.started in lib/protocol.js): the claimed run is built from
+   * what the trigger sent, as a first claim would have read it back (the
+   * input and labels decoded from the text that was stored, not the caller's
+   * objects).
+   */
+  startTriggered(id, jobName, inputText, labelsText, createdAt) {
+    try {
+      const tags = inputText.includes(TAG_TEXT)
+      const claimed = {
+        id,
+        jobName,
+        input: JSON.parse(inputText),
+        labels: labelsText === '{}' ? {} : JSON.parse(labelsText),
+        progress: null,
+        leaseGeneration: 1,
+        startedAt: createdAt,
+        steps: [],
+      }
+      // As onClaimed: after the continuations already queued.
+      queueMicrotask(() => this.startClaimed(claimed, tags))
+    } catch (err) {
+      this.host.workerError(err, null, 'claim')
+    }
+  }
+
   /** Gives a claimed run back (pending) without executing it. */
   handBack(claimed) {
     const id = claimed.id

@@ -55,12 +55,20 @@ pub struct TriggerResult {
     /// `created`, single trigger, worker on: the runs the engine claimed on
     /// this thread right after the trigger (JSON array text), to execute.
     pub claimed: Option<String>,
+    /// `created`, single trigger, worker on: true when the run was inserted
+    /// already claimed by this worker (generation 1, started at `createdAt`,
+    /// no steps), for the caller to execute with the job, input and labels it
+    /// triggered with (then there is no `claimed`).
+    pub started: Option<bool>,
 }
 
 impl TriggerResult {
     /// With the runs claimed right after the trigger (none: no field).
     pub fn with_claimed(mut self, runs: Vec<ClaimedRun>) -> Self {
-        if !runs.is_empty() {
+        if runs.iter().any(|r| r.inserted) {
+            // Only ever alone: inserted claimed means nothing else was claimable.
+            self.started = Some(true);
+        } else if !runs.is_empty() {
             self.claimed = Some(crate::store::json::array(runs.into_iter().map(|r| r.json)));
         }
         self
@@ -82,6 +90,7 @@ impl From<TriggerOutcome> for TriggerResult {
             created_at,
             run,
             claimed: None,
+            started: None,
         }
     }
 }

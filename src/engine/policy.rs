@@ -155,6 +155,7 @@ mod tests {
             job_name: "j".into(),
             generation: 1,
             json: "{}".into(),
+            inserted: false,
         };
         assert!(!wake_after_trigger(&created, &[run("a")]), "claimed here");
         assert!(

@@ -335,6 +335,7 @@ pub(crate) fn claimed_runs(mut rows: Vec<Row>) -> Result<Vec<ClaimedRun>> {
             job_name: r.try_get(1)?,
             generation: r.try_get(GENERATION_COLUMN)?,
             json: obj.finish(),
+            inserted: false,
         });
     }
     Ok(out)

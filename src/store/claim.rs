@@ -30,11 +30,17 @@ pub struct ClaimedRun {
     /// progress, leaseGeneration, startedAt, steps: [[name, index, output], …]}`
     /// (not the whole run record: a one-step run is cheap enough that reading,
     /// sending and parsing the other dozen fields was ~2 % of its CPU).
+    /// Empty for a run [`SqliteStore::try_trigger_claim`] inserted already
+    /// claimed (see `inserted`).
     pub json: String,
+    /// Inserted already claimed by the trigger that created it: it has no
+    /// steps, no progress, generation 1 and started when it was created, and
+    /// the trigger's caller has its job, input and labels, so no JSON.
+    pub inserted: bool,
 }
 
 /// The lease generation of a run's first claim (a new run has 0).
-const FIRST_GENERATION: i64 = 1;
+pub(super) const FIRST_GENERATION: i64 = 1;
 
 /// A heartbeat that found the run no longer ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +138,7 @@ impl SqliteStore {
                 job_name,
                 generation,
                 json: obj.finish(),
+                inserted: false,
             });
         }
         Ok(out)

@@ -216,10 +216,7 @@ impl SyncStore for SqliteStore {
     where
         F: FnOnce(&TriggerOutcome) -> ClaimRequest,
     {
-        self.try_trigger_then(item, |c, outcome| match then(outcome) {
-            None => Ok(Ok(Vec::new())),
-            request => super::flush::in_savepoint(c, |c| self.claim_requested(c, request)),
-        })
+        self.try_trigger_claim(item, then)
     }
 
     fn try_trigger_batch(&self, items: &[TriggerItem<'_>]) -> Result<Option<Vec<TriggerOutcome>>> {

@@ -1356,3 +1356,236 @@ fn stale_runs_with_and_without_keys_are_recovered_except_kept_ones() -> TestResu
     assert!(!store.has_stale(None, &names, &future)?);
     Ok(())
 }
+
+/// Issue 19: a trigger whose run is the one a claim would take first (worker
+/// on, a slot free) inserts it already `running` under this store's lease,
+/// one write instead of an insert, a claim query and an update. The row is
+/// the one an insert and a first claim leave, and its lease is fenced like
+/// any claimed run's: heartbeats renew it, stale recovery takes it back,
+/// generation 1 can no longer write once another worker holds generation 2.
+#[test]
+fn a_trigger_inserts_its_run_claimed_and_the_lease_holds() -> TestResult {
+    use super::backend::SyncStore;
+    use std::sync::Arc;
+    let (dir, store) = temp_store()?;
+    let names: Arc<[String]> = jobs(&["job"]).into();
+    let (out, claimed) = store
+        .try_trigger_then_claim(&item("job", None, None), |_| Some((names.clone(), 1)))?
+        .ok_or("lock taken")?;
+    let claimed = claimed?;
+    let TriggerOutcome::Created { id, created_at } = out else {
+        panic!("expected a created run, got {out:?}")
+    };
+    assert_eq!(claimed.len(), 1);
+    let run = &claimed[0];
+    assert!(run.inserted, "inserted claimed");
+    assert_eq!(
+        (run.id.as_str(), run.job_name.as_str()),
+        (id.as_str(), "job")
+    );
+    assert_eq!(run.generation, 1);
+    // The row an insert then a first claim would leave (compared with one
+    // that went that way, ids and times aside).
+    let row = |id: &str| -> std::result::Result<Vec<Option<String>>, Box<dyn std::error::Error>> {
+        Ok(store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT status, lease_generation, lease_owner, heartbeat_at, started_at, \
+                 created_at, updated_at, input, labels, progress, current_step_index \
+                 FROM runs WHERE id = ?1",
+                    [id],
+                    |r| {
+                        (0..11)
+                            .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    },
+                )?)
+            })?
+            .into_iter()
+            .map(|v| match v {
+                rusqlite::types::Value::Null => None,
+                rusqlite::types::Value::Integer(i) => Some(i.to_string()),
+                rusqlite::types::Value::Text(s) => Some(s),
+                other => Some(format!("{other:?}")),
+            })
+            .collect())
+    };
+    let mine = row(&id)?;
+    let t = Some(created_at.clone());
+    let owner = Some(store.owner().to_string());
+    assert_eq!(
+        mine,
+        vec![
+            Some("running".into()),
+            Some("1".into()),
+            owner.clone(),
+            t.clone(),
+            t.clone(),
+            t.clone(),
+            t,
+            Some("{\"n\":1}".into()),
+            Some("{}".into()),
+            None,
+            Some("0".into())
+        ]
+    );
+    let other = created_id(store.trigger(&item("elsewhere", None, None))?);
+    store.claim(&jobs(&["elsewhere"]), 1)?;
+    let theirs = row(&other)?;
+    let shape = |r: &[Option<String>]| -> Vec<Option<String>> {
+        r.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if (3..=6).contains(&i) {
+                    v.as_ref().map(|_| "time".into())
+                } else {
+                    v.clone()
+                }
+            })
+            .collect()
+    };
+    assert_eq!(shape(&mine), shape(&theirs), "the row of a claimed run");
+
+    // Heartbeats renew the lease of generation 1.
+    assert!(store.heartbeat(&[(id.clone(), 1)])?.is_empty());
+    // Another worker (another connection, another owner) finds it stale and
+    // takes it over: generation 1 is fenced off.
+    let path = dir.path().join("t.db").to_string_lossy().into_owned();
+    let b = SqliteStore::open(StoreOptions::new(path))?;
+    let future = iso(SystemTime::now() + Duration::from_secs(60));
+    assert_eq!(b.recover_stale(&jobs(&["job"]), &future)?, 1);
+    let reclaimed = b.claim(&jobs(&["job"]), 1)?;
+    assert_eq!(
+        reclaimed
+            .iter()
+            .map(|r| (r.id.as_str(), r.generation, r.inserted))
+            .collect::<Vec<_>>(),
+        vec![(id.as_str(), 2, false)]
+    );
+    assert_eq!(
+        store.heartbeat(&[(id.clone(), 1)])?,
+        vec![HeartbeatOutcome::Lost(id.clone())]
+    );
+    assert_eq!(
+        store
+            .flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?
+            .statuses,
+        "l"
+    );
+    assert_eq!(
+        b.flush(&format!("[{}]", step_op(&id, 2, "a", 0)))?.statuses,
+        "0"
+    );
+    Ok(())
+}
+
+/// Issue 19: a run is inserted claimed only when a claim would take it
+/// first; otherwise it is inserted `pending` and the claim in the same
+/// commit takes what it always took (the oldest claimable run, or nothing).
+#[test]
+fn a_trigger_inserts_its_run_claimed_only_when_a_claim_would_take_it() -> TestResult {
+    use super::backend::SyncStore;
+    use std::sync::Arc;
+    type Setup = fn(&SqliteStore) -> Result<Option<String>>;
+    let names: Arc<[String]> = jobs(&["job", "other"]).into();
+    // (what, set-up returning the run the claim must take instead, the item, inserted claimed?)
+    let cases: Vec<(&str, Setup, TriggerItem, bool)> = vec![
+        (
+            "an empty queue",
+            |_| Ok(None),
+            item("job", None, None),
+            true,
+        ),
+        (
+            "an older claimable run of a registered job goes first",
+            |s| Ok(Some(created_id(s.trigger(&item("other", None, None))?))),
+            item("job", None, None),
+            false,
+        ),
+        (
+            "an older run of a job this worker does not run is no reason to wait",
+            |s| {
+                s.trigger(&item("foreign", None, None))?;
+                Ok(None)
+            },
+            item("job", None, None),
+            true,
+        ),
+        (
+            "a key with a running run holds the new run back",
+            |s| {
+                s.trigger(&item("job", Some("k"), None))?;
+                s.claim(&jobs(&["job"]), 1)?;
+                Ok(None)
+            },
+            item("job", Some("k"), None),
+            false,
+        ),
+        (
+            "a key whose head is a pending run of another process's job comes first",
+            |s| {
+                s.trigger(&item("foreign", Some("k"), None))?;
+                Ok(None)
+            },
+            item("job", Some("k"), None),
+            false,
+        ),
+        (
+            "a run of another key held back does not hold back this one",
+            |s| {
+                s.trigger(&item("job", Some("busy"), None))?;
+                s.claim(&jobs(&["job"]), 1)?;
+                s.trigger(&item("job", Some("busy"), None))?;
+                Ok(None)
+            },
+            item("job", Some("k"), None),
+            true,
+        ),
+        (
+            "a free key",
+            |_| Ok(None),
+            item("job", Some("k"), Some("idem")),
+            true,
+        ),
+        (
+            "a job this worker does not run",
+            |_| Ok(None),
+            item("foreign", None, None),
+            false,
+        ),
+    ];
+    for (what, setup, it, inserted) in cases {
+        let (_d, store) = temp_store()?;
+        let older = setup(&store)?;
+        let commits = store.commit_count();
+        let (out, claimed) = store
+            .try_trigger_then_claim(&it, |_| Some((names.clone(), 1)))?
+            .ok_or("lock taken")?;
+        assert_eq!(store.commit_count(), commits + 1, "{what}: one commit");
+        let id = created_id(out);
+        let claimed = claimed?;
+        let status: String = store.read(|c| {
+            Ok(c.query_row("SELECT status FROM runs WHERE id = ?1", [&id], |r| r.get(0))?)
+        })?;
+        let got: Vec<(String, bool)> = claimed.iter().map(|r| (r.id.clone(), r.inserted)).collect();
+        if inserted {
+            assert_eq!(got, vec![(id.clone(), true)], "{what}");
+            assert_eq!(status, "running", "{what}");
+        } else {
+            let want: Vec<(String, bool)> = older.into_iter().map(|o| (o, false)).collect();
+            assert_eq!(got, want, "{what}");
+            assert_eq!(status, "pending", "{what}");
+        }
+    }
+    // No claim asked (worker off, no slot): pending, nothing claimed.
+    let (_d, store) = temp_store()?;
+    let (out, claimed) = store
+        .try_trigger_then_claim(&item("job", None, None), |_| None)?
+        .ok_or("lock taken")?;
+    assert!(claimed?.is_empty());
+    assert!(store
+        .get_run(&created_id(out))?
+        .ok_or("no run")?
+        .contains("\"status\":\"pending\""));
+    Ok(())
+}

@@ -9,8 +9,11 @@ use rusqlite::{Connection, OptionalExtension, ToSql};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::backend::ClaimRequest;
+use super::claim::{candidates, FIRST_GENERATION};
+use super::flush::in_savepoint;
 use super::query::{run_json, RUN_COLUMNS};
-use super::SqliteStore;
+use super::{ClaimedRun, SqliteStore};
 use crate::error::Result;
 
 /// One run to create. `input` and `labels` are JSON text.
@@ -99,20 +102,6 @@ impl SqliteStore {
         self.try_write(|c| self.trigger_in(c, item, &self.now()))
     }
 
-    /// [`SqliteStore::try_trigger`], then `then` in the same transaction
-    /// (given the outcome; its error fails the whole transaction).
-    pub(crate) fn try_trigger_then<T>(
-        &self,
-        item: &TriggerItem,
-        then: impl FnOnce(&Connection, &TriggerOutcome) -> Result<T>,
-    ) -> Result<Option<(TriggerOutcome, T)>> {
-        self.try_write(|c| {
-            let out = self.trigger_in(c, item, &self.now())?;
-            let then = then(c, &out)?;
-            Ok((out, then))
-        })
-    }
-
     /// Creates all runs in one transaction: all or nothing.
     /// The runs of a batch share one `created_at` (their ids keep their order).
     pub fn trigger_batch(&self, items: &[TriggerItem]) -> Result<Vec<TriggerOutcome>> {
@@ -187,36 +176,167 @@ impl SqliteStore {
     }
 
     fn trigger_in(&self, c: &Connection, it: &TriggerItem, now: &str) -> Result<TriggerOutcome> {
-        if let Some(key) = it.idempotency_key {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE job_name = ?1 AND idempotency_key = ?2"
-            ))?;
-            if let Some(json) = st.query_row([it.job_name, key], run_json).optional()? {
-                return Ok(TriggerOutcome::Idempotent(json));
-            }
-        }
-        if let (true, Some(key)) = (it.coalesce, it.concurrency_key) {
-            let mut st = c.prepare_cached(&coalesce_sql())?;
-            if let Some(json) = st.query_row([it.job_name, key], run_json).optional()? {
-                return Ok(TriggerOutcome::Coalesced(json));
-            }
+        if let Some(found) = existing_in(c, it)? {
+            return Ok(found);
         }
         let id = self.new_id();
-        let mut st = c.prepare_cached(INSERT_RUN)?;
-        st.execute((
-            &id,
-            it.job_name,
-            it.input,
-            it.idempotency_key,
-            it.concurrency_key,
-            it.labels,
-            now,
-        ))?;
+        insert_in(c, &id, it, now, None)?;
         Ok(TriggerOutcome::Created {
             id,
             created_at: now.to_string(),
         })
     }
+
+    /// [`SqliteStore::try_trigger`], then, in the same transaction, the
+    /// claim `then` asks for given the outcome. When the new run is the one
+    /// that claim would take first ([`claimable_alone`]), it is inserted
+    /// already `running` under this store's lease (generation 1, as its first
+    /// claim would give it), one write instead of an insert and a claim;
+    /// it comes back [`ClaimedRun::inserted`] (no JSON: the caller has its
+    /// job, input and labels). Otherwise it is inserted `pending` and the
+    /// claim runs in a savepoint: a claim that fails is rolled back alone and
+    /// returned beside the outcome.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn try_trigger_claim(
+        &self,
+        it: &TriggerItem,
+        then: impl FnOnce(&TriggerOutcome) -> ClaimRequest,
+    ) -> Result<Option<(TriggerOutcome, Result<Vec<ClaimedRun>>)>> {
+        self.try_write(|c| {
+            let now = self.now();
+            let (outcome, request) = match existing_in(c, it)? {
+                Some(found) => {
+                    let request = then(&found);
+                    (found, request)
+                }
+                None => {
+                    let outcome = TriggerOutcome::Created {
+                        id: self.new_id(),
+                        created_at: now.clone(),
+                    };
+                    let request = then(&outcome);
+                    let TriggerOutcome::Created { id, .. } = &outcome else {
+                        unreachable!("built above")
+                    };
+                    let alone = match &request {
+                        Some((jobs, limit))
+                            if *limit > 0 && jobs.iter().any(|j| j == it.job_name) =>
+                        {
+                            claimable_alone(c, jobs, it.concurrency_key)
+                        }
+                        _ => Ok(false),
+                    };
+                    match alone {
+                        Ok(true) => {
+                            insert_in(c, id, it, &now, Some(&self.owner))?;
+                            let run = ClaimedRun {
+                                id: id.clone(),
+                                job_name: it.job_name.to_string(),
+                                generation: FIRST_GENERATION,
+                                json: String::new(),
+                                inserted: true,
+                            };
+                            return Ok((outcome, Ok(vec![run])));
+                        }
+                        Ok(false) => insert_in(c, id, it, &now, None)?,
+                        Err(e) => {
+                            insert_in(c, id, it, &now, None)?;
+                            return Ok((outcome, Err(e)));
+                        }
+                    }
+                    (outcome, request)
+                }
+            };
+            let claimed = match request {
+                Some((jobs, limit)) if !jobs.is_empty() && limit > 0 => {
+                    in_savepoint(c, |c| self.claim_in(c, &jobs, limit))?
+                }
+                _ => Ok(Vec::new()),
+            };
+            Ok((outcome, claimed))
+        })
+    }
+}
+
+/// The run an idempotency key or coalescing finds, if any (nothing written).
+fn existing_in(c: &Connection, it: &TriggerItem) -> Result<Option<TriggerOutcome>> {
+    if let Some(key) = it.idempotency_key {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE job_name = ?1 AND idempotency_key = ?2"
+        ))?;
+        if let Some(json) = st.query_row([it.job_name, key], run_json).optional()? {
+            return Ok(Some(TriggerOutcome::Idempotent(json)));
+        }
+    }
+    if let (true, Some(key)) = (it.coalesce, it.concurrency_key) {
+        let mut st = c.prepare_cached(&coalesce_sql())?;
+        if let Some(json) = st.query_row([it.job_name, key], run_json).optional()? {
+            return Ok(Some(TriggerOutcome::Coalesced(json)));
+        }
+    }
+    Ok(None)
+}
+
+/// Inserts the run: `pending`, or with `owner` already `running` under that
+/// lease owner, as a first claim leaves it (generation 1, heartbeat and
+/// start at its creation time).
+fn insert_in(
+    c: &Connection,
+    id: &str,
+    it: &TriggerItem,
+    now: &str,
+    owner: Option<&str>,
+) -> Result<()> {
+    let params = (
+        id,
+        it.job_name,
+        it.input,
+        it.idempotency_key,
+        it.concurrency_key,
+        it.labels,
+        now,
+    );
+    match owner {
+        None => c.prepare_cached(INSERT_RUN)?.execute(params)?,
+        Some(owner) => c.prepare_cached(INSERT_CLAIMED_RUN)?.execute((
+            params.0,
+            params.1,
+            params.2,
+            params.3,
+            params.4,
+            params.5,
+            params.6,
+            owner,
+            FIRST_GENERATION,
+        ))?,
+    };
+    Ok(())
+}
+
+/// Whether a run about to be created for one of `jobs` with
+/// `concurrency_key` is the one a claim by `jobs` would take first once it
+/// exists: no pending run is claimable by `jobs` now (the claim takes the
+/// oldest first, and the new run is the newest), and its key, if any, has no
+/// active run (a running run holds the key back; a pending one, of any job,
+/// comes first in the key's creation order).
+pub(super) fn claimable_alone(
+    c: &Connection,
+    jobs: &[String],
+    concurrency_key: Option<&str>,
+) -> Result<bool> {
+    if !candidates(c, jobs, 1)?.is_empty() {
+        return Ok(false);
+    }
+    let Some(key) = concurrency_key else {
+        return Ok(true);
+    };
+    let busy: bool = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE status IN ('pending', 'running') \
+             AND concurrency_key = ?1)",
+        )?
+        .query_row([key], |r| r.get(0))?;
+    Ok(!busy)
 }
 
 /// The pending run a coalescing trigger joins: the oldest of its job and
@@ -233,6 +353,13 @@ pub(super) fn coalesce_sql() -> String {
 const INSERT_RUN: &str = "INSERT INTO runs (id, job_name, input, status, idempotency_key, \
      concurrency_key, labels, created_at, updated_at) \
      VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)";
+
+/// [`INSERT_RUN`] already claimed: then lease owner, lease generation; the
+/// heartbeat and start at the creation time.
+const INSERT_CLAIMED_RUN: &str = "INSERT INTO runs (id, job_name, input, status, \
+     idempotency_key, concurrency_key, labels, created_at, updated_at, lease_owner, \
+     lease_generation, heartbeat_at, started_at) \
+     VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?7, ?7)";
 
 /// Plain runs of a batch inserted by one statement (fewer statement
 /// executions per run; the statement is prepared once and cached).
