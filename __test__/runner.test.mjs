@@ -221,6 +221,29 @@ describe('lib/runner.js over a fake engine', () => {
     expect(seen.filter((e) => e.startsWith('run:cancel') || e.startsWith('run:fail'))).toEqual(['run:cancel:c', 'run:fail:t'])
   })
 
+  it('ctx.signal, made when first read (issue 19), is one signal for the job and its steps, aborted with the reason even when first read after the abort', async () => {
+    const gate = deferred()
+    const got = []
+    const { runner } = setup({
+      j: async (ctx) => {
+        await gate.promise // aborted meanwhile, before anything read the signal
+        const signal = ctx.signal
+        got.push(signal instanceof AbortSignal, signal.aborted, signal.reason?.code, ctx.signal === signal)
+      },
+      k: async (ctx) => {
+        const first = ctx.signal
+        const same = await ctx.run('s', (s) => s === first)
+        got.push(same, first === ctx.signal, first.aborted)
+      },
+    })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('a', 'j'), claimed('b', 'k')] }))
+    runner.onMessage(JSON.stringify({ t: 'lost', id: 'a', reason: 'cancelled' }))
+    gate.resolve()
+    await runner.settled()
+    expect(got).toEqual([true, true, 'CANCELLED', true, true, true, false])
+  })
+
   it('cancelled(id) aborts a run in flight here once, and its execution does not emit run:cancel again', async () => {
     const gate = deferred()
     const { runner, seen } = setup({ j: async () => gate.promise })

@@ -1195,6 +1195,10 @@ fn status_queries_use_the_active_indexes() -> TestResult {
         (claim::has_stale_sql(1), &["runs_active_free", KEYED]),
         (claim::recover_stale_sql(1, 0), &["runs_active_free", KEYED]),
         (claim::recover_stale_sql(1, 2), &["runs_active_free", KEYED]),
+        (
+            trigger::CLAIMABLE_ALONE.to_string(),
+            &["runs_active_free", KEYED],
+        ),
     ];
     store.read(|c| {
         for (sql, indexes) in &cases {
@@ -1480,36 +1484,48 @@ fn a_trigger_inserts_its_run_claimed_and_the_lease_holds() -> TestResult {
 }
 
 /// Issue 19: a run is inserted claimed only when a claim would take it
-/// first; otherwise it is inserted `pending` and the claim in the same
-/// commit takes what it always took (the oldest claimable run, or nothing).
+/// first, told conservatively: nothing pending at all, and its key free.
+/// Otherwise it is inserted `pending` and the claim in the same commit takes
+/// what it always took (the oldest claimable run, maybe this one, or nothing).
 #[test]
 fn a_trigger_inserts_its_run_claimed_only_when_a_claim_would_take_it() -> TestResult {
     use super::backend::SyncStore;
     use std::sync::Arc;
+    /// What the trigger's commit claims.
+    #[derive(Debug, PartialEq)]
+    enum Claims {
+        /// The new run, inserted claimed.
+        Inserted,
+        /// The new run, inserted pending then claimed.
+        New,
+        /// The run the set-up returned (older).
+        Older,
+        /// Nothing (the new run stays pending).
+        Nothing,
+    }
     type Setup = fn(&SqliteStore) -> Result<Option<String>>;
     let names: Arc<[String]> = jobs(&["job", "other"]).into();
-    // (what, set-up returning the run the claim must take instead, the item, inserted claimed?)
-    let cases: Vec<(&str, Setup, TriggerItem, bool)> = vec![
+    let cases: Vec<(&str, Setup, TriggerItem, Claims)> = vec![
         (
             "an empty queue",
             |_| Ok(None),
             item("job", None, None),
-            true,
+            Claims::Inserted,
         ),
         (
             "an older claimable run of a registered job goes first",
             |s| Ok(Some(created_id(s.trigger(&item("other", None, None))?))),
             item("job", None, None),
-            false,
+            Claims::Older,
         ),
         (
-            "an older run of a job this worker does not run is no reason to wait",
+            "an older pending run of another process's job: claimed as usual",
             |s| {
                 s.trigger(&item("foreign", None, None))?;
                 Ok(None)
             },
             item("job", None, None),
-            true,
+            Claims::New,
         ),
         (
             "a key with a running run holds the new run back",
@@ -1519,7 +1535,7 @@ fn a_trigger_inserts_its_run_claimed_only_when_a_claim_would_take_it() -> TestRe
                 Ok(None)
             },
             item("job", Some("k"), None),
-            false,
+            Claims::Nothing,
         ),
         (
             "a key whose head is a pending run of another process's job comes first",
@@ -1528,10 +1544,20 @@ fn a_trigger_inserts_its_run_claimed_only_when_a_claim_would_take_it() -> TestRe
                 Ok(None)
             },
             item("job", Some("k"), None),
-            false,
+            Claims::Nothing,
         ),
         (
-            "a run of another key held back does not hold back this one",
+            "a running run of another key does not hold this one back",
+            |s| {
+                s.trigger(&item("job", Some("busy"), None))?;
+                s.claim(&jobs(&["job"]), 1)?;
+                Ok(None)
+            },
+            item("job", Some("k"), None),
+            Claims::Inserted,
+        ),
+        (
+            "a run of another key held back: claimed as usual",
             |s| {
                 s.trigger(&item("job", Some("busy"), None))?;
                 s.claim(&jobs(&["job"]), 1)?;
@@ -1539,22 +1565,22 @@ fn a_trigger_inserts_its_run_claimed_only_when_a_claim_would_take_it() -> TestRe
                 Ok(None)
             },
             item("job", Some("k"), None),
-            true,
+            Claims::New,
         ),
         (
-            "a free key",
+            "a free key, an idempotency key",
             |_| Ok(None),
             item("job", Some("k"), Some("idem")),
-            true,
+            Claims::Inserted,
         ),
         (
             "a job this worker does not run",
             |_| Ok(None),
             item("foreign", None, None),
-            false,
+            Claims::Nothing,
         ),
     ];
-    for (what, setup, it, inserted) in cases {
+    for (what, setup, it, want) in cases {
         let (_d, store) = temp_store()?;
         let older = setup(&store)?;
         let commits = store.commit_count();
@@ -1567,15 +1593,20 @@ fn a_trigger_inserts_its_run_claimed_only_when_a_claim_would_take_it() -> TestRe
         let status: String = store.read(|c| {
             Ok(c.query_row("SELECT status FROM runs WHERE id = ?1", [&id], |r| r.get(0))?)
         })?;
-        let got: Vec<(String, bool)> = claimed.iter().map(|r| (r.id.clone(), r.inserted)).collect();
-        if inserted {
-            assert_eq!(got, vec![(id.clone(), true)], "{what}");
-            assert_eq!(status, "running", "{what}");
-        } else {
-            let want: Vec<(String, bool)> = older.into_iter().map(|o| (o, false)).collect();
-            assert_eq!(got, want, "{what}");
-            assert_eq!(status, "pending", "{what}");
-        }
+        let got = match &claimed[..] {
+            [] => Claims::Nothing,
+            [r] if r.id == id && r.inserted => Claims::Inserted,
+            [r] if r.id == id && !r.inserted && !r.json.is_empty() => Claims::New,
+            [r] if Some(&r.id) == older.as_ref() && !r.inserted => Claims::Older,
+            other => panic!("{what}: claimed {other:?}"),
+        };
+        assert_eq!(got, want, "{what}");
+        let running = matches!(want, Claims::Inserted | Claims::New);
+        assert_eq!(
+            status,
+            if running { "running" } else { "pending" },
+            "{what}"
+        );
     }
     // No claim asked (worker off, no slot): pending, nothing claimed.
     let (_d, store) = temp_store()?;
