@@ -339,8 +339,9 @@ impl<S: SyncStore> Engine<S> {
     /// Creates one run without waiting; wakes the claim loop when it wrote,
     /// unless the run it created was claimed here ([`policy::wake_after_trigger`]).
     /// When it created a run and the worker is on, the same commit claims
-    /// one run for a free slot (the oldest claimable, usually this one), for
-    /// the caller to execute now ([`Worker::try_trigger`]).
+    /// one run for a free slot (the oldest claimable, usually this one,
+    /// then inserted already claimed), for the caller to execute now
+    /// ([`Worker::try_trigger`]).
     #[allow(clippy::type_complexity)]
     pub fn try_trigger(
         &self,

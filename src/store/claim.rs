@@ -30,8 +30,7 @@ pub struct ClaimedRun {
     /// progress, leaseGeneration, startedAt, steps: [[name, index, output], …]}`
     /// (not the whole run record: a one-step run is cheap enough that reading,
     /// sending and parsing the other dozen fields was ~2 % of its CPU).
-    /// Empty for a run [`SqliteStore::try_trigger_claim`] inserted already
-    /// claimed (see `inserted`).
+    /// Empty for a run its trigger inserted already claimed (see `inserted`).
     pub json: String,
     /// Inserted already claimed by the trigger that created it: it has no
     /// steps, no progress, generation 1 and started when it was created, and

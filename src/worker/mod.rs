@@ -404,8 +404,10 @@ impl<S: SyncStore> Worker<S> {
     /// claim loop is on ([`policy::start_locally`]), claims in the same
     /// commit the oldest claimable run (usually this one) for a free slot:
     /// the caller executes it without a hop through the loop, and a trigger
-    /// that starts its run here costs one commit. A failed claim is reported
-    /// to the sink (`claim`), not to the trigger. `None` when the lock is taken.
+    /// that starts its run here costs one commit (with nothing else pending,
+    /// the run is inserted already claimed: [`ClaimedRun::inserted`]). A
+    /// failed claim is reported to the sink (`claim`), not to the trigger.
+    /// `None` when the lock is taken.
     #[allow(clippy::type_complexity)]
     pub fn try_trigger(
         &self,
