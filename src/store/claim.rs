@@ -79,7 +79,7 @@ impl SqliteStore {
         jobs: &[String],
         limit: usize,
     ) -> Result<Vec<ClaimedRun>> {
-        let ids = candidates(c, jobs, limit)?;
+        let ids = candidates_in(c, jobs, limit, Prune::Yes)?;
         let now = self.now();
         // UPDATE then a primary-key read rather than UPDATE … RETURNING,
         // which materializes its rows in a temporary table first.
@@ -199,7 +199,16 @@ impl SqliteStore {
                 params.push(id);
                 params.push(generation);
             }
-            Ok(c.prepare_cached(&sql)?.execute(params.as_slice())?)
+            let mut st = c.prepare_cached(&sql)?;
+            let keys = st.query_map(params.as_slice(), |r| r.get::<_, Option<String>>(0))?;
+            let mut n = 0;
+            for key in keys {
+                n += 1;
+                if let Some(key) = key? {
+                    note_pending_key(c, &key)?;
+                }
+            }
+            Ok(n)
         })
     }
 
@@ -244,7 +253,7 @@ fn stale_runs_sql(jobs: usize) -> String {
 
 /// [`SqliteStore::recover_stale_except`]'s statement: the time, then
 /// [`stale_runs_sql`]'s parameters, then an `(id, generation)` pair per kept
-/// run.
+/// run. Returns each recovered run's concurrency key (for `pending_keys`).
 pub(super) fn recover_stale_sql(jobs: usize, keep: usize) -> String {
     let keep_sql = if keep == 0 {
         String::new()
@@ -256,7 +265,7 @@ pub(super) fn recover_stale_sql(jobs: usize, keep: usize) -> String {
     };
     format!(
         "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ? \
-         WHERE id IN ({}){keep_sql}",
+         WHERE id IN ({}){keep_sql} RETURNING concurrency_key",
         stale_runs_sql(jobs)
     )
 }
@@ -267,22 +276,37 @@ pub(super) fn has_stale_sql(jobs: usize) -> String {
 }
 
 /// How many of the oldest pending runs the claim looks at one by one before
-/// it switches to visiting one run per concurrency key (see [`candidates`]).
-const SCAN_WINDOW: usize = 64;
+/// it looks at the head of each free concurrency key (see [`candidates`]).
+/// With 8 worker processes on 32 keys the walk rarely finds enough (most
+/// keys run, and the heads of the free ones are far from the front): there
+/// a window of 64 cost more than the key-by-key search after it (8 × 2,000
+/// one-step runs: 6,100 runs per CPU-second with 64, 6,900 with 16).
+const SCAN_WINDOW: usize = 16;
+
+/// Whether a search for claimable runs may remove the keys it finds with no
+/// pending and no running run from `pending_keys` (only inside a write
+/// transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Prune {
+    Yes,
+    No,
+}
 
 /// The ids of the (at most `limit`) oldest claimable pending runs of `jobs`:
 /// runs without a concurrency key, and runs that are the oldest pending run
 /// of their key (of any job) while no run of that key is `running`. Oldest
-/// first (`created_at`, then `id`).
+/// first (`created_at`, then `id`). Reads only.
 ///
 /// Two ways to find them, both index searches only:
 /// - the oldest pending runs, one by one, each checked against its key (one
 ///   search a run, for a running run of the key; whether it heads its key
-///   follows from the walk's order): cheap when claimable runs are near the front, which is
-///   the usual case, and the only cheap way with many distinct keys;
-/// - one visit per distinct key of the pending runs (a skip-scan of
-///   `runs_active_key`) plus the oldest keyless runs: cheap when a
-///   large backlog sits on a few busy keys. The first way alone walked the
+///   follows from the walk's order): cheap when claimable runs are near the
+///   front, which is the usual case, and the only cheap way with many
+///   distinct keys;
+/// - the head of each free key in `pending_keys` (schema 4: the keys that
+///   may have pending runs; one search per key for a running run, then one
+///   for the head of each free key) plus the oldest keyless runs: cheap when
+///   a large backlog sits on a few busy keys. The first way alone walked the
 ///   whole backlog whenever fewer than `limit` runs were claimable (16,000
 ///   pending runs on 32 busy keys: 13 ms a claim, under the write lock, for
 ///   every process, issue 13).
@@ -290,6 +314,17 @@ const SCAN_WINDOW: usize = 64;
 /// So the first way looks at up to [`SCAN_WINDOW`] + `limit` runs; when that
 /// window was full and did not yield `limit` runs, the second way answers.
 pub(super) fn candidates(c: &Connection, jobs: &[String], limit: usize) -> Result<Vec<String>> {
+    candidates_in(c, jobs, limit, Prune::No)
+}
+
+/// [`candidates`]; with [`Prune::Yes`] (a claim's write transaction) it also
+/// drops the keys it found dead from `pending_keys`.
+pub(super) fn candidates_in(
+    c: &Connection,
+    jobs: &[String],
+    limit: usize,
+    prune: Prune,
+) -> Result<Vec<String>> {
     if jobs.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
@@ -327,14 +362,49 @@ pub(super) fn candidates(c: &Connection, jobs: &[String], limit: usize) -> Resul
     if seen < window {
         return Ok(found); // every pending run was looked at
     }
-    let limit = limit.min(i64::MAX as usize) as i64;
-    let mut st = c.prepare_cached(&by_key_sql(jobs.len()))?;
+    by_key(c, jobs, limit, prune)
+}
+
+/// The claimable runs found key by key: the head of each free key of
+/// `pending_keys` and the oldest keyless runs, oldest first.
+fn by_key(c: &Connection, jobs: &[String], limit: usize, prune: Prune) -> Result<Vec<String>> {
+    // (created_at, id): the claim order.
+    let mut heads: Vec<(String, String)> = Vec::new();
+    let mut dead: Vec<String> = Vec::new();
+    {
+        let mut st = c.prepare_cached(FREE_KEY_HEADS_SQL)?;
+        let mut rows = st.query([])?;
+        while let Some(row) = rows.next()? {
+            match row.get::<_, Option<String>>(1)? {
+                // Free, and no pending run: nothing left to claim on this key.
+                None => dead.push(row.get(0)?),
+                Some(id) => {
+                    let job: String = row.get(2)?;
+                    if jobs.contains(&job) {
+                        heads.push((row.get(3)?, id));
+                    }
+                }
+            }
+        }
+    }
+    let sql = keyless_sql(jobs.len());
+    let mut st = c.prepare_cached(&sql)?;
+    let n = limit.min(i64::MAX as usize) as i64;
     let mut params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
-    params.extend(jobs.iter().map(|s| s as &dyn ToSql));
-    params.push(&limit);
-    params.push(&limit);
-    let rows = st.query_map(params.as_slice(), |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    params.push(&n);
+    let rows = st.query_map(params.as_slice(), |r| Ok((r.get(1)?, r.get(0)?)))?;
+    for row in rows {
+        heads.push(row?);
+    }
+    heads.sort_unstable();
+    heads.truncate(limit);
+    if prune == Prune::Yes {
+        let mut del = c.prepare_cached("DELETE FROM pending_keys WHERE concurrency_key = ?1")?;
+        for key in &dead {
+            del.execute([key])?;
+        }
+    }
+    Ok(heads.into_iter().map(|(_, id)| id).collect())
 }
 
 /// The oldest pending runs, each with whether it is claimable by `jobs`
@@ -359,32 +429,47 @@ pub(super) fn scan_sql(jobs: usize) -> String {
     )
 }
 
-/// The claimable runs found key by key (a `?` per job, again a `?` per job,
-/// then the limit twice): the head of each key that has pending runs and no
-/// running one, and the oldest keyless runs, oldest first.
-pub(super) fn by_key_sql(jobs: usize) -> String {
-    let in_jobs = in_list("r.job_name", jobs);
-    let in_jobs_null = in_list("job_name", jobs);
+/// Each key of `pending_keys` that has no running run, with its head (the
+/// oldest pending run of the key: id, job, created_at), or NULLs when the
+/// key has no pending run left.
+pub(super) const FREE_KEY_HEADS_SQL: &str =
+    "SELECT p.concurrency_key, r.id, r.job_name, r.created_at \
+     FROM pending_keys AS p \
+     LEFT JOIN runs AS r ON r.id = ( \
+       SELECT h.id FROM runs AS h WHERE h.status = 'pending' \
+         AND h.concurrency_key = p.concurrency_key ORDER BY h.created_at, h.id LIMIT 1) \
+     WHERE NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
+                       AND x.concurrency_key = p.concurrency_key)";
+
+/// The oldest pending keyless runs of `jobs` (a `?` per job, then the
+/// limit): id, created_at.
+pub(super) fn keyless_sql(jobs: usize) -> String {
+    let in_jobs = in_list("job_name", jobs);
     format!(
-        "WITH RECURSIVE keys(k) AS ( \
-           SELECT (SELECT concurrency_key FROM runs WHERE status = 'pending' \
-                   AND concurrency_key IS NOT NULL ORDER BY concurrency_key LIMIT 1) \
-           UNION ALL \
-           SELECT (SELECT concurrency_key FROM runs WHERE status = 'pending' \
-                   AND concurrency_key > keys.k ORDER BY concurrency_key LIMIT 1) \
-           FROM keys WHERE keys.k IS NOT NULL) \
-         SELECT r.id, r.created_at FROM keys JOIN runs AS r ON r.id = ( \
-             SELECT h.id FROM runs AS h WHERE h.status = 'pending' AND h.concurrency_key = keys.k \
-             ORDER BY h.created_at, h.id LIMIT 1) \
-           WHERE keys.k IS NOT NULL{in_jobs} \
-           AND NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
-                           AND x.concurrency_key = keys.k) \
-         UNION ALL \
-         SELECT id, created_at FROM (SELECT id, created_at FROM runs \
-           WHERE status = 'pending' AND concurrency_key IS NULL{in_jobs_null} \
-           ORDER BY created_at, id LIMIT ?) \
-         ORDER BY 2, 1 LIMIT ?"
+        "SELECT id, created_at FROM runs \
+           WHERE status = 'pending' AND concurrency_key IS NULL{in_jobs} \
+           ORDER BY created_at, id LIMIT ?"
     )
+}
+
+/// Records, inside the write that makes a run of `key` pending, that the key
+/// may have pending runs (`pending_keys`, which the claim's key-by-key
+/// search reads). Every write that sets a run `pending` must call this or
+/// [`note_pending_run`].
+pub(crate) fn note_pending_key(c: &Connection, key: &str) -> Result<()> {
+    c.prepare_cached("INSERT OR IGNORE INTO pending_keys (concurrency_key) VALUES (?1)")?
+        .execute([key])?;
+    Ok(())
+}
+
+/// [`note_pending_key`] for run `id`'s key, if it has one.
+pub(crate) fn note_pending_run(c: &Connection, id: &str) -> Result<()> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO pending_keys (concurrency_key) \
+         SELECT concurrency_key FROM runs WHERE id = ?1 AND concurrency_key IS NOT NULL",
+    )?
+    .execute([id])?;
+    Ok(())
 }
 
 /// The run's status, or `None` if it no longer exists.

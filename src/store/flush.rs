@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::claim::lease_status;
+use super::claim::{lease_status, note_pending_run};
 use super::{RunStatus, SqliteStore};
 use crate::error::{Error, Result};
 
@@ -582,12 +582,17 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &str) -> Result<OpStatus> {
                 lease_fence!()
             ))?
             .execute((run, generation, text(progress).unwrap_or("null"), now))?,
-        FlushOp::Release { run, generation } => c
-            .prepare_cached(concat!(
-                "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ?3 WHERE ",
-                lease_fence!()
-            ))?
-            .execute((run, generation, now))?,
+        FlushOp::Release { run, generation } => {
+            let changed = c
+                .prepare_cached(concat!(
+                    "UPDATE runs SET status = 'pending', lease_owner = NULL, updated_at = ?3 WHERE ",
+                    lease_fence!()
+                ))?
+                .execute((run, generation, now))?;
+            // (Also when the fence refused it: `pending_keys` may hold more.)
+            note_pending_run(c, run)?;
+            changed
+        }
         FlushOp::Log {
             run,
             generation,

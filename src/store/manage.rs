@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::claim::note_pending_run;
 use super::query::get_run_in;
 use super::{RunStatus, SqliteStore};
 use crate::error::{Error, Result};
@@ -71,6 +72,7 @@ impl SqliteStore {
                  WHERE id = ?1",
             )?
             .execute((id, &now))?;
+            note_pending_run(c, id)?;
             get_run_in(c, id)?.ok_or_else(|| Error::NotFound(id.to_string()))
         })
     }

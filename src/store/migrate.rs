@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_claim_index.sql"),
     include_str!("migrations/0003_active_indexes.sql"),
+    include_str!("migrations/0004_pending_keys.sql"),
 ];
 
 #[cfg(test)]

@@ -473,7 +473,11 @@ fn claims_reuse_their_prepared_statements() -> TestResult {
     assert!(store.claim(&names, 1)?.is_empty());
     assert!(!store.has_pending(None, &names)?);
     assert!(store.claim(&names, 1)?.is_empty());
-    for sql in [claim::scan_sql(1), claim::by_key_sql(1)] {
+    for sql in [
+        claim::scan_sql(1),
+        claim::FREE_KEY_HEADS_SQL.to_string(),
+        claim::keyless_sql(1),
+    ] {
         let reprepared = |c: &Connection| -> Result<i32> {
             Ok(c.prepare_cached(&sql)?
                 .get_status(rusqlite::StatementStatus::RePrepare))
@@ -603,13 +607,21 @@ fn claim_candidates_match_their_definition() -> TestResult {
                 let id = format!("{:026}", rand(1 << 40) * 1000 + i);
                 ins.execute((&id, job, status, key, &at))?;
             }
+            // What the writes that make runs pending record (inserted
+            // directly here); the keys of earlier cases stay, as keys whose
+            // runs are gone do until a claim finds them dead.
+            c.execute(
+                "INSERT OR IGNORE INTO pending_keys SELECT concurrency_key FROM runs \
+                 WHERE status = 'pending' AND concurrency_key IS NOT NULL",
+                [],
+            )?;
             Ok(())
         })?;
         for limit in [1usize, 2, 4, 100] {
             let want = store.read(|c| reference_candidates(c, &mine, limit as i64))?;
             let (got, by_key) = store.read(|c| {
                 let key_steps = |c: &Connection| -> Result<i32> {
-                    Ok(c.prepare_cached(&claim::by_key_sql(mine.len()))?
+                    Ok(c.prepare_cached(claim::FREE_KEY_HEADS_SQL)?
                         .get_status(rusqlite::StatementStatus::VmStep))
                 };
                 let before = key_steps(c)?;
@@ -679,15 +691,15 @@ fn cache_misses(c: &Connection) -> i64 {
 /// run exists. With several processes on one file every transaction starts
 /// with an empty page cache (another process committed), so each of those
 /// questions read a page from the log: at 8 processes the candidate search
-/// was ~70 % of a worker's page reads, ~25 a claim, ~20 with this. Here 30 keys,
-/// each headed by a run of another job and then one of ours (30 runs that
-/// do not head their key), then 4 keyless runs of ours; after every key a
-/// long tail, so each key's pending runs fill a page of their own. The old
-/// walk read a page per key (30) for the same answer.
+/// was ~70 % of a worker's page reads, ~25 a claim, ~20 with this. Here 8 keys,
+/// each headed by a run of another job and then one of ours (8 runs that
+/// do not head their key), then 4 keyless runs of ours, all inside the walk's
+/// window; after every key a long tail, so each key's pending runs fill a
+/// page of their own. The old walk read a page per key (8) for the same answer.
 #[test]
 fn claim_walk_reads_no_page_per_key() -> TestResult {
     let (_d, store) = temp_store()?;
-    let keys: Vec<String> = (0..30).map(|k| format!("k{k:02}")).collect();
+    let keys: Vec<String> = (0..8).map(|k| format!("k{k:02}")).collect();
     let heads: Vec<TriggerItem> = keys.iter().map(|k| item("other", Some(k), None)).collect();
     let ours: Vec<TriggerItem> = keys.iter().map(|k| item("mine", Some(k), None)).collect();
     store.trigger_batch(&heads)?;
@@ -695,7 +707,7 @@ fn claim_walk_reads_no_page_per_key() -> TestResult {
     let free: Vec<String> = (0..4)
         .map(|_| Ok(created_id(store.trigger(&item("mine", None, None))?)))
         .collect::<Result<_>>()?;
-    let tail: Vec<TriggerItem> = (0..60 * keys.len())
+    let tail: Vec<TriggerItem> = (0..200 * keys.len())
         .map(|i| item("other", Some(&keys[i % keys.len()]), None))
         .collect();
     store.trigger_batch(&tail)?;
@@ -733,16 +745,210 @@ fn claim_walk_reads_no_page_per_key() -> TestResult {
     ))?;
     assert_eq!(old, free);
     assert!(
-        pages + 20 <= old_pages,
+        pages + 5 <= old_pages,
         "the claim's walk read {pages} pages, the walk asking each key {old_pages}"
     );
+    Ok(())
+}
+
+/// Issue 13, schema 4: when the walk's window does not yield enough runs,
+/// the claim looks at the keys of `pending_keys`, and reads a page for the
+/// head of each free key only. With 8 processes on 32 keys nearly every key
+/// runs, and schema 3's skip-scan over the pending runs' keys read a page per
+/// key (another process's commit having emptied the page cache). Here 32
+/// keys with long backlogs, 30 of them running: the claim finds the heads of
+/// the 2 free ones reading a few pages; the skip-scan read one per key.
+#[test]
+fn claim_by_key_reads_pages_of_free_keys_only() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let keys: Vec<String> = (0..32).map(|k| format!("k{k:02}")).collect();
+    let backlog: Vec<TriggerItem> = (0..300 * keys.len())
+        .map(|i| item("j", Some(&keys[i % keys.len()]), None))
+        .collect();
+    store.trigger_batch(&backlog)?;
+    let names = jobs(&["j"]);
+    assert_eq!(store.claim(&names, 32)?.len(), 32, "one run per key");
+    // Keys k05 and k17 free again: their runs went back to pending.
+    let free_heads: Vec<String> = store.write(|c| {
+        let mut ids = Vec::new();
+        for k in ["k05", "k17"] {
+            let id: String = c.query_row(
+                "SELECT id FROM runs WHERE status = 'running' AND concurrency_key = ?1",
+                [k],
+                |r| r.get(0),
+            )?;
+            ids.push(id);
+        }
+        Ok(ids)
+    })?;
+    for id in &free_heads {
+        assert_eq!(
+            store
+                .flush(&format!(r#"[{{"release":{{"run":"{id}","gen":1}}}}]"#))?
+                .statuses,
+            "0"
+        );
+    }
+    let other = SqliteStore::open(StoreOptions::new(store.options().path.clone()))?;
+    let read = |sql: Option<&str>| -> Result<(Vec<String>, i64)> {
+        // A commit by another connection empties this one's page cache.
+        other.trigger(&item("elsewhere", None, None))?;
+        store.write(|c| {
+            let before = cache_misses(c);
+            let got = match sql {
+                None => claim::candidates(c, &names, 4)?,
+                Some(sql) => c
+                    .prepare(sql)?
+                    .query_map(["j"], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            Ok((got, cache_misses(c) - before))
+        })
+    };
+    let (got, pages) = read(None)?;
+    let mut want = free_heads.clone();
+    want.sort();
+    assert_eq!(got, want);
+    // Schema 3's search: a skip-scan over the keys of the pending runs.
+    let (old, old_pages) = read(Some(
+        "WITH RECURSIVE keys(k) AS ( \
+           SELECT (SELECT concurrency_key FROM runs WHERE status = 'pending' \
+                   AND concurrency_key IS NOT NULL ORDER BY concurrency_key LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT concurrency_key FROM runs WHERE status = 'pending' \
+                   AND concurrency_key > keys.k ORDER BY concurrency_key LIMIT 1) \
+           FROM keys WHERE keys.k IS NOT NULL) \
+         SELECT r.id FROM keys JOIN runs AS r ON r.id = ( \
+             SELECT h.id FROM runs AS h WHERE h.status = 'pending' AND h.concurrency_key = keys.k \
+             ORDER BY h.created_at, h.id LIMIT 1) \
+           WHERE keys.k IS NOT NULL AND r.job_name = ?1 \
+           AND NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
+                           AND x.concurrency_key = keys.k) \
+         ORDER BY r.created_at, r.id LIMIT 4",
+    ))?;
+    assert_eq!(old, want);
+    assert!(
+        pages + 15 <= old_pages,
+        "the claim read {pages} pages, schema 3's skip-scan over the keys {old_pages}"
+    );
+    Ok(())
+}
+
+/// Issue 13, schema 4: every write that makes a run pending records its key
+/// in `pending_keys`, or the claim's key-by-key search would never see the
+/// run once it lies past the walk's window. Each way (trigger, batch,
+/// release, stale recovery, retry) makes a run of key `k` pending behind a
+/// backlog of runs of a running key that fills the window; the claim must
+/// still take it. Where the run was running or failed before, `k` is first
+/// taken out of `pending_keys`, as after an upgrade from schema 3 (which
+/// recorded the keys of pending runs only) or a claim that pruned it.
+#[test]
+fn every_way_to_pending_records_the_key() -> TestResult {
+    let names = jobs(&["j"]);
+    for way in ["trigger", "batch", "release", "recover", "retry"] {
+        let (_d, store) = temp_store()?;
+        // A running run of "busy" and a backlog on it, older than k's run.
+        let backlog: Vec<TriggerItem> = (0..40).map(|_| item("j", Some("busy"), None)).collect();
+        store.trigger_batch(&backlog)?;
+        let busy = store.claim(&names, 1)?;
+        assert_eq!(busy.len(), 1);
+        let forget_k = || -> Result<()> {
+            store.write(|c| {
+                c.execute("DELETE FROM pending_keys WHERE concurrency_key = 'k'", [])?;
+                Ok(())
+            })
+        };
+        let id = match way {
+            "trigger" => created_id(store.trigger(&item("j", Some("k"), None))?),
+            "batch" => created_id(
+                store
+                    .trigger_batch(&[item("j", Some("k"), None)])?
+                    .remove(0),
+            ),
+            _ => {
+                let id = created_id(store.trigger(&item("j", Some("k"), None))?);
+                assert_eq!(store.claim(&names, 1)?[0].id, id);
+                forget_k()?;
+                match way {
+                    "release" => {
+                        let op = format!(r#"[{{"release":{{"run":"{id}","gen":1}}}}]"#);
+                        assert_eq!(store.flush(&op)?.statuses, "0");
+                    }
+                    "recover" => {
+                        let keep = [(busy[0].id.clone(), busy[0].generation)];
+                        let n = store.recover_stale_except(&names, "9999", &keep)?;
+                        assert_eq!(n, 1);
+                    }
+                    _ => {
+                        let op = format!(
+                            r#"[{{"fail":{{"run":"{id}","gen":1,"error":"boom","stack":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+                        );
+                        assert_eq!(store.flush(&op)?.statuses, "0");
+                        forget_k()?;
+                        store.retry(&id)?;
+                    }
+                }
+                id
+            }
+        };
+        assert!(store.has_pending(None, &names)?, "{way}");
+        let claimed = store.claim(&names, 4)?;
+        let ids: Vec<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, [id.as_str()], "{way}");
+    }
+    Ok(())
+}
+
+/// Issue 13, schema 4: a claim's key-by-key search drops the keys it finds
+/// with no pending and no running run from `pending_keys` (and only those);
+/// a read (`has_pending`) changes nothing.
+#[test]
+fn claims_prune_dead_keys_only() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let names = jobs(&["j"]);
+    let keys = |store: &SqliteStore| -> Result<Vec<String>> {
+        store.read(|c| {
+            Ok(
+                c.prepare("SELECT concurrency_key FROM pending_keys ORDER BY 1")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+            )
+        })
+    };
+    // "done": its only run completes; "held": its only run runs; "busy":
+    // a running run and a backlog that fills the walk's window.
+    let done = created_id(store.trigger(&item("j", Some("done"), None))?);
+    store.trigger(&item("j", Some("held"), None))?;
+    let backlog: Vec<TriggerItem> = (0..40).map(|_| item("j", Some("busy"), None)).collect();
+    store.trigger_batch(&backlog)?;
+    assert_eq!(store.claim(&names, 3)?.len(), 3);
+    let op = format!(
+        r#"[{{"complete":{{"run":"{done}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+    );
+    assert_eq!(store.flush(&op)?.statuses, "0");
+    assert_eq!(keys(&store)?, ["busy", "done", "held"]);
+    assert!(!store.has_pending(None, &names)?);
+    assert_eq!(
+        keys(&store)?,
+        ["busy", "done", "held"],
+        "a read prunes nothing"
+    );
+    assert!(store.claim(&names, 4)?.is_empty());
+    assert_eq!(keys(&store)?, ["busy", "held"]);
+    // A new run of the pruned key is found again.
+    let again = created_id(store.trigger(&item("j", Some("done"), None))?);
+    assert_eq!(store.claim(&names, 4)?[0].id, again);
     Ok(())
 }
 
 /// Virtual machine steps the claim's cached statements on `c` took so far.
 fn claim_vm_steps(c: &Connection) -> Result<i64> {
     let mut total = 0;
-    for sql in [claim::scan_sql(1), claim::by_key_sql(1)] {
+    for sql in [
+        claim::scan_sql(1),
+        claim::FREE_KEY_HEADS_SQL.to_string(),
+        claim::keyless_sql(1),
+    ] {
         total += i64::from(
             c.prepare_cached(&sql)?
                 .get_status(rusqlite::StatementStatus::VmStep),
@@ -1187,10 +1393,8 @@ fn status_queries_use_the_active_indexes() -> TestResult {
             claim::scan_sql(1),
             &["runs_active_free", "runs_active_keyed", "runs_active_key"][..],
         ),
-        (
-            claim::by_key_sql(1),
-            &["runs_active_free", "runs_active_key"],
-        ),
+        (claim::FREE_KEY_HEADS_SQL.to_string(), &["runs_active_key"]),
+        (claim::keyless_sql(1), &["runs_active_free"]),
         (trigger::coalesce_sql(), &["runs_active_key"]),
         (claim::has_stale_sql(1), &["runs_active_free", KEYED]),
         (claim::recover_stale_sql(1, 0), &["runs_active_free", KEYED]),

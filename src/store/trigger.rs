@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::backend::ClaimRequest;
-use super::claim::FIRST_GENERATION;
+use super::claim::{note_pending_key, FIRST_GENERATION};
 use super::flush::in_savepoint;
 use super::query::{run_json, RUN_COLUMNS};
 use super::{ClaimedRun, SqliteStore};
@@ -167,6 +167,13 @@ impl SqliteStore {
                     ))?;
                 }
             }
+            // Their keys, each once (a batch has few distinct keys).
+            let mut keys: Vec<&str> = chunk.iter().filter_map(|it| it.concurrency_key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                note_pending_key(c, key)?;
+            }
             out.extend(ids.into_iter().map(|id| TriggerOutcome::Created {
                 id,
                 created_at: now.to_string(),
@@ -297,18 +304,26 @@ fn insert_in(
         now,
     );
     match owner {
-        None => c.prepare_cached(INSERT_RUN)?.execute(params)?,
-        Some(owner) => c.prepare_cached(INSERT_CLAIMED_RUN)?.execute((
-            params.0,
-            params.1,
-            params.2,
-            params.3,
-            params.4,
-            params.5,
-            params.6,
-            owner,
-            FIRST_GENERATION,
-        ))?,
+        None => {
+            c.prepare_cached(INSERT_RUN)?.execute(params)?;
+            if let Some(key) = it.concurrency_key {
+                note_pending_key(c, key)?;
+            }
+        }
+        // Running: its key is recorded when it goes back to pending.
+        Some(owner) => {
+            c.prepare_cached(INSERT_CLAIMED_RUN)?.execute((
+                params.0,
+                params.1,
+                params.2,
+                params.3,
+                params.4,
+                params.5,
+                params.6,
+                owner,
+                FIRST_GENERATION,
+            ))?;
+        }
     };
     Ok(())
 }
