@@ -5,11 +5,13 @@
 // decode the events of all P (about a fifth of a worker's CPU at P = 4).
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createRequire } from 'node:module'
+import { spawn } from 'node:child_process'
 
 const require = createRequire(import.meta.url)
 const { createDurably, defineJob } = require('..')
 const { postgresBackendSkipReason, pgOptions, dropSchemas } = require('./pg.js')
-const { until } = require('./helpers.js')
+const { until, sleep } = require('./helpers.js')
+const { psqlPath, sql } = require('../scripts/psql.js')
 
 const why = postgresBackendSkipReason()
 if (why) console.warn(`pg-events.test: PostgreSQL skipped: ${why}`)
@@ -93,4 +95,34 @@ describe.skipIf(why)('other processes\' run events on PostgreSQL', () => {
     const second = await watched()
     expect(second.types).toContain('step:complete')
   }, 60_000)
+
+  it('a subscribe reads its snapshot only once this process is registered for run events', async () => {
+    // Registered, other processes publish the run's events; an event they did
+    // not publish was committed before, so the snapshot read after it shows it.
+    const opts = { ...pgOptions('regfirst'), pollingInterval: 50 }
+    const d = createDurably({ ...opts, jobs: { job } })
+    open.push(d)
+    const run = await d.jobs.job.trigger({ n: 1 })
+    expect(sql(opts.url, `SELECT count(*) FROM "${opts.schema}".listeners`)).toBe('0')
+    // A publish in flight (it read the registrations; not committed yet)
+    // holds the registration back, and so the snapshot.
+    const psql = spawn(psqlPath(), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', opts.url], { stdio: ['pipe', 'ignore', 'inherit'] })
+    const exited = new Promise((r) => psql.on('exit', r))
+    psql.stdin.write(`BEGIN; SELECT 1 FROM "${opts.schema}".listeners; SELECT pg_sleep(0.01);\n`)
+    await until(() => sql(opts.url, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'listeners' AND l.mode = 'AccessShareLock'`) !== '0', { what: 'the publish to hold its lock' })
+    const got = []
+    const stream = (async () => {
+      for await (const e of d.subscribe(run.id)) {
+        got.push(e.type)
+        break
+      }
+    })()
+    await sleep(500)
+    expect(got).toEqual([])
+    psql.stdin.end('COMMIT;\n')
+    await exited
+    await stream
+    expect(got).toEqual(['run:snapshot'])
+    expect(sql(opts.url, `SELECT count(*) FROM "${opts.schema}".listeners`)).toBe('1')
+  }, 30_000)
 })

@@ -26,6 +26,9 @@ const {
   tallyStats,
 } = require('./checks')
 const { waitForRun, subscribe } = require('./watch')
+
+/** How long a registration for other processes' run events outlives its last listener (PostgreSQL). */
+const UNREGISTER_GRACE_MS = 5000
 const {
   DurablyError,
   ValidationError,
@@ -83,13 +86,15 @@ class Durably {
     // PostgreSQL: run events go to the other processes on the database too
     // (their waitForRun/subscribe), and theirs arrive here (lib/runner.js).
     this._publish = native(() => this._engine.listens()) ? (e) => this._publishEvent(e) : null
+    // Theirs reach JS only while something listens to every event here, and
+    // they are published at all only while some process is registered for
+    // them (src/pg/events.rs): each of P processes would otherwise publish
+    // and decode the run events of all P.
+    this._interestReady = null // resolves once registered (reads wait for it)
+    this._unregisterTimer = null
     if (this._publish !== null) {
-      // Theirs reach JS only while something listens to every event: with P
-      // processes each would otherwise decode the run events of all P.
       native(() => this._engine.setRemoteEvents(false))
-      this._events.onInterest = (on) => {
-        if (!this._closed) native(() => this._engine.setRemoteEvents(on))
-      }
+      this._events.onInterest = (on) => this._remoteInterest(on)
     }
     // SQLite answers reads on this thread at once; on PostgreSQL each is a
     // network round trip, made off the JS thread so the event loop runs on.
@@ -456,12 +461,41 @@ class Durably {
   }
 
   /**
+   * Other processes' run events wanted here (PostgreSQL) or not. On:
+   * registered (a read after `_interestReady` sees the effect of every event
+   * not heard). Off: dropped at once, the registration ended after
+   * UNREGISTER_GRACE_MS unless wanted again (a loop of triggerAndWait does
+   * not register and unregister each time); an instance closed with one
+   * leaves it to expire (a minute).
+   */
+  _remoteInterest(on) {
+    if (this._closed) return
+    native(() => this._engine.setRemoteEvents(on))
+    if (this._unregisterTimer !== null) {
+      clearTimeout(this._unregisterTimer)
+      this._unregisterTimer = null
+    }
+    const failed = (err) => this._workerError(err, null, 'watch')
+    if (on) {
+      this._interestReady = nativeAsync(this._engine.registerListenerAsync()).catch(failed)
+      return
+    }
+    this._unregisterTimer = setTimeout(() => {
+      this._unregisterTimer = null
+      if (!this._closed) nativeAsync(this._engine.unregisterListenerAsync()).catch(failed)
+    }, UNREGISTER_GRACE_MS)
+    this._unregisterTimer.unref()
+  }
+
+  /**
    * A run now: its value on SQLite (read on this thread), a promise of it on
-   * PostgreSQL (read off the JS thread). lib/watch.js takes either.
+   * PostgreSQL (read off the JS thread, after this process registered for
+   * run events). lib/watch.js takes either.
    */
   _getRunNow(id) {
     if (this._syncReads) return parseRun(native(() => this._engine.getRun(id)))
-    return nativeAsync(this._engine.getRunAsync(id)).then(parseRun)
+    const read = () => nativeAsync(this._engine.getRunAsync(id)).then(parseRun)
+    return this._interestReady !== null ? this._interestReady.then(read) : read()
   }
 
   /** Engine read `name`: on this thread (SQLite) or off it (a promise, PostgreSQL). */

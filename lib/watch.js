@@ -176,22 +176,27 @@ function subscribe(source, runId) {
   }
   return new ReadableStream({
     start: (controller) => {
-      let run
-      try {
-        run = source.getRunNow(runId)
-      } catch (err) {
-        controller.error(fromNative(err))
-        return
-      }
-      if (!isPromise(run)) return follow(controller, run, source.sequence(), [])
       // While the run is read off the JS thread, its events are kept: the
       // snapshot is at least as new as the sequence when the read began, and
-      // the kept events (higher sequences) follow it.
+      // the kept events (higher sequences) follow it. Listening before the
+      // read also makes other processes publish the run's events (PostgreSQL).
       const since = source.sequence()
       const kept = []
       unsub = source.onAny((e) => {
         if (e.runId === runId) kept.push(e)
       })
+      let run
+      try {
+        run = source.getRunNow(runId)
+      } catch (err) {
+        unsub()
+        controller.error(fromNative(err))
+        return
+      }
+      if (!isPromise(run)) {
+        unsub()
+        return follow(controller, run, source.sequence(), [])
+      }
       return run.then(
         (r) => {
           unsub()

@@ -430,6 +430,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Registers this process for run events while they are wanted
+    /// (`setRemoteEvents(true)`): other processes publish theirs only while
+    /// some process is registered. Resolves once registered: a read made
+    /// after it sees the effect of every event this process will not hear.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn register_listener_async(&self) -> Result<AsyncTask<NativeTask<()>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.register_listener())),
+        ))
+    }
+
+    /// Ends the registration unless run events are wanted again by now.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn unregister_listener_async(&self) -> Result<AsyncTask<NativeTask<()>>, JsCode> {
+        let inner = self.inner()?;
+        Ok(NativeTask::spawn(
+            move || with_engine!(&inner.engine, e => e.wait(e.unregister_listener())),
+        ))
+    }
+
     /// Publishes a run event (JSON text) to the other processes on this
     /// database, in order, without waiting.
     #[napi(catch_unwind)]

@@ -83,6 +83,16 @@ impl<S: Store> Engine<S> {
         self.store.set_remote_events(on);
     }
 
+    /// See [`Store::register_listener`].
+    pub async fn register_listener(&self) -> Result<()> {
+        self.store.register_listener().await
+    }
+
+    /// See [`Store::unregister_listener`].
+    pub async fn unregister_listener(&self) -> Result<()> {
+        self.store.unregister_listener().await
+    }
+
     /// Publishes a run event (JSON text) to other processes, after the ones
     /// published before it; nothing on a backend without notices.
     pub fn publish_event(&self, run_id: String, json: String) {

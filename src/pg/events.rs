@@ -26,7 +26,7 @@
 //! connection, at most once, nothing while a listener is disconnected.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::PgStore;
 use crate::error::{Error, Result};
@@ -35,8 +35,14 @@ use crate::store::lock;
 /// NOTIFY refuses payloads of 8000 bytes or more.
 pub const MAX_INLINE_PAYLOAD: usize = 7999;
 
-/// Notifies `$1` with each payload of `$2`, in array order.
-pub(crate) const NOTIFY_ALL_SQL: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
+/// Notifies `$1` with each payload of `$2`, in array order, while some
+/// process is registered for run events ([`PgStore::register_listener`]).
+pub(crate) const NOTIFY_ALL_SQL: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p \
+     WHERE EXISTS (SELECT 1 FROM listeners WHERE expires_at > now())";
+
+/// How long a registration for run events lasts unless refreshed (the
+/// listen connection refreshes it at each of its checks, every 10 s).
+pub const LISTENER_TTL: Duration = Duration::from_secs(60);
 
 /// How long a by-reference event stays readable.
 pub const EVENT_RETENTION: Duration = Duration::from_secs(300);
@@ -172,6 +178,67 @@ impl PgStore {
         self.inner.remote_events.load(Ordering::SeqCst)
     }
 
+    /// Registers this process for run events (the `listeners` table, see
+    /// its migration), while [`PgStore::remote_events`] is on: publishers
+    /// notify only while a registration is alive. When this returns, every
+    /// event committed after it is published, and any other was committed
+    /// before it (the registration waits for every publish that did not
+    /// see it: the table's ACCESS EXCLUSIVE lock), so a read made after it
+    /// sees the effect of every event this process will not hear. A
+    /// registration with more than half its life left is kept as it is.
+    pub async fn register_listener(&self) -> Result<()> {
+        let _serial = self.inner.registry.lock().await;
+        if !self.remote_events() {
+            return Ok(());
+        }
+        let fresh = lock(&self.inner.registered_until)
+            .is_some_and(|until| until > Instant::now() + LISTENER_TTL / 2);
+        if fresh {
+            return Ok(());
+        }
+        let until = Instant::now() + LISTENER_TTL;
+        self.again_if_lost(|| self.register_once()).await?;
+        *lock(&self.inner.registered_until) = Some(until);
+        Ok(())
+    }
+
+    async fn register_once(&self) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.batch_execute(
+            "LOCK TABLE listeners IN ACCESS EXCLUSIVE MODE; \
+             DELETE FROM listeners WHERE expires_at <= now()",
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO listeners (owner, expires_at) \
+             VALUES ($1, now() + make_interval(secs => $2)) \
+             ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+            &[&self.owner(), &LISTENER_TTL.as_secs_f64()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends this process's registration, unless run events are wanted again
+    /// ([`PgStore::remote_events`]) by now.
+    pub async fn unregister_listener(&self) -> Result<()> {
+        let _serial = self.inner.registry.lock().await;
+        if self.remote_events() || lock(&self.inner.registered_until).take().is_none() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        c.execute("DELETE FROM listeners WHERE owner = $1", &[&self.owner()])
+            .await?;
+        Ok(())
+    }
+
+    /// Whether this process registered for run events (and has not ended it).
+    pub(crate) fn is_registered(&self) -> bool {
+        lock(&self.inner.registered_until).is_some()
+    }
+
     /// Publishes run events (`(run id, event JSON)`), in order, in one
     /// transaction: inline when the payload fits a `NOTIFY`, else stored
     /// and sent by reference (see the module docs).
@@ -202,7 +269,8 @@ impl PgStore {
             .prepare_cached(
                 "WITH ins AS (INSERT INTO events (origin, run_id, payload) \
                  VALUES ($1, $2, $3) RETURNING id) \
-                 SELECT pg_notify($4, 'r' || $1 || E'\\t' || $2 || E'\\t' || id) FROM ins",
+                 SELECT pg_notify($4, 'r' || $1 || E'\\t' || $2 || E'\\t' || id) FROM ins \
+                 WHERE EXISTS (SELECT 1 FROM listeners WHERE expires_at > now())",
             )
             .await?;
         // In order: each stretch of inline payloads in one statement, each

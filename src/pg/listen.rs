@@ -245,7 +245,14 @@ async fn session(
             }
             _ = ping.tick() => {
                 match tokio::time::timeout(opts.ping_timeout, client.simple_query("SELECT 1")).await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => {
+                        // A registration for run events is kept alive (see
+                        // `register_listener`: a fresh one is not rewritten).
+                        if store.remote_events() && store.is_registered() {
+                            let s = store.clone();
+                            tokio::spawn(async move { s.register_listener().await });
+                        }
+                    }
                     Ok(Err(e)) => return lost(format!("listen connection check failed: {}", describe(e)), true),
                     Err(_) => return lost("listen connection check timed out".into(), true),
                 }

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_events.sql"),
     include_str!("migrations/0003_claim_indexes.sql"),
+    include_str!("migrations/0004_listeners.sql"),
 ];
 
 #[cfg(test)]

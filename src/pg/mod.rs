@@ -194,6 +194,10 @@ struct Inner {
     /// ([`PgStore::set_remote_events`]); when not, the listen connection
     /// drops them unread.
     remote_events: std::sync::atomic::AtomicBool,
+    /// Serializes registrations for run events ([`PgStore::register_listener`]).
+    registry: tokio::sync::Mutex<()>,
+    /// Until when (at least) this process's registration lasts, once registered.
+    registered_until: Mutex<Option<std::time::Instant>>,
     /// This machine's clock as [`crate::store::Store::now`] reports it,
     /// shifted by this many seconds (tests of a skewed worker clock).
     #[cfg(test)]
@@ -298,6 +302,8 @@ impl PgStore {
                 outbox: Mutex::new(std::collections::VecDeque::new()),
                 publishing: tokio::sync::Mutex::new(()),
                 remote_events: std::sync::atomic::AtomicBool::new(true),
+                registry: tokio::sync::Mutex::new(()),
+                registered_until: Mutex::new(None),
                 #[cfg(test)]
                 skew_secs: 0,
             }),

@@ -172,6 +172,14 @@ impl Store for PgStore {
         PgStore::set_remote_events(self, on)
     }
 
+    async fn register_listener(&self) -> Result<()> {
+        PgStore::register_listener(self).await
+    }
+
+    async fn unregister_listener(&self) -> Result<()> {
+        PgStore::unregister_listener(self).await
+    }
+
     fn events_queued(&self) -> bool {
         PgStore::events_queued(self)
     }

@@ -259,7 +259,14 @@ fn migrations_from_four_connections_at_once_apply_once() -> TResult {
             .collect();
         assert_eq!(
             tables,
-            ["events", "logs", "runs", "schema_versions", "steps"]
+            [
+                "events",
+                "listeners",
+                "logs",
+                "runs",
+                "schema_versions",
+                "steps"
+            ]
         );
         // Migrating again is a no-op.
         assert_eq!(stores[0].migrate().await?, super::PG_SCHEMA_VERSION);

@@ -219,6 +219,15 @@ pub trait Store: Send + Sync + 'static {
     /// default); while off a backend may drop them unread. Nothing where
     /// the backend has no [`Store::listen`].
     fn set_remote_events(&self, _on: bool) {}
+    /// Registers this process for other processes' run events while they
+    /// are wanted, so they are published (see PostgreSQL's `listeners`).
+    fn register_listener(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+    /// Ends [`Store::register_listener`]'s registration unless wanted again.
+    fn unregister_listener(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
     /// Whether queued events wait for [`Store::publish_queued`].
     fn events_queued(&self) -> bool {
         false

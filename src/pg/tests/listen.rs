@@ -19,12 +19,14 @@ fn fast() -> ListenOptions {
 
 /// The next notice for which `pick` answers `Some`, skipping others; fails
 /// after 10 s.
-/// Two stores on the schema, the first listening (its first notice read).
+/// Two stores on the schema, the first listening (its first notice read)
+/// and registered for run events (so the second publishes them).
 async fn listening(
     db: &TestSchema,
 ) -> TResult<(crate::pg::PgStore, crate::pg::PgStore, PgListener)> {
     let here = db.store(1).await?;
     let there = db.store(1).await?;
+    here.register_listener().await?;
     let mut l = here.listen(fast());
     assert_eq!(
         l.recv().await,
@@ -364,6 +366,131 @@ fn unwanted_run_events_are_dropped_but_wakes_and_cancels_arrive() -> TResult {
             receive_events(&mut l, 1).await?,
             published_by(&there, &[("run4", "{}")])
         );
+        TResult::Ok(())
+    })
+}
+
+/// Run events are published only while some process is registered for
+/// them (schema v4's `listeners`): not before, not after the registration
+/// expired or ended, and again once registered anew.
+#[test]
+fn run_events_are_published_only_while_a_listener_is_registered() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("registry")?;
+    db.runtime().block_on(async {
+        let here = db.store(1).await?;
+        let there = db.store(1).await?;
+        let mut l = here.listen(fast());
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+        let raw = db.raw().await?;
+        let published = |n: &str| [(n.to_string(), r#"{"type":"run:start"}"#.to_string())];
+        let send = |n: &'static str| {
+            let there = there.clone();
+            async move {
+                let ev = published(n);
+                let refs: Vec<(&str, &str)> =
+                    ev.iter().map(|(r, j)| (r.as_str(), j.as_str())).collect();
+                there.publish_events(&refs).await
+            }
+        };
+
+        // Nobody registered: nothing is sent (a stored event neither).
+        send("run1").await?;
+        let big = format!("\"{}\"", "b".repeat(MAX_INLINE_PAYLOAD));
+        there.publish_events(&[("run2", big.as_str())]).await?;
+        assert_eq!(
+            events(&drain(&mut l, Duration::from_millis(300)).await),
+            vec![]
+        );
+
+        here.register_listener().await?;
+        assert_eq!(listener_rows(&raw, db.name()).await?, 1);
+        send("run3").await?;
+        there.publish_events(&[("run4", big.as_str())]).await?;
+        let got = receive_events(&mut l, 2).await?;
+        assert_eq!(
+            got.iter().map(|e| e.run_id.as_str()).collect::<Vec<_>>(),
+            ["run3", "run4"]
+        );
+
+        // An expired registration counts no more.
+        raw.batch_execute(&format!(
+            "UPDATE {}.listeners SET expires_at = now() - interval '1 second'",
+            db.name()
+        ))
+        .await?;
+        send("run5").await?;
+        assert_eq!(
+            events(&drain(&mut l, Duration::from_millis(300)).await),
+            vec![]
+        );
+
+        // Ended (only once the events are not wanted), then registered anew.
+        here.unregister_listener().await?;
+        assert_eq!(
+            listener_rows(&raw, db.name()).await?,
+            1,
+            "still wanted: kept"
+        );
+        here.set_remote_events(false);
+        here.unregister_listener().await?;
+        assert_eq!(listener_rows(&raw, db.name()).await?, 0);
+        here.register_listener().await?;
+        assert_eq!(
+            listener_rows(&raw, db.name()).await?,
+            0,
+            "not wanted: not registered"
+        );
+        here.set_remote_events(true);
+        here.register_listener().await?;
+        assert_eq!(
+            listener_rows(&raw, db.name()).await?,
+            1,
+            "the expired row was replaced"
+        );
+        send("run6").await?;
+        assert_eq!(receive_events(&mut l, 1).await?[0].run_id, "run6");
+        TResult::Ok(())
+    })
+}
+
+/// The rows of the schema's `listeners` table.
+async fn listener_rows(raw: &tokio_postgres::Client, schema: &str) -> TResult<i64> {
+    let sql = format!("SELECT count(*) FROM {schema}.listeners");
+    Ok(raw.query_one(&sql, &[]).await?.get(0))
+}
+
+/// A registration waits for every publish that read the registrations
+/// without it (the table's ACCESS EXCLUSIVE lock): once registered, an event
+/// not sent to this process was committed before, so a read made then sees
+/// its effect.
+#[test]
+fn a_registration_waits_for_publishes_that_did_not_see_it() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("regwait")?;
+    db.runtime().block_on(async {
+        let here = db.store(1).await?;
+        let raw = db.raw().await?;
+        // A publish in flight: it read `listeners` and has not committed.
+        raw.batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM {}.listeners WHERE expires_at > now()",
+            db.name()
+        ))
+        .await?;
+        let task = tokio::spawn({
+            let here = here.clone();
+            async move { here.register_listener().await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !task.is_finished(),
+            "registered while a publish was in flight"
+        );
+        raw.batch_execute("COMMIT").await?;
+        tokio::time::timeout(Duration::from_secs(5), task).await???;
         TResult::Ok(())
     })
 }
