@@ -89,8 +89,16 @@ impl SqliteStore {
              updated_at = ?3 WHERE id = ?1 AND status = 'pending'",
         )?;
         let mut read = c.prepare_cached(
-            "SELECT job_name, input, labels, progress, lease_generation, started_at \
-             FROM runs WHERE id = ?1",
+            "SELECT job_name, input, labels, progress, lease_generation, started_at, \
+             concurrency_key FROM runs WHERE id = ?1",
+        )?;
+        // A key whose last pending run this claim took leaves `pending_keys`
+        // at once: with a key per run (or many short-lived keys) the table
+        // would otherwise keep every key ever used until a key-by-key search
+        // found it dead, and that search reads the whole table.
+        let mut unkey = c.prepare_cached(
+            "DELETE FROM pending_keys WHERE concurrency_key = ?1 AND NOT EXISTS ( \
+               SELECT 1 FROM runs WHERE status = 'pending' AND concurrency_key = ?1)",
         )?;
         let mut steps = c.prepare_cached(
             "SELECT name, \"index\", output FROM steps WHERE run_id = ?1 AND status = 'completed' \
@@ -101,7 +109,7 @@ impl SqliteStore {
             if upd.execute((&id, &self.owner, &now))? == 0 {
                 continue; // selected above in this transaction, so never happens
             }
-            let (mut obj, job_name, generation) = read.query_row([&id], |r| {
+            let (mut obj, job_name, generation, key) = read.query_row([&id], |r| {
                 let job_name = r.get::<_, String>(0)?;
                 let generation = r.get::<_, i64>(4)?;
                 let mut o = JsonObject::new();
@@ -112,8 +120,11 @@ impl SqliteStore {
                     .raw("progress", r.get::<_, Option<String>>(3)?.as_deref())
                     .int("leaseGeneration", generation)
                     .str("startedAt", r.get::<_, Option<String>>(5)?.as_deref());
-                Ok((o, job_name, generation))
+                Ok((o, job_name, generation, r.get::<_, Option<String>>(6)?))
             })?;
+            if let Some(key) = key {
+                unkey.execute([key])?;
+            }
             // A first claim (generation 1: never `running` before) has no
             // steps: only a fenced write of a running run stores one.
             let done = if generation == FIRST_GENERATION {

@@ -6,9 +6,10 @@
 -- worker processes on 32 keys, about half of a claim's time).
 --
 -- A superset: every key with a pending run is here (the writes that make a
--- run pending add its key, in the same transaction), and a claim removes a
--- key it finds with no pending and no running run. Keys that never had a
--- pending run since are not.
+-- run pending add its key, in the same transaction); a claim that takes a
+-- key's last pending run removes the key, and the key-by-key search removes
+-- the keys it finds with no pending and no running run (their pending runs
+-- were cancelled).
 CREATE TABLE pending_keys (
   concurrency_key TEXT PRIMARY KEY NOT NULL
 ) WITHOUT ROWID;
