@@ -271,6 +271,26 @@ describe('lib/runner.js over a fake engine', () => {
     expect(calls.slice(2)).toEqual(['stop', 'loopAlive', 'drain', 'op:release(s2,1)', 'engine.release(s2,1)'])
   })
 
+  it('startTriggered executes a run its trigger inserted claimed (generation 1, input and labels decoded from the text sent), and hands it back once stopped', async () => {
+    const got = []
+    const { runner, calls, seen } = setup({ j: async (ctx, input) => got.push(input) })
+    runner.start()
+    const input = '{"n":{"$t":"BigInt","v":"5"},"d":{"$t":"Date","v":"2020-01-02T00:00:00.000Z"}}'
+    runner.startTriggered('s1', 'j', input, '{"team":"a"}', '2020-01-01T00:00:00.000Z')
+    expect(got, 'after the continuations already queued').toEqual([])
+    await tick()
+    await runner.settled()
+    expect(got).toEqual([{ n: 5n, d: new Date('2020-01-02T00:00:00.000Z') }])
+    expect(calls).toEqual(['start', 'op:complete(s1,1)'])
+    expect(seen).toEqual(['run:start:s1', 'run:complete:s1'])
+    await runner.stop()
+    runner.startTriggered('s2', 'j', '{}', '{}', '2020-01-01T00:00:00.000Z')
+    await tick()
+    await runner.settled()
+    expect(calls.slice(2)).toEqual(['stop', 'loopAlive', 'drain', 'op:release(s2,1)', 'engine.release(s2,1)'])
+    expect(got).toHaveLength(1)
+  })
+
   it('processNext claims one run and resolves true once it ran; false when none was pending', async () => {
     const { runner, calls, state } = setup({ j: async (ctx) => ctx.run('only', () => 'x') })
     expect(await runner.processNext()).toBe(false)
