@@ -268,14 +268,11 @@ impl PgStore {
         let grouped = bound.iter().any(|u| u.answers.is_some());
         // One statement alone needs no transaction of its own.
         let wrap = claim.is_some() || bound.len() > 1 || grouped;
-        // Run events queued meanwhile go in this round trip, after the
-        // COMMIT (their own transaction: whatever the batch's outcome), unless
-        // the batch claims (its COMMIT is sent later) or they are being
-        // published already (`events.rs`).
-        let events = match claim {
-            None => self.take_for_flush(),
-            Some(_) => None,
-        };
+        // Run events queued meanwhile go with the batch's COMMIT, right
+        // after it (their own transaction: whatever the batch's outcome): in
+        // this round trip, or in the one that commits after the claim; unless
+        // they are being published already (`events.rs`).
+        let mut events = self.take_for_flush();
         let notify = match &events {
             Some(_) => Some(tx.conn().prepare_cached(NOTIFY_ALL_SQL).await),
             None => None,
@@ -317,17 +314,19 @@ impl PgStore {
             // turns this COMMIT into a rollback (see `pipe.rs`).
             p.command(if sent { "COMMIT" } else { "ROLLBACK" });
         }
-        let notify_at = match (&notify, &notify_params) {
-            (Some(st), Some(params)) => Some(p.query(st, params)),
+        let notify_at = match (&notify, &notify_params, &claim_at) {
+            (Some(st), Some(params), None) => Some(p.query(st, params)),
             _ => None,
         };
         let completed = p.completed();
         let mut replies = p.finish().await;
-        if let (Some(at), Some(ev)) = (notify_at, events) {
+        if let Some(at) = notify_at {
             // The last reply; the batch's own are the ones before it.
             debug_assert_eq!(at + 1, replies.len());
             if replies.pop().is_some_and(|r| r.is_ok()) {
-                ev.sent();
+                if let Some(ev) = events.take() {
+                    ev.sent();
+                }
             }
         }
         // The first failure in order is the cause; the statements after it
@@ -416,7 +415,22 @@ impl PgStore {
             None => Vec::new(),
         };
         if claim_at.is_some() {
-            tx.client().batch_execute("COMMIT").await?;
+            match (&notify, &notify_params, events) {
+                (Some(st), Some(params), Some(ev)) => {
+                    // The events with the COMMIT: no round trip of their own.
+                    let mut p = Pipeline::new(tx.client());
+                    p.command("COMMIT");
+                    p.query(st, params);
+                    let mut replies = p.finish().await;
+                    if replies.pop().is_some_and(|r| r.is_ok()) {
+                        ev.sent();
+                    }
+                    if let Some(Err(e)) = replies.pop() {
+                        return Err(e.into());
+                    }
+                }
+                _ => tx.client().batch_execute("COMMIT").await?,
+            }
         }
         tx.close();
         debug_assert_eq!(ended, ended_runs(ops, &statuses));

@@ -703,6 +703,21 @@ fn queued_events_go_with_the_next_flush_else_with_the_publisher_in_order() -> TR
             published_by(&there, &second)
         );
 
+        // A batch that claims after its ops sends them with its COMMIT (the
+        // round trip after the claim), not the publisher.
+        let fourth = [("run4", r#"{"n":6}"#), ("run4", r#"{"n":7}"#)];
+        there.queue_events(owned(&fourth));
+        let jobs: std::sync::Arc<[String]> = std::sync::Arc::from(vec!["job".to_string()]);
+        let out = there
+            .flush_then_claim(&ghost, |_| Some((jobs.clone(), 1)))
+            .await?;
+        assert_eq!(out.statuses, "l");
+        assert!(!there.events_queued());
+        assert_eq!(
+            receive_events(&mut l, 2).await?,
+            published_by(&there, &fourth)
+        );
+
         // One too large for a NOTIFY (stored, sent by reference) keeps the
         // whole group for the publisher, whose transaction stores it.
         let big = format!("\"{}\"", "x".repeat(MAX_INLINE_PAYLOAD));
