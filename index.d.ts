@@ -346,7 +346,8 @@ export interface JobHandle<TTrigger = unknown, TInput = unknown, TOutput = unkno
   readonly name: string
   readonly definition: JobDefinition<TTrigger, TInput, TOutput>
   /**
-   * Creates a `pending` run (validated input). The worker does not have to be running.
+   * Creates a `pending` run (validated input), committed before it resolves; this process's started worker,
+   * when it has a free slot, may claim it in that same commit. The worker does not have to be running.
    * The input may be omitted when the job accepts `undefined` (no input schema).
    */
   trigger(...args: InputArgs<TTrigger, TriggerOptions<TLabels>>): Promise<TriggeredRun<TInput, TOutput, TLabels>>
