@@ -202,7 +202,14 @@ export interface TriggerOptions<TLabels extends Labels = Labels> {
 export interface WaitForRunOptions {
   /** Reject with `TimeoutError` after this many ms. */
   timeout?: number
+  /**
+   * Called with each progress update / log line of the run from now on. On
+   * PostgreSQL, for a run another process executes: from this process's
+   * registration for run events on (`triggerAndWait` registers before it
+   * triggers); earlier ones are not replayed.
+   */
   onProgress?: (progress: Progress) => void
+  /** See `onProgress`. */
   onLog?: (event: LogWriteEvent) => void
 }
 

@@ -109,19 +109,27 @@ describe.skipIf(why !== null)('PostgreSQL LISTEN/NOTIFY across processes', () =>
     const opts = pgOptions('listen')
     const a = makeA(opts)
     await a.migrate()
-    await startB(opts)
-    const run = await a.jobs.quick.trigger({ x: 4 })
+    const b = await startB(opts)
+    // The run waits in B until A listens: events B publishes before A's registration are not A's to see (README).
+    const run = await a.jobs.quick.trigger({ x: 4, gate: true })
     const events = []
+    let snapshot
+    const snapshotSeen = new Promise((r) => (snapshot = r))
     const reader = (async () => {
-      for await (const e of a.subscribe(run.id)) events.push(e)
+      for await (const e of a.subscribe(run.id)) (events.push(e), snapshot())
     })()
     const progress = []
     const logs = []
-    const done = await a.waitForRun(run.id, {
+    const waiting = a.waitForRun(run.id, {
       timeout: 10_000,
       onProgress: (p) => progress.push(p),
       onLog: (e) => logs.push(e.message),
     })
+    // subscribe's snapshot is read once A is registered (both share the registration).
+    await b.line(`start ${run.id}`)
+    await snapshotSeen
+    b.child.send(`go ${run.id}`)
+    const done = await waiting
     await reader
     expect(done.output).toEqual({ b: 10, when: new Date(0) })
     expect(progress).toEqual([{ current: 1, total: 2, message: 'half' }])

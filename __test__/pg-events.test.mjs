@@ -125,4 +125,43 @@ describe.skipIf(why)('other processes\' run events on PostgreSQL', () => {
     expect(got).toEqual(['run:snapshot'])
     expect(sql(opts.url, `SELECT count(*) FROM "${opts.schema}".listeners`)).toBe('1')
   }, 30_000)
+
+  it('triggerAndWait with onLog or onProgress registers before it triggers', async () => {
+    // Registered after the trigger, a run another process executes at once
+    // could emit its first progress and logs before anyone is registered
+    // for them: they would never be published.
+    const opts = { ...pgOptions('regtaw'), pollingInterval: 50 }
+    const d = createDurably({ ...opts, jobs: { logs } })
+    open.push(d)
+    await d.migrate()
+    await d.start()
+    const psql = spawn(psqlPath(), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', opts.url], { stdio: ['pipe', 'ignore', 'inherit'] })
+    const exited = new Promise((r) => psql.on('exit', r))
+    psql.stdin.write(`BEGIN; SELECT 1 FROM "${opts.schema}".listeners; SELECT pg_sleep(0.01);\n`)
+    await until(() => sql(opts.url, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'listeners' AND l.mode = 'AccessShareLock'`) !== '0', { what: 'the hold on listeners' })
+    const lines = []
+    const progress = []
+    const waiting = d.jobs.logs.triggerAndWait(undefined, { timeout: 20_000, onLog: (e) => lines.push(e.message), onProgress: (p) => progress.push(p.current) })
+    await sleep(500)
+    // The registration waits for the hold, and the trigger for the registration.
+    expect(sql(opts.url, `SELECT count(*) FROM "${opts.schema}".runs`)).toBe('0')
+    psql.stdin.end('COMMIT;\n')
+    await exited
+    const done = await waiting
+    expect(done.output).toBe('ok')
+    expect(lines).toEqual(['logged'])
+    expect(progress).toEqual([1])
+    expect(sql(opts.url, `SELECT count(*) FROM "${opts.schema}".listeners`)).toBe('1')
+    // Without onLog/onProgress nothing waits for a registration.
+    expect((await d.jobs.logs.triggerAndWait(undefined, { timeout: 20_000 })).output).toBe('ok')
+  }, 30_000)
+})
+
+const logs = defineJob({
+  name: 'logs',
+  run: async (ctx) => {
+    ctx.progress(1)
+    ctx.log.info('logged')
+    return 'ok'
+  },
 })

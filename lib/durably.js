@@ -442,13 +442,27 @@ class Durably {
   async _triggerAndWait(def, input, options) {
     const { timeout, onProgress, onLog, ...rest } = options ?? {}
     checkWaitTimeout(timeout)
-    let waiting
-    const run = await this._trigger(def, input, rest, (r) => {
-      waiting = this.waitForRun(r.id, { timeout, onProgress, onLog })
-      waiting.catch(() => {}) // awaited below; never reported as unhandled meanwhile
-    })
-    const done = await waiting
-    return { id: run.id, output: done.output, disposition: run.disposition }
+    // PostgreSQL: another process may execute the run before a registration
+    // made after the trigger, and the progress and log events it emits until
+    // then are not published. With onProgress/onLog, register first.
+    let unlisten = null
+    if ((onProgress !== undefined || onLog !== undefined) && this._events.onInterest !== null) {
+      const ready = this._ensureReady()
+      if (ready) await ready
+      unlisten = this._events.onAny(() => {})
+      await this._interestReady
+    }
+    try {
+      let waiting
+      const run = await this._trigger(def, input, rest, (r) => {
+        waiting = this.waitForRun(r.id, { timeout, onProgress, onLog })
+        waiting.catch(() => {}) // awaited below; never reported as unhandled meanwhile
+      })
+      const done = await waiting
+      return { id: run.id, output: done.output, disposition: run.disposition }
+    } finally {
+      if (unlisten !== null) unlisten()
+    }
   }
 
   // ---- queries ---------------------------------------------------------------
