@@ -86,15 +86,7 @@ async fn until(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) -> T
 }
 
 async fn create<S: Store>(s: &S) -> TResult<String> {
-    let item = TriggerItem {
-        job_name: JOB,
-        input: "null",
-        idempotency_key: None,
-        concurrency_key: None,
-        coalesce: false,
-        labels: "{}",
-    };
-    match s.trigger(&item).await? {
+    match s.trigger(&TriggerItem::new(JOB, "null")).await? {
         TriggerOutcome::Created { id, .. } => Ok(id),
         other => Err(format!("unexpected {other:?}").into()),
     }
@@ -372,12 +364,8 @@ mod sqlite {
             let e = &fx.engine;
             e.set_jobs(vec![(JOB.into(), None)]);
             let item = |key| TriggerItem {
-                job_name: JOB,
-                input: "null",
                 idempotency_key: key,
-                concurrency_key: None,
-                coalesce: false,
-                labels: "{}",
+                ..TriggerItem::new(JOB, "null")
             };
             let (_, claimed) = e.try_trigger(&item(Some("a")))?.ok_or("lock taken")?;
             assert!(claimed.is_empty(), "the worker is off");

@@ -145,14 +145,7 @@ impl Drop for TestSchema {
 
 /// A trigger of `job` with `{}` input and nothing else set.
 pub(crate) fn item(job: &str) -> crate::store::TriggerItem<'_> {
-    crate::store::TriggerItem {
-        job_name: job,
-        input: "{}",
-        idempotency_key: None,
-        concurrency_key: None,
-        coalesce: false,
-        labels: "{}",
-    }
+    crate::store::TriggerItem::new(job, "{}")
 }
 
 /// The error's stable code.

@@ -18,12 +18,9 @@ fn temp_store() -> std::result::Result<(tempfile::TempDir, SqliteStore), Box<dyn
 
 fn item<'a>(job: &'a str, key: Option<&'a str>, idem: Option<&'a str>) -> TriggerItem<'a> {
     TriggerItem {
-        job_name: job,
-        input: "{\"n\":1}",
         idempotency_key: idem,
         concurrency_key: key,
-        coalesce: false,
-        labels: "{}",
+        ..TriggerItem::new(job, "{\"n\":1}")
     }
 }
 

@@ -33,6 +33,21 @@ pub struct TriggerItem<'a> {
     pub labels: &'a str,
 }
 
+impl<'a> TriggerItem<'a> {
+    /// A run of `job_name` with `input` (JSON text), no keys, no coalesce,
+    /// no labels: the start of a struct update for the other fields.
+    pub fn new(job_name: &'a str, input: &'a str) -> Self {
+        TriggerItem {
+            job_name,
+            input,
+            idempotency_key: None,
+            concurrency_key: None,
+            coalesce: false,
+            labels: "{}",
+        }
+    }
+}
+
 /// One item of a trigger batch as the JS layer sends it (`triggerItem` in
 /// lib/protocol.js): `{"job": "…", "input": <JSON>, "idempotencyKey": "…" | null,
 /// "concurrencyKey": "…" | null, "coalesce": false, "labels": {…}}`. The input

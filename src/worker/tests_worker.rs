@@ -100,14 +100,7 @@ where
 }
 
 fn trigger(store: &SqliteStore) -> std::result::Result<String, Box<dyn std::error::Error>> {
-    match store.trigger(&TriggerItem {
-        job_name: "job",
-        input: "null",
-        idempotency_key: None,
-        concurrency_key: None,
-        coalesce: false,
-        labels: "{}",
-    })? {
+    match store.trigger(&TriggerItem::new("job", "null"))? {
         TriggerOutcome::Created { id, .. } => Ok(id),
         other => Err(format!("unexpected {other:?}").into()),
     }

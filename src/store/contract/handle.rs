@@ -153,15 +153,7 @@ fn op<'a>(w: &'a Write, v: &'a Values, now: &str) -> CResult<FlushOp<'a>> {
 
 impl<S: Store> ContractStore for Handle<S> {
     fn create_run(&self, job: &str) -> CResult<String> {
-        let item = TriggerItem {
-            job_name: job,
-            input: "{}",
-            idempotency_key: None,
-            concurrency_key: None,
-            coalesce: false,
-            labels: "{}",
-        };
-        match self.run(self.store.trigger(&item))? {
+        match self.run(self.store.trigger(&TriggerItem::new(job, "{}")))? {
             TriggerOutcome::Created { id, .. } => Ok(id),
             other => Err(format!("expected a new run, got {other:?}").into()),
         }
