@@ -189,26 +189,34 @@ mod tests {
         side
     }
 
-    fn other_holder(path: &str) -> File {
-        let f = OpenOptions::new()
+    /// A database path in a fresh directory (kept while the guard lives).
+    fn temp_db() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db").to_string_lossy().into_owned();
+        (dir, path)
+    }
+
+    /// The side file opened as another process would.
+    fn side_file(path: &str) -> File {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .open(format!("{path}-durably-lock"))
-            .unwrap();
+            .unwrap()
+    }
+
+    fn other_holder(path: &str) -> File {
+        let f = side_file(path);
         f.lock().unwrap();
         f
     }
 
     #[test]
     fn taken_at_once_when_free_and_released_when_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db").to_string_lossy().into_owned();
+        let (_dir, path) = temp_db();
         let side = SideLock::open(&path).unwrap();
         let held = side.acquire(Duration::ZERO).expect("free");
-        let probe = OpenOptions::new()
-            .write(true)
-            .open(format!("{path}-durably-lock"))
-            .unwrap();
+        let probe = side_file(&path);
         assert!(matches!(probe.try_lock(), Err(TryLockError::WouldBlock)));
         drop(held);
         probe.try_lock().expect("released");
@@ -216,8 +224,7 @@ mod tests {
 
     #[test]
     fn waits_in_the_queue_until_the_holder_releases() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db").to_string_lossy().into_owned();
+        let (_dir, path) = temp_db();
         let side = patient(&path);
         let holder = other_holder(&path);
         let t = std::thread::spawn(move || {
@@ -235,8 +242,7 @@ mod tests {
     /// works again and is not left held by the abandoned request.
     #[test]
     fn a_holder_that_never_lets_go_costs_one_bounded_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db").to_string_lossy().into_owned();
+        let (_dir, path) = temp_db();
         let side = SideLock::open(&path).unwrap();
         let holder = other_holder(&path);
         let t0 = Instant::now();
@@ -259,10 +265,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        let probe = OpenOptions::new()
-            .write(true)
-            .open(format!("{path}-durably-lock"))
-            .unwrap();
+        let probe = side_file(&path);
         probe.try_lock().expect("not left held");
         probe.unlock().unwrap();
         // And this store takes it again at once.
@@ -272,8 +275,7 @@ mod tests {
     /// Dropped (the store closed), it ends its helper and closes the side file.
     #[test]
     fn dropped_it_closes_the_side_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db").to_string_lossy().into_owned();
+        let (_dir, path) = temp_db();
         let side_path = format!("{path}-durably-lock");
         let open_fds = || {
             std::fs::read_dir("/proc/self/fd")
