@@ -339,11 +339,31 @@ pub(super) fn candidates_in(
     if jobs.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
+    let running = running_keys(c)?;
+    candidates_given(c, jobs, limit, prune, running)
+}
+
+/// [`candidates_in`] with the keys of the running runs known (`Some`: the
+/// set of [`running_keys`]) or to be asked of the index key by key (`None`).
+pub(super) fn candidates_given(
+    c: &Connection,
+    jobs: &[String],
+    limit: usize,
+    prune: Prune,
+    running: Option<HashSet<String>>,
+) -> Result<Vec<String>> {
+    if jobs.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
     let window = limit.saturating_add(SCAN_WINDOW).min(i64::MAX as usize) as i64;
     let mut found = Vec::new();
     let mut seen = 0i64;
     {
-        let mut st = c.prepare_cached(&scan_sql(jobs.len()))?;
+        let sql = match running {
+            Some(_) => scan_sql_unchecked(jobs.len()),
+            None => scan_sql(jobs.len()),
+        };
+        let mut st = c.prepare_cached(&sql)?;
         let mut params: Vec<&dyn ToSql> = Vec::with_capacity(2 * jobs.len() + 1);
         params.extend(jobs.iter().map(|s| s as &dyn ToSql));
         params.extend(jobs.iter().map(|s| s as &dyn ToSql));
@@ -358,11 +378,14 @@ pub(super) fn candidates_in(
         let mut keys: HashSet<String> = HashSet::new();
         while let Some(row) = rows.next()? {
             seen += 1;
-            let head = match row.get::<_, Option<String>>(3)? {
-                None => true,
-                Some(k) => keys.insert(k),
+            let (head, free) = match row.get::<_, Option<String>>(3)? {
+                None => (true, true),
+                Some(k) => {
+                    let free = running.as_ref().is_none_or(|r| !r.contains(&k));
+                    (keys.insert(k), free)
+                }
             };
-            if head && row.get::<_, bool>(1)? {
+            if head && free && row.get::<_, bool>(1)? {
                 found.push(row.get::<_, String>(0)?);
                 if found.len() >= limit {
                     return Ok(found);
@@ -373,7 +396,121 @@ pub(super) fn candidates_in(
     if seen < window {
         return Ok(found); // every pending run was looked at
     }
-    by_key(c, jobs, limit, prune)
+    match running {
+        Some(running) => by_free_key(c, jobs, limit, prune, &running),
+        None => by_key(c, jobs, limit, prune),
+    }
+}
+
+/// At most this many keys of running runs are read into a set that the
+/// claim checks each key against (see [`running_keys`]); past that it asks
+/// the index key by key.
+const RUNNING_KEYS_MAX: i64 = 256;
+
+/// The keys of all running runs (of any job), read in one pass over the
+/// running part of `runs_active_key`, or `None` when there are more than
+/// [`RUNNING_KEYS_MAX`]. With 8 processes on 32 keys nearly every key runs:
+/// a search of the index for a running run of each key the claim looked at
+/// (~50 per claim, walk and key-by-key search together) took 40 µs of CPU a
+/// claim, where one pass over the ~30 running runs and set lookups take a
+/// fraction of it (issue 13).
+pub(super) fn running_keys(c: &Connection) -> Result<Option<HashSet<String>>> {
+    let mut st = c.prepare_cached(RUNNING_KEYS_SQL)?;
+    let mut rows = st.query([RUNNING_KEYS_MAX + 1])?;
+    let mut keys = HashSet::new();
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        n += 1;
+        if n > RUNNING_KEYS_MAX {
+            return Ok(None);
+        }
+        keys.insert(row.get::<_, String>(0)?);
+    }
+    Ok(Some(keys))
+}
+
+/// The keys of running runs (the limit: one more than the set may hold).
+pub(super) const RUNNING_KEYS_SQL: &str = "SELECT concurrency_key FROM runs \
+     WHERE status = 'running' AND concurrency_key IS NOT NULL LIMIT ?1";
+
+/// The claimable runs found key by key when the keys of the running runs
+/// are known: the head of each key of `pending_keys` not among them, and the
+/// oldest keyless runs, oldest first (what [`by_key`] finds, without a
+/// search of the index per key).
+fn by_free_key(
+    c: &Connection,
+    jobs: &[String],
+    limit: usize,
+    prune: Prune,
+    running: &HashSet<String>,
+) -> Result<Vec<String>> {
+    // (created_at, id): the claim order.
+    let mut heads: Vec<(String, String)> = Vec::new();
+    let mut dead: Vec<String> = Vec::new();
+    {
+        let mut keys = c.prepare_cached(PENDING_KEYS_SQL)?;
+        let mut head = c.prepare_cached(KEY_HEAD_SQL)?;
+        let mut rows = keys.query([])?;
+        while let Some(row) = rows.next()? {
+            let key: String = row.get(0)?;
+            if running.contains(&key) {
+                continue;
+            }
+            let mut h = head.query([&key])?;
+            match h.next()? {
+                // Free, and no pending run: nothing left to claim on this key.
+                None => dead.push(key),
+                Some(r) => {
+                    let job: String = r.get(1)?;
+                    if jobs.contains(&job) {
+                        heads.push((r.get(2)?, r.get(0)?));
+                    }
+                }
+            }
+        }
+    }
+    keyless_heads(c, jobs, limit, &mut heads)?;
+    heads.sort_unstable();
+    heads.truncate(limit);
+    if prune == Prune::Yes {
+        prune_keys(c, &dead)?;
+    }
+    Ok(heads.into_iter().map(|(_, id)| id).collect())
+}
+
+/// The keys that may have pending runs.
+pub(super) const PENDING_KEYS_SQL: &str = "SELECT concurrency_key FROM pending_keys";
+
+/// The head of one key: its oldest pending run (id, job, created_at).
+pub(super) const KEY_HEAD_SQL: &str = "SELECT id, job_name, created_at FROM runs \
+     WHERE status = 'pending' AND concurrency_key = ?1 ORDER BY created_at, id LIMIT 1";
+
+/// Adds the oldest `limit` keyless pending runs of `jobs` to `heads`.
+fn keyless_heads(
+    c: &Connection,
+    jobs: &[String],
+    limit: usize,
+    heads: &mut Vec<(String, String)>,
+) -> Result<()> {
+    let sql = keyless_sql(jobs.len());
+    let mut st = c.prepare_cached(&sql)?;
+    let n = limit.min(i64::MAX as usize) as i64;
+    let mut params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
+    params.push(&n);
+    let rows = st.query_map(params.as_slice(), |r| Ok((r.get(1)?, r.get(0)?)))?;
+    for row in rows {
+        heads.push(row?);
+    }
+    Ok(())
+}
+
+/// Drops keys found with no pending and no running run from `pending_keys`.
+fn prune_keys(c: &Connection, dead: &[String]) -> Result<()> {
+    let mut del = c.prepare_cached("DELETE FROM pending_keys WHERE concurrency_key = ?1")?;
+    for key in dead {
+        del.execute([key])?;
+    }
+    Ok(())
 }
 
 /// The claimable runs found key by key: the head of each free key of
@@ -398,22 +535,11 @@ fn by_key(c: &Connection, jobs: &[String], limit: usize, prune: Prune) -> Result
             }
         }
     }
-    let sql = keyless_sql(jobs.len());
-    let mut st = c.prepare_cached(&sql)?;
-    let n = limit.min(i64::MAX as usize) as i64;
-    let mut params: Vec<&dyn ToSql> = jobs.iter().map(|s| s as &dyn ToSql).collect();
-    params.push(&n);
-    let rows = st.query_map(params.as_slice(), |r| Ok((r.get(1)?, r.get(0)?)))?;
-    for row in rows {
-        heads.push(row?);
-    }
+    keyless_heads(c, jobs, limit, &mut heads)?;
     heads.sort_unstable();
     heads.truncate(limit);
     if prune == Prune::Yes {
-        let mut del = c.prepare_cached("DELETE FROM pending_keys WHERE concurrency_key = ?1")?;
-        for key in &dead {
-            del.execute([key])?;
-        }
+        prune_keys(c, &dead)?;
     }
     Ok(heads.into_iter().map(|(_, id)| id).collect())
 }
@@ -435,6 +561,21 @@ pub(super) fn scan_sql(jobs: usize) -> String {
              AND NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.status = 'running' \
                              AND x.concurrency_key = r.concurrency_key), \
            created_at, concurrency_key \
+           FROM runs AS r WHERE status = 'pending' AND concurrency_key IS NOT NULL \
+         ORDER BY 3, 1 LIMIT ?"
+    )
+}
+
+/// [`scan_sql`] without the check of each keyed run's key for a running
+/// run (the caller checks it against the set of [`running_keys`]): the same
+/// columns, the second one only whether the run's job is one of `jobs`.
+pub(super) fn scan_sql_unchecked(jobs: usize) -> String {
+    let in_jobs = in_list("job_name", jobs);
+    format!(
+        "SELECT id, (1{in_jobs}), created_at, NULL FROM runs \
+           WHERE status = 'pending' AND concurrency_key IS NULL \
+         UNION ALL \
+         SELECT id, (1{in_jobs}), created_at, concurrency_key \
            FROM runs AS r WHERE status = 'pending' AND concurrency_key IS NOT NULL \
          ORDER BY 3, 1 LIMIT ?"
     )
