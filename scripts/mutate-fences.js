@@ -55,10 +55,11 @@ const BACKENDS = [
     filter: 'store::contract::postgres',
     // The cases wait on the server, not the CPU: more at once halves the run.
     testArgs: ['--test-threads', '8'],
-    // The same 7 writes, plus the statement of a group of step results
-    // (src/pg/flush.rs STEPS_SQL); the step row is fenced inside its
-    // statement, so one row-count guard.
-    minStatements: 8,
+    // The same 7 writes, plus the statements of a group of step results
+    // and of a group of completions (src/pg/flush.rs STEPS_SQL,
+    // COMPLETES_SQL); the step row is fenced inside its statement, so one
+    // row-count guard.
+    minStatements: 9,
     minRowGuards: 1,
     needs: () => (process.env.DURABLY_TEST_PG_URL ? null : 'DURABLY_TEST_PG_URL is not set (scripts/test-pg.sh start)'),
   },

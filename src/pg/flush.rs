@@ -117,6 +117,29 @@ const COMPLETE_SQL: &str = "WITH upd AS ( \
        (SELECT pg_notify($5, '')::text FROM upd \
           WHERE concurrency_key IS NOT NULL)";
 
+/// Two or more completions of a batch, one statement for all of them (as
+/// [`STEPS_SQL`] for steps, on its generic plan): `$1` runs, `$2` their
+/// generations, `$3` outputs, `$4` progresses, each fenced as
+/// [`COMPLETE_SQL`] is; `$5` the wake-up channel, notified once when a
+/// completed run held a concurrency key. Answers a row per op: its position
+/// (1-based), whether it matched, and if not the run's status.
+const COMPLETES_SQL: &str = "WITH r AS ( \
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], \
+         $4::text[]) WITH ORDINALITY AS r(run, generation, output, progress, \
+         ord)), \
+     upd AS ( \
+       UPDATE runs SET status = 'completed', output = r.output::json, \
+       progress = COALESCE(r.progress::json, runs.progress), \
+       completed_at = now(), updated_at = now() \
+       FROM r WHERE id = r.run AND lease_generation = r.generation \
+         AND status = 'running' \
+       RETURNING r.ord, runs.concurrency_key) \
+     SELECT r.ord, upd.ord IS NOT NULL, CASE WHEN upd.ord IS NULL \
+       THEN (SELECT status FROM runs WHERE id = r.run) END, \
+       CASE WHEN r.ord = 1 THEN (SELECT pg_notify($5, '')::text FROM upd \
+         WHERE concurrency_key IS NOT NULL LIMIT 1) END \
+     FROM r LEFT JOIN upd ON upd.ord = r.ord";
+
 const FAIL_SQL: &str = "WITH upd AS ( \
        UPDATE runs SET status = 'failed', error = $3, error_stack = $4, \
        progress = COALESCE($5::text::json, progress), completed_at = now(), \
@@ -166,12 +189,17 @@ const GROUP_MIN: usize = 4;
 /// planning cost about as much server CPU as writing 4 to 8 steps.
 const BEGIN_GENERIC: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
-/// Undoes [`BEGIN_GENERIC`]'s setting for what follows it in the
-/// transaction (the claim).
-const DEFAULT_PLANS: &str = "SET LOCAL plan_cache_mode = DEFAULT";
-
 /// The savepoint the claim after a batch runs in.
 const SAVEPOINT: &str = "SAVEPOINT durably_claim";
+
+/// Before the claim after a batch: [`CLAIM_PLAN`] and [`SAVEPOINT`] in one
+/// simple-protocol message (one parse and reply instead of two).
+const THEN_CLAIM: &str = "SET LOCAL enable_sort = off; SAVEPOINT durably_claim";
+
+/// The same after a group: first undoes [`BEGIN_GENERIC`]'s setting for
+/// the claim.
+const GROUP_THEN_CLAIM: &str =
+    "SET LOCAL plan_cache_mode = DEFAULT; SET LOCAL enable_sort = off; SAVEPOINT durably_claim";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT durably_claim";
 
 /// How many times a batch is sent in all when the server ended the session
@@ -298,12 +326,12 @@ impl PgStore {
         }
         let claim_at = match (&claim_st, &claim_params) {
             (Some(st), Some(params)) => {
-                if grouped {
-                    // The claim is planned as it is without a group.
-                    p.command(DEFAULT_PLANS);
-                }
-                p.command(CLAIM_PLAN);
-                p.command(SAVEPOINT);
+                // One message: the claim planned as it is without a group.
+                p.command(if grouped {
+                    GROUP_THEN_CLAIM
+                } else {
+                    THEN_CLAIM
+                });
                 Some(p.query(st, params))
             }
             _ => None,
@@ -536,53 +564,68 @@ impl PgStore {
         ops: &'a [FlushOp<'a>],
         grouped: bool,
     ) -> Result<Vec<Unit<'a>>> {
-        // Per place, its statements: a step group's is empty until the
-        // group is complete.
-        let mut units: Vec<Vec<Unit<'a>>> = Vec::with_capacity(ops.len());
-        // Step groups: their place and the ops in them.
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        // The runs with an op of another kind since the open group began.
-        let mut touched: Vec<&str> = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
-            if op.value_bytes() > self.inner.max_op_bytes {
-                continue;
-            }
-            if let FlushOp::Step { run, .. } = op {
-                match groups.last_mut() {
-                    Some((_, members)) if grouped && !touched.contains(&run.as_str()) => {
-                        members.push(i);
-                    }
-                    _ => {
-                        groups.push((units.len(), vec![i]));
-                        touched.clear();
-                        units.push(Vec::new());
-                    }
-                }
-                continue;
-            }
-            touched.push(op.lease().0);
-            let (st, params) = self.bind(conn, op).await?;
-            units.push(vec![Unit::single(i, st, params)]);
-        }
-        for (at, members) in groups {
-            if members.len() < GROUP_MIN {
-                // Each alone, in order, at the group's place (where the
-                // group would have written them).
+        let mut units = Vec::with_capacity(ops.len());
+        for (kind, members) in places(ops, grouped, self.inner.max_op_bytes) {
+            let Some(kind) = kind.filter(|_| members.len() >= GROUP_MIN) else {
+                // Each alone, in order, at the place (where a group would
+                // have written them).
                 for &i in &members {
                     let (st, params) = self.bind(conn, &ops[i]).await?;
-                    units[at].push(Unit::single(i, st, params));
+                    units.push(Unit::single(i, st, params));
                 }
                 continue;
-            }
-            let (params, answers) = bind_steps(ops, &members)?;
-            units[at].push(Unit {
+            };
+            let (sql, (params, answers)) = match kind {
+                Kind::Steps => (STEPS_SQL, bind_steps(ops, &members)?),
+                Kind::Completes => (COMPLETES_SQL, self.bind_completes(ops, &members)?),
+            };
+            units.push(Unit {
                 ops: members,
-                st: conn.prepare_cached(STEPS_SQL).await?,
+                st: conn.prepare_cached(sql).await?,
                 params,
                 answers: Some(answers),
             });
         }
-        Ok(units.into_iter().flatten().collect())
+        Ok(units)
+    }
+
+    /// The parameters of [`COMPLETES_SQL`] for the complete ops `members`
+    /// of `ops` (one per run: see [`PgStore::bind_units`]), and per member
+    /// its position in the answer (with how many there are).
+    fn bind_completes<'a>(
+        &'a self,
+        ops: &'a [FlushOp<'a>],
+        members: &[usize],
+    ) -> Result<(Params<'a>, (Vec<usize>, usize))> {
+        let n = members.len();
+        let mut runs = Vec::with_capacity(n);
+        let mut generations = Vec::with_capacity(n);
+        let mut outputs = Vec::with_capacity(n);
+        let mut progresses = Vec::with_capacity(n);
+        for &i in members {
+            let FlushOp::Complete {
+                run,
+                generation,
+                output,
+                progress,
+                at: _,
+            } = &ops[i]
+            else {
+                return Err(Error::Internal(format!("flush op {i} is not a completion")));
+            };
+            runs.push(run.as_str());
+            generations.push(*generation);
+            outputs.push(text(output));
+            progresses.push(text(progress));
+        }
+        let params: Params<'a> = vec![
+            Box::new(runs),
+            Box::new(generations),
+            Box::new(outputs),
+            Box::new(progresses),
+            Box::new(self.wake_channel()),
+        ];
+        Ok((params, ((0..n).collect(), n)))
     }
 
     /// Binds an op alone to its prepared statement.
@@ -724,6 +767,67 @@ impl PgStore {
             .collect();
         op_status(&c.query(&st, &refs).await?)
     }
+}
+
+/// Where a batch's ops are written, in order: each place one op alone
+/// (`None`), or a group of ops of one kind (written as one statement when
+/// it has [`GROUP_MIN`] ops or more, else each alone, at the group's
+/// place). An op over `max_op_bytes` is in none. With `grouped`, an op
+/// joins the group of its kind opened by an earlier one unless an op of
+/// another kind on its run came in between (so no op moves past one on its
+/// run), or, for a completion, its run has one in the group already (a run
+/// completes once: the statement would write it once, with either op's
+/// values); otherwise it opens a group.
+fn places(
+    ops: &[FlushOp<'_>],
+    grouped: bool,
+    max_op_bytes: usize,
+) -> Vec<(Option<Kind>, Vec<usize>)> {
+    let mut places: Vec<(Option<Kind>, Vec<usize>)> = Vec::with_capacity(ops.len());
+    // The open group of each kind (its place), and the runs it may not
+    // take an op of.
+    let mut open: [Option<usize>; 2] = [None, None];
+    let mut touched: [Vec<&str>; 2] = [Vec::new(), Vec::new()];
+    for (i, op) in ops.iter().enumerate() {
+        if op.value_bytes() > max_op_bytes {
+            continue;
+        }
+        let run = op.lease().0;
+        let kind = match op {
+            FlushOp::Step { .. } => Some(Kind::Steps),
+            FlushOp::Complete { .. } => Some(Kind::Completes),
+            _ => None,
+        };
+        for k in [Kind::Steps, Kind::Completes] {
+            if Some(k) != kind {
+                touched[k as usize].push(run);
+            }
+        }
+        let Some(k) = kind else {
+            places.push((None, vec![i]));
+            continue;
+        };
+        match open[k as usize] {
+            Some(at) if grouped && !touched[k as usize].contains(&run) => places[at].1.push(i),
+            _ => {
+                open[k as usize] = Some(places.len());
+                places.push((Some(k), vec![i]));
+                touched[k as usize].clear();
+            }
+        }
+        if k == Kind::Completes {
+            touched[k as usize].push(run);
+        }
+    }
+    places
+}
+
+/// The ops that share a statement when a batch has [`GROUP_MIN`] or more
+/// of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Steps = 0,
+    Completes = 1,
 }
 
 /// One statement of a batch: the ops it writes (one, or a group of step
@@ -987,5 +1091,87 @@ fn refused(status: Option<&str>) -> OpStatus {
     match status {
         Some("cancelled") => OpStatus::Cancelled,
         _ => OpStatus::Lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(run: &str) -> FlushOp<'static> {
+        FlushOp::Complete {
+            run: run.into(),
+            generation: 1,
+            output: None,
+            progress: None,
+            at: String::new(),
+        }
+    }
+
+    fn step(run: &str) -> FlushOp<'static> {
+        FlushOp::Step {
+            run: run.into(),
+            generation: 1,
+            name: "s".into(),
+            index: 0,
+            status: "completed".into(),
+            output: None,
+            error: None,
+            stack: None,
+            started_at: String::new(),
+            completed_at: None,
+            progress: None,
+        }
+    }
+
+    /// Completions group like steps (no op moves past one on its run), and a
+    /// run completed twice in a batch is not in one group twice.
+    #[test]
+    fn completions_group_without_moving_past_their_runs_ops() {
+        use Kind::*;
+        let ops = [
+            complete("a"),
+            step("b"),
+            complete("c"),
+            step("d"),
+            complete("b"),
+            complete("a"),
+            complete("d"),
+            complete("e"),
+            FlushOp::Release {
+                run: "f".into(),
+                generation: 1,
+            },
+            complete("f"),
+            complete("g"),
+            complete("g"),
+        ];
+        assert_eq!(
+            places(&ops, true, usize::MAX),
+            [
+                (Some(Completes), vec![0, 2]),
+                (Some(Steps), vec![1, 3]),
+                // (d's step is at an earlier place)
+                (Some(Completes), vec![4, 5, 6, 7]),
+                (None, vec![8]),
+                (Some(Completes), vec![9, 10]),
+                (Some(Completes), vec![11]),
+            ]
+        );
+        // Ungrouped: each op its own place.
+        let alone: Vec<_> = places(&ops, false, usize::MAX)
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
+        assert_eq!(alone, (0..ops.len()).map(|i| vec![i]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_claims_preludes_are_its_plan_setting_and_savepoint() {
+        assert_eq!(THEN_CLAIM, format!("{CLAIM_PLAN}; {SAVEPOINT}"));
+        assert_eq!(
+            GROUP_THEN_CLAIM,
+            format!("SET LOCAL plan_cache_mode = DEFAULT; {THEN_CLAIM}")
+        );
     }
 }

@@ -322,6 +322,108 @@ fn a_group_of_steps_leaves_what_the_ops_alone_would() -> TResult {
     })
 }
 
+/// A batch's completions written as one statement (a group: `flush.rs`)
+/// answer and leave what they would one after another: each run completed
+/// under its own fence (its output; its progress kept unless given), one
+/// under another generation refused as lost and one of a cancelled run as
+/// cancelled, neither writing anything; a run completed twice in a batch
+/// keeps the first; the end of keyed runs wakes other processes once; the
+/// claim after the group takes a released key's successor in its commit.
+#[test]
+fn a_group_of_completions_leaves_what_the_ops_alone_would() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("completes")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        let jobs = ["job".to_string()];
+        let keyed = |k| TriggerItem {
+            concurrency_key: Some(k),
+            ..item("job")
+        };
+        let mut ids = Vec::new();
+        for it in [
+            item("job"),
+            item("job"),
+            keyed("K1"),
+            item("job"),
+            keyed("K2"),
+        ] {
+            ids.push(id_of(&s.trigger(&it).await?));
+        }
+        let successor = id_of(&s.trigger(&keyed("K1")).await?);
+        let runs = s.claim(&jobs, 10).await?;
+        let claimed: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(claimed, ids, "the successor waits for its key");
+        s.cancel(&ids[3]).await?;
+        let (_keep, mut rx) = listen(&db, &[s.wake_channel()]).await?;
+        let value = |v: &str| serde_json::value::RawValue::from_string(v.into());
+        let (one, two, three, p1) = (value("1")?, value("2")?, value("3")?, value("{\"n\":1}")?);
+        let complete = |i: usize, generation: i64, output, progress| FlushOp::Complete {
+            run: ids[i].clone(),
+            generation,
+            output,
+            progress,
+            at: String::new(),
+        };
+        let g = |i: usize| runs[i].generation;
+        let ops = [
+            complete(0, g(0), Some(&*one), Some(&*p1)),
+            complete(1, g(1) + 1, Some(&*one), None),
+            complete(2, g(2), Some(&*two), None),
+            complete(3, g(3), Some(&*one), None),
+            complete(0, g(0), Some(&*three), None),
+            complete(4, g(4), None, None),
+        ];
+        let out = s
+            .flush_then_claim(&ops, |ended| {
+                assert_eq!(ended.len(), 6);
+                Some((std::sync::Arc::from(&jobs[..]), 2))
+            })
+            .await?;
+        assert_eq!((out.statuses.as_str(), out.errors.len()), ("0l0cl0", 0));
+        let then: Vec<&str> = out.then.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(then, [successor.as_str()]);
+        let run = |i: usize| {
+            let id = ids[i].clone();
+            let s = &s;
+            async move { json(&s.get_run(&id).await?.ok_or("gone")?) }
+        };
+        let r0 = run(0).await?;
+        assert_eq!(
+            (r0["status"].as_str(), &r0["output"]),
+            (Some("completed"), &serde_json::json!(1))
+        );
+        assert_eq!(r0["progress"], serde_json::json!({ "n": 1 }));
+        let r1 = run(1).await?;
+        assert_eq!(
+            (r1["status"].as_str(), &r1["output"]),
+            (Some("running"), &Value::Null)
+        );
+        let r2 = run(2).await?;
+        assert_eq!(
+            (r2["status"].as_str(), &r2["output"]),
+            (Some("completed"), &serde_json::json!(2))
+        );
+        let r3 = run(3).await?;
+        assert_eq!(
+            (r3["status"].as_str(), &r3["output"]),
+            (Some("cancelled"), &Value::Null)
+        );
+        let r4 = run(4).await?;
+        assert_eq!(
+            (r4["status"].as_str(), &r4["output"]),
+            (Some("completed"), &Value::Null)
+        );
+        assert_eq!(
+            next(&mut rx).await?,
+            (s.wake_channel().to_string(), String::new())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(rx.try_recv().is_err(), "one wake for the batch");
+        TResult::Ok(())
+    })
+}
+
 #[test]
 fn cancel_retry_delete_and_purge() -> TResult {
     skip_without_server!();

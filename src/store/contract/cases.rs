@@ -508,3 +508,64 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
     assert_eq!(col_text(steps[0], "name"), Some(FIRST_STEP));
     Ok(())
 }
+
+/// One batch of completions (PostgreSQL writes four or more of a batch with
+/// one statement): of runs held, of one under a generation it does not
+/// hold, of a cancelled run, of a run another worker reclaimed, and of a run
+/// completed earlier in the batch: the store answers and writes exactly as
+/// if they were applied one after another; the refused ones change nothing.
+pub(crate) fn batch_of_completions_reads_as_one_after_another<S: ContractStore>(
+    open: Open<S>,
+) -> CResult {
+    let w = open()?;
+    let one = w.a.create_run(JOB)?;
+    let two = w.a.create_run(BYSTANDER)?;
+    let gone = w.a.create_run(JOB)?;
+    let three = w.a.create_run(JOB)?;
+    assert_eq!(w.a.claim_one(JOB)?, (one.clone(), 1));
+    assert_eq!(w.a.claim_one(BYSTANDER)?, (two.clone(), 1));
+    assert_eq!(w.a.claim_one(JOB)?, (gone.clone(), 1));
+    assert_eq!(w.a.claim_one(JOB)?, (three.clone(), 1));
+    w.b.cancel(&gone)?;
+    // (its own job, so that only it goes stale)
+    let taken = w.a.create_run("taken")?;
+    assert_eq!(w.a.claim_one("taken")?, (taken.clone(), 1));
+    assert_eq!(w.b.recover_stale("taken")?, 1);
+    assert_eq!(w.b.claim_one("taken")?, (taken.clone(), 2));
+    use WriteKind::Complete;
+    let writes = vec![
+        write_of(Complete, &one, 1, "A"),
+        write_of(Complete, &two, 2, "stale"),
+        write_of(Complete, &gone, 1, "A"),
+        write_of(Complete, &taken, 1, "A"),
+        write_of(Complete, &three, 1, "A"),
+        write_of(Complete, &one, 1, "A-again"),
+    ];
+    let before = w.b.snapshot()?;
+    let got = w.a.write_batch(&writes)?;
+    let after = w.b.snapshot()?;
+    let (ok, lost) = (Outcome::Ok, Outcome::Lost);
+    assert_eq!(
+        got,
+        vec![ok, lost, Outcome::Cancelled, lost, ok, lost],
+        "one outcome per op"
+    );
+    let changed = before
+        .without_run(&one)
+        .without_run(&three)
+        .diff(&after.without_run(&one).without_run(&three));
+    assert!(
+        changed.is_empty(),
+        "the refused completions changed the database:\n{}",
+        changed.join("\n")
+    );
+    for id in [&one, &three] {
+        let run = after.run(id).ok_or("completed run missing")?;
+        assert_eq!(col_text(run, "status"), Some("completed"));
+        assert_eq!(
+            col_json(run, "output"),
+            json!({ "by": "A", "generation": 1 })
+        );
+    }
+    Ok(())
+}

@@ -257,6 +257,16 @@ macro_rules! store_contract_suite {
             }
             $crate::store::contract::cases::batch_of_steps_reads_as_one_after_another(contract_open)
         }
+        #[test]
+        fn a_batch_of_completions_reads_as_one_op_after_another(
+        ) -> $crate::store::contract::CResult {
+            if contract_skip().is_some() {
+                return Ok(());
+            }
+            $crate::store::contract::cases::batch_of_completions_reads_as_one_after_another(
+                contract_open,
+            )
+        }
     };
     (@kinds $($module:ident : $kind:ident),* $(,)?) => {
         #[test]
