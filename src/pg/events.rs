@@ -178,6 +178,30 @@ impl PgStore {
         self.inner.remote_events.load(Ordering::SeqCst)
     }
 
+    /// Whether this process wants wake-ups (on by default). The worker turns
+    /// them off while it has no free slot: with P processes each busy one
+    /// would otherwise receive (and its server backend send) every trigger's
+    /// and keyed run end's wake-up of all P, and ignore it. While off, the
+    /// listen connection does not listen on the wake channel; turned on
+    /// again, it listens and then announces [`super::PgNotice::Resumed`]
+    /// (the worker claims once: a wake-up sent while it did not listen is
+    /// lost, and that claim, made after the `LISTEN`, sees what it was for).
+    pub fn set_wakes_wanted(&self, on: bool) {
+        if self.inner.wakes_wanted.swap(on, Ordering::SeqCst) != on {
+            self.inner.wakes_changed.notify_one();
+        }
+    }
+
+    /// See [`PgStore::set_wakes_wanted`].
+    pub fn wakes_wanted(&self) -> bool {
+        self.inner.wakes_wanted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until [`PgStore::set_wakes_wanted`] changed the setting.
+    pub(crate) async fn wakes_changed(&self) {
+        self.inner.wakes_changed.notified().await
+    }
+
     /// Registers this process for run events (the `listeners` table, see
     /// its migration), while [`PgStore::remote_events`] is on: publishers
     /// notify only while a registration is alive. When this returns, every

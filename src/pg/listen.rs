@@ -82,6 +82,9 @@ pub enum PgNotice {
         /// The job name from the payload; `None` for "any job".
         job: Option<String>,
     },
+    /// Wake-ups are received again after [`PgStore::set_wakes_wanted`]
+    /// turned them off and on: one may have been missed, claim once.
+    Resumed,
     /// The run with this id was cancelled (abort it if it runs here).
     Cancel {
         /// The run's id.
@@ -205,9 +208,14 @@ async fn session(
     let mut driver = driver;
     let _abort = AbortOnDrop(driver.abort_handle());
     // The channel names are made of a validated schema name: no quoting needed.
+    let mut waking = store.wakes_wanted();
     let listen = format!(
-        "LISTEN {}; LISTEN {}; LISTEN {}",
-        store.wake_channel(),
+        "{}LISTEN {}; LISTEN {}",
+        if waking {
+            format!("LISTEN {}; ", store.wake_channel())
+        } else {
+            String::new()
+        },
         store.cancel_channel(),
         store.events_channel()
     );
@@ -255,6 +263,22 @@ async fn session(
                     }
                     Ok(Err(e)) => return lost(format!("listen connection check failed: {}", describe(e)), true),
                     Err(_) => return lost("listen connection check timed out".into(), true),
+                }
+            }
+            _ = store.wakes_changed() => {
+                let want = store.wakes_wanted();
+                if want == waking {
+                    continue;
+                }
+                let sql = format!("{}LISTEN {}", if want { "" } else { "UN" }, store.wake_channel());
+                match tokio::time::timeout(opts.ping_timeout, client.batch_execute(&sql)).await {
+                    Ok(Ok(())) => waking = want,
+                    Ok(Err(e)) => return lost(format!("cannot {sql}: {}", describe(e)), true),
+                    Err(_) => return lost(format!("{sql} timed out"), true),
+                }
+                // Listening again: what was missed meanwhile is claimed now.
+                if waking && tx.send(PgNotice::Resumed).is_err() {
+                    return End::Closed;
                 }
             }
             _ = tx.closed() => return End::Closed,

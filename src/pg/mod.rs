@@ -194,6 +194,11 @@ struct Inner {
     /// ([`PgStore::set_remote_events`]); when not, the listen connection
     /// drops them unread.
     remote_events: std::sync::atomic::AtomicBool,
+    /// Whether wake-ups are wanted here ([`PgStore::set_wakes_wanted`]);
+    /// when not, the listen connection does not listen on the wake channel.
+    wakes_wanted: std::sync::atomic::AtomicBool,
+    /// Poked when `wakes_wanted` changes (the listen connection follows it).
+    wakes_changed: tokio::sync::Notify,
     /// Serializes registrations for run events ([`PgStore::register_listener`]).
     registry: tokio::sync::Mutex<()>,
     /// Until when (at least) this process's registration lasts, once registered.
@@ -302,6 +307,8 @@ impl PgStore {
                 outbox: Mutex::new(std::collections::VecDeque::new()),
                 publishing: tokio::sync::Mutex::new(()),
                 remote_events: std::sync::atomic::AtomicBool::new(true),
+                wakes_wanted: std::sync::atomic::AtomicBool::new(true),
+                wakes_changed: tokio::sync::Notify::new(),
                 registry: tokio::sync::Mutex::new(()),
                 registered_until: Mutex::new(None),
                 #[cfg(test)]

@@ -172,6 +172,10 @@ impl Store for PgStore {
         PgStore::set_remote_events(self, on)
     }
 
+    fn set_wakes_wanted(&self, on: bool) {
+        PgStore::set_wakes_wanted(self, on)
+    }
+
     async fn register_listener(&self) -> Result<()> {
         PgStore::register_listener(self).await
     }
@@ -211,7 +215,7 @@ impl Outage {
                 self.down = true;
                 Notice::Error(error)
             }
-            PgNotice::Wake { .. } => Notice::Wake,
+            PgNotice::Wake { .. } | PgNotice::Resumed => Notice::Wake,
             PgNotice::Cancel { run_id } => Notice::Cancel(run_id),
             PgNotice::Event(ev) => Notice::Event {
                 run_id: ev.run_id,

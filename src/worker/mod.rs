@@ -94,6 +94,9 @@ pub(crate) struct Shared<S> {
     inflight: Mutex<HashMap<String, Inflight>>,
     /// Slots promised to claims in progress; changed only under `inflight`'s lock.
     reserved: AtomicUsize,
+    /// Whether the store was last told that wake-ups are wanted (see
+    /// [`Shared::update_wakes`]).
+    wakes_wanted: Mutex<bool>,
     wake: Notify,
     running: AtomicBool,
     loop_alive: AtomicBool,
@@ -153,6 +156,7 @@ impl<S: Store> Worker<S> {
             jobs: RwLock::new(Arc::new(JobSet::default())),
             inflight: Mutex::new(HashMap::new()),
             reserved: AtomicUsize::new(0),
+            wakes_wanted: Mutex::new(true),
             wake: Notify::new(),
             running: AtomicBool::new(false),
             loop_alive: AtomicBool::new(false),
@@ -300,6 +304,7 @@ impl<S: Store> Worker<S> {
         if inflight.get(id).is_some_and(|f| f.generation == generation) {
             inflight.remove(id);
             drop(inflight);
+            self.shared.update_wakes();
             self.wake();
         }
     }
@@ -482,6 +487,22 @@ impl<S: Store> Shared<S> {
         self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Tells the store whether wake-ups are wanted: not while every slot is
+    /// taken (a wake-up could only be ignored; see
+    /// [`Store::set_wakes_wanted`]). Called after each change of the runs in
+    /// flight, never under their lock; the decision and the call are made
+    /// under `wakes_wanted`'s lock, so the last call made reflects the
+    /// latest count.
+    fn update_wakes(&self) {
+        let mut told = lock(&self.wakes_wanted);
+        let taken = lock(&self.inflight).len();
+        let want = policy::free_slots(self.cfg.max_concurrent, taken, 0) > 0;
+        if *told != want {
+            *told = want;
+            self.store.set_wakes_wanted(want);
+        }
+    }
+
     fn free_slots(&self) -> usize {
         let inflight = lock(&self.inflight);
         policy::free_slots(
@@ -548,6 +569,8 @@ impl<S: Store> Shared<S> {
                 },
             );
         }
+        drop(inflight);
+        self.update_wakes();
     }
 
     /// The runs this worker executes and still holds: `(id, generation)`.

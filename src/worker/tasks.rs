@@ -222,6 +222,7 @@ async fn enforce_timeouts<S: Store>(sh: &Arc<Shared<S>>) -> Result<()> {
         .await?;
         // The JS side may be stuck: free the slot now; its late writes are fenced.
         lock(&sh.inflight).remove(&id);
+        sh.update_wakes();
         sh.wake.notify_one();
         sh.sink.lost(&id, policy::timeout_outcome(status));
     }

@@ -733,3 +733,122 @@ fn queued_events_go_with_the_next_flush_else_with_the_publisher_in_order() -> TR
         TResult::Ok(())
     })
 }
+
+/// Wake-ups turned off (a worker with no free slot): the listen connection
+/// stops listening on the wake channel, so none arrives (cancels still do);
+/// turned on again, it listens and announces `Resumed` (the worker claims
+/// once for what it missed), and wake-ups arrive again. Setting the same
+/// value twice changes nothing.
+#[test]
+fn wakes_stop_while_unwanted_and_resume_with_a_notice() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("wakes")?;
+    db.runtime().block_on(async {
+        let (here, _there, mut l) = listening(&db).await?;
+        let raw = db.raw().await?;
+        here.set_wakes_wanted(false);
+        here.set_wakes_wanted(false);
+        // (the UNLISTEN is made before the next notice is read: wait for it)
+        let unlistened = async {
+            loop {
+                let n: i64 = raw
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 \
+                         AND query LIKE 'UNLISTEN%'",
+                        &[&l.backend_pid()],
+                    )
+                    .await?
+                    .get(0);
+                if n > 0 {
+                    return TResult::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), unlistened).await??;
+        raw.batch_execute(&format!(
+            "NOTIFY {}, 'missed'; NOTIFY {}, 'run1'",
+            here.wake_channel(),
+            here.cancel_channel()
+        ))
+        .await?;
+        assert_eq!(
+            drain(&mut l, Duration::from_millis(300)).await,
+            [PgNotice::Cancel {
+                run_id: "run1".into()
+            }],
+            "no wake-up while unwanted"
+        );
+        here.set_wakes_wanted(true);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), l.recv()).await?,
+            Some(PgNotice::Resumed)
+        );
+        raw.batch_execute(&format!("NOTIFY {}, 'mail'", here.wake_channel()))
+            .await?;
+        assert_eq!(
+            drain(&mut l, Duration::from_millis(300)).await,
+            [PgNotice::Wake {
+                job: Some("mail".into())
+            }]
+        );
+        TResult::Ok(())
+    })
+}
+
+/// A worker wants wake-ups only while it has a free slot: none while every
+/// slot holds a run (it could only ignore them), again as soon as one is
+/// freed (see `PgStore::set_wakes_wanted`).
+#[test]
+fn a_worker_with_every_slot_taken_wants_no_wakes() -> TResult {
+    use std::sync::{Arc, Mutex};
+
+    use crate::error::Error;
+    use crate::store::ClaimedRun;
+    use crate::worker::{LostReason, Sink, Worker, WorkerConfig};
+
+    #[derive(Default)]
+    struct Runs(Mutex<Vec<ClaimedRun>>);
+    impl Sink for Runs {
+        fn runs(&self, runs: Vec<ClaimedRun>) {
+            crate::store::lock(&self.0).extend(runs);
+        }
+        fn lost(&self, _id: &str, _reason: LostReason) {}
+        fn error(&self, _context: &'static str, _err: &Error) {}
+    }
+
+    skip_without_server!();
+    let db = TestSchema::new("fullwakes")?;
+    db.runtime().block_on(async {
+        let store = Arc::new(db.store(2).await?);
+        for _ in 0..2 {
+            store.trigger(&super::item("job")).await?;
+        }
+        let runs = Arc::new(Runs::default());
+        let cfg = WorkerConfig {
+            max_concurrent: 2,
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(
+            store.clone(),
+            cfg,
+            runs.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        worker.set_jobs(vec![("job".into(), None)]);
+        assert!(store.wakes_wanted());
+        worker.start();
+        let full = async {
+            while crate::store::lock(&runs.0).len() < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), full).await?;
+        assert!(!store.wakes_wanted(), "every slot taken");
+        let first = crate::store::lock(&runs.0)[0].clone();
+        worker.release(&first.id, first.generation);
+        assert!(store.wakes_wanted(), "a slot free");
+        worker.close();
+        TResult::Ok(())
+    })
+}
