@@ -469,13 +469,7 @@ fn by_free_key(
             }
         }
     }
-    keyless_heads(c, jobs, limit, &mut heads)?;
-    heads.sort_unstable();
-    heads.truncate(limit);
-    if prune == Prune::Yes {
-        prune_keys(c, &dead)?;
-    }
-    Ok(heads.into_iter().map(|(_, id)| id).collect())
+    oldest_first(c, jobs, limit, prune, heads, &dead)
 }
 
 /// The keys that may have pending runs.
@@ -484,6 +478,26 @@ pub(super) const PENDING_KEYS_SQL: &str = "SELECT concurrency_key FROM pending_k
 /// The head of one key: its oldest pending run (id, job, created_at).
 pub(super) const KEY_HEAD_SQL: &str = "SELECT id, job_name, created_at FROM runs \
      WHERE status = 'pending' AND concurrency_key = ?1 ORDER BY created_at, id LIMIT 1";
+
+/// The end of both key-by-key searches: the keys' heads and the oldest
+/// keyless runs, the oldest `limit` of them in claim order; keys found
+/// dead dropped when `prune` says so.
+fn oldest_first(
+    c: &Connection,
+    jobs: &[String],
+    limit: usize,
+    prune: Prune,
+    mut heads: Vec<(String, String)>,
+    dead: &[String],
+) -> Result<Vec<String>> {
+    keyless_heads(c, jobs, limit, &mut heads)?;
+    heads.sort_unstable();
+    heads.truncate(limit);
+    if prune == Prune::Yes {
+        prune_keys(c, dead)?;
+    }
+    Ok(heads.into_iter().map(|(_, id)| id).collect())
+}
 
 /// Adds the oldest `limit` keyless pending runs of `jobs` to `heads`.
 fn keyless_heads(
@@ -535,13 +549,7 @@ fn by_key(c: &Connection, jobs: &[String], limit: usize, prune: Prune) -> Result
             }
         }
     }
-    keyless_heads(c, jobs, limit, &mut heads)?;
-    heads.sort_unstable();
-    heads.truncate(limit);
-    if prune == Prune::Yes {
-        prune_keys(c, &dead)?;
-    }
-    Ok(heads.into_iter().map(|(_, id)| id).collect())
+    oldest_first(c, jobs, limit, prune, heads, &dead)
 }
 
 /// The oldest pending runs, each with whether it is claimable by `jobs`

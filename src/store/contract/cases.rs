@@ -403,18 +403,19 @@ pub(crate) fn batch_mixes_held_and_stale_ops<S: ContractStore>(open: Open<S>) ->
     Ok(())
 }
 
-/// One batch of step ops, some on the same run and the same step, one under
-/// a generation its run does not hold (beside ops of that run that it
-/// holds), one of a run another worker reclaimed, one of a cancelled run,
-/// one after its run's completion: the store answers and writes exactly as if the ops
-/// were applied one after another (PostgreSQL writes a batch's steps with
-/// one statement: it must not move a step before its run's completion, nor
-/// let an earlier write of a step or of the progress win, nor a refused
-/// op's row or progress in).
-pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
-    open: Open<S>,
-) -> CResult {
-    let w = open()?;
+/// Runs in each state a write batch must tell apart (see [`mixed_runs`]).
+struct Mixed {
+    /// A run of `JOB` that A holds (generation 1).
+    one: String,
+    /// A run of `BYSTANDER` that A holds (generation 1).
+    two: String,
+    /// A run of `JOB` that A claimed and B cancelled.
+    gone: String,
+    /// A run that A claimed and B reclaimed once stale (generation 2).
+    taken: String,
+}
+
+fn mixed_runs<S: ContractStore>(w: &Workers<S>) -> CResult<Mixed> {
     let one = w.a.create_run(JOB)?;
     let two = w.a.create_run(BYSTANDER)?;
     let gone = w.a.create_run(JOB)?;
@@ -427,6 +428,32 @@ pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
     assert_eq!(w.a.claim_one("taken")?, (taken.clone(), 1));
     assert_eq!(w.b.recover_stale("taken")?, 1);
     assert_eq!(w.b.claim_one("taken")?, (taken.clone(), 2));
+    Ok(Mixed {
+        one,
+        two,
+        gone,
+        taken,
+    })
+}
+
+/// One batch of step ops, some on the same run and the same step, one under
+/// a generation its run does not hold (beside ops of that run that it
+/// holds), one of a run another worker reclaimed, one of a cancelled run,
+/// one after its run's completion: the store answers and writes exactly as if the ops
+/// were applied one after another (PostgreSQL writes a batch's steps with
+/// one statement: it must not move a step before its run's completion, nor
+/// let an earlier write of a step or of the progress win, nor a refused
+/// op's row or progress in).
+pub(crate) fn batch_of_steps_reads_as_one_after_another<S: ContractStore>(
+    open: Open<S>,
+) -> CResult {
+    let w = open()?;
+    let Mixed {
+        one,
+        two,
+        gone,
+        taken,
+    } = mixed_runs(&w)?;
     let again = Write::Step {
         run: one.clone(),
         generation: 1,
@@ -518,20 +545,14 @@ pub(crate) fn batch_of_completions_reads_as_one_after_another<S: ContractStore>(
     open: Open<S>,
 ) -> CResult {
     let w = open()?;
-    let one = w.a.create_run(JOB)?;
-    let two = w.a.create_run(BYSTANDER)?;
-    let gone = w.a.create_run(JOB)?;
+    let Mixed {
+        one,
+        two,
+        gone,
+        taken,
+    } = mixed_runs(&w)?;
     let three = w.a.create_run(JOB)?;
-    assert_eq!(w.a.claim_one(JOB)?, (one.clone(), 1));
-    assert_eq!(w.a.claim_one(BYSTANDER)?, (two.clone(), 1));
-    assert_eq!(w.a.claim_one(JOB)?, (gone.clone(), 1));
     assert_eq!(w.a.claim_one(JOB)?, (three.clone(), 1));
-    w.b.cancel(&gone)?;
-    // (its own job, so that only it goes stale)
-    let taken = w.a.create_run("taken")?;
-    assert_eq!(w.a.claim_one("taken")?, (taken.clone(), 1));
-    assert_eq!(w.b.recover_stale("taken")?, 1);
-    assert_eq!(w.b.claim_one("taken")?, (taken.clone(), 2));
     use WriteKind::Complete;
     let writes = vec![
         write_of(Complete, &one, 1, "A"),
