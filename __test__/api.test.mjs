@@ -234,6 +234,38 @@ describe('job keys', () => {
   })
 })
 
+describe('waitForRun and triggerAndWait options', () => {
+  it('a callback that is not a function, a bad timeout, an unknown option: ValidationError naming it, nothing triggered', async () => {
+    const job = defineJob({ name: 'job', run: async (ctx, input) => input })
+    const d = makeDurably({ jobs: { job } })
+    await d.start()
+    const run = await d.jobs.job.trigger(1)
+    await d.waitForRun(run.id, { timeout: 10_000 })
+    const bad = [
+      [{ onLog: 5 }, /onLog must be a function \(got number\)/],
+      [{ onProgress: 'x' }, /onProgress must be a function \(got string\)/],
+      [{ onProgress: null }, /onProgress must be a function \(got null\)/],
+      [{ timeout: -1 }, /timeout must be an integer/],
+      [{ timeout: 2 ** 31 }, /timeout must be an integer number of ms from 0 to 2147483647/],
+      [{ timeout: 1.5 }, /timeout/],
+      ['fast', /options must be an object/],
+    ]
+    for (const [options, message] of bad) {
+      await expect(d.waitForRun(run.id, options)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', message: /^waitForRun: / })
+      await expect(d.waitForRun(run.id, options)).rejects.toThrow(message)
+      await expect(d.jobs.job.triggerAndWait(2, options)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', message: /^triggerAndWait: / })
+      await expect(d.jobs.job.triggerAndWait(2, options)).rejects.toThrow(message)
+    }
+    // A typo is named (triggerAndWait's other options are trigger's: refused there).
+    await expect(d.waitForRun(run.id, { onlog: () => {} })).rejects.toThrow(/waitForRun: unknown option onlog \(known: timeout, onProgress, onLog\)/)
+    await expect(d.jobs.job.triggerAndWait(2, { onlog: () => {} })).rejects.toThrow(/unknown trigger option onlog/)
+    expect((await d.getRuns({ jobName: 'job' })).map((r) => r.id)).toEqual([run.id])
+    // The good ones still work.
+    expect((await d.waitForRun(run.id, { timeout: 2 ** 31 - 1, onLog: undefined })).output).toBe(1)
+    expect((await d.jobs.job.triggerAndWait(3, { timeout: 10_000, onLog: () => {}, onProgress: () => {} })).output).toBe(3)
+  })
+})
+
 describe('giant values', () => {
   it('a step returning a sparse array of length 2**32-1 fails fast with ValidationError naming the path', async () => {
     const job = defineJob({

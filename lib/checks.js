@@ -49,9 +49,29 @@ function checkStopOptions(what, options) {
   return { abort: abort === true, timeout }
 }
 
-function checkWaitTimeout(timeout) {
-  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0)) {
-    throw new ValidationError('waitForRun: timeout must be a non-negative integer (ms)')
+const WAIT_KEYS = ['timeout', 'onProgress', 'onLog']
+
+/**
+ * waitForRun's options; `what` names the call. triggerAndWait's options
+ * also hold trigger's (checked there), so it passes `exact` false.
+ */
+function checkWaitOptions(options, what = 'waitForRun', exact = true) {
+  if (options === undefined || options === null) return
+  if (typeof options !== 'object') throw new ValidationError(`${what}: options must be an object`)
+  if (exact) {
+    for (const k of Object.keys(options)) {
+      if (!WAIT_KEYS.includes(k)) throw new ValidationError(`${what}: unknown option ${k} (known: ${WAIT_KEYS.join(', ')})`)
+    }
+  }
+  const { timeout, onProgress, onLog } = options
+  // (a longer timer would fire at once: setTimeout's limit)
+  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0 || timeout > 2 ** 31 - 1)) {
+    throw new ValidationError(`${what}: timeout must be an integer number of ms from 0 to ${2 ** 31 - 1}`)
+  }
+  for (const [k, f] of [['onProgress', onProgress], ['onLog', onLog]]) {
+    if (f !== undefined && typeof f !== 'function') {
+      throw new ValidationError(`${what}: ${k} must be a function (got ${f === null ? 'null' : typeof f})`)
+    }
   }
 }
 
@@ -141,7 +161,7 @@ module.exports = {
   checkId,
   checkLabels,
   checkStopOptions,
-  checkWaitTimeout,
+  checkWaitOptions,
   checkTriggerOptions,
   checkFilter,
   tallyStats,

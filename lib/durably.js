@@ -20,7 +20,7 @@ const {
   checkId,
   checkLabels,
   checkStopOptions,
-  checkWaitTimeout,
+  checkWaitOptions,
   checkTriggerOptions,
   checkFilter,
   tallyStats,
@@ -440,8 +440,8 @@ class Durably {
   }
 
   async _triggerAndWait(def, input, options) {
+    checkWaitOptions(options, 'triggerAndWait', false)
     const { timeout, onProgress, onLog, ...rest } = options ?? {}
-    checkWaitTimeout(timeout)
     // PostgreSQL: another process may execute the run before a registration
     // made after the trigger, and the progress and log events it emits until
     // then are not published. With onProgress/onLog, register first.

@@ -16,18 +16,18 @@
 const { TERMINAL_EVENTS } = require('./events')
 const { TERMINAL } = require('./status')
 const { NotFoundError, CancelledError, TimeoutError, RunFailedError, fromNative } = require('./errors')
-const { checkWaitTimeout } = require('./checks')
+const { checkWaitOptions } = require('./checks')
 
 const isPromise = (v) => v !== null && typeof v === 'object' && typeof v.then === 'function'
 
 /** Resolves with the completed run; rejects on failure, cancellation, timeout. */
 function waitForRun(source, runId, options = {}) {
-  const { timeout, onProgress, onLog } = options ?? {}
   try {
-    checkWaitTimeout(timeout)
+    checkWaitOptions(options)
   } catch (err) {
     return Promise.reject(err)
   }
+  const { timeout, onProgress, onLog } = options ?? {}
   return new Promise((resolve, reject) => {
     let done = false
     let pollTimer = null

@@ -15,7 +15,7 @@ import { validate } from '../schema.js'
 import { defineJob, isJobDefinition, JobHandle } from '../job.js'
 import { parseRun, parseRuns, parseSteps, parseLogs, newRun } from '../records.js'
 import { TERMINAL } from '../status.js'
-import { checkId, checkLabels, checkWaitTimeout, checkTriggerOptions, checkFilter, tallyStats } from '../checks.js'
+import { checkId, checkLabels, checkWaitOptions, checkTriggerOptions, checkFilter, tallyStats } from '../checks.js'
 import {
   DurablyError,
   ValidationError,
@@ -312,8 +312,8 @@ class BrowserDurably {
   }
 
   async _triggerAndWait(def, input, options) {
+    checkWaitOptions(options, 'triggerAndWait', false)
     const { timeout, onProgress, onLog, ...rest } = options ?? {}
-    checkWaitTimeout(timeout)
     let waiting
     const run = await this._trigger(def, input, rest, (r) => {
       waiting = this.waitForRun(r.id, { timeout, onProgress, onLog })
@@ -417,13 +417,13 @@ class BrowserDurably {
 
   /** Resolves with the completed run; rejects on failure, cancellation, timeout. */
   waitForRun(runId, options = {}) {
-    const { timeout, onProgress, onLog } = options ?? {}
     try {
       checkId(runId)
-      checkWaitTimeout(timeout)
+      checkWaitOptions(options)
     } catch (err) {
       return Promise.reject(err)
     }
+    const { timeout, onProgress, onLog } = options ?? {}
     return new Promise((resolve, reject) => {
       let done = false
       let timer = null
