@@ -207,6 +207,23 @@ describe('client calls', () => {
     expect(() => createDurablyClient({ baseUrl: '/x', headers: 5 })).toThrow(/headers/)
     expect(() => createDurablyClient({ baseUrl: '/x' }).job('')).toThrow(/jobName/)
   })
+
+  it('waitForRun and triggerAndWait refuse a timeout or callback they cannot use, before sending anything', async () => {
+    let sent = 0
+    const client = createDurablyClient({ baseUrl: srv.url(''), fetch: (...a) => (sent++, fetch(...a)) })
+    for (const [opts, message] of [
+      [{ timeout: -5 }, /timeout must be an integer number of ms/],
+      [{ timeout: 2 ** 31 }, /timeout/],
+      [{ onLog: 'x' }, /onLog must be a function/],
+      [{ onProgress: 1 }, /onProgress must be a function/],
+    ]) {
+      await expect(client.waitForRun('01ANYRUN', opts)).rejects.toThrow(TypeError)
+      await expect(client.waitForRun('01ANYRUN', opts)).rejects.toThrow(message)
+      await expect(client.triggerAndWait('echo', 1, opts)).rejects.toThrow(message)
+    }
+    expect(sent).toBe(0)
+    expect((await client.triggerAndWait('echo', 1, { timeout: 10_000, onLog: () => {} })).output).toEqual({ echoed: 1 })
+  })
 })
 
 describe('subscribe: resuming after dropped connections', () => {

@@ -274,8 +274,19 @@ export function createDurablyClient(options) {
     return request('POST', '/trigger', { body: { jobName, input, ...triggerOptions }, signal })
   }
 
+  /** Throws TypeError for wait options it cannot use (before anything is sent). */
+  function checkWait(what, { timeout, onProgress, onLog }) {
+    if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0 || timeout > 2 ** 31 - 1)) {
+      throw new TypeError(`${what}: timeout must be an integer number of ms from 0 to ${2 ** 31 - 1}`)
+    }
+    for (const [k, f] of [['onProgress', onProgress], ['onLog', onLog]]) {
+      if (f !== undefined && typeof f !== 'function') throw new TypeError(`${what}: ${k} must be a function`)
+    }
+  }
+
   /** Waits for a run to end: its output once completed; rejects when it fails, is cancelled or deleted. */
   async function waitForRun(runId, { timeout, signal, onProgress, onLog } = {}) {
+    checkWait('waitForRun', { timeout, onProgress, onLog })
     const ac = new AbortController()
     const abort = () => ac.abort()
     if (signal) signal.addEventListener('abort', abort, { once: true })
@@ -310,6 +321,7 @@ export function createDurablyClient(options) {
 
   async function triggerAndWait(jobName, input, opts = {}) {
     const { timeout, onProgress, onLog, signal, ...triggerOptions } = opts ?? {}
+    checkWait('triggerAndWait', { timeout, onProgress, onLog })
     const { runId, disposition } = await trigger(jobName, input, { ...triggerOptions, signal })
     const { output } = await waitForRun(runId, { timeout, signal, onProgress, onLog })
     return { runId, output, disposition }
