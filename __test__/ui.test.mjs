@@ -126,6 +126,8 @@ describe.skipIf(!!skipReason)('dashboard in Chromium', () => {
     const statuses = await rowStatuses()
     expect(statuses.filter((s) => s === 'failed')).toHaveLength(3)
     expect(statuses.filter((s) => s === 'completed')).toHaveLength(3)
+    // The counts come from their own request (GET /stats), after the list's.
+    await page.waitForSelector('#counts a[data-count=failed]')
     expect(await page.textContent('#counts')).toContain('failed3')
     await page.screenshot({ path: path.join(OUT, 'list.png'), fullPage: true })
   })
