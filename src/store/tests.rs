@@ -698,14 +698,8 @@ fn claim_cost_is_bounded_by_keys_not_backlog() -> TestResult {
 /// few steps, a row of the running runs' pass one or two).
 #[test]
 fn claim_reads_the_running_keys_once() -> TestResult {
-    let (_d, store) = temp_store()?;
-    let keys: Vec<String> = (0..32).map(|k| format!("k{k:02}")).collect();
-    let backlog: Vec<TriggerItem> = (0..50 * keys.len())
-        .map(|i| item("j", Some(&keys[i % keys.len()]), None))
-        .collect();
-    store.trigger_batch(&backlog)?;
+    let (_d, store) = every_key_running(50)?;
     let names = jobs(&["j"]);
-    assert_eq!(store.claim(&names, 32)?.len(), 32, "one run per key");
     // 4 keys free again: their runs completed.
     store.write(|c| {
         Ok(c.execute(
@@ -736,36 +730,37 @@ fn claim_reads_the_running_keys_once() -> TestResult {
     Ok(())
 }
 
+/// A store with `per_key` pending runs of job `j` on each of 32 keys
+/// (`k00`…`k31`, created round-robin), the oldest of each key claimed.
+fn every_key_running(
+    per_key: usize,
+) -> std::result::Result<(tempfile::TempDir, SqliteStore), Box<dyn std::error::Error>> {
+    let (d, store) = temp_store()?;
+    let keys: Vec<String> = (0..32).map(|k| format!("k{k:02}")).collect();
+    let backlog: Vec<TriggerItem> = (0..per_key * keys.len())
+        .map(|i| item("j", Some(&keys[i % keys.len()]), None))
+        .collect();
+    store.trigger_batch(&backlog)?;
+    assert_eq!(store.claim(&jobs(&["j"]), 32)?.len(), 32, "one run per key");
+    Ok((d, store))
+}
+
 /// Pages `c` fetched so far (page-cache hits and misses): a search of an
 /// index fetches a page per level of its tree.
 fn page_fetches(c: &Connection) -> i64 {
-    let (mut hit, mut hi) = (0, 0);
-    // SAFETY: a live connection's handle, two out-parameters, no reset.
-    unsafe {
-        rusqlite::ffi::sqlite3_db_status(
-            c.handle(),
-            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_HIT,
-            &mut hit,
-            &mut hi,
-            0,
-        )
-    };
-    i64::from(hit) + cache_misses(c)
+    db_status(c, rusqlite::ffi::SQLITE_DBSTATUS_CACHE_HIT) + cache_misses(c)
 }
 
 /// Pages `c` read from the file or the log (its page-cache misses) so far.
 fn cache_misses(c: &Connection) -> i64 {
+    db_status(c, rusqlite::ffi::SQLITE_DBSTATUS_CACHE_MISS)
+}
+
+/// The current value of one of `c`'s `sqlite3_db_status` counters.
+fn db_status(c: &Connection, op: std::os::raw::c_int) -> i64 {
     let (mut cur, mut hi) = (0, 0);
     // SAFETY: a live connection's handle, two out-parameters, no reset.
-    unsafe {
-        rusqlite::ffi::sqlite3_db_status(
-            c.handle(),
-            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_MISS,
-            &mut cur,
-            &mut hi,
-            0,
-        )
-    };
+    unsafe { rusqlite::ffi::sqlite3_db_status(c.handle(), op, &mut cur, &mut hi, 0) };
     i64::from(cur)
 }
 
@@ -843,14 +838,8 @@ fn claim_walk_reads_no_page_per_key() -> TestResult {
 /// the 2 free ones reading a few pages; the skip-scan read one per key.
 #[test]
 fn claim_by_key_reads_pages_of_free_keys_only() -> TestResult {
-    let (_d, store) = temp_store()?;
-    let keys: Vec<String> = (0..32).map(|k| format!("k{k:02}")).collect();
-    let backlog: Vec<TriggerItem> = (0..300 * keys.len())
-        .map(|i| item("j", Some(&keys[i % keys.len()]), None))
-        .collect();
-    store.trigger_batch(&backlog)?;
+    let (_d, store) = every_key_running(300)?;
     let names = jobs(&["j"]);
-    assert_eq!(store.claim(&names, 32)?.len(), 32, "one run per key");
     // Keys k05 and k17 free again: their runs went back to pending.
     let free_heads: Vec<String> = store.write(|c| {
         let mut ids = Vec::new();
