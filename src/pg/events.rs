@@ -178,14 +178,19 @@ impl PgStore {
         self.inner.remote_events.load(Ordering::SeqCst)
     }
 
-    /// Whether this process wants wake-ups (on by default). The worker turns
-    /// them off while it has no free slot: with P processes each busy one
-    /// would otherwise receive (and its server backend send) every trigger's
-    /// and keyed run end's wake-up of all P, and ignore it. While off, the
-    /// listen connection does not listen on the wake channel; turned on
-    /// again, it listens and then announces [`super::PgNotice::Resumed`]
-    /// (the worker claims once: a wake-up sent while it did not listen is
-    /// lost, and that claim, made after the `LISTEN`, sees what it was for).
+    /// Whether this process wants wake-ups (on by default). The worker wants
+    /// them only while its claim loop is on and it has a free slot: with P
+    /// processes each busy one would otherwise receive (and its server
+    /// backend send) every trigger's and keyed run end's wake-up of all P,
+    /// and ignore it. While on, the listen connection listens on the wake
+    /// channel and registers this process in `wakers` (schema v5); a keyed
+    /// run's end sends its wake-up only while some registration is alive,
+    /// so while every worker is busy none is sent at all. While off, it
+    /// neither listens nor is registered; turned on again, it registers,
+    /// listens, and then announces [`super::PgNotice::Resumed`] (the worker
+    /// claims once: a wake-up not sent or not heard meanwhile was for a
+    /// commit made before the registration, which that claim sees; see
+    /// `listen.rs`'s `register_wakes_sql`).
     pub fn set_wakes_wanted(&self, on: bool) {
         if self.inner.wakes_wanted.swap(on, Ordering::SeqCst) != on {
             self.inner.wakes_changed.notify_one();

@@ -106,7 +106,14 @@ const STEPS_SQL: &str = "WITH r AS ( \
        THEN (SELECT status FROM runs WHERE id = r.run) END \
      FROM r LEFT JOIN upd ON upd.ord = r.ord";
 
-const COMPLETE_SQL: &str = "WITH upd AS ( \
+/// Completes run `$1` under generation `$2` (output `$3`, progress `$4`).
+/// A run with a concurrency key wakes `$5` (its successor may be claimable
+/// now) only while some process is registered for wake-ups (the `wakers`
+/// table, schema v5): the statement reads that table, so it holds its
+/// ACCESS SHARE lock until the commit, and a registration (ACCESS EXCLUSIVE,
+/// `listen.rs`) either is seen here or waits for this commit and then
+/// claims. `FAIL_SQL` and `COMPLETES_SQL` do the same.
+pub(crate) const COMPLETE_SQL: &str = "WITH upd AS ( \
        UPDATE runs SET status = 'completed', output = $3::text::json, \
        progress = COALESCE($4::text::json, progress), completed_at = now(), \
        updated_at = now() \
@@ -115,7 +122,8 @@ const COMPLETE_SQL: &str = "WITH upd AS ( \
      SELECT (SELECT count(*) FROM upd), \
        (SELECT status FROM runs WHERE id = $1), \
        (SELECT pg_notify($5, '')::text FROM upd \
-          WHERE concurrency_key IS NOT NULL)";
+          WHERE concurrency_key IS NOT NULL AND EXISTS (SELECT 1 FROM wakers \
+            WHERE expires_at > now()))";
 
 /// Two or more completions of a batch, one statement for all of them (as
 /// [`STEPS_SQL`] for steps, on its generic plan): `$1` runs, `$2` their
@@ -137,7 +145,8 @@ const COMPLETES_SQL: &str = "WITH r AS ( \
      SELECT r.ord, upd.ord IS NOT NULL, CASE WHEN upd.ord IS NULL \
        THEN (SELECT status FROM runs WHERE id = r.run) END, \
        CASE WHEN r.ord = 1 THEN (SELECT pg_notify($5, '')::text FROM upd \
-         WHERE concurrency_key IS NOT NULL LIMIT 1) END \
+         WHERE concurrency_key IS NOT NULL AND EXISTS (SELECT 1 FROM wakers \
+           WHERE expires_at > now()) LIMIT 1) END \
      FROM r LEFT JOIN upd ON upd.ord = r.ord";
 
 const FAIL_SQL: &str = "WITH upd AS ( \
@@ -149,7 +158,8 @@ const FAIL_SQL: &str = "WITH upd AS ( \
      SELECT (SELECT count(*) FROM upd), \
        (SELECT status FROM runs WHERE id = $1), \
        (SELECT pg_notify($6, '')::text FROM upd \
-          WHERE concurrency_key IS NOT NULL)";
+          WHERE concurrency_key IS NOT NULL AND EXISTS (SELECT 1 FROM wakers \
+            WHERE expires_at > now()))";
 
 const PROGRESS_SQL: &str = "WITH upd AS ( \
        UPDATE runs SET progress = $3::text::json, updated_at = now() \

@@ -30,7 +30,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Notification};
+use tokio_postgres::{AsyncMessage, Notification, SimpleQueryMessage};
+
+use super::events::LISTENER_TTL;
 
 use super::events::RemoteEvent;
 use super::PgStore;
@@ -212,7 +214,7 @@ async fn session(
     let listen = format!(
         "{}LISTEN {}; LISTEN {}",
         if waking {
-            format!("LISTEN {}; ", store.wake_channel())
+            format!("{}; ", register_wakes_sql(store))
         } else {
             String::new()
         },
@@ -252,8 +254,25 @@ async fn session(
                 }
             }
             _ = ping.tick() => {
-                match tokio::time::timeout(opts.ping_timeout, client.simple_query("SELECT 1")).await {
-                    Ok(Ok(_)) => {
+                // While registered for wake-ups, the check renews the
+                // registration; one found lapsed (this connection was stuck
+                // past its life) is made anew, then claimed for, as a new one.
+                let check = if waking { refresh_wakes_sql(store) } else { "SELECT 1".into() };
+                match tokio::time::timeout(opts.ping_timeout, client.simple_query(&check)).await {
+                    Ok(Ok(answer)) => {
+                        let lapsed = waking
+                            && !answer.iter().any(|m| matches!(m, SimpleQueryMessage::Row(_)));
+                        if lapsed {
+                            let sql = register_wakes_sql(store);
+                            match tokio::time::timeout(opts.ping_timeout, client.batch_execute(&sql)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => return lost(format!("cannot register for wake-ups: {}", describe(e)), true),
+                                Err(_) => return lost("registering for wake-ups timed out".into(), true),
+                            }
+                            if tx.send(PgNotice::Resumed).is_err() {
+                                return End::Closed;
+                            }
+                        }
                         // A registration for run events is kept alive (see
                         // `register_listener`: a fresh one is not rewritten).
                         if store.remote_events() && store.is_registered() {
@@ -270,13 +289,19 @@ async fn session(
                 if want == waking {
                     continue;
                 }
-                let sql = format!("{}LISTEN {}", if want { "" } else { "UN" }, store.wake_channel());
+                // Listening and registered again (a keyed run's end sent no
+                // wake-up while nobody was registered): what was missed
+                // meanwhile is claimed now, after the registration committed.
+                let (sql, what) = if want {
+                    (register_wakes_sql(store), "register for wake-ups")
+                } else {
+                    (unregister_wakes_sql(store), "unregister from wake-ups")
+                };
                 match tokio::time::timeout(opts.ping_timeout, client.batch_execute(&sql)).await {
                     Ok(Ok(())) => waking = want,
-                    Ok(Err(e)) => return lost(format!("cannot {sql}: {}", describe(e)), true),
-                    Err(_) => return lost(format!("{sql} timed out"), true),
+                    Ok(Err(e)) => return lost(format!("cannot {what}: {}", describe(e)), true),
+                    Err(_) => return lost(format!("{what}: timed out"), true),
                 }
-                // Listening again: what was missed meanwhile is claimed now.
                 if waking && tx.send(PgNotice::Resumed).is_err() {
                     return End::Closed;
                 }
@@ -284,6 +309,56 @@ async fn session(
             _ = tx.closed() => return End::Closed,
         }
     }
+}
+
+/// Registers this process for wake-ups (schema v5's `wakers`) and listens
+/// on the wake channel, in one transaction on the listen connection. The
+/// table's ACCESS EXCLUSIVE lock waits for every keyed run's end that read
+/// the table without seeing this registration (it holds the ACCESS SHARE
+/// lock until its commit, see `flush::COMPLETE_SQL`): once this commits,
+/// each end either was committed before (the claim made next sees it) or
+/// sees the registration and notifies (and the `LISTEN`, committed with
+/// it, receives that). So the caller must claim once after it: the
+/// listener announces [`PgNotice::Resumed`] or [`PgNotice::Listening`].
+/// Expired rows (processes that died) are deleted here.
+fn register_wakes_sql(store: &PgStore) -> String {
+    format!(
+        "BEGIN; LISTEN {}; LOCK TABLE wakers IN ACCESS EXCLUSIVE MODE; \
+         DELETE FROM wakers WHERE expires_at <= now(); \
+         INSERT INTO wakers (owner, expires_at) \
+         VALUES ({}, now() + make_interval(secs => {})) \
+         ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at; COMMIT",
+        store.wake_channel(),
+        literal(store.owner()),
+        LISTENER_TTL.as_secs()
+    )
+}
+
+/// Stops listening for wake-ups and ends the registration (no lock needed:
+/// a keyed run's end that still saw it only sends a wake-up for nothing).
+fn unregister_wakes_sql(store: &PgStore) -> String {
+    format!(
+        "UNLISTEN {}; DELETE FROM wakers WHERE owner = {}",
+        store.wake_channel(),
+        literal(store.owner())
+    )
+}
+
+/// Renews a live registration for wake-ups; answers no row when it had
+/// lapsed (then it must be made anew, with the claim after it).
+fn refresh_wakes_sql(store: &PgStore) -> String {
+    format!(
+        "UPDATE wakers SET expires_at = now() + make_interval(secs => {}) \
+         WHERE owner = {} AND expires_at > now() RETURNING 1",
+        LISTENER_TTL.as_secs(),
+        literal(store.owner())
+    )
+}
+
+/// `s` as an SQL string literal (the listen connection uses the simple query
+/// protocol, one round trip for several statements, without parameters).
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Aborts the connection driver when the session ends.

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_events.sql"),
     include_str!("migrations/0003_claim_indexes.sql"),
     include_str!("migrations/0004_listeners.sql"),
+    include_str!("migrations/0005_wakers.sql"),
 ];
 
 #[cfg(test)]

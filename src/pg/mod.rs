@@ -46,7 +46,9 @@
 //!   sent by a trigger, a batch (one per job), a retry, a hand-back
 //!   (`release`), a stale recovery, and the end (complete, fail, cancel of
 //!   a running run) of a run with a concurrency key (its successor may be
-//!   claimable now).
+//!   claimable now). A complete or fail sends it only while some process
+//!   is registered in `wakers` (a started worker with a free slot, see
+//!   [`PgStore::set_wakes_wanted`]).
 //! - `durably_cancel_<schema>`, payload the run id: a cancel. The machine
 //!   executing that run aborts it at once (its heartbeat still finds the
 //!   cancel within one interval if the notification is lost).

@@ -258,7 +258,8 @@ fn migrations_from_four_connections_at_once_apply_once() -> TResult {
                 "logs",
                 "runs",
                 "schema_versions",
-                "steps"
+                "steps",
+                "wakers"
             ]
         );
         // Migrating again is a no-op.

@@ -220,11 +220,13 @@ pub trait Store: Send + Sync + 'static {
     /// the backend has no [`Store::listen`].
     fn set_remote_events(&self, _on: bool) {}
     /// Whether wake-ups from other processes ([`Notice::Wake`]) are wanted
-    /// (on by default): the worker turns them off while it has no free slot.
-    /// While off a backend may stop receiving them; turned on again, it
-    /// must deliver a [`Notice::Wake`] once it receives them again (one may
-    /// have been missed meanwhile). Nothing where the backend has no
-    /// [`Store::listen`].
+    /// (on by default): the worker wants them only while its claim loop is
+    /// on and a slot is free. While off a backend may stop receiving them,
+    /// and other processes may stop sending them (PostgreSQL: a keyed run's
+    /// end wakes only while some process wants wake-ups); turned on again,
+    /// it must deliver a [`Notice::Wake`] once it receives them again and
+    /// a claim made after it sees what was missed meanwhile. Nothing where
+    /// the backend has no [`Store::listen`].
     fn set_wakes_wanted(&self, _on: bool) {}
     /// Registers this process for other processes' run events while they
     /// are wanted, so they are published (see PostgreSQL's `listeners`).

@@ -156,7 +156,7 @@ impl<S: Store> Worker<S> {
             jobs: RwLock::new(Arc::new(JobSet::default())),
             inflight: Mutex::new(HashMap::new()),
             reserved: AtomicUsize::new(0),
-            wakes_wanted: Mutex::new(true),
+            wakes_wanted: Mutex::new(false),
             wake: Notify::new(),
             running: AtomicBool::new(false),
             loop_alive: AtomicBool::new(false),
@@ -164,6 +164,8 @@ impl<S: Store> Worker<S> {
             closed_notify: Notify::new(),
             sink,
         });
+        // No wake-up is wanted until the claim loop starts.
+        shared.store.set_wakes_wanted(false);
         rt.spawn(tasks::heartbeats(shared.clone()));
         rt.spawn(tasks::upkeep(shared.clone()));
         Worker { shared, rt }
@@ -208,12 +210,14 @@ impl<S: Store> Worker<S> {
         if !self.shared.loop_alive.swap(true, Ordering::SeqCst) {
             self.rt.spawn(tasks::claim_loop(self.shared.clone()));
         }
+        self.shared.update_wakes();
         self.wake();
     }
 
     /// Stops claiming. Runs in flight are not touched (the JS layer awaits them).
     pub fn stop(&self) {
         self.shared.running.store(false, Ordering::SeqCst);
+        self.shared.update_wakes();
         self.wake();
     }
 
@@ -487,16 +491,17 @@ impl<S: Store> Shared<S> {
         self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Tells the store whether wake-ups are wanted: not while every slot is
-    /// taken (a wake-up could only be ignored; see
-    /// [`Store::set_wakes_wanted`]). Called after each change of the runs in
-    /// flight, never under their lock; the decision and the call are made
-    /// under `wakes_wanted`'s lock, so the last call made reflects the
-    /// latest count.
+    /// Tells the store whether wake-ups are wanted: only while the claim
+    /// loop is on and a slot is free (else a wake-up could only be ignored;
+    /// see [`Store::set_wakes_wanted`]). Called after each change of the
+    /// runs in flight and at start and stop, never under the runs' lock; the
+    /// decision and the call are made under `wakes_wanted`'s lock, so the
+    /// last call made reflects the latest state.
     fn update_wakes(&self) {
         let mut told = lock(&self.wakes_wanted);
         let taken = lock(&self.inflight).len();
-        let want = policy::free_slots(self.cfg.max_concurrent, taken, 0) > 0;
+        let want = self.running.load(Ordering::SeqCst)
+            && policy::free_slots(self.cfg.max_concurrent, taken, 0) > 0;
         if *told != want {
             *told = want;
             self.store.set_wakes_wanted(want);

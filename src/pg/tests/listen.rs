@@ -836,7 +836,7 @@ fn a_worker_with_every_slot_taken_wants_no_wakes() -> TResult {
             tokio::runtime::Handle::current(),
         );
         worker.set_jobs(vec![("job".into(), None)]);
-        assert!(store.wakes_wanted());
+        assert!(!store.wakes_wanted(), "the claim loop is not started");
         worker.start();
         let full = async {
             while crate::store::lock(&runs.0).len() < 2 {
@@ -848,6 +848,315 @@ fn a_worker_with_every_slot_taken_wants_no_wakes() -> TResult {
         let first = crate::store::lock(&runs.0)[0].clone();
         worker.release(&first.id, first.generation);
         assert!(store.wakes_wanted(), "a slot free");
+        worker.stop();
+        assert!(!store.wakes_wanted(), "the claim loop stopped");
+        worker.close();
+        TResult::Ok(())
+    })
+}
+
+/// A plain connection listening on `channel`: the payloads it receives.
+async fn raw_listener(
+    db: &TestSchema,
+    channel: &str,
+) -> TResult<(
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+)> {
+    use tokio_postgres::AsyncMessage;
+    let url = std::env::var("DURABLY_TEST_PG_URL")?;
+    let (client, mut conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    let _ = db;
+    Ok((client, rx))
+}
+
+/// The owners registered for wake-ups, live or not.
+async fn wakers(raw: &tokio_postgres::Client, db: &TestSchema) -> TResult<Vec<String>> {
+    let rows = raw
+        .query(
+            &format!("SELECT owner FROM {}.wakers ORDER BY owner", db.name()),
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Waits (up to 10 s) until `check` holds.
+async fn until<F, Fut>(what: &str, mut check: F) -> TResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = TResult<bool>>,
+{
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await? {
+        if tokio::time::Instant::now() > end {
+            return Err(format!("not within 10 s: {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Claims `n` runs of `job` (each with a concurrency key) and ends them in
+/// one flush (completed, or failed with `fail`): whether a wake-up was
+/// heard within 500 ms.
+async fn end_keyed(
+    s: &crate::pg::PgStore,
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    job: &str,
+    n: usize,
+    fail: bool,
+) -> TResult<bool> {
+    use crate::store::FlushOp;
+    let runs = s.claim(&[job.to_string()], n).await?;
+    assert_eq!(runs.len(), n, "claimable runs of {job}");
+    let at = crate::store::iso(std::time::SystemTime::now());
+    let ops: Vec<FlushOp> = runs
+        .iter()
+        .map(|run| {
+            assert!(run.json.contains("\"concurrencyKey\":\""), "{}", run.json);
+            let (r, generation, at) = (run.id.clone(), run.generation, at.clone());
+            if fail {
+                FlushOp::Fail {
+                    run: r,
+                    generation,
+                    error: "boom".into(),
+                    stack: None,
+                    progress: None,
+                    at,
+                }
+            } else {
+                FlushOp::Complete {
+                    run: r,
+                    generation,
+                    output: None,
+                    progress: None,
+                    at,
+                }
+            }
+        })
+        .collect();
+    assert_eq!(s.flush(&ops).await?, "0".repeat(n));
+    let got = tokio::time::timeout(Duration::from_millis(500), heard.recv()).await;
+    Ok(got.is_ok())
+}
+
+/// [`end_keyed`] for a completion, a failure and a group of four
+/// completions: each sends a wake-up when `wanted`, else none.
+async fn ends(
+    s: &crate::pg::PgStore,
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    wanted: bool,
+) -> TResult {
+    for (job, n, fail) in [("one", 1, false), ("fail", 1, true), ("group", 4, false)] {
+        let woke = end_keyed(s, heard, job, n, fail).await?;
+        assert_eq!(woke, wanted, "{job}: a wake-up sent: {woke}");
+    }
+    Ok(())
+}
+
+/// The end of a run with a concurrency key (a completion, a failure, a
+/// group of completions in one statement) wakes other workers only while
+/// some process is registered for wake-ups (schema v5's `wakers`): a
+/// listening process registers, and ends its registration when it wants
+/// no wake-ups; an expired registration (a process that died) does not
+/// count, and the next registration deletes it.
+#[test]
+fn a_keyed_end_wakes_only_while_some_process_wants_wakes() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("wakers")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        let raw = db.raw().await?;
+        let (_c, mut heard) = raw_listener(&db, s.wake_channel()).await?;
+        let keys = ["k1", "k2", "k3", "k4"];
+        for job in ["one", "fail", "group"] {
+            for round in 0..3 {
+                for k in keys {
+                    // (a key's runs of several jobs would queue behind each other)
+                    let (key, ck) = (format!("{job}{round}{k}"), format!("{job}{k}"));
+                    s.trigger(&TriggerItem {
+                        concurrency_key: Some(&ck),
+                        idempotency_key: Some(&key),
+                        ..super::item(job)
+                    })
+                    .await?;
+                }
+            }
+        }
+        // (the triggers' own wake-ups)
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while heard.try_recv().is_ok() {}
+        // A registration that expired (its process died) does not count.
+        raw.batch_execute(&format!(
+            "INSERT INTO {}.wakers VALUES ('dead:1', now() - interval '1 second')",
+            db.name()
+        ))
+        .await?;
+        ends(&s, &mut heard, false).await?;
+        let w = db.store(1).await?;
+        let mut l = w.listen(fast());
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+        assert_eq!(
+            wakers(&raw, &db).await?,
+            [w.owner()],
+            "the dead one deleted"
+        );
+        ends(&s, &mut heard, true).await?;
+        next(&mut l, |n| matches!(n, PgNotice::Wake { .. }).then_some(())).await?;
+        w.set_wakes_wanted(false);
+        until("the registration ended", || async {
+            Ok(wakers(&raw, &db).await?.is_empty())
+        })
+        .await?;
+        ends(&s, &mut heard, false).await?;
+        TResult::Ok(())
+    })
+}
+
+/// The race a registration for wake-ups closes: a keyed run's end, not yet
+/// committed, that read `wakers` before a worker registered sends no
+/// wake-up, and the worker's claim made when its slot freed ran before that
+/// commit and did not see the successor. The registration waits for that
+/// commit (the table's ACCESS EXCLUSIVE lock) and the worker claims once
+/// after it (`Resumed`): the successor is claimed at once, not at the next
+/// poll (an hour away here). Without the lock, or without the claim after
+/// the registration, the successor stays pending and this fails.
+#[test]
+fn a_worker_that_registers_claims_what_an_end_it_missed_made_claimable() -> TResult {
+    use std::sync::{Arc, Mutex};
+
+    use crate::error::Error;
+    use crate::store::{ClaimedRun, Notice, Store};
+    use crate::worker::{LostReason, Sink, Worker, WorkerConfig};
+
+    #[derive(Default)]
+    struct Runs(Mutex<Vec<ClaimedRun>>);
+    impl Sink for Runs {
+        fn runs(&self, runs: Vec<ClaimedRun>) {
+            crate::store::lock(&self.0).extend(runs);
+        }
+        fn lost(&self, _id: &str, _reason: LostReason) {}
+        fn error(&self, _context: &'static str, _err: &Error) {}
+    }
+
+    skip_without_server!();
+    let db = TestSchema::new("wakerace")?;
+    db.runtime().block_on(async {
+        let store = Arc::new(db.store(2).await?);
+        let other = db.store(2).await?;
+        let raw = db.raw().await?;
+        let x = match store.trigger(&super::item("job")).await? {
+            TriggerOutcome::Created { id, .. } => id,
+            o => return Err(format!("{o:?}").into()),
+        };
+        let runs = Arc::new(Runs::default());
+        let cfg = WorkerConfig {
+            max_concurrent: 1,
+            polling_interval: Duration::from_secs(3600),
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(
+            store.clone(),
+            cfg,
+            runs.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        // The engine's wiring of the listen connection to the worker.
+        let w = worker.clone_handle();
+        let _listening = Store::listen(
+            &*store,
+            Box::new(move |n| {
+                if matches!(n, Notice::Wake | Notice::Poll) {
+                    w.wake()
+                }
+            }),
+        );
+        worker.set_jobs(vec![("job".into(), None)]);
+        worker.start();
+        let claimed = |id: String| {
+            let runs = runs.clone();
+            move || {
+                let hit = crate::store::lock(&runs.0).iter().any(|r| r.id == id);
+                async move { TResult::Ok(hit) }
+            }
+        };
+        until("x claimed", claimed(x.clone())).await?;
+        let x_gen = crate::store::lock(&runs.0)[0].generation;
+        until("the busy worker unregistered", || async {
+            Ok(wakers(&raw, &db).await?.is_empty())
+        })
+        .await?;
+        // Another process runs r1; r2 waits behind it on the key.
+        let keyed = |id: &'static str| TriggerItem {
+            concurrency_key: Some("k"),
+            idempotency_key: Some(id),
+            ..super::item("job")
+        };
+        other.trigger(&keyed("r1")).await?;
+        let r2 = match other.trigger(&keyed("r2")).await? {
+            TriggerOutcome::Created { id, .. } => id,
+            o => return Err(format!("{o:?}").into()),
+        };
+        let r1 = other
+            .claim(&["job".to_string()], 1)
+            .await?
+            .pop()
+            .ok_or("r1 not claimable")?;
+        // r1's end, in a transaction left open: it reads `wakers` (empty).
+        let ender = db.raw().await?;
+        ender
+            .batch_execute(&format!("SET search_path TO {}; BEGIN", db.name()))
+            .await?;
+        let row = ender
+            .query_one(
+                crate::pg::flush::COMPLETE_SQL,
+                &[
+                    &r1.id,
+                    &r1.generation,
+                    &"1",
+                    &None::<&str>,
+                    &store.wake_channel(),
+                ],
+            )
+            .await?;
+        assert_eq!(row.get::<_, i64>(0), 1, "r1 completed (uncommitted)");
+        // The slot frees: a claim at once (it cannot see r2 yet) and the
+        // registration, which waits for r1's end to commit.
+        worker.release(&x, x_gen);
+        let waiting = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = '{}' AND c.relname = 'wakers' AND NOT l.granted",
+            db.name()
+        );
+        let end = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < end {
+            if raw.query_one(&waiting, &[]).await?.get::<_, i64>(0) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // (a registration that did not wait: the next step shows its harm)
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !crate::store::lock(&runs.0).iter().any(|r| r.id == r2),
+            "r2 cannot be claimed before r1's end commits"
+        );
+        ender.batch_execute("COMMIT").await?;
+        until("r2 claimed after the registration", claimed(r2.clone())).await?;
         worker.close();
         TResult::Ok(())
     })

@@ -356,6 +356,7 @@ fn a_group_of_completions_leaves_what_the_ops_alone_would() -> TResult {
         assert_eq!(claimed, ids, "the successor waits for its key");
         s.cancel(&ids[3]).await?;
         let (_keep, mut rx) = listen(&db, &[s.wake_channel()]).await?;
+        wants_wakes(&db).await?;
         let value = |v: &str| serde_json::value::RawValue::from_string(v.into());
         let (one, two, three, p1) = (value("1")?, value("2")?, value("3")?, value("{\"n\":1}")?);
         let complete = |i: usize, generation: i64, output, progress| FlushOp::Complete {
@@ -739,6 +740,20 @@ async fn listen(
     Ok((client, rx))
 }
 
+/// A live registration for wake-ups (a worker with a free slot elsewhere):
+/// without one, a keyed run's end sends no wake-up (see
+/// `listen::a_keyed_end_wakes_only_while_some_process_wants_wakes`).
+async fn wants_wakes(db: &TestSchema) -> TResult {
+    db.raw()
+        .await?
+        .batch_execute(&format!(
+            "INSERT INTO {}.wakers VALUES ('elsewhere:1', now() + interval '1 hour')",
+            db.name()
+        ))
+        .await?;
+    Ok(())
+}
+
 async fn next(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
 ) -> TResult<(String, String)> {
@@ -757,6 +772,7 @@ fn triggers_cancels_and_hand_backs_notify_at_commit() -> TResult {
         assert_eq!(s.wake_channel(), format!("durably_wake_{}", db.name()));
         assert_eq!(s.cancel_channel(), format!("durably_cancel_{}", db.name()));
         let (_keep, mut rx) = listen(&db, &[s.wake_channel(), s.cancel_channel()]).await?;
+        wants_wakes(&db).await?;
         let wake = |job: &str| (s.wake_channel().to_string(), job.to_string());
 
         let id = id_of(&s.trigger(&item("mail")).await?);
