@@ -136,9 +136,15 @@ function connections(app) {
   return {
     ssl: lines.filter(([s]) => s === 't').length,
     plain: lines.filter(([s]) => s === 'f').length,
-    // The listen connection's last statements (src/pg/listen.rs): the pid check, then pings.
-    listen: lines.filter(([, q]) => q === 'SELECT pg_backend_pid()' || q === 'SELECT 1').map(([s]) => s === 't'),
+    // The listen connection's last statements (src/pg/listen.rs): the pid check, then pings, and while its worker
+    // has a free slot the registration for wake-ups (LISTEN in it, UNLISTEN to end it) and its renewal as the ping.
+    listen: lines.filter(([, q]) => isListenStatement(q)).map(([s]) => s === 't'),
   }
+}
+
+/** Whether `q` is a statement only the listen connection sends. */
+function isListenStatement(q) {
+  return q === 'SELECT pg_backend_pid()' || q === 'SELECT 1' || /^(BEGIN; )?(UN)?LISTEN |^UPDATE wakers /.test(q)
 }
 
 /** Waits until the LISTEN connection of `app` is up; returns connections(app). */
