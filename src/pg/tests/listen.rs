@@ -1161,3 +1161,55 @@ fn a_worker_that_registers_claims_what_an_end_it_missed_made_claimable() -> TRes
         TResult::Ok(())
     })
 }
+
+/// A registration for wake-ups is renewed by the listen connection's
+/// check; one found lapsed (the connection was stuck past its life, and
+/// keyed ends meanwhile sent no wake-up) is made anew under the lock and
+/// announced as `Resumed`, so the worker claims what it missed.
+#[test]
+fn a_lapsed_wake_registration_is_made_anew_and_claimed_for() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new("lapsed")?;
+    db.runtime().block_on(async {
+        let raw = db.raw().await?;
+        let w = db.store(1).await?;
+        let mut l = w.listen(ListenOptions {
+            ping_interval: Duration::from_millis(100),
+            ..fast()
+        });
+        assert_eq!(
+            l.recv().await,
+            Some(PgNotice::Listening { reconnect: false })
+        );
+        let expires = format!(
+            "SELECT expires_at > now() + interval '30 seconds' FROM {}.wakers WHERE owner = $1",
+            db.name()
+        );
+        // Renewed while alive: still registered, nothing announced.
+        raw.batch_execute(&format!(
+            "UPDATE {}.wakers SET expires_at = now() + interval '1 second'",
+            db.name()
+        ))
+        .await?;
+        until("renewed", || async {
+            Ok(raw
+                .query_one(&expires, &[&w.owner()])
+                .await?
+                .get::<_, bool>(0))
+        })
+        .await?;
+        assert_eq!(drain(&mut l, Duration::from_millis(300)).await, []);
+        // Lapsed: made anew and announced.
+        raw.batch_execute(&format!(
+            "UPDATE {}.wakers SET expires_at = now() - interval '1 second'",
+            db.name()
+        ))
+        .await?;
+        next(&mut l, |n| (*n == PgNotice::Resumed).then_some(())).await?;
+        assert!(raw
+            .query_one(&expires, &[&w.owner()])
+            .await?
+            .get::<_, bool>(0));
+        TResult::Ok(())
+    })
+}
