@@ -148,7 +148,7 @@ describe('the tarballs', () => {
   test('the main package lists every platform package with its exact version and ships no addon', () => {
     const list = sh('tar', ['tzf', path.join(DIST, packed.main)]).stdout.split('\n')
     expect(list.filter((f) => f.endsWith('.node'))).toEqual([])
-    for (const f of ['package/LICENSE', 'package/CHANGELOG.md', 'package/README.md', 'package/binding.js', 'package/scripts/install.js', 'package/Cargo.lock', 'package/src/lib.rs']) {
+    for (const f of ['package/LICENSE', 'package/CHANGELOG.md', 'package/README.md', 'package/binding.js', 'package/scripts/install.js', 'package/Cargo.lock', 'package/.cargo/config.toml', 'package/src/lib.rs']) {
       expect(list).toContain(f)
     }
     const main = JSON.parse(sh('tar', ['xzOf', path.join(DIST, packed.main), 'package/package.json']).stdout)

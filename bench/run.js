@@ -172,7 +172,8 @@ function snapshot() {
 function ensureCeiling() {
   let why = null
   if (!fs.existsSync(CEILING)) why = 'is not built'
-  else if (Math.max(...['bench/ceiling.rs', 'Cargo.toml', 'Cargo.lock'].map((f) => fs.statSync(path.join(ROOT, f)).mtimeMs)) > fs.statSync(CEILING).mtimeMs) {
+  // .cargo/config.toml holds SQLite's compile options, which the addon and the references must share.
+  else if (Math.max(...['bench/ceiling.rs', 'Cargo.toml', 'Cargo.lock', '.cargo/config.toml'].map((f) => fs.statSync(path.join(ROOT, f)).mtimeMs)) > fs.statSync(CEILING).mtimeMs) {
     why = 'is older than its sources'
   }
   if (!why) return

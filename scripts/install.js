@@ -39,7 +39,7 @@ function touchSources() {
     if (fs.statSync(p).isDirectory()) for (const e of fs.readdirSync(p)) visit(path.join(p, e))
     else fs.utimesSync(p, now, now)
   }
-  for (const p of ['src', 'Cargo.toml', 'Cargo.lock', 'build.rs']) visit(path.join(ROOT, p))
+  for (const p of ['src', 'Cargo.toml', 'Cargo.lock', 'build.rs', '.cargo']) visit(path.join(ROOT, p))
 }
 
 /** Builds the cdylib with cargo and returns the path cargo wrote it to. */

@@ -62,7 +62,7 @@ function newestSource() {
     if (st.isDirectory()) for (const e of fs.readdirSync(p)) visit(path.join(p, e))
     else newest = Math.max(newest, st.mtimeMs)
   }
-  for (const p of ['src', 'Cargo.toml', 'Cargo.lock', 'build.rs']) visit(path.join(ROOT, p))
+  for (const p of ['src', 'Cargo.toml', 'Cargo.lock', 'build.rs', '.cargo']) visit(path.join(ROOT, p))
   return newest
 }
 

@@ -1916,3 +1916,35 @@ fn a_trigger_inserts_its_run_claimed_only_when_a_claim_would_take_it() -> TestRe
         .contains("\"status\":\"pending\""));
     Ok(())
 }
+
+/// The bundled SQLite is compiled with the options of `.cargo/config.toml`
+/// (LIBSQLITE3_FLAGS; issue 19): above all no memory statistics, whose global
+/// mutex every malloc and free of SQLite took (about 60 lock/unlock pairs of a
+/// one-step run). The addon, `cargo test` and the bench's references share them.
+#[test]
+fn sqlite_is_compiled_with_the_options_of_cargo_config() -> TestResult {
+    let conn = rusqlite::Connection::open_in_memory()?;
+    let options = conn
+        .prepare("PRAGMA compile_options")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for want in [
+        "DEFAULT_MEMSTATUS=0",
+        "DQS=0",
+        "LIKE_DOESNT_MATCH_BLOBS",
+        "OMIT_SHARED_CACHE",
+        "USE_ALLOCA",
+        "OMIT_DEPRECATED",
+    ] {
+        assert!(
+            options.iter().any(|o| o == want),
+            "SQLite lacks {want}: {options:?}"
+        );
+    }
+    // DQS=0 in effect: a double-quoted word that names no column is an error,
+    // not the string 'nope'.
+    assert!(conn
+        .query_row("SELECT \"nope\"", [], |r| r.get::<_, String>(0))
+        .is_err());
+    Ok(())
+}
