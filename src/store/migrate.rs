@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_claim_index.sql"),
     include_str!("migrations/0003_active_indexes.sql"),
     include_str!("migrations/0004_pending_keys.sql"),
+    include_str!("migrations/0005_check_without_in.sql"),
 ];
 
 #[cfg(test)]
@@ -68,6 +69,12 @@ fn current_version(conn: &Connection) -> Result<i64> {
     )?)
 }
 
+/// SQLite's schema cookie: it changes with every change of the schema, and a
+/// connection that sees it change parses the schema again.
+fn schema_cookie(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?)
+}
+
 pub(crate) fn migrate_in(conn: &Connection, now: &str, migrations: &[&str]) -> Result<i64> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_versions (
@@ -82,7 +89,14 @@ pub(crate) fn migrate_in(conn: &Connection, now: &str, migrations: &[&str]) -> R
     }
     for (i, sql) in migrations.iter().enumerate().skip(found as usize) {
         let version = i as i64 + 1;
+        let cookie = schema_cookie(conn)?;
         conn.execute_batch(sql)?;
+        if sql.contains("PRAGMA writable_schema = ON") {
+            // It rewrote sqlite_master in place, which leaves the schema
+            // cookie as it was: without a new one, connections that parsed
+            // the old schema (in this process or another) would keep it.
+            conn.execute_batch(&format!("PRAGMA schema_version = {}", cookie + 1))?;
+        }
         conn.execute(
             "INSERT INTO schema_versions (version, applied_at) VALUES (?1, ?2)",
             (version, now),

@@ -1948,3 +1948,130 @@ fn sqlite_is_compiled_with_the_options_of_cargo_config() -> TestResult {
         .is_err());
     Ok(())
 }
+
+/// Statements that check the CHECK constraints of runs, steps and logs, and
+/// how many temporary B-trees each one's program opens.
+fn ephemeral_tables(c: &rusqlite::Connection) -> rusqlite::Result<Vec<(&'static str, usize)>> {
+    [
+        "INSERT INTO runs DEFAULT VALUES",
+        "UPDATE runs SET status = ?1 WHERE id = ?2",
+        "INSERT INTO steps DEFAULT VALUES",
+        "UPDATE steps SET status = ?1 WHERE id = ?2",
+        "INSERT INTO logs DEFAULT VALUES",
+    ]
+    .into_iter()
+    .map(|q| {
+        let mut st = c.prepare(&format!("EXPLAIN {q}"))?;
+        for i in 1..=st.parameter_count() {
+            st.raw_bind_parameter(i, i as i64)?;
+        }
+        let mut rows = st.raw_query();
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            if r.get::<_, String>(1)? == "OpenEphemeral" {
+                n += 1;
+            }
+        }
+        Ok((q, n))
+    })
+    .collect()
+}
+
+/// Schema 5 (issue 19): SQLite tested `status IN ('pending', …)` by filling
+/// a temporary B-tree with the list on every insert and status update; the
+/// same constraints written as `=` chains are tested in place.
+#[test]
+fn the_check_constraints_open_no_temporary_btree() -> TestResult {
+    let all = migrate::MIGRATIONS_FOR_TESTS;
+    let conn = rusqlite::Connection::open_in_memory()?;
+    migrate::migrate_in(&conn, "t", &all[..4])?;
+    // Schema 4's constraints did: the statements of the check below see them.
+    assert!(ephemeral_tables(&conn)?.iter().all(|(_, n)| *n == 1));
+    migrate::migrate_in(&conn, "t", all)?;
+    for (q, n) in ephemeral_tables(&conn)? {
+        assert_eq!(n, 0, "{q}");
+    }
+    let (_d, store) = temp_store()?;
+    store.read(|c| {
+        for (q, n) in ephemeral_tables(c)? {
+            assert_eq!(n, 0, "a new file: {q}");
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The rewritten constraints refuse what the old ones refused, and keep the
+/// rows and the file intact.
+#[test]
+fn the_rewritten_checks_refuse_bad_values_and_keep_the_rows() -> TestResult {
+    let all = migrate::MIGRATIONS_FOR_TESTS;
+    let conn = rusqlite::Connection::open_in_memory()?;
+    migrate::migrate_in(&conn, "t", &all[..4])?;
+    conn.execute_batch(
+        "INSERT INTO runs (id, job_name, input, status, created_at, updated_at) VALUES \
+         ('a', 'j', '{}', 'completed', '1', '1'), ('b', 'j', '{}', 'pending', '2', '2'); \
+         INSERT INTO steps (run_id, name, \"index\", status, started_at, completed_at) \
+         VALUES ('a', 's', 0, 'completed', '1', '1'); \
+         INSERT INTO logs (run_id, level, message, timestamp) VALUES ('a', 'warn', 'm', '1');",
+    )?;
+    migrate::migrate_in(&conn, "t", all)?;
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    assert_eq!(ok, "ok");
+    let rows: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM runs) * 100 + (SELECT COUNT(*) FROM steps) * 10 \
+         + (SELECT COUNT(*) FROM logs)",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(rows, 211);
+    for status in ["pending", "running", "completed", "failed", "cancelled"] {
+        conn.execute("UPDATE runs SET status = ?1 WHERE id = 'b'", [status])?;
+    }
+    for (sql, refused) in [
+        (
+            "UPDATE runs SET status = 'done' WHERE id = 'b'",
+            "CHECK constraint failed: status = 'pending'",
+        ),
+        (
+            "UPDATE runs SET status = NULL WHERE id = 'b'",
+            "NOT NULL constraint failed: runs.status",
+        ),
+        (
+            "UPDATE steps SET status = 'running'",
+            "CHECK constraint failed: status = 'completed'",
+        ),
+        (
+            "UPDATE logs SET level = 'debug'",
+            "CHECK constraint failed: level = 'info'",
+        ),
+    ] {
+        let err = conn.execute(sql, []).expect_err(sql).to_string();
+        assert!(err.contains(refused), "{sql}: {err}");
+    }
+    Ok(())
+}
+
+/// Schema 5 rewrites sqlite_master in place and then sets a new schema
+/// cookie: another connection that had parsed schema 4 parses it again (its
+/// constraint error names the new text).
+#[test]
+fn another_connection_sees_the_rewritten_checks() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let all = migrate::MIGRATIONS_FOR_TESTS;
+    let first = rusqlite::Connection::open(&path)?;
+    migrate::migrate_in(&first, "t", &all[..4])?;
+    let other = rusqlite::Connection::open(&path)?;
+    let bad = "INSERT INTO runs (id, job_name, input, status, created_at, updated_at) \
+               VALUES ('x', 'j', '{}', 'done', '1', '1')";
+    let before = other.execute(bad, []).expect_err("schema 4").to_string();
+    assert!(before.contains("status IN ("), "{before}");
+    migrate::migrate_in(&first, "t", all)?;
+    let after = other.execute(bad, []).expect_err("schema 5").to_string();
+    assert!(
+        after.contains("status = 'pending' OR status = 'running'"),
+        "{after}"
+    );
+    Ok(())
+}
