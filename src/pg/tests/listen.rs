@@ -801,21 +801,9 @@ fn wakes_stop_while_unwanted_and_resume_with_a_notice() -> TResult {
 /// freed (see `PgStore::set_wakes_wanted`).
 #[test]
 fn a_worker_with_every_slot_taken_wants_no_wakes() -> TResult {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use crate::error::Error;
-    use crate::store::ClaimedRun;
-    use crate::worker::{LostReason, Sink, Worker, WorkerConfig};
-
-    #[derive(Default)]
-    struct Runs(Mutex<Vec<ClaimedRun>>);
-    impl Sink for Runs {
-        fn runs(&self, runs: Vec<ClaimedRun>) {
-            crate::store::lock(&self.0).extend(runs);
-        }
-        fn lost(&self, _id: &str, _reason: LostReason) {}
-        fn error(&self, _context: &'static str, _err: &Error) {}
-    }
+    use crate::worker::{Worker, WorkerConfig};
 
     skip_without_server!();
     let db = TestSchema::new("fullwakes")?;
@@ -1036,21 +1024,10 @@ fn a_keyed_end_wakes_only_while_some_process_wants_wakes() -> TResult {
 /// the registration, the successor stays pending and this fails.
 #[test]
 fn a_worker_that_registers_claims_what_an_end_it_missed_made_claimable() -> TResult {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use crate::error::Error;
-    use crate::store::{ClaimedRun, Notice, Store};
-    use crate::worker::{LostReason, Sink, Worker, WorkerConfig};
-
-    #[derive(Default)]
-    struct Runs(Mutex<Vec<ClaimedRun>>);
-    impl Sink for Runs {
-        fn runs(&self, runs: Vec<ClaimedRun>) {
-            crate::store::lock(&self.0).extend(runs);
-        }
-        fn lost(&self, _id: &str, _reason: LostReason) {}
-        fn error(&self, _context: &'static str, _err: &Error) {}
-    }
+    use crate::store::{Notice, Store};
+    use crate::worker::{Worker, WorkerConfig};
 
     skip_without_server!();
     let db = TestSchema::new("wakerace")?;
@@ -1212,4 +1189,17 @@ fn a_lapsed_wake_registration_is_made_anew_and_claimed_for() -> TResult {
             .get::<_, bool>(0));
         TResult::Ok(())
     })
+}
+
+/// The runs a test worker was handed (its sink; lost runs and errors are not
+/// what these tests look at).
+#[derive(Default)]
+struct Runs(std::sync::Mutex<Vec<crate::store::ClaimedRun>>);
+
+impl crate::worker::Sink for Runs {
+    fn runs(&self, runs: Vec<crate::store::ClaimedRun>) {
+        crate::store::lock(&self.0).extend(runs);
+    }
+    fn lost(&self, _id: &str, _reason: crate::worker::LostReason) {}
+    fn error(&self, _context: &'static str, _err: &crate::error::Error) {}
 }
