@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
-const { issueRows, issueTable, chartSvg } = require('../bench/report.js')
+const { issueRows, issueTable, chartSvg, repeated, primaryMetric, medianRun, spreadLines } = require('../bench/report.js')
 
 const results = {
   durably: {
@@ -79,5 +79,44 @@ describe('chart', () => {
     const svg = chartSvg({ durably: { trigger: { runsPerS: 5 } } }, { source: { commit: '<a&b>' } })
     expect(svg).toContain('commit &lt;a&amp;b&gt;')
     expect(svg).not.toContain('maxConcurrentRuns 8')
+  })
+})
+
+describe('--repeat: the median run of each scenario', () => {
+  it('keeps the run with the median figure whole, and every figure in run order', () => {
+    const runs = [{ runsPerS: 300, ms: 1 }, { runsPerS: 100, ms: 3 }, { runsPerS: 200, ms: 2 }]
+    expect(medianRun('trigger', runs)).toEqual({ runsPerS: 200, ms: 2, repeats: [300, 100, 200] })
+    // an even count keeps the lower middle run
+    const four = [{ stepsPerS: 4 }, { stepsPerS: 1 }, { stepsPerS: 3 }, { stepsPerS: 2 }]
+    expect(medianRun('e2e_mc8', four)).toEqual({ stepsPerS: 2, repeats: [4, 1, 3, 2] })
+    expect(medianRun('ceiling', [{ writesPerS: 9 }])).toEqual({ writesPerS: 9 })
+  })
+
+  it('reports a failed run rather than hiding it behind the others', () => {
+    const runs = [{ runsPerS: 300 }, { error: 'exit 1' }, { runsPerS: 100 }]
+    expect(medianRun('batch', runs)).toEqual({ error: 'exit 1' })
+  })
+
+  it('ranks multiprocess by its largest P against one process, and repeats no sampled scenario', () => {
+    const mp = (r8) => ({ byProcesses: { 1: { ofOneProcess: 1 }, 2: { ofOneProcess: 0.9 }, 8: { ofOneProcess: r8 } } })
+    expect(primaryMetric('multiprocess', mp(0.7))).toBe(0.7)
+    expect(medianRun('multiprocess', [mp(0.7), mp(0.6), mp(0.8)]).byProcesses[8].ofOneProcess).toBe(0.7)
+    for (const name of ['latency', 'latency_xp', 'cold_commit', 'loop', 'after_big_value']) {
+      expect(repeated(name)).toBe(false)
+      expect(primaryMetric(name, { p50Ms: 1 })).toBe(null)
+    }
+    expect(repeated('trigger')).toBe(true)
+  })
+
+  it('prints the spread of each repeated scenario per library', () => {
+    const R = {
+      durably: { trigger: medianRun('trigger', [{ runsPerS: 45000 }, { runsPerS: 41000 }, { runsPerS: 47000 }]), latency: { p50Ms: 0.3 } },
+      plainjob: { trigger: medianRun('trigger', [{ runsPerS: 50000 }, { runsPerS: 52000 }, { runsPerS: 48000 }]) },
+    }
+    expect(spreadLines(R)).toEqual([
+      'trigger / durably: 45,000 (41,000–47,000 of 3 runs)',
+      'trigger / plainjob: 50,000 (48,000–52,000 of 3 runs)',
+    ])
+    expect(spreadLines({ durably: { trigger: { runsPerS: 1 } } })).toEqual([])
   })
 })

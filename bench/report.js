@@ -299,7 +299,74 @@ function chartSvg(R, meta = {}) {
   ].join('\n')
 }
 
-module.exports = { issueRows, issueTable, chartSvg }
+/**
+ * The figure by which repeated runs of each scenario are ranked (`--repeat`).
+ * Scenarios not here run once: latency, latency_xp and cold_commit take 50
+ * samples each, loop samples a whole run, after_big_value takes medians of
+ * its own. multiprocess ranks by the largest P's ratio to one process.
+ */
+const RANKED = {
+  trigger: (r) => r.runsPerS,
+  batch: (r) => r.runsPerS,
+  onestep: (r) => r.runsPerS,
+  payload1k: (r) => r.runsPerS,
+  e2e_mc1: (r) => r.stepsPerS,
+  e2e_mc8: (r) => r.stepsPerS,
+  full: (r) => r.stepsPerS,
+  ceiling: (r) => r.writesPerS,
+  ceiling_group: (r) => r.writesPerS,
+  ceiling_full: (r) => r.writesPerS,
+  multiprocess: (r) => {
+    const by = r.byProcesses || {}
+    const top = Object.keys(by).map(Number).sort((a, b) => b - a)[0]
+    return top ? get(by, String(top), 'ofOneProcess') : null
+  },
+}
+
+/** Whether `--repeat` repeats this scenario. */
+const repeated = (name) => Object.hasOwn(RANKED, name)
+
+/** A run's ranking figure, or null (failed, or not a ranked scenario). */
+function primaryMetric(name, res) {
+  if (!res || res.error || !repeated(name)) return null
+  return num(RANKED[name](res))
+}
+
+/**
+ * Of a scenario's repeated runs, the one with the median primary figure (the
+ * lower middle one for an even count), its fields kept together, with
+ * `repeats` listing every run's figure in the order they ran. A run that
+ * failed is returned as it is (the bench reports it); with no figure to rank
+ * (one run, or a scenario without one) the first run.
+ */
+function medianRun(name, runs) {
+  const failed = runs.find((r) => r.error)
+  if (failed) return failed
+  const values = runs.map((r) => primaryMetric(name, r))
+  if (runs.length < 2 || values.some((v) => v === null)) return runs[0]
+  const order = runs.map((_, i) => i).sort((a, b) => values[a] - values[b])
+  const mid = order[Math.floor((runs.length - 1) / 2)]
+  return { ...runs[mid], repeats: values }
+}
+
+/**
+ * With `--repeat`: a line per scenario and library that ran more than once,
+ * `name / impl: median (min–max of n runs)`.
+ */
+function spreadLines(R) {
+  const lines = []
+  for (const [impl, byName] of Object.entries(R)) {
+    for (const [name, res] of Object.entries(byName || {})) {
+      const v = res && Array.isArray(res.repeats) ? res.repeats.filter((x) => x !== null) : []
+      if (v.length < 2) continue
+      const med = primaryMetric(name, res)
+      lines.push(`${name} / ${impl}: ${fmt(med)} (${fmt(Math.min(...v))}–${fmt(Math.max(...v))} of ${v.length} runs)`)
+    }
+  }
+  return lines
+}
+
+module.exports = { issueRows, issueTable, chartSvg, repeated, primaryMetric, medianRun, spreadLines }
 
 // `node bench/report.js results.json [out.svg]`: the issue 19 table and the chart of a saved run.
 if (require.main === module) {

@@ -2,6 +2,11 @@
 // The benchmark of issue 7: `npm run bench [-- flags]`.
 //
 //   --only a,b     run only these scenarios (names below)
+//   --repeat N     run each scenario N times, the libraries alternating
+//                  (ours, upstream, plainjob, ours, …), and keep the run with
+//                  the median figure, all runs' figures in `repeats` (not
+//                  latency, latency_xp, cold_commit, loop, after_big_value:
+//                  once, their own samples are their spread)
 //   --quick        smaller sizes (a smoke run, figures not comparable)
 //   --upstream     also run @coji/durably 0.15 + better-sqlite3 12 (installed
 //                  into bench/upstream/node_modules on first use) and print
@@ -67,7 +72,7 @@ const PLAINJOB = new Set(['trigger', 'batch', 'onestep'])
 const OURS_ONLY = new Set(['ceiling', 'ceiling_full', 'multiprocess', 'after_big_value'])
 
 function parseArgs(argv) {
-  const o = { only: null, quick: false, upstream: false, peers: false, out: path.join(__dirname, 'results.json'), svg: path.join(__dirname, 'results.svg') }
+  const o = { only: null, repeat: 1, quick: false, upstream: false, peers: false, out: path.join(__dirname, 'results.json'), svg: path.join(__dirname, 'results.svg') }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const val = () => (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i])
@@ -75,11 +80,16 @@ function parseArgs(argv) {
     else if (a === '--upstream') o.upstream = true
     else if (a === '--peers') o.peers = true
     else if (a === '--svg' || a.startsWith('--svg=')) o.svg = path.resolve(val())
+    else if (a === '--repeat' || a.startsWith('--repeat=')) {
+      const v = val()
+      o.repeat = Number(v)
+      if (!Number.isInteger(o.repeat) || o.repeat < 1 || o.repeat > 50) throw new Error(`--repeat takes a whole number of runs from 1 to 50 (got ${v})`)
+    }
     else if (a === '--only' || a.startsWith('--only=')) o.only = val().split(',').map((s) => s.trim()).filter(Boolean)
     else if (a === '--out' || a.startsWith('--out=')) o.out = path.resolve(val())
     else if (a === '--backend' || a.startsWith('--backend=')) val() // sqlite (postgres goes to bench/pg.js)
     else if (a === '--help' || a === '-h') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 16).map((l) => l.slice(3)).join('\n'))
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 21).map((l) => l.slice(3)).join('\n'))
       process.exit(0)
     } else throw new Error(`unknown flag ${a}`)
   }
@@ -467,19 +477,26 @@ function main() {
   const loadStart = os.loadavg()
   const results = { durably: {}, upstream: opts.upstream ? {} : undefined, plainjob: opts.peers ? {} : undefined }
   for (const name of list) {
-    for (const impl of impls) {
-      if ((OURS_ONLY.has(name) || REFERENCES.has(name)) && impl !== 'durably') continue
-      if (impl === 'plainjob' && !PLAINJOB.has(name)) continue
-      if (impl === 'upstream' && NOT_UPSTREAM.has(name)) continue
-      results[impl][name] = runScenario(name, impl, opts)
+    const these = impls.filter(
+      (impl) =>
+        !((OURS_ONLY.has(name) || REFERENCES.has(name)) && impl !== 'durably') &&
+        !(impl === 'plainjob' && !PLAINJOB.has(name)) &&
+        !(impl === 'upstream' && NOT_UPSTREAM.has(name)),
+    )
+    // Rounds alternate the libraries, so a change of load hits them alike.
+    const rounds = report.repeated(name) ? opts.repeat : 1
+    const runs = Object.fromEntries(these.map((impl) => [impl, []]))
+    for (let i = 0; i < rounds; i++) {
+      for (const impl of these) runs[impl].push(runScenario(name, impl, opts))
     }
+    for (const impl of these) results[impl][name] = report.medianRun(name, runs[impl])
   }
   const rows = summarize(results)
   const out = {
     bench: 'durably npm run bench (issue 7)',
     startedAt,
     finishedAt: new Date().toISOString(),
-    flags: { quick: opts.quick, upstream: opts.upstream, peers: opts.peers, only: opts.only },
+    flags: { quick: opts.quick, upstream: opts.upstream, peers: opts.peers, only: opts.only, repeat: opts.repeat },
     machine: machine(),
     source: measured,
     loadavg: { start: loadStart.map((v) => Math.round(v * 100) / 100), end: os.loadavg().map((v) => Math.round(v * 100) / 100) },
@@ -495,11 +512,17 @@ function main() {
   console.log('Issue 19: durably against the physical limit and the fastest peer, same invocation')
   console.log(report.issueTable(out.issue19))
   console.log('')
+  const spread = report.spreadLines(results)
+  if (spread.length) {
+    console.log(`Median of ${opts.repeat} alternating runs (min–max):`)
+    for (const l of spread) console.log(`  ${l}`)
+    console.log('')
+  }
   fs.writeFileSync(opts.svg, report.chartSvg(results, out))
   console.log(`chart written to ${path.relative(process.cwd(), opts.svg) || opts.svg}`)
   console.log(
     `${out.machine.nproc} × ${out.machine.cpu}; node ${out.machine.node}; load ${out.loadavg.start.join(' ')} → ${out.loadavg.end.join(' ')}` +
-      `${opts.quick ? '; --quick sizes' : ''}; written to ${path.relative(process.cwd(), opts.out) || opts.out}`,
+      `${opts.quick ? '; --quick sizes' : ''}${opts.repeat > 1 ? `; median of ${opts.repeat} alternating runs (figures of each in \`repeats\`)` : ''}; written to ${path.relative(process.cwd(), opts.out) || opts.out}`,
   )
   const failed = Object.entries(results).flatMap(([impl, r]) =>
     r ? Object.entries(r).filter(([, v]) => v.error).map(([k, v]) => `${k}/${impl}: ${v.error}`) : [],
