@@ -1448,6 +1448,64 @@ fn upkeep_is_due_after_enough_commits() -> TestResult {
     Ok(())
 }
 
+/// Frames in the log now (a passive checkpoint of the log's snapshot reports it).
+fn log_frames(c: &Connection) -> Result<i64> {
+    Ok(c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))?)
+}
+
+/// A long log written to all the time: the checkpointer copies what came
+/// during its first (long) pass in more passive passes before the `RESTART`
+/// that holds the writers, and the log still starts over afterwards.
+#[test]
+fn a_long_log_under_writes_gets_more_passive_passes_then_resets() -> TestResult {
+    let (_d, store) = temp_store()?;
+    let store = std::sync::Arc::new(store);
+    let side = store.side_connection()?.ok_or("no side connection")?;
+    // 3 frames or more a commit (the run's page, its overflow page, an
+    // index's page): well past WAL_RESET_FRAMES. (Nothing checkpoints yet:
+    // asking the log's length would checkpoint it.)
+    let big = format!("\"{}\"", "x".repeat(6000));
+    let mut long = item("j", None, None);
+    long.input = &big;
+    for _ in 0..2000 {
+        store.trigger(&long)?;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<u64> {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                store.trigger(&item("j", None, None))?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    };
+    // Writes land during the passes (and make the pass due).
+    while !store.checkpoint_due() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (passes, restarted) = store.checkpoint_passes(&side)?;
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().map_err(|_| "writer panicked")??;
+    assert!(written > 0);
+    assert!(
+        restarted,
+        "a long log ends in a RESTART that copies all of it"
+    );
+    assert!(
+        passes > 1,
+        "a pass over 5,000+ frames under writes is long: {passes} pass(es)"
+    );
+    assert!(passes <= MAX_PASSIVE_PASSES);
+    // The next write starts the log over.
+    store.trigger(&item("j", None, None))?;
+    let frames = log_frames(&side)?;
+    assert!(frames < 100, "log not reset: {frames} frames");
+    Ok(())
+}
+
 /// The plan of `sql` (EXPLAIN QUERY PLAN's details, one per line), with
 /// every `?` bound to NULL.
 fn plan(c: &Connection, sql: &str) -> Result<String> {
