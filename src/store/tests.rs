@@ -1486,6 +1486,8 @@ fn a_long_log_under_writes_gets_more_passive_passes_then_resets() -> TestResult 
     while !store.checkpoint_due() {
         std::thread::sleep(Duration::from_millis(1));
     }
+    let wal = format!("{}-wal", store.opts.path);
+    let size_before = std::fs::metadata(&wal)?.len();
     let (passes, restarted) = store.checkpoint_passes(&side)?;
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().map_err(|_| "writer panicked")??;
@@ -1503,6 +1505,14 @@ fn a_long_log_under_writes_gets_more_passive_passes_then_resets() -> TestResult 
     store.trigger(&item("j", None, None))?;
     let frames = log_frames(&side)?;
     assert!(frames < 100, "log not reset: {frames} frames");
+    // Under JOURNAL_SIZE_LIMIT the file is not cut back: the next round of
+    // the log overwrites it instead of growing it again.
+    let size_after = std::fs::metadata(&wal)?.len();
+    assert!(size_before < JOURNAL_SIZE_LIMIT as u64, "{size_before}");
+    assert!(
+        size_after >= size_before,
+        "log file cut from {size_before} to {size_after} bytes"
+    );
     Ok(())
 }
 
