@@ -8,8 +8,11 @@
 //! `.sql` migration files of `src/store/migrations` as they are (setup, not
 //! timed). Pragmas as the store's writer sets them: WAL, `synchronous`
 //! NORMAL (or FULL), `temp_store` memory, `wal_autocheckpoint` off with a side
-//! connection running passive checkpoints every 50 ms (the store's
-//! checkpointer), a 5 s busy timeout.
+//! connection checkpointing every 50 ms as the store's checkpointer does
+//! (passive passes; once the log is past 4,096 frames, up to four while each
+//! takes over 1 ms, then a `RESTART` while the loop waits, so the log starts
+//! over instead of growing for ever), `journal_size_limit` 64 MB, a 5 s busy
+//! timeout.
 //!
 //! ```text
 //! ceiling step  <db> [--sync normal|full] [--runs N] [--steps N]
@@ -29,6 +32,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, OpenFlags};
@@ -103,7 +107,7 @@ fn open(path: &str, full: bool) -> Res<Connection> {
     conn.pragma_update(None, "synchronous", if full { 2 } else { 1 })?;
     conn.pragma_update(None, "temp_store", "memory")?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     Ok(conn)
 }
 
@@ -171,21 +175,51 @@ fn step(conn: &Connection, run: &str, index: usize) -> Res<()> {
     Ok(())
 }
 
-/// Runs `f` while a side connection checkpoints every 50 ms, like the store's checkpointer.
-fn with_checkpointer<T>(path: &str, f: impl FnOnce() -> Res<T>) -> Res<T> {
+/// `PRAGMA wal_checkpoint(mode)`: frames in the log, or `None` when it could not run.
+fn checkpoint(side: &Connection, mode: &str) -> Option<i64> {
+    side.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })
+    .ok()
+    .filter(|(busy, _)| *busy == 0)
+    .map(|(_, log)| log)
+}
+
+/// Runs `f(writers)` while a side connection checkpoints every 50 ms as the
+/// store's checkpointer does (`SqliteStore::checkpoint`): `f` holds
+/// `writers` around each transaction, as the store's writer mutex, and the
+/// `RESTART` that resets a long log holds it too.
+fn with_checkpointer<T>(path: &str, f: impl FnOnce(&Mutex<()>) -> Res<T>) -> Res<T> {
     let side = Connection::open(path)?;
-    side.busy_timeout(Duration::from_millis(5000))?;
+    side.busy_timeout(Duration::from_millis(250))?;
     let stop = AtomicBool::new(false);
+    let writers = Mutex::new(());
     std::thread::scope(|s| {
-        let stop = &stop;
+        let (stop, writers) = (&stop, &writers);
         s.spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
+                let mut passes = 1;
+                let mut started = Instant::now();
                 // A checkpoint that cannot run now only leaves the log longer.
-                let _ = side.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                let mut log = checkpoint(&side, "PASSIVE");
+                while let Some(frames) = log {
+                    if frames <= 4096 {
+                        break;
+                    }
+                    if started.elapsed() > Duration::from_millis(1) && passes < 4 {
+                        passes += 1;
+                        started = Instant::now();
+                        log = checkpoint(&side, "PASSIVE");
+                        continue;
+                    }
+                    let _held = writers.lock().unwrap_or_else(|p| p.into_inner());
+                    checkpoint(&side, "RESTART");
+                    break;
+                }
             }
         });
-        let out = f();
+        let out = f(writers);
         stop.store(true, Ordering::Relaxed);
         out
     })
@@ -195,11 +229,12 @@ fn steps(a: &Args, group: usize) -> Res<String> {
     let conn = open(&a.path, a.full)?;
     schema(&conn)?;
     let ids = runs(&conn, a.runs)?;
-    let (commits, elapsed) = with_checkpointer(&a.path, || {
+    let (commits, elapsed) = with_checkpointer(&a.path, |writers| {
         let start = Instant::now();
         let mut commits = 0u64;
         for chunk in ids.chunks(group) {
             for index in 0..a.steps {
+                let _held = writers.lock().unwrap_or_else(|p| p.into_inner());
                 conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
                 for run in chunk {
                     step(&conn, run, index)?;
