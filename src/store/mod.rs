@@ -366,14 +366,9 @@ impl SqliteStore {
     /// and what writers add meanwhile is left for the next pass: up to
     /// [`MAX_PASSIVE_PASSES`] passive passes run first while each takes long,
     /// so the `RESTART` copies little (it held the writers 4–10 ms after one
-    /// pass, ~1.5 ms after four).
-    pub fn checkpoint(&self, conn: &Connection) -> Result<()> {
-        self.checkpoint_passes(conn).map(|_| ())
-    }
-
-    /// [`SqliteStore::checkpoint`], saying what it did: the passive passes
-    /// made (0: not due) and whether a `RESTART` followed and copied the whole log.
-    pub(crate) fn checkpoint_passes(&self, conn: &Connection) -> Result<(u32, bool)> {
+    /// pass, ~1.5 ms after four). Says what it did: the passive passes made
+    /// (0: not due) and whether a `RESTART` followed and copied the whole log.
+    pub fn checkpoint(&self, conn: &Connection) -> Result<(u32, bool)> {
         if !self.checkpoint_due() {
             return Ok((0, false));
         }

@@ -176,7 +176,7 @@ impl Store for SqliteStore {
     }
 
     async fn upkeep(&self, side: &Self::Side) -> Result<()> {
-        self.checkpoint(&lock(side))
+        self.checkpoint(&lock(side)).map(|_| ())
     }
 
     fn upkeep_due(&self) -> bool {
