@@ -17,6 +17,7 @@ const results = {
     latency: { p50Ms: 0.5 },
     ceiling: { writesPerS: 20000 },
     ceiling_group: { writesPerS: 50000 },
+    ceiling_rows: { runsPerS: 600000 },
     cold_commit: { p50Ms: 0.3 },
   },
   upstream: { trigger: { runsPerS: 3000 }, e2e_mc1: { stepsPerS: 2000 }, latency: { p50Ms: 500 } },
@@ -29,6 +30,8 @@ describe('issue 19 rows', () => {
     expect(rows.e2e_mc1).toMatchObject({ durably: 12000, referenceValue: 20000, ratio: 0.6, met: false })
     expect(rows.e2e_mc8).toMatchObject({ ratio: 0.8, met: true }) // target 70 %
     expect(rows.batch).toMatchObject({ ratio: 0.5, met: false })
+    // Informational: batch against the bare inserts of its rows, no target to meet.
+    expect(rows.batch_rows).toMatchObject({ referenceValue: 600000, ratio: 0.25, target: null, met: null })
     expect(rows.onestep).toMatchObject({ ratio: 1, met: true }) // exactly the target is met
     expect(rows.trigger).toMatchObject({ ratio: 1.5, met: true })
     expect(rows.latency).toMatchObject({ kind: 'plusMs', ratio: 0.2, met: true })
@@ -44,9 +47,10 @@ describe('issue 19 rows', () => {
   it('prints the table with the issue columns, percent, × and ms forms', () => {
     const table = issueTable(issueRows(results)).split('\n')
     expect(table[0]).toMatch(/^\| scenario +\| durably \| reference, same run +\| +ratio \| +target \| met \|$/)
-    expect(table).toHaveLength(2 + 6)
+    expect(table).toHaveLength(2 + 7)
     expect(table.find((l) => l.includes('e2e_mc1'))).toMatch(/rusqlite, one commit per step: 20,000 +\| +60 % \| +≥ 80 % \| +NO \|/)
     expect(table.find((l) => l.includes('plainjob addMany'))).toMatch(/0\.50× \| +≥ 1\.0× \| +NO \|/)
+    expect(table.find((l) => l.includes('50 per statement'))).toMatch(/600,000 +\| +25 % \| +– \| n\/a \|/)
     expect(table.find((l) => l.includes('cold commit'))).toMatch(/\+0\.20 ms \| ≤ \+0\.3 ms \| yes \|/)
   })
 })
@@ -61,13 +65,16 @@ describe('chart', () => {
     const closed = (svg.match(/<\/(svg|text)>/g) || []).length
     expect(opened).toBe(closed)
     const bars = [...svg.matchAll(/<rect x="190" y="[\d.]+" width="(\d+)" height="16" rx="2" fill="(#[0-9a-f]{6})"\/>/g)]
-    // 3 + 2 + 2 + 3 + 2 + 1 + 3 measured values (the legend's squares are not bars)
-    expect(bars).toHaveLength(16)
+    // 3 + 3 + 2 + 3 + 2 + 1 + 3 measured values (the legend's squares are not bars)
+    expect(bars).toHaveLength(17)
     const widths = bars.map((b) => Number(b[1]))
     // trigger panel: durably 30,000, upstream 3,000, plainjob 20,000 → longest is durably
     expect(widths[0]).toBeGreaterThan(widths[2])
     expect(widths[0] / widths[1]).toBeCloseTo(10, 0)
     expect(svg).toContain('durably 1.50× vs plainjob add')
+    // batch: the rows' reference is drawn, the note still compares with plainjob (the last bar)
+    expect(svg).toContain('rusqlite, the rows alone')
+    expect(svg).toContain('durably 0.50× vs plainjob addMany')
     expect(svg).toContain('+0.20 ms vs rusqlite, one cold commit')
     // latency: upstream's 500 ms is over 20× the next bar (0.5 ms): drawn cut, the others to scale
     expect(svg).toContain('>500 (cut)</text>')

@@ -22,6 +22,11 @@
 //!     the same writes, `group` steps per transaction: `group` runs advance
 //!     together, one step each per transaction (what `maxConcurrentRuns: 8`
 //!     could commit at best).
+//! ceiling rows  <db> [--sync …] [--runs N] [--batch 500]
+//!     the rows of `batchTrigger`: `runs` new pending runs (a ULID id, the
+//!     job name, a small JSON input, ISO times), `batch` per transaction, by
+//!     statements of 50 rows each (as the engine's batch insert): what the engine's schema costs SQLite
+//!     for a trigger, without durably's parsing, validation or result.
 //! ceiling cold  <db> [--samples N]
 //!     one plain insert (a run row, autocommit) after a pseudo-random idle
 //!     pause in [0, 1000) ms, the same pause sequence as the `latency`
@@ -46,6 +51,7 @@ struct Args {
     runs: usize,
     steps: usize,
     group: usize,
+    batch: usize,
     samples: usize,
 }
 
@@ -62,6 +68,7 @@ fn parse() -> Res<Args> {
         runs: 2000,
         steps: 10,
         group: 8,
+        batch: 500,
         samples: 50,
     };
     while let Some(flag) = it.next() {
@@ -81,6 +88,7 @@ fn parse() -> Res<Args> {
             "--runs" => a.runs = num()?,
             "--steps" => a.steps = num()?,
             "--group" => a.group = num()?.max(1),
+            "--batch" => a.batch = num()?.max(1),
             "--samples" => a.samples = num()?,
             _ => return Err(format!("unknown flag {flag}").into()),
         }
@@ -284,6 +292,70 @@ impl Prng {
     }
 }
 
+fn rows(a: &Args) -> Res<String> {
+    let conn = open(&a.path, a.full)?;
+    schema(&conn)?;
+    // Rows per statement: one statement inserts this many (as the engine's
+    // batch insert does: fewer statement executions per run).
+    const PER: usize = 50;
+    let values = |n: usize| {
+        (0..n)
+            .map(|r| format!("(?{}, 'rows', ?{}, 'pending', NULL, NULL, '{{}}', ?{}, ?{})", 3 * r + 1, 3 * r + 2, 3 * r + 3, 3 * r + 3))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = |n: usize| {
+        format!(
+            "INSERT INTO runs (id, job_name, input, status, idempotency_key, concurrency_key, \
+               labels, created_at, updated_at) VALUES {}",
+            values(n)
+        )
+    };
+    let (full_sql, one_sql) = (sql(PER), sql(1));
+    let mut ids = ulid::Generator::new();
+    let (inserted, elapsed) = with_checkpointer(&a.path, |writers| {
+        let start = Instant::now();
+        let mut inserted = 0usize;
+        let mut params: Vec<String> = Vec::with_capacity(3 * PER);
+        while inserted < a.runs {
+            let n = a.batch.min(a.runs - inserted);
+            let now = iso(SystemTime::now());
+            let _held = writers.lock().unwrap_or_else(|p| p.into_inner());
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            let mut i = inserted;
+            while i < inserted + n {
+                let k = if inserted + n - i >= PER { PER } else { 1 };
+                params.clear();
+                for j in i..i + k {
+                    params.push(ids.generate().map_err(|e| e.to_string())?.to_string());
+                    params.push(format!("{{\"i\":{j}}}"));
+                    params.push(now.clone());
+                }
+                conn.prepare_cached(if k == PER { &full_sql } else { &one_sql })?
+                    .execute(rusqlite::params_from_iter(params.iter()))?;
+                i += k;
+            }
+            conn.prepare_cached("COMMIT")?.execute([])?;
+            inserted += n;
+        }
+        Ok((inserted, start.elapsed()))
+    })?;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let count: i64 = conn.query_row("SELECT COUNT(*) FROM runs WHERE status = 'pending'", [], |r| r.get(0))?;
+    if count as usize != inserted {
+        return Err(format!("{count} pending runs, expected {inserted}").into());
+    }
+    Ok(format!(
+        "{{\"mode\":\"rows\",\"synchronous\":\"{}\",\"runs\":{},\"batch\":{},\"rowsPerStatement\":{},\"ms\":{:.2},\"runsPerS\":{:.0}}}",
+        if a.full { "full" } else { "normal" },
+        inserted,
+        a.batch,
+        PER,
+        secs * 1000.0,
+        inserted as f64 / secs,
+    ))
+}
+
 fn cold(a: &Args) -> Res<String> {
     let conn = open(&a.path, a.full)?;
     schema(&conn)?;
@@ -325,9 +397,10 @@ fn main() {
     let out = parse().and_then(|a| match a.mode.as_str() {
         "step" => steps(&a, 1),
         "group" => steps(&a, a.group),
+        "rows" => rows(&a),
         "cold" if a.samples > 0 => cold(&a),
         "cold" => Err("--samples must be at least 1".into()),
-        m => Err(format!("unknown mode {m} (step, group or cold)").into()),
+        m => Err(format!("unknown mode {m} (step, group, rows or cold)").into()),
     });
     match out {
         Ok(json) => println!("{json}"),

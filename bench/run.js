@@ -25,7 +25,7 @@
 // child process (bench/scenario.js) on a fresh temp database (WAL,
 // synchronous 'normal' unless stated); for each scenario ours runs first, then
 // upstream, so load changes on a shared machine hit both alike. The
-// references (ceiling, ceiling_group, ceiling_full, cold_commit) are plain
+// references (ceiling, ceiling_group, ceiling_rows, ceiling_full, cold_commit) are plain
 // rusqlite loops in bench/ceiling.rs, a cargo example built on demand
 // (`cargo build --release --example ceiling`), never part of the addon.
 // At the end: the JSON, the table against upstream, the table of issue 19
@@ -47,6 +47,7 @@ const report = require('./report.js')
 const SCENARIOS = [
   'trigger',
   'batch',
+  'ceiling_rows',
   'onestep',
   'e2e_mc1',
   'ceiling',
@@ -63,7 +64,7 @@ const SCENARIOS = [
   'after_big_value',
 ]
 /** The plain-rusqlite references: measured once, filed under durably's results. */
-const REFERENCES = new Set(['ceiling', 'ceiling_group', 'ceiling_full', 'cold_commit'])
+const REFERENCES = new Set(['ceiling', 'ceiling_group', 'ceiling_rows', 'ceiling_full', 'cold_commit'])
 /** Not run on upstream: its 20,000 one-step runs take ~4 minutes, and issue 19 compares onestep with plainjob. */
 const NOT_UPSTREAM = new Set(['onestep'])
 /** Scenarios that plainjob (--peers) has a counterpart of. */

@@ -436,6 +436,12 @@ scenarios.ceiling_group = async (lib, sz) => {
   return reference('group', ['--group', '8', '--runs', String(sz.runs), '--steps', String(sz.steps)])
 }
 
+/** The rows of `batch` inserted by a plain loop (50 per statement, 500 per commit): SQLite's share of batch. */
+scenarios.ceiling_rows = async (lib, sz) => {
+  if (lib.impl !== 'durably') return { skipped: 'ours only' }
+  return reference('rows', ['--runs', String(sz.batch), '--batch', String(sz.batchSize)])
+}
+
 /** One plain insert after 0–1000 ms idle (the latency scenario's pauses): the bound of `latency`. */
 scenarios.cold_commit = async (lib, sz) => {
   if (lib.impl !== 'durably') return { skipped: 'ours only' }
@@ -445,8 +451,8 @@ scenarios.cold_commit = async (lib, sz) => {
 /**
  * The plain-rusqlite references (bench/ceiling.rs, a cargo example that
  * bench/run.js builds and passes in DURABLY_BENCH_CEILING): `mode` is step
- * (one commit per step), group (8 steps per commit) or cold (one insert after
- * idle). They measure no library, so they run once, under impl 'durably'.
+ * (one commit per step), group (8 steps per commit), rows (the runs of a
+ * batch) or cold (one insert after idle). They measure no library, so they run once, under impl 'durably'.
  */
 function reference(mode, flags) {
   const bin = process.env.DURABLY_BENCH_CEILING
