@@ -300,7 +300,15 @@ fn rows(a: &Args) -> Res<String> {
     const PER: usize = 50;
     let values = |n: usize| {
         (0..n)
-            .map(|r| format!("(?{}, 'rows', ?{}, 'pending', NULL, NULL, '{{}}', ?{}, ?{})", 3 * r + 1, 3 * r + 2, 3 * r + 3, 3 * r + 3))
+            .map(|r| {
+                format!(
+                    "(?{}, 'rows', ?{}, 'pending', NULL, NULL, '{{}}', ?{}, ?{})",
+                    3 * r + 1,
+                    3 * r + 2,
+                    3 * r + 3,
+                    3 * r + 3
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -341,7 +349,11 @@ fn rows(a: &Args) -> Res<String> {
         Ok((inserted, start.elapsed()))
     })?;
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let count: i64 = conn.query_row("SELECT COUNT(*) FROM runs WHERE status = 'pending'", [], |r| r.get(0))?;
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM runs WHERE status = 'pending'",
+        [],
+        |r| r.get(0),
+    )?;
     if count as usize != inserted {
         return Err(format!("{count} pending runs, expected {inserted}").into());
     }
