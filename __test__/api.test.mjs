@@ -196,6 +196,37 @@ describe('events', () => {
   })
 })
 
+describe('job context', () => {
+  it('ctx methods work detached from ctx: const { run, progress, log: { info, warn, error } } = ctx', async () => {
+    const job = defineJob({
+      name: 'detached',
+      run: async (ctx) => {
+        const { run, progress, log, runId } = ctx
+        const { info, warn, error } = log
+        info('one', { n: 1 })
+        const a = await run('a', () => 2)
+        warn('two')
+        progress(1, 2, 'half')
+        error('three')
+        return { a, runId }
+      },
+    })
+    const d = makeDurably({ jobs: { job } })
+    const lines = []
+    d.on('log:write', (e) => lines.push([e.level, e.message, e.data]))
+    await d.init()
+    const run = await d.jobs.job.trigger(undefined)
+    const done = await d.waitForRun(run.id, { timeout: 10_000 })
+    expect(done.output).toEqual({ a: 2, runId: run.id })
+    expect(done.progress).toEqual({ current: 1, total: 2, message: 'half' })
+    expect(lines).toEqual([
+      ['info', 'one', { n: 1 }],
+      ['warn', 'two', null],
+      ['error', 'three', null],
+    ])
+  })
+})
+
 describe('run records', () => {
   it('completedStepCount counts the completed steps, in every record shape', async () => {
     const job = defineJob({
