@@ -2,6 +2,7 @@
 // (the benchmark itself never runs in CI; its arithmetic and output do here).
 import { describe, expect, it } from 'vitest'
 import { createRequire } from 'node:module'
+import { spawnSync } from 'node:child_process'
 
 const require = createRequire(import.meta.url)
 const { issueRows, issueTable, chartSvg, repeated, primaryMetric, medianRun, spreadLines } = require('../bench/report.js')
@@ -125,5 +126,24 @@ describe('--repeat: the median run of each scenario', () => {
       'trigger / plainjob: 50,000 (48,000–52,000 of 3 runs)',
     ])
     expect(spreadLines({ durably: { trigger: { runsPerS: 1 } } })).toEqual([])
+  })
+})
+
+describe('--runs: the e2e scenarios at another size', () => {
+  it('labels the e2e rows with the size they were measured at', () => {
+    const rows = Object.fromEntries(
+      issueRows({ durably: { e2e_mc1: { n: 8000, steps: 10, stepsPerS: 40000 }, e2e_mc8: { stepsPerS: 90000 } } }).map((r) => [r.key, r]),
+    )
+    expect(rows.e2e_mc1.scenario).toBe('e2e_mc1 steps/s (8,000 runs × 10 steps)')
+    // A result without its size (an older results file) keeps the default's label.
+    expect(rows.e2e_mc8.scenario).toBe('e2e_mc8 steps/s (2,000 runs × 10 steps)')
+  })
+
+  it('refuses a size that is not a whole number of runs, naming the flag', () => {
+    for (const bad of ['0', '5', 'x', '2.5']) {
+      const r = spawnSync(process.execPath, ['bench/run.js', '--runs', bad], { encoding: 'utf8' })
+      expect(r.status).not.toBe(0)
+      expect(r.stderr).toContain(`--runs takes a whole number of runs from 10 to 1000000 (got ${bad})`)
+    }
   })
 })

@@ -7,6 +7,8 @@
 
 const get = (o, ...keys) => keys.reduce((v, k) => (v == null ? undefined : v[k]), o)
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null)
+/** "2,000 runs × 10 steps": the size an e2e result was measured at (the default when it is missing). */
+const size = (r) => `${(num(r?.n) ?? 2000).toLocaleString('en-US')} runs × ${num(r?.steps) ?? 10} steps`
 
 /**
  * Issue 19's rows: each durably figure against its reference measured in the
@@ -19,7 +21,7 @@ function issueRows(R) {
   const rows = [
     {
       key: 'e2e_mc1',
-      scenario: 'e2e_mc1 steps/s (2,000 runs × 10 steps)',
+      scenario: `e2e_mc1 steps/s (${size(o.e2e_mc1)})`,
       durably: get(o, 'e2e_mc1', 'stepsPerS'),
       refLabel: 'rusqlite, one commit per step',
       ref: get(o, 'ceiling', 'writesPerS'),
@@ -28,7 +30,7 @@ function issueRows(R) {
     },
     {
       key: 'e2e_mc8',
-      scenario: 'e2e_mc8 steps/s',
+      scenario: `e2e_mc8 steps/s (${size(o.e2e_mc8)})`,
       durably: get(o, 'e2e_mc8', 'stepsPerS'),
       refLabel: 'rusqlite, 8 steps per commit',
       ref: get(o, 'ceiling_group', 'writesPerS'),

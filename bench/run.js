@@ -8,6 +8,8 @@
 //                  latency, latency_xp, cold_commit, loop, after_big_value:
 //                  once, their own samples are their spread)
 //   --quick        smaller sizes (a smoke run, figures not comparable)
+//   --runs N       runs of the e2e scenarios and their loops (default 2,000):
+//                  a longer process shows the speed after the JIT's warm-up
 //   --upstream     also run @coji/durably 0.15 + better-sqlite3 12 (installed
 //                  into bench/upstream/node_modules on first use) and print
 //                  ours/upstream ratios against the issue's targets
@@ -73,7 +75,7 @@ const PLAINJOB = new Set(['trigger', 'batch', 'onestep'])
 const OURS_ONLY = new Set(['ceiling', 'ceiling_full', 'multiprocess', 'after_big_value'])
 
 function parseArgs(argv) {
-  const o = { only: null, repeat: 1, quick: false, upstream: false, peers: false, out: path.join(__dirname, 'results.json'), svg: path.join(__dirname, 'results.svg') }
+  const o = { only: null, repeat: 1, runs: null, quick: false, upstream: false, peers: false, out: path.join(__dirname, 'results.json'), svg: path.join(__dirname, 'results.svg') }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const val = () => (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i])
@@ -86,11 +88,16 @@ function parseArgs(argv) {
       o.repeat = Number(v)
       if (!Number.isInteger(o.repeat) || o.repeat < 1 || o.repeat > 50) throw new Error(`--repeat takes a whole number of runs from 1 to 50 (got ${v})`)
     }
+    else if (a === '--runs' || a.startsWith('--runs=')) {
+      const v = val()
+      o.runs = Number(v)
+      if (!Number.isInteger(o.runs) || o.runs < 10 || o.runs > 1_000_000) throw new Error(`--runs takes a whole number of runs from 10 to 1000000 (got ${v})`)
+    }
     else if (a === '--only' || a.startsWith('--only=')) o.only = val().split(',').map((s) => s.trim()).filter(Boolean)
     else if (a === '--out' || a.startsWith('--out=')) o.out = path.resolve(val())
     else if (a === '--backend' || a.startsWith('--backend=')) val() // sqlite (postgres goes to bench/pg.js)
     else if (a === '--help' || a === '-h') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 21).map((l) => l.slice(3)).join('\n'))
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 23).map((l) => l.slice(3)).join('\n'))
       process.exit(0)
     } else throw new Error(`unknown flag ${a}`)
   }
@@ -273,7 +280,7 @@ function runScenario(name, impl, opts) {
   const load = os.loadavg()[0]
   process.stderr.write(`bench: ${name} / ${impl} (load ${load.toFixed(2)}) … `)
   const script = impl === 'plainjob' ? path.join(PEERS, 'plainjob.mjs') : path.join(__dirname, 'scenario.js')
-  const r = spawnSync(process.execPath, [script, name, JSON.stringify({ impl, quick: opts.quick })], {
+  const r = spawnSync(process.execPath, [script, name, JSON.stringify({ impl, quick: opts.quick, ...(opts.runs ? { sizes: { runs: opts.runs } } : {}) })], {
     cwd: ROOT,
     env: { ...process.env, DURABLY_BENCH_ROOT: opts.snapshot, DURABLY_BENCH_CEILING: path.join(opts.snapshot, 'ceiling') },
     encoding: 'utf8',
@@ -497,7 +504,7 @@ function main() {
     bench: 'durably npm run bench (issue 7)',
     startedAt,
     finishedAt: new Date().toISOString(),
-    flags: { quick: opts.quick, upstream: opts.upstream, peers: opts.peers, only: opts.only, repeat: opts.repeat },
+    flags: { quick: opts.quick, runs: opts.runs, upstream: opts.upstream, peers: opts.peers, only: opts.only, repeat: opts.repeat },
     machine: machine(),
     source: measured,
     loadavg: { start: loadStart.map((v) => Math.round(v * 100) / 100), end: os.loadavg().map((v) => Math.round(v * 100) / 100) },
