@@ -183,6 +183,15 @@ fn step(conn: &Connection, run: &str, index: usize) -> Res<()> {
     Ok(())
 }
 
+/// Checks that the loop wrote what it claims: `count_sql` counts `want` rows.
+fn expect_rows(conn: &Connection, count_sql: &str, want: usize, what: &str) -> Res<()> {
+    let got: i64 = conn.query_row(count_sql, [], |r| r.get(0))?;
+    if got as usize != want {
+        return Err(format!("{got} {what}, expected {want}").into());
+    }
+    Ok(())
+}
+
 /// `PRAGMA wal_checkpoint(mode)`: frames in the log, or `None` when it could not run.
 fn checkpoint(side: &Connection, mode: &str) -> Option<i64> {
     side.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -255,14 +264,12 @@ fn steps(a: &Args, group: usize) -> Res<String> {
     })?;
     let writes = (a.runs * a.steps) as f64;
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let done: i64 = conn.query_row(
+    expect_rows(
+        &conn,
         "SELECT COUNT(*) FROM steps WHERE status = 'completed'",
-        [],
-        |r| r.get(0),
+        a.runs * a.steps,
+        "completed step rows",
     )?;
-    if done as f64 != writes {
-        return Err(format!("{done} step rows written, expected {writes}").into());
-    }
     Ok(format!(
         "{{\"mode\":\"{}\",\"synchronous\":\"{}\",\"runs\":{},\"stepsPerRun\":{},\"stepsPerCommit\":{},\
          \"writes\":{},\"commits\":{},\"ms\":{:.2},\"writesPerS\":{:.0},\"commitsPerS\":{:.0}}}",
@@ -349,14 +356,12 @@ fn rows(a: &Args) -> Res<String> {
         Ok((inserted, start.elapsed()))
     })?;
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let count: i64 = conn.query_row(
+    expect_rows(
+        &conn,
         "SELECT COUNT(*) FROM runs WHERE status = 'pending'",
-        [],
-        |r| r.get(0),
+        inserted,
+        "pending runs",
     )?;
-    if count as usize != inserted {
-        return Err(format!("{count} pending runs, expected {inserted}").into());
-    }
     Ok(format!(
         "{{\"mode\":\"rows\",\"synchronous\":\"{}\",\"runs\":{},\"batch\":{},\"rowsPerStatement\":{},\"ms\":{:.2},\"runsPerS\":{:.0}}}",
         if a.full { "full" } else { "normal" },

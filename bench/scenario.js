@@ -452,7 +452,8 @@ scenarios.cold_commit = async (lib, sz) => {
  * The plain-rusqlite references (bench/ceiling.rs, a cargo example that
  * bench/run.js builds and passes in DURABLY_BENCH_CEILING): `mode` is step
  * (one commit per step), group (8 steps per commit), rows (the runs of a
- * batch) or cold (one insert after idle). They measure no library, so they run once, under impl 'durably'.
+ * batch) or cold (one insert after idle). They measure no library, so they
+ * run once, under impl 'durably'.
  */
 function reference(mode, flags) {
   const bin = process.env.DURABLY_BENCH_CEILING
