@@ -37,9 +37,9 @@ function everyOp() {
   return [
     stepOp(RUN, 3, 'fetch "page"\n1', 0, 'completed', '{"html":"<p>é</p>"}', null, AT, AT),
     stepOp(RUN, 3, 'boom', 1, 'failed', null, { message: 'bad: "x"', stack: 'Error: bad\n    at f' }, AT, AT, '{"pct":50}'),
-    completeOp(RUN, 3, '[1,{"a":null}]', '{"pct":100}', AT),
+    completeOp(RUN, 3, '[1,{"a":null}]', '{"pct":100}', AT, 2),
     completeOp(RUN, 3, null, null, AT),
-    failOp(RUN, 3, 'it failed ☃', null, null, AT),
+    failOp(RUN, 3, 'it failed ☃', null, null, AT, 1),
     progressOp(RUN, 3, '"half"'),
     logOp(RUN, 3, 'fetch', 'warn', 'slow\tpage', '{"ms":1200}', AT),
     logOp(RUN, 3, null, 'info', 'no step', null, AT),

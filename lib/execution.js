@@ -152,6 +152,10 @@ class Execution {
     // The stored steps by name and by position; null on a first execution (nothing stored).
     this.byName = null
     this.byIndex = null
+    // The position after the run's last completed step (its stored ones and
+    // this execution's): sent with the op that ends the run, which stores it
+    // as current_step_index without reading the run's steps.
+    this.stepIndex = 0
     const stored = claimed.steps
     if (stored.length > 0) {
       this.byName = new Map()
@@ -160,6 +164,7 @@ class Execution {
         const s = { name, index, output, decoded: false }
         this.byName.set(name, s)
         this.byIndex.set(index, s)
+        if (index >= this.stepIndex) this.stepIndex = index + 1
       }
     }
     this.progress = claimed.progress
@@ -372,6 +377,7 @@ class Execution {
     const bytes = oversize(text, this.host.maxValueBytes())
     if (bytes) return this.stepTooLarge(name, index, startedAt, bytes, 'maxValueBytes')
     await this.persistStep(name, index, 'completed', text, null, startedAt)
+    if (index >= this.stepIndex) this.stepIndex = index + 1
     if (this.wants('step:complete')) {
       this.emit('step:complete', {
         stepName: name,
@@ -561,7 +567,7 @@ class Execution {
     if (bytes) return this.failed(this.outputTooLarge(bytes, `maxValueBytes (${this.host.maxValueBytes()})`))
     const progress = this.takeProgress()
     this.ended = true
-    const st = await this.host.write(completeOp(this.id, this.generation, text, progress, now()))
+    const st = await this.host.write(completeOp(this.id, this.generation, text, progress, now(), this.stepIndex))
     this.slotFreed = true // the commit of a "c" or "f" op frees the run's slot (Worker::flush)
     if (st === OP.tooBig) {
       this.ended = false
@@ -591,7 +597,7 @@ class Execution {
     const { message, stack } = errorText(err)
     const progress = this.takeProgress()
     this.ended = true
-    const st = await this.host.write(failOp(this.id, this.generation, message, stack, progress, now()))
+    const st = await this.host.write(failOp(this.id, this.generation, message, stack, progress, now(), this.stepIndex))
     this.slotFreed = true
     if (st !== OP.written) {
       this.lostBy(st)

@@ -42,14 +42,18 @@ function stepOp(run, gen, name, index, status, outputText, err, startedAt, compl
   )
 }
 
-/** The run completed with `outputText` (JSON text). */
-function completeOp(run, gen, outputText, progressText, at) {
-  return `{"complete":{"run":${qrun(run)},"gen":${gen},"output":${outputText ?? 'null'},"progress":${progressText ?? 'null'},"at":"${at}"}}`
+/**
+ * The run completed with `outputText` (JSON text). `stepIndex`: the position
+ * after its last completed step as the execution knows it (stored as the
+ * run's `current_step_index`); null: the engine reads it from the steps.
+ */
+function completeOp(run, gen, outputText, progressText, at, stepIndex = null) {
+  return `{"complete":{"run":${qrun(run)},"gen":${gen},"output":${outputText ?? 'null'},"progress":${progressText ?? 'null'},"at":"${at}","stepIndex":${stepIndex ?? 'null'}}}`
 }
 
-/** The run failed. */
-function failOp(run, gen, message, stack, progressText, at) {
-  return `{"fail":{"run":${qrun(run)},"gen":${gen},"error":${q(message)},"stack":${q(stack)},"progress":${progressText ?? 'null'},"at":"${at}"}}`
+/** The run failed. `stepIndex` as for completeOp. */
+function failOp(run, gen, message, stack, progressText, at, stepIndex = null) {
+  return `{"fail":{"run":${qrun(run)},"gen":${gen},"error":${q(message)},"stack":${q(stack)},"progress":${progressText ?? 'null'},"at":"${at}","stepIndex":${stepIndex ?? 'null'}}}`
 }
 
 /** The run's progress alone (JSON text). */

@@ -619,6 +619,7 @@ impl PgStore {
                 output,
                 progress,
                 at: _,
+                step_index: _,
             } = &ops[i]
             else {
                 return Err(Error::Internal(format!("flush op {i} is not a completion")));
@@ -686,6 +687,7 @@ impl PgStore {
                 output,
                 progress,
                 at: _,
+                step_index: _,
             } => {
                 let p: Params<'a> = vec![
                     Box::new(run.as_str()),
@@ -703,6 +705,7 @@ impl PgStore {
                 stack,
                 progress,
                 at: _,
+                step_index: _,
             } => {
                 let p: Params<'a> = vec![
                     Box::new(run.as_str()),
@@ -767,6 +770,7 @@ impl PgStore {
             stack: None,
             progress: None,
             at: String::new(),
+            step_index: None,
         };
         // One statement: its own transaction.
         let c = self.client().await?;
@@ -1115,6 +1119,7 @@ mod tests {
             output: None,
             progress: None,
             at: String::new(),
+            step_index: None,
         }
     }
 

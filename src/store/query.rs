@@ -9,9 +9,14 @@ use crate::error::{Error, Result};
 
 /// Columns of `runs` in the order [`run_json`] reads them, plus the number
 /// of completed steps (a subquery on the steps index: select them `FROM runs`,
-/// not aliased, and not in a `RETURNING` clause).
+/// not aliased, and not in a `RETURNING` clause). `currentStepIndex` is the
+/// position after the last completed step, read from the steps: a running
+/// run's `current_step_index` column may lag by the steps of its last
+/// second (`flush::ROW_REFRESH`).
 pub(crate) const RUN_COLUMNS: &str = "id, job_name, input, status, idempotency_key, \
-    concurrency_key, labels, current_step_index, progress, output, error, error_stack, \
+    concurrency_key, labels, MAX(current_step_index, COALESCE((SELECT s.\"index\" + 1 \
+    FROM steps AS s WHERE s.run_id = runs.id AND s.status = 'completed' \
+    ORDER BY s.\"index\" DESC LIMIT 1), 0)), progress, output, error, error_stack, \
     heartbeat_at, lease_owner, lease_generation, created_at, updated_at, started_at, completed_at, \
     (SELECT COUNT(*) FROM steps WHERE steps.run_id = runs.id AND steps.status = 'completed')";
 

@@ -1123,6 +1123,7 @@ fn flush_ops_round_trip_through_json() -> TestResult {
             output: Some(&output),
             progress: None,
             at: "2020-01-01T00:00:01.000Z".into(),
+            step_index: None,
         },
         FlushOp::Release {
             run: "r".into(),
@@ -1199,6 +1200,14 @@ fn protocol_fixture_parses() -> TestResult {
             assert_eq!(stack.as_deref(), Some("Error: bad\n    at f"));
         }
         _ => return Err("op 1 is not a step".into()),
+    }
+    match (ops[2], ops[3], ops[4]) {
+        (
+            FlushOp::Complete { step_index: a, .. },
+            FlushOp::Complete { step_index: b, .. },
+            FlushOp::Fail { step_index: c, .. },
+        ) => assert_eq!((*a, *b, *c), (Some(2), None, Some(1))),
+        _ => return Err("ops 2-4 are not complete, complete, fail".into()),
     }
     match ops[7] {
         FlushOp::Log {
@@ -2136,5 +2145,113 @@ fn another_connection_sees_the_rewritten_checks() -> TestResult {
         after.contains("status = 'pending' OR status = 'running'"),
         "{after}"
     );
+    Ok(())
+}
+
+/// A step's commit rewrites its run's row only when it must (see
+/// `flush::ROW_REFRESH`): at the run's first completed step, with progress,
+/// or when the row's `updated_at` is over a second old. Between, the
+/// columns lag, reads compute `currentStepIndex` from the steps, and the op
+/// that ends the run sets the column exactly (from the worker's
+/// `stepIndex`, or the steps when it sends none).
+#[test]
+fn step_writes_rewrite_the_run_row_only_when_due() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db").to_string_lossy().into_owned();
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let at = Arc::new(Mutex::new(t0));
+    let clock_at = at.clone();
+    let clock: Clock = Arc::new(move || *clock_at.lock().unwrap_or_else(|p| p.into_inner()));
+    let store = SqliteStore::open_with_clock(StoreOptions::new(path), clock)?;
+    store.migrate()?;
+    let set =
+        |ms: u64| *at.lock().unwrap_or_else(|p| p.into_inner()) = t0 + Duration::from_millis(ms);
+    let row = |id: &str| -> std::result::Result<(i64, String), Box<dyn std::error::Error>> {
+        Ok(store.read(|c| {
+            Ok(c.query_row(
+                "SELECT current_step_index, updated_at FROM runs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })?)
+    };
+    let api_index = |id: &str| -> std::result::Result<i64, Box<dyn std::error::Error>> {
+        let run: serde_json::Value =
+            serde_json::from_str(&store.get_run(id)?.ok_or("missing run")?)?;
+        run["currentStepIndex"]
+            .as_i64()
+            .ok_or_else(|| "no currentStepIndex".into())
+    };
+    let id = created_id(store.trigger(&item("job", None, None))?);
+    assert_eq!(store.claim(&jobs(&["job"]), 1)?.len(), 1);
+    let claimed_at = row(&id)?.1;
+
+    // The first completed step rewrites the row, exactly.
+    set(100);
+    assert_eq!(
+        store
+            .flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?
+            .statuses,
+        "0"
+    );
+    assert_eq!(row(&id)?, (1, iso(t0 + Duration::from_millis(100))));
+    assert_ne!(row(&id)?.1, claimed_at);
+    // Within the second after: the row is left alone; reads are exact.
+    set(600);
+    let two = format!("[{},{}]", step_op(&id, 1, "b", 1), step_op(&id, 1, "c", 2));
+    assert_eq!(store.flush(&two)?.statuses, "00");
+    assert_eq!(row(&id)?, (1, iso(t0 + Duration::from_millis(100))));
+    assert_eq!(api_index(&id)?, 3);
+    // Over a second after the last rewrite: rewritten, exactly.
+    set(1_200);
+    assert_eq!(
+        store
+            .flush(&format!("[{}]", step_op(&id, 1, "d", 3)))?
+            .statuses,
+        "0"
+    );
+    assert_eq!(row(&id)?, (4, iso(t0 + Duration::from_millis(1_200))));
+    // Progress always rewrites it.
+    set(1_300);
+    let with_progress =
+        step_op(&id, 1, "e", 4).replace(r#""progress":null"#, r#""progress":{"current":5}"#);
+    assert_eq!(store.flush(&format!("[{with_progress}]"))?.statuses, "0");
+    assert_eq!(row(&id)?, (5, iso(t0 + Duration::from_millis(1_300))));
+    // A lagging row, then the completion: exact from the steps when the op
+    // carries no stepIndex.
+    set(1_400);
+    assert_eq!(
+        store
+            .flush(&format!("[{}]", step_op(&id, 1, "f", 5)))?
+            .statuses,
+        "0"
+    );
+    assert_eq!(row(&id)?.0, 5);
+    assert_eq!(api_index(&id)?, 6);
+    set(1_500);
+    let done = format!(
+        r#"[{{"complete":{{"run":"{id}","gen":1,"output":null,"progress":null,"at":"{}"}}}}]"#,
+        iso(t0 + Duration::from_millis(1_500))
+    );
+    assert_eq!(store.flush(&done)?.statuses, "0");
+    assert_eq!(row(&id)?, (6, iso(t0 + Duration::from_millis(1_500))));
+
+    // The worker's stepIndex, when sent, is what the ending op stores.
+    let other = created_id(store.trigger(&item("job", None, None))?);
+    assert_eq!(store.claim(&jobs(&["job"]), 1)?.len(), 1);
+    set(1_600);
+    let steps = format!(
+        "[{},{}]",
+        step_op(&other, 1, "a", 0),
+        step_op(&other, 1, "b", 1)
+    );
+    assert_eq!(store.flush(&steps)?.statuses, "00");
+    assert_eq!(row(&other)?.0, 1);
+    let fail = format!(
+        r#"[{{"fail":{{"run":"{other}","gen":1,"error":"boom","stack":null,"progress":null,"at":"{}","stepIndex":2}}}}]"#,
+        iso(t0 + Duration::from_millis(1_700))
+    );
+    assert_eq!(store.flush(&fail)?.statuses, "0");
+    assert_eq!(row(&other)?.0, 2);
     Ok(())
 }

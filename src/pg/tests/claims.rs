@@ -314,6 +314,7 @@ fn claims_from_many_connections_never_double_claim_nor_overlap_a_key() -> TResul
                             output: Some(&output),
                             progress: None,
                             at: String::new(),
+                            step_index: None,
                         });
                     }
                     // Hold the runs a moment, as a step would.

@@ -921,6 +921,7 @@ async fn end_keyed(
                     stack: None,
                     progress: None,
                     at,
+                    step_index: None,
                 }
             } else {
                 FlushOp::Complete {
@@ -929,6 +930,7 @@ async fn end_keyed(
                     output: None,
                     progress: None,
                     at,
+                    step_index: None,
                 }
             }
         })

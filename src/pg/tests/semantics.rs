@@ -272,6 +272,7 @@ fn a_group_of_steps_leaves_what_the_ops_alone_would() -> TResult {
                 output: Some(&*one),
                 progress: None,
                 at: now.clone(),
+                step_index: None,
             },
         ];
         let out = s
@@ -308,6 +309,7 @@ fn a_group_of_steps_leaves_what_the_ops_alone_would() -> TResult {
             output: Some(&*one),
             progress: None,
             at: now.clone(),
+            step_index: None,
         });
         let out = s
             .flush_then_claim(&ops, |_| Some((std::sync::Arc::from(&jobs[..]), 1)))
@@ -365,6 +367,7 @@ fn a_group_of_completions_leaves_what_the_ops_alone_would() -> TResult {
             output,
             progress,
             at: String::new(),
+            step_index: None,
         };
         let g = |i: usize| runs[i].generation;
         let ops = [
@@ -462,6 +465,7 @@ fn cancel_retry_delete_and_purge() -> TResult {
                 stack: Some("at b".into()),
                 progress: None,
                 at: now.clone(),
+                step_index: None,
             },
         ];
         assert_eq!(s.flush(&ops).await?, "000");
@@ -826,6 +830,7 @@ fn triggers_cancels_and_hand_backs_notify_at_commit() -> TResult {
             output: None,
             progress: None,
             at: String::new(),
+            step_index: None,
         }];
         assert_eq!(s.flush(&done).await?, "0");
         assert_eq!(next(&mut rx).await?, wake(""));
@@ -875,6 +880,7 @@ fn an_op_over_the_size_limit_is_refused_alone() -> TResult {
                 output: Some(&big),
                 progress: None,
                 at: String::new(),
+                step_index: None,
             },
         ];
         assert_eq!(s.flush(&ops).await?, "b0b");
@@ -1043,6 +1049,7 @@ fn one_refused_op_fails_alone_and_is_rolled_back() -> TResult {
                 output: Some(&*one),
                 progress: None,
                 at: now.clone(),
+                step_index: None,
             },
         ];
         let out = s
@@ -1124,6 +1131,7 @@ fn a_batch_refused_by_the_server_midway_commits_the_other_ops() -> TResult {
                     output: Some(&*one),
                     progress: None,
                     at: now.clone(),
+                    step_index: None,
                 },
             ]
         };

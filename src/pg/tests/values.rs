@@ -108,6 +108,7 @@ fn tagged_values_round_trip_exactly_through_every_json_column() -> TResult {
                 output: Some(&raw),
                 progress: None,
                 at: now.clone(),
+                step_index: None,
             }];
             assert_eq!(s.flush(&done).await?, "0");
             let rec = s.get_run(&id).await?.ok_or("gone")?;

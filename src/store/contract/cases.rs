@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::snapshot::Row;
 use super::{
     col_json, col_text, CResult, ContractStore, Outcome, Snapshot, Workers, Write, WriteKind,
 };
@@ -226,12 +227,14 @@ fn check_applied(w: &Write, before: &Snapshot, after: &Snapshot) -> Result<(), S
                 }),
                 "its step row is not stored",
             )?;
-            let old = was
-                .get("current_step_index")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            let old = step_index(was);
+            let now = step_index(run);
+            // A store may leave the column behind while the run goes on
+            // (SQLite: rewritten at most about once a second), never past
+            // the step's position nor back; but a run's first completed
+            // step always sets it (a resumed run's claim relies on it).
             ensure(
-                run.get("current_step_index") == Some(&json!(old.max(index + 1))),
+                now >= old && now <= old.max(index + 1) && (old > 0 || now == index + 1),
                 "current_step_index is wrong",
             )?;
             progress_is(progress)
@@ -242,6 +245,7 @@ fn check_applied(w: &Write, before: &Snapshot, after: &Snapshot) -> Result<(), S
             ensure(status == Some("completed"), "the run is not completed")?;
             ensure(col_json(run, "output") == *output, "the output is not set")?;
             ensure(col_text(run, "completed_at").is_some(), "no completed_at")?;
+            ensure_exact_step_index(run, after, id)?;
             progress_is(progress)
         }
         Write::Fail {
@@ -252,6 +256,7 @@ fn check_applied(w: &Write, before: &Snapshot, after: &Snapshot) -> Result<(), S
                 col_text(run, "error") == Some(error),
                 "the error is not set",
             )?;
+            ensure_exact_step_index(run, after, id)?;
             progress_is(progress)
         }
         Write::TimeoutFail { error, .. } => {
@@ -282,6 +287,33 @@ fn check_applied(w: &Write, before: &Snapshot, after: &Snapshot) -> Result<(), S
             col_text(run, "heartbeat_at") > col_text(was, "heartbeat_at"),
             "heartbeat_at did not move forward",
         ),
+    }
+}
+
+/// A run row's `current_step_index` (0 when absent).
+fn step_index(run: &Row) -> i64 {
+    run.get("current_step_index")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
+/// An ended run's `current_step_index` is the position after its last
+/// completed step (the column may lag while it runs, not once it ended).
+fn ensure_exact_step_index(run: &Row, after: &Snapshot, id: &str) -> Result<(), String> {
+    let last = after
+        .of_run("steps", id)
+        .iter()
+        .filter(|r| col_text(r, "status") == Some("completed"))
+        .filter_map(|r| r.get("index").and_then(Value::as_i64))
+        .max()
+        .map_or(0, |i| i + 1);
+    if step_index(run) == last {
+        Ok(())
+    } else {
+        Err(format!(
+            "current_step_index is {} once the run ended, expected {last}",
+            step_index(run)
+        ))
     }
 }
 

@@ -107,6 +107,7 @@ fn op<'a>(w: &'a Write, v: &'a Values, now: &str) -> CResult<FlushOp<'a>> {
             output: first,
             progress,
             at: now.to_string(),
+            step_index: None,
         },
         Write::Fail {
             run,
@@ -120,6 +121,7 @@ fn op<'a>(w: &'a Write, v: &'a Values, now: &str) -> CResult<FlushOp<'a>> {
             stack: None,
             progress,
             at: now.to_string(),
+            step_index: None,
         },
         Write::Progress {
             run, generation, ..
