@@ -2182,18 +2182,22 @@ fn step_writes_rewrite_the_run_row_only_when_due() -> TestResult {
             .as_i64()
             .ok_or_else(|| "no currentStepIndex".into())
     };
+    // One step op of generation 1 in a batch of its own: its status.
+    let step = |id: &str,
+                name: &str,
+                index: i64|
+     -> std::result::Result<String, Box<dyn std::error::Error>> {
+        Ok(store
+            .flush(&format!("[{}]", step_op(id, 1, name, index)))?
+            .statuses)
+    };
     let id = created_id(store.trigger(&item("job", None, None))?);
     assert_eq!(store.claim(&jobs(&["job"]), 1)?.len(), 1);
     let claimed_at = row(&id)?.1;
 
     // The first completed step rewrites the row, exactly.
     set(100);
-    assert_eq!(
-        store
-            .flush(&format!("[{}]", step_op(&id, 1, "a", 0)))?
-            .statuses,
-        "0"
-    );
+    assert_eq!(step(&id, "a", 0)?, "0");
     assert_eq!(row(&id)?, (1, iso(t0 + Duration::from_millis(100))));
     assert_ne!(row(&id)?.1, claimed_at);
     // Within the second after: the row is left alone; reads are exact.
@@ -2204,12 +2208,7 @@ fn step_writes_rewrite_the_run_row_only_when_due() -> TestResult {
     assert_eq!(api_index(&id)?, 3);
     // Over a second after the last rewrite: rewritten, exactly.
     set(1_200);
-    assert_eq!(
-        store
-            .flush(&format!("[{}]", step_op(&id, 1, "d", 3)))?
-            .statuses,
-        "0"
-    );
+    assert_eq!(step(&id, "d", 3)?, "0");
     assert_eq!(row(&id)?, (4, iso(t0 + Duration::from_millis(1_200))));
     // Progress always rewrites it.
     set(1_300);
@@ -2220,12 +2219,7 @@ fn step_writes_rewrite_the_run_row_only_when_due() -> TestResult {
     // A lagging row, then the completion: exact from the steps when the op
     // carries no stepIndex.
     set(1_400);
-    assert_eq!(
-        store
-            .flush(&format!("[{}]", step_op(&id, 1, "f", 5)))?
-            .statuses,
-        "0"
-    );
+    assert_eq!(step(&id, "f", 5)?, "0");
     assert_eq!(row(&id)?.0, 5);
     assert_eq!(api_index(&id)?, 6);
     set(1_500);
