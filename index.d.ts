@@ -86,12 +86,14 @@ export interface Run<TInput = unknown, TOutput = unknown, TLabels extends Labels
   progress: Progress | null
   idempotencyKey: string | null
   concurrencyKey: string | null
+  /** The position after its last completed step (read from the steps: exact while the run is running). */
   currentStepIndex: number
   /** How many times the run was started: 1 on its first execution, +1 on each resume after a crash and each retry. */
   attempt: number
   /** How many of its steps are completed (stored). */
   completedStepCount: number
   createdAt: string
+  /** The last change of the run's row. SQLite: while the run is running, a step's commit refreshes it at most about once a second. */
   updatedAt: string
   startedAt: string | null
   completedAt: string | null
