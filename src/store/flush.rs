@@ -31,17 +31,25 @@ macro_rules! lease_fence {
 }
 pub(crate) use lease_fence;
 
-/// The position after the run's last completed step, read from its steps
-/// (the run's entries of `steps_run_name`), or NULL when it has none:
-/// whenever a run's row is rewritten its `current_step_index` gets the exact
-/// value, since a step's write may have left it behind (see
-/// [`ROW_REFRESH`]). `?1` is the run's id.
-macro_rules! last_step_end {
-    () => {
-        "(SELECT s.\"index\" + 1 FROM steps AS s WHERE s.run_id = ?1 AND s.status = 'completed' \
-         ORDER BY s.\"index\" DESC LIMIT 1)"
+/// SQL for a run's `current_step_index` brought up to date: at least
+/// `$given` (a bound value or NULL) and the position after the run's last
+/// completed step, read from its steps (the run's entries of
+/// `steps_run_name`); `$run` is the run's id in the statement (`?1`, or
+/// `runs.id` in a read). Whenever a run's row is rewritten, and in every
+/// read, the column gets this, since a step's write may have left it
+/// behind (see [`ROW_REFRESH`]).
+macro_rules! step_index_sql {
+    ($given:literal, $run:literal) => {
+        concat!(
+            "MAX(current_step_index, COALESCE(",
+            $given,
+            ", (SELECT s.\"index\" + 1 FROM steps AS s WHERE s.run_id = ",
+            $run,
+            " AND s.status = 'completed' ORDER BY s.\"index\" DESC LIMIT 1), 0))"
+        )
     };
 }
+pub(crate) use step_index_sql;
 
 /// How stale a running run's `updated_at` may get before a step's write
 /// rewrites the run's row. A step's write fences on the run's row with a
@@ -53,7 +61,7 @@ macro_rules! last_step_end {
 /// with an empty input. So the row is rewritten at the run's first
 /// completed step (a resumed run's claim relies on `current_step_index > 0`
 /// once a step is stored), with progress, when its `updated_at` is older
-/// than this, and when the run ends (exactly, see `exact_step_index`).
+/// than this, and when the run ends (exactly, see `step_index_sql`).
 /// Reads compute `currentStepIndex` from the steps (`query::RUN_COLUMNS`),
 /// so only the columns, read directly, lag, by less than this.
 pub const ROW_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -147,7 +155,7 @@ pub enum FlushOp<'a> {
         at: String,
         /// The position after the run's last completed step, as the worker
         /// knows it (from its claim and its own steps); absent: read from
-        /// the steps (see `last_step_end`).
+        /// the steps (see `step_index_sql`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step_index: Option<i64>,
     },
@@ -619,9 +627,9 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
                     .execute((run, index + 1, text(progress), &now.at))?;
                 } else if progress.is_some() || updated_at.as_str() < now.refresh_before.as_str() {
                     c.prepare_cached(concat!(
-                        "UPDATE runs SET current_step_index = MAX(current_step_index, COALESCE(",
-                        last_step_end!(),
-                        ", 0)), progress = COALESCE(?2, progress), updated_at = ?3 WHERE id = ?1"
+                        "UPDATE runs SET current_step_index = ",
+                        step_index_sql!("NULL", "?1"),
+                        ", progress = COALESCE(?2, progress), updated_at = ?3 WHERE id = ?1"
                     ))?
                     .execute((run, text(progress), &now.at))?;
                 }
@@ -639,9 +647,9 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
             .prepare_cached(concat!(
                 "UPDATE runs SET status = 'completed', output = ?3, \
                  progress = COALESCE(?4, progress), completed_at = ?5, updated_at = ?5, \
-                 current_step_index = MAX(current_step_index, COALESCE(?6, ",
-                last_step_end!(),
-                ", 0)) WHERE ",
+                 current_step_index = ",
+                step_index_sql!("?6", "?1"),
+                " WHERE ",
                 lease_fence!()
             ))?
             .execute((
@@ -664,9 +672,9 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
             .prepare_cached(concat!(
                 "UPDATE runs SET status = 'failed', error = ?3, error_stack = ?4, \
                  progress = COALESCE(?5, progress), completed_at = ?6, updated_at = ?6, \
-                 current_step_index = MAX(current_step_index, COALESCE(?7, ",
-                last_step_end!(),
-                ", 0)) WHERE ",
+                 current_step_index = ",
+                step_index_sql!("?7", "?1"),
+                " WHERE ",
                 lease_fence!()
             ))?
             .execute((

@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 use serde::Deserialize;
 
+use super::flush::step_index_sql;
 use super::json::{array, JsonObject};
 use super::{RunStatus, SqliteStore};
 use crate::error::{Error, Result};
@@ -13,12 +14,13 @@ use crate::error::{Error, Result};
 /// position after the last completed step, read from the steps: a running
 /// run's `current_step_index` column may lag by the steps of its last
 /// second (`flush::ROW_REFRESH`).
-pub(crate) const RUN_COLUMNS: &str = "id, job_name, input, status, idempotency_key, \
-    concurrency_key, labels, MAX(current_step_index, COALESCE((SELECT s.\"index\" + 1 \
-    FROM steps AS s WHERE s.run_id = runs.id AND s.status = 'completed' \
-    ORDER BY s.\"index\" DESC LIMIT 1), 0)), progress, output, error, error_stack, \
+pub(crate) const RUN_COLUMNS: &str = concat!(
+    "id, job_name, input, status, idempotency_key, concurrency_key, labels, ",
+    step_index_sql!("NULL", "runs.id"),
+    ", progress, output, error, error_stack, \
     heartbeat_at, lease_owner, lease_generation, created_at, updated_at, started_at, completed_at, \
-    (SELECT COUNT(*) FROM steps WHERE steps.run_id = runs.id AND steps.status = 'completed')";
+    (SELECT COUNT(*) FROM steps WHERE steps.run_id = runs.id AND steps.status = 'completed')"
+);
 
 /// `getRuns` filter; every field optional.
 #[derive(Debug, Default, Deserialize)]
