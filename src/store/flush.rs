@@ -58,10 +58,12 @@ pub(crate) use step_index_sql;
 /// one page more and copy the whole row, its input included: ~30 % of a
 /// one-step commit (plain rusqlite loop, 29.5–32.3k → 41.6–45.1k commits/s
 /// here), and a run with a 64 KB input ran its steps 2.7× slower than one
-/// with an empty input. So the row is rewritten at the run's first
-/// completed step (a resumed run's claim relies on `current_step_index > 0`
-/// once a step is stored), with progress, when its `updated_at` is older
-/// than this, and when the run ends (exactly, see `step_index_sql`).
+/// with an empty input. So the row is rewritten only with progress, when
+/// its `updated_at` is older than this, and when the run ends (exactly, see
+/// `step_index_sql`). Nothing reads the column as "steps are stored" (a
+/// resumed run's claim reads the steps of any run claimed before); a
+/// rewrite at the run's first completed step cost a one-step run ~8 % of
+/// its time.
 /// Reads compute `currentStepIndex` from the steps (`query::RUN_COLUMNS`),
 /// so only the columns, read directly, lag, by less than this.
 pub const ROW_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -583,15 +585,14 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
             completed_at,
             progress,
         } => {
-            let done = status == RunStatus::Completed.as_str();
             // The fence, read-only: the run's row is rewritten only when it
             // must be (see ROW_REFRESH).
-            let fenced: Option<(i64, String)> = c
+            let fenced: Option<String> = c
                 .prepare_cached(concat!(
-                    "SELECT current_step_index, updated_at FROM runs WHERE ",
+                    "SELECT updated_at FROM runs WHERE ",
                     lease_fence!()
                 ))?
-                .query_row((run, generation), |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row((run, generation), |r| r.get(0))
                 .optional()?;
             let changed = usize::from(fenced.is_some());
             if changed > 0 {
@@ -615,17 +616,8 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
                     started_at,
                     completed_at,
                 ))?;
-                let (stored, updated_at) = fenced.unwrap_or_default();
-                if stored == 0 && done {
-                    // The run's first completed step (a row left at 0 is
-                    // rewritten at once, so none was stored before): its
-                    // position is the exact value, no need to read the steps.
-                    c.prepare_cached(
-                        "UPDATE runs SET current_step_index = ?2, \
-                         progress = COALESCE(?3, progress), updated_at = ?4 WHERE id = ?1",
-                    )?
-                    .execute((run, index + 1, text(progress), &now.at))?;
-                } else if progress.is_some() || updated_at.as_str() < now.refresh_before.as_str() {
+                let updated_at = fenced.unwrap_or_default();
+                if progress.is_some() || updated_at.as_str() < now.refresh_before.as_str() {
                     c.prepare_cached(concat!(
                         "UPDATE runs SET current_step_index = ",
                         step_index_sql!("NULL", "?1"),

@@ -231,10 +231,9 @@ fn check_applied(w: &Write, before: &Snapshot, after: &Snapshot) -> Result<(), S
             let now = step_index(run);
             // A store may leave the column behind while the run goes on
             // (SQLite: rewritten at most about once a second), never past
-            // the step's position nor back; but a run's first completed
-            // step always sets it (a resumed run's claim relies on it).
+            // the step's position nor back (exact once the run ended).
             ensure(
-                now >= old && now <= old.max(index + 1) && (old > 0 || now == index + 1),
+                now >= old && now <= old.max(index + 1),
                 "current_step_index is wrong",
             )?;
             progress_is(progress)
