@@ -113,7 +113,10 @@ function encodeTriggerBatch(items) {
 //   found a run: `[{ index, kind: 'idempotent' | 'coalesced', run }]`;
 // - flush / flushAsync → FlushResult: `{ statuses, claimed?, errors? }`, one
 //   OpResult per op (OP_RESULTS), the runs claimed in the same commit (JSON
-//   text) and the ops that failed (`{ index, code, message }`);
+//   text) and the ops that failed (`{ index, code, message }`); `flush`
+//   answers with text instead when no op failed (the object cost ~2 µs of a
+//   ~30 µs flush): a status code per op (`0` written, `c` cancelled, `l`
+//   lost, `b` too big), then a newline and the claimed runs' JSON, if any;
 // - cancel → CancelResult: `{ previous: <run status>, run: <JSON text> }`;
 // - purge, recoverStale → a number; close → undefined.
 

@@ -17,7 +17,7 @@
 // pool thread in between. Batches commit strictly in order.
 
 const { fromNative, fromCode } = require('./errors')
-const { encodeBatch } = require('./protocol')
+const { encodeBatch, OP_RESULTS: OP } = require('./protocol')
 
 /** Longest stretch of back-to-back flushes without an event-loop turn. */
 const YIELD_MS = 4
@@ -100,6 +100,7 @@ class Writer {
       } catch (err) {
         return settleAll(waiters, null, fromNative(err))
       }
+      if (typeof res === 'string') return this.settleText(waiters, res)
       if (res !== null) return this.settle(waiters, res, null)
     }
     this.busy = true
@@ -214,6 +215,17 @@ class Writer {
     if (claimed) this.onClaimed(claimed)
   }
 
+  /**
+   * Settles the batch's waiters from `flush`'s answer as text (no op failed):
+   * a status code per op, then a newline and the runs claimed in the same
+   * commit, if any.
+   */
+  settleText(waiters, text) {
+    for (let i = 0, j = 0; i < waiters.length; i += 2, j++) waiters[i](OP_OF_CODE[text.charCodeAt(j)])
+    const nl = text.indexOf('\n', waiters.length >> 1)
+    if (nl >= 0) this.onClaimed(text.slice(nl + 1))
+  }
+
   afterAsync() {
     this.busy = false
     if (this.ops.length && !this.scheduled) {
@@ -233,6 +245,18 @@ class Writer {
     if (this.keepAlive) clearInterval(this.keepAlive)
     this.keepAlive = null
   }
+}
+
+/** The status of an op by its code in `flush`'s text answer (src/store/flush.rs `OpStatus::as_char`). */
+const OP_OF_CODE = []
+for (const [code, status] of [
+  ['0', OP.written],
+  ['c', OP.cancelled],
+  ['l', OP.lost],
+  ['b', OP.tooBig],
+  ['e', OP.failed],
+]) {
+  OP_OF_CODE[code.charCodeAt(0)] = status
 }
 
 function settleAll(waiters, res, error) {

@@ -2,7 +2,7 @@
 //! `.code`, engine results to typed `#[napi(object)]` results (JSON text only
 //! where payloads travel: run records, claimed runs), and the pool-thread task.
 
-use napi::bindgen_prelude::{AsyncTask, Env, Status, Task, ToNapiValue, TypeName};
+use napi::bindgen_prelude::{AsyncTask, Either, Env, Status, Task, ToNapiValue, TypeName};
 use napi::JsError;
 use napi_derive::napi;
 use std::result::Result;
@@ -199,6 +199,24 @@ pub struct FlushResult {
     pub claimed: Option<String>,
     /// The ops that failed; absent when none.
     pub errors: Option<Vec<FlushError>>,
+}
+
+/// A flush's answer as text when no op failed: one status code per op, in
+/// order (`0` written, `c` cancelled, `l` lost, `b` too big), then, when the
+/// commit claimed runs, a newline and their JSON array. With failed ops
+/// (`e`, whose errors the text has no room for) a [`FlushResult`].
+pub fn flush_answer(out: FlushOutcome<Vec<ClaimedRun>>) -> Either<String, FlushResult> {
+    if !out.errors.is_empty() {
+        return Either::B(out.into());
+    }
+    let mut text = out.statuses;
+    if !out.then.is_empty() {
+        text.push('\n');
+        text.push_str(&crate::store::json::array(
+            out.then.into_iter().map(|r| r.json),
+        ));
+    }
+    Either::A(text)
 }
 
 impl From<FlushOutcome<Vec<ClaimedRun>>> for FlushResult {
