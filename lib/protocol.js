@@ -113,8 +113,8 @@ function encodeTriggerBatch(items) {
 //   found a run: `[{ index, kind: 'idempotent' | 'coalesced', run }]`;
 // - flush / flushAsync → FlushResult: `{ statuses, claimed?, errors? }`, one
 //   OpResult per op (OP_RESULTS), the runs claimed in the same commit (JSON
-//   text) and the ops that failed (`{ index, code, message }`); `flush`
-//   answers with text instead when no op failed (the object cost ~2 µs of a
+//   text) and the ops that failed (`{ index, code, message }`); both
+//   answer with text instead when no op failed (the object cost ~2 µs of a
 //   ~30 µs flush): a status code per op (`0` written, `c` cancelled, `l`
 //   lost, `b` too big), then a newline and the claimed runs' JSON, if any;
 // - cancel → CancelResult: `{ previous: <run status>, run: <JSON text> }`;

@@ -107,7 +107,8 @@ class Writer {
     this.engine.flushAsync(text).then(
       (res) => {
         this.afterAsync()
-        this.settle(waiters, res, null)
+        if (typeof res === 'string') this.settleText(waiters, res)
+        else this.settle(waiters, res, null)
       },
       (err) => {
         this.afterAsync()

@@ -600,14 +600,17 @@ impl Engine {
         Ok(out.map(convert::flush_answer))
     }
 
-    /// `flush` that waits for the lock on a pool thread.
-    #[napi(catch_unwind, ts_return_type = "Promise<FlushResult>")]
-    pub fn flush_async(&self, ops: String) -> Result<AsyncTask<NativeTask<FlushResult>>, JsCode> {
+    /// `flush` that waits for the lock on a pool thread (answering as `flush`).
+    #[napi(catch_unwind, ts_return_type = "Promise<string | FlushResult>")]
+    pub fn flush_async(
+        &self,
+        ops: String,
+    ) -> Result<AsyncTask<NativeTask<Either<String, FlushResult>>>, JsCode> {
         let inner = self.inner()?;
         Ok(NativeTask::spawn(move || {
             // A waiting flush only gives up with an error (closed, or not busy).
             let out = with_engine!(&inner.engine, e => e.wait(e.flush(&ops)))?;
-            Ok(out.into())
+            Ok(convert::flush_answer(out))
         }))
     }
 
