@@ -427,13 +427,14 @@ class Durably {
       r = await nativeAsync(this._engine.triggerBatchAsync(text))
       woken = false
     }
-    // A TriggerBatchResult: an id per item (null: see `existing`).
+    // A TriggerBatchResult: an id per item, comma-separated (empty: see `existing`).
     const found = r.existing ? new Map(r.existing.map((x) => [x.index, x])) : null
+    const ids = r.ids.split(',')
     const runs = new Array(prepared.length)
     for (let i = 0; i < prepared.length; i++) {
       const { value, o } = prepared[i]
-      const id = r.ids[i]
-      runs[i] = id !== null ? this._created(def, id, r.createdAt, value, o) : this._found(def, found.get(i), value, o)
+      const id = ids[i]
+      runs[i] = id !== '' ? this._created(def, id, r.createdAt, value, o) : this._found(def, found.get(i), value, o)
     }
     if (!woken) this._runner.wake()
     return runs

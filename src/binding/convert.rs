@@ -102,9 +102,11 @@ pub struct TriggerBatchResult {
     /// The `createdAt` (ISO) shared by every run the batch created; none when
     /// it created nothing.
     pub created_at: Option<String>,
-    /// One per item, in order: the new run's id, or `null` where the item
-    /// found an existing run (see `existing`).
-    pub ids: Vec<Option<String>>,
+    /// One per item, in order, separated by commas: the new run's id, or
+    /// nothing where the item found an existing run (see `existing`). One
+    /// string rather than an array of strings: napi made a string per id for
+    /// ~0.1 µs each, JS's `split` makes them for much less.
+    pub ids: String,
     /// The items that created nothing (none: no field).
     pub existing: Option<Vec<TriggerExisting>>,
 }
@@ -124,20 +126,22 @@ impl From<Vec<TriggerOutcome>> for TriggerBatchResult {
     fn from(outcomes: Vec<TriggerOutcome>) -> Self {
         let mut out = TriggerBatchResult {
             created_at: None,
-            ids: Vec::with_capacity(outcomes.len()),
+            ids: String::with_capacity(outcomes.len() * 27),
             existing: None,
         };
         for (index, o) in outcomes.into_iter().enumerate() {
+            if index > 0 {
+                out.ids.push(',');
+            }
             let (kind, run) = match o {
                 TriggerOutcome::Created { id, created_at } => {
-                    out.ids.push(Some(id));
+                    out.ids.push_str(&id);
                     out.created_at.get_or_insert(created_at);
                     continue;
                 }
                 TriggerOutcome::Idempotent(run) => (TriggerKind::Idempotent, run),
                 TriggerOutcome::Coalesced(run) => (TriggerKind::Coalesced, run),
             };
-            out.ids.push(None);
             out.existing
                 .get_or_insert_with(Vec::new)
                 .push(TriggerExisting {
