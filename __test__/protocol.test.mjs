@@ -28,6 +28,29 @@ const TRIGGER_FIXTURE = path.join(import.meta.dirname, 'fixtures', 'protocol-tri
 
 afterEach(closeAll)
 
+/**
+ * A started instance whose one run stored its step `a` and is held running
+ * (generation 1) until `release()`; it then returns 'done'.
+ */
+async function heldRun() {
+  let release
+  const gate = new Promise((r) => (release = r))
+  const job = defineJob({
+    name: 'p',
+    run: async (ctx) => {
+      await ctx.run('a', () => 1)
+      await gate
+      return 'done'
+    },
+  })
+  const d = makeDurably({ jobs: { job } })
+  await d.migrate()
+  const run = await d.jobs.job.trigger({})
+  d.start()
+  await expect.poll(async () => (await d.getSteps(run.id)).length, { timeout: 20_000 }).toBe(1)
+  return { d, run, release }
+}
+
 const RUN = '01JB0000000000000000000000'
 const AT = '2026-01-02T03:04:05.678Z'
 
@@ -166,22 +189,9 @@ describe('typed results from the addon', () => {
     for (const s of res.statuses) expect(Object.values(protocol.OP_RESULTS)).toContain(s)
   })
 
-  // (PostgreSQL: flush is not served on the JS thread, it returns null; flushAsync answers with objects.)
+  // (PostgreSQL: flush is not served on the JS thread; it returns null there.)
   it.skipIf(onPostgres)('flush answers with text when no op failed: a status code per op, in order', async () => {
-    let release
-    const gate = new Promise((r) => (release = r))
-    const job = defineJob({
-      name: 't',
-      run: async (ctx) => {
-        await ctx.run('a', () => 1)
-        await gate
-      },
-    })
-    const d = makeDurably({ jobs: { job } })
-    await d.migrate()
-    const run = await d.jobs.job.trigger({})
-    d.start()
-    await expect.poll(async () => (await d.getSteps(run.id)).length, { timeout: 20_000 }).toBe(1)
+    const { d, run, release } = await heldRun()
     const ghost = '01JB0000000000000000000000'
     const { encodeBatch, progressOp } = protocol
     const ops = encodeBatch([progressOp(ghost, 1, '1'), progressOp(run.id, 1, '{"current":7}'), progressOp(run.id, 2, '2')])
@@ -207,21 +217,7 @@ describe('typed results from the addon', () => {
 
 describe('through the engine', () => {
   it('one op the engine refuses fails only its own pusher; the batch commits the rest', async () => {
-    let release
-    const gate = new Promise((r) => (release = r))
-    const job = defineJob({
-      name: 'p',
-      run: async (ctx) => {
-        await ctx.run('a', () => 1)
-        await gate
-        return 'done'
-      },
-    })
-    const d = makeDurably({ jobs: { job } })
-    await d.migrate()
-    const run = await d.jobs.job.trigger({})
-    d.start()
-    await expect.poll(async () => (await d.getSteps(run.id)).length, { timeout: 20_000 }).toBe(1)
+    const { d, run, release } = await heldRun()
     const writer = d._writer
     // A malformed op (no generation) and a step op the database refuses
     // (status not allowed by its CHECK), in one batch with a valid log op.
