@@ -586,7 +586,7 @@ impl Engine {
     /// Applies a batch of worker writes (a JSON array of flush ops, see
     /// lib/protocol.js) without waiting for the lock: `null` when busy or
     /// too big for the JS thread (then `flushAsync`). What it did comes back
-    /// as text when no op failed (see [`convert::flush_text`]: a status code
+    /// as text when no op failed (see [`convert::flush_answer`]: a status code
     /// per op, then the runs claimed in the same commit), else as a
     /// `FlushResult`. Building the result object cost ~2 µs of a one-step
     /// flush of ~30 µs.
