@@ -21,6 +21,8 @@ mod side_lock;
 mod sqlite_store;
 mod status;
 mod trigger;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod wal_vfs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -496,7 +498,14 @@ fn open_connection(opts: &StoreOptions, writer: bool) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let mut conn = Connection::open_with_flags(&opts.path, flags).map_err(|e| {
+    #[cfg(not(target_arch = "wasm32"))]
+    let opened = match wal_vfs::name() {
+        Some(vfs) => Connection::open_with_flags_and_vfs(&opts.path, flags, vfs),
+        None => Connection::open_with_flags(&opts.path, flags),
+    };
+    #[cfg(target_arch = "wasm32")]
+    let opened = Connection::open_with_flags(&opts.path, flags);
+    let mut conn = opened.map_err(|e| {
         let e = Error::from(e);
         match e {
             Error::CannotOpen(m) => Error::CannotOpen(format!(
