@@ -410,6 +410,8 @@ mod tests {
     use rusqlite::{Connection, OpenFlags};
     use std::path::Path;
 
+    const TABLE: &str = "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)";
+
     fn flags() -> OpenFlags {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
     }
@@ -480,21 +482,25 @@ mod tests {
             .unwrap();
     }
 
+    /// `rounds` of [`shapes`] on `a`, each read by `b` right after.
+    fn read_alongside(a: &Connection, b: &Connection, rounds: i64) {
+        for round in 0..rounds {
+            shapes(a, round);
+            assert_eq!(rows(b), rows(a), "round {round}");
+            assert_eq!(integrity(b), "ok", "round {round}");
+        }
+    }
+
     #[test]
     fn every_commit_is_in_the_file_when_it_returns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
         let a = ours(&path);
-        a.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-            .unwrap();
+        a.execute_batch(TABLE).unwrap();
         // Another connection, without this VFS, reads each commit through
         // the shared WAL index: it reads every frame from the file.
         let b = plain(&path);
-        for round in 0..4 {
-            shapes(&a, round);
-            assert_eq!(rows(&b), rows(&a), "round {round}");
-            assert_eq!(integrity(&b), "ok", "round {round}");
-        }
+        read_alongside(&a, &b, 4);
         assert_eq!(rows(&b).0, 4 * 300);
     }
 
@@ -506,17 +512,9 @@ mod tests {
         let path = dir.path().join("a.db");
         let setup = plain(&path);
         setup.pragma_update(None, "page_size", 65536).unwrap();
-        setup
-            .execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-            .unwrap();
+        setup.execute_batch(TABLE).unwrap();
         drop(setup);
-        let a = ours(&path);
-        let b = plain(&path);
-        for round in 0..2 {
-            shapes(&a, round);
-            assert_eq!(rows(&b), rows(&a), "round {round}");
-            assert_eq!(integrity(&b), "ok", "round {round}");
-        }
+        read_alongside(&ours(&path), &plain(&path), 2);
     }
 
     #[test]
@@ -524,8 +522,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
         let a = ours(&path);
-        a.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-            .unwrap();
+        a.execute_batch(TABLE).unwrap();
         for round in 0..3 {
             shapes(&a, round);
         }
