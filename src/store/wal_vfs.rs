@@ -126,20 +126,11 @@ unsafe extern "C" fn x_open(
     }
     let real = (file as *mut u8).add(real_offset()) as *mut ffi::sqlite3_file;
     let rc = open(real_vfs, name, real, flags, out_flags);
-    if rc != ffi::SQLITE_OK || (*real).pMethods.is_null() {
-        // SQLite calls no method of a file whose pMethods is NULL.
+    if rc != ffi::SQLITE_OK {
+        // A failed xOpen leaves the real file without methods (SQLite
+        // asserts it), and SQLite calls none on a file whose pMethods is NULL.
         (*file).pMethods = ptr::null();
-        if !(*real).pMethods.is_null() {
-            let close = (*(*real).pMethods).xClose;
-            if let Some(close) = close {
-                close(real);
-            }
-        }
-        return if rc != ffi::SQLITE_OK {
-            rc
-        } else {
-            ffi::SQLITE_CANTOPEN
-        };
+        return rc;
     }
     ptr::write(
         file as *mut WalFile,
@@ -315,9 +306,10 @@ unsafe extern "C" fn x_shm_map(
     out: *mut *mut c_void,
 ) -> c_int {
     let f = wal(file);
-    match f.methods().iVersion >= 2 {
-        true => after_held!(file, xShmMap, page, size, extend, out),
-        false => ffi::SQLITE_IOERR,
+    if f.methods().iVersion >= 2 {
+        after_held!(file, xShmMap, page, size, extend, out)
+    } else {
+        ffi::SQLITE_IOERR
     }
 }
 
@@ -328,9 +320,10 @@ unsafe extern "C" fn x_shm_lock(
     flags: c_int,
 ) -> c_int {
     let f = wal(file);
-    match f.methods().iVersion >= 2 {
-        true => after_held!(file, xShmLock, offset, n, flags),
-        false => ffi::SQLITE_IOERR,
+    if f.methods().iVersion >= 2 {
+        after_held!(file, xShmLock, offset, n, flags)
+    } else {
+        ffi::SQLITE_IOERR
     }
 }
 
@@ -348,9 +341,10 @@ unsafe extern "C" fn x_shm_barrier(file: *mut ffi::sqlite3_file) {
 
 unsafe extern "C" fn x_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
     let f = wal(file);
-    match f.methods().iVersion >= 2 {
-        true => after_held!(file, xShmUnmap, delete),
-        false => ffi::SQLITE_OK,
+    if f.methods().iVersion >= 2 {
+        after_held!(file, xShmUnmap, delete)
+    } else {
+        ffi::SQLITE_OK
     }
 }
 
@@ -375,9 +369,10 @@ unsafe extern "C" fn x_unfetch(
     page: *mut c_void,
 ) -> c_int {
     let f = wal(file);
-    match f.methods().iVersion >= 3 {
-        true => after_held!(file, xUnfetch, offset, page),
-        false => ffi::SQLITE_OK,
+    if f.methods().iVersion >= 3 {
+        after_held!(file, xUnfetch, offset, page)
+    } else {
+        ffi::SQLITE_OK
     }
 }
 
