@@ -5,7 +5,20 @@ const { Durably, createDurably, withLogPersistence } = require('./lib/durably')
 const { defineJob } = require('./lib/job')
 const errors = require('./lib/errors')
 const { ReplayMismatchError } = require('./lib/execution')
-const { createDurablyHandler, toNodeHandler } = require('./lib/http')
+
+// The HTTP handler (lib/http.js and the modules it loads, node:crypto and
+// node's streams among them) adds 4–6 MB to the resident memory of every
+// process that loads it, so it is loaded on the first call, not here: a
+// worker that never serves HTTP does not pay for it.
+let http = null
+function createDurablyHandler(durably, options) {
+  http ??= require('./lib/http')
+  return http.createDurablyHandler(durably, options)
+}
+function toNodeHandler(handler, basePath = '') {
+  http ??= require('./lib/http')
+  return http.toNodeHandler(handler, basePath)
+}
 
 module.exports = {
   createDurably,

@@ -55,6 +55,20 @@ describe('module formats', () => {
   })
 })
 
+test('the HTTP handler is loaded on first use, not by require("durably")', async () => {
+  // A worker that never serves HTTP does not load lib/http*.js or node:crypto
+  // (4–6 MB of resident memory); the first call loads them and works.
+  const r = await runFixture('lazy-http.cjs')
+  expect(r.before).toEqual({ http: [], crypto: false })
+  expect(r.afterInit).toEqual({ http: [], crypto: false })
+  expect(r.after.http).toEqual(expect.arrayContaining(['http.js', 'http-node.js', 'http-sse.js', 'ui/serve.js']))
+  expect(r.after.crypto).toBe(true)
+  expect(r.badNode).toBe('TypeError: toNodeHandler(handler, basePath): handler must come from createDurablyHandler()')
+  expect(r.status).toBe(200)
+  expect(r.runs).toEqual([])
+  expect(r.nodeHandler).toBe('function')
+})
+
 test('package.json "exports" has types, import and require conditions', () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   const dot = pkg.exports['.']
