@@ -39,7 +39,7 @@ const tick = () => new Promise((r) => setImmediate(r))
  * (records every op's kind and run in `calls` too, resolves 'written' unless
  * `statuses` says otherwise) and jobs given by name.
  */
-function setup(jobs) {
+function setup(jobs, { limit, claimAhead } = {}) {
   const calls = []
   const errors = []
   const events = new Events()
@@ -61,6 +61,7 @@ function setup(jobs) {
       return state.claim
     },
     release: (id, gen) => calls.push(`engine.release(${id},${gen})`),
+    setClaimAhead: (on) => calls.push(`ahead(${on})`),
   }
   const writer = {
     push: async (op) => {
@@ -69,6 +70,7 @@ function setup(jobs) {
       return state.statuses[kind] ?? 'written'
     },
     drain: async () => calls.push('drain'),
+    linger: () => calls.push('linger'),
   }
   const registered = new Map(Object.entries(jobs).map(([name, run]) => [name, { name, def: defineJob({ name, run }) }]))
   let runner
@@ -88,6 +90,8 @@ function setup(jobs) {
     execution: (job, c, tags) => new Execution(host, job, c, tags),
     workerError: host.workerError,
     isClosed: () => state.closed,
+    limit,
+    claimAhead,
   })
   return { runner, calls, errors, seen, state }
 }
@@ -367,4 +371,147 @@ describe('lib/runner.js over a fake engine', () => {
     runner.wake()
     expect(calls).toEqual(['start', 'wake'])
   })
+
+  // ---- runs claimed ahead (WorkerConfig::claim_ahead) -------------------------
+
+  it('claimed ahead: beyond maxConcurrentRuns a run waits; it starts when a job function ends, its flush lingering for it', async () => {
+    const gates = { a1: deferred(), a2: deferred(), a3: deferred() }
+    let executing = 0
+    let most = 0
+    const { runner, calls, seen } = setup(
+      {
+        j: async (ctx) => {
+          most = Math.max(most, ++executing)
+          await gates[ctx.runId].promise
+          executing--
+          return ctx.runId
+        },
+      },
+      { limit: 1 },
+    )
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('a1'), claimed('a2'), claimed('a3')] }))
+    expect(runner.activeCount).toBe(1)
+    expect(runner.queue.map((q) => q.r.id)).toEqual(['a2', 'a3'])
+    gates.a1.resolve()
+    await tick()
+    // a1's completion was queued, the flush told to linger, then a2 started (a3 still waits)
+    expect(calls.slice(calls.indexOf('op:complete(a1,1)'))).toEqual(['op:complete(a1,1)', 'linger'])
+    expect(seen.filter((e) => e.startsWith('run:start'))).toEqual(['run:start:a1', 'run:start:a2'])
+    expect(runner.queue.map((q) => q.r.id)).toEqual(['a3'])
+    gates.a2.resolve()
+    gates.a3.resolve()
+    await runner.settled()
+    await tick()
+    expect(most).toBe(1)
+    expect(seen.filter((e) => e.startsWith('run:complete'))).toEqual(['run:complete:a1', 'run:complete:a2', 'run:complete:a3'])
+    expect(runner.queue).toEqual([])
+  })
+
+  it('claimed ahead: one that waited 20 ms for a slot is handed back (release op, then the slot), never executed; claiming ahead turns off first', async () => {
+    const gate = deferred()
+    const ran = []
+    const { runner, calls } = setup(
+      {
+        j: async (ctx) => {
+          ran.push(ctx.runId)
+          await gate.promise
+        },
+      },
+      { limit: 1, claimAhead: true },
+    )
+    runner.aheadOn = true // (as after a quick run)
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('long'), claimed('b1', 'j', 7)] }))
+    await new Promise((r) => setTimeout(r, 10))
+    expect(calls.some((c) => c.includes('b1'))).toBe(false) // still waiting
+    await new Promise((r) => setTimeout(r, 40))
+    // The hand-back's flush ends a run: with claiming ahead still on it would claim this one again.
+    expect(calls.filter((c) => c.includes('b1') || c.startsWith('ahead'))).toEqual(['ahead(false)', 'op:release(b1,7)', 'engine.release(b1,7)'])
+    expect(runner.queue).toEqual([])
+    gate.resolve()
+    await runner.settled()
+    expect(ran).toEqual(['long'])
+  })
+
+  it('claimed ahead: cancel() and a lost lease take a waiting run out (its slot released); stop() hands back the rest', async () => {
+    const gate = deferred()
+    const ran = []
+    const { runner, calls } = setup(
+      {
+        j: async (ctx) => {
+          ran.push(ctx.runId)
+          await gate.promise
+        },
+      },
+      { limit: 1 },
+    )
+    runner.start()
+    const runs = [claimed('x0'), claimed('c1', 'j', 2), claimed('l1', 'j', 3), claimed('s1', 'j', 4)]
+    runner.onMessage(JSON.stringify({ t: 'runs', runs }))
+    runner.cancelled('c1')
+    runner.onMessage(JSON.stringify({ t: 'lost', id: 'l1', reason: 'lost' }))
+    expect(calls.filter((c) => c.startsWith('engine.release'))).toEqual(['engine.release(c1,2)', 'engine.release(l1,3)'])
+    expect(runner.queue.map((q) => q.r.id)).toEqual(['s1'])
+    const stopped = runner.stop()
+    await tick()
+    await tick()
+    expect(calls.filter((c) => c.includes('s1'))).toEqual(['op:release(s1,4)', 'engine.release(s1,4)'])
+    gate.resolve()
+    await stopped
+    expect(ran).toEqual(['x0']) // the running one finished; nothing waiting was executed
+  })
+
+  it('a run timed out (its slot freed by the engine at once) no longer counts: the next run starts while its job function still hangs', async () => {
+    const hung = deferred()
+    const ran = []
+    const { runner } = setup(
+      {
+        j: async (ctx) => {
+          ran.push(ctx.runId)
+          if (ctx.runId === 't1') await hung.promise // ignores its signal
+        },
+      },
+      { limit: 1 },
+    )
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('t1')] }))
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('t2')] })) // (the engine's freed slot)
+    expect(ran).toEqual(['t1'])
+    runner.onMessage(JSON.stringify({ t: 'lost', id: 't1', reason: 'timeout' }))
+    await tick()
+    expect(ran).toEqual(['t1', 't2'])
+    hung.resolve()
+    await runner.settled()
+  })
+
+  it('claimed ahead: turned on while runs end within 20 ms, off after one that took longer', async () => {
+    const { runner, calls } = setup(
+      {
+        quick: async () => 1,
+        slow: async () => new Promise((r) => setTimeout(r, 30)),
+      },
+      { limit: 1, claimAhead: true },
+    )
+    runner.start()
+    const ahead = () => calls.filter((c) => c.startsWith('ahead'))
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('q1', 'quick')] }))
+    await runner.settled()
+    expect(ahead()).toEqual(['ahead(true)'])
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('q2', 'quick')] }))
+    await runner.settled()
+    expect(ahead()).toEqual(['ahead(true)']) // told only when it changes
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('s1', 'slow')] }))
+    await runner.settled()
+    expect(ahead()).toEqual(['ahead(true)', 'ahead(false)'])
+  })
+
+  it('claimed ahead: an engine that cannot claim ahead (PostgreSQL) is never told to', async () => {
+    const { runner, calls } = setup({ quick: async () => 1 }, { limit: 1 })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('q1', 'quick')] }))
+    await runner.settled()
+    expect(calls.some((c) => c.startsWith('ahead'))).toBe(false)
+  })
 })
+

@@ -62,6 +62,9 @@ class Durably {
     // (POSTGRES_UNSUPPORTED) rather than reaching the SQLite engine.
     ensureSupported(o.backend, binding)
     this._options = o
+    // Runs claimed ahead (lib/runner.js, WorkerConfig::claim_ahead): SQLite
+    // only; on PostgreSQL a claim ahead would hold a run from other machines.
+    this._claimAhead = o.backend.kind !== 'postgres'
     this._events = new Events()
     this._engine = native(
       () =>
@@ -76,6 +79,7 @@ class Durably {
             heartbeatInterval: o.heartbeatInterval,
             staleThreshold: o.staleThreshold,
             maxConcurrentRuns: o.maxConcurrentRuns,
+            claimAhead: this._claimAhead ? o.maxConcurrentRuns : 0,
             // retainRuns: the engine's own timer applies it while started
             retainMs: o.retainMs ?? undefined,
           },
@@ -682,6 +686,8 @@ class Durably {
     return {
       engine: this._engine,
       writer: this._writer,
+      limit: this._options.maxConcurrentRuns,
+      claimAhead: this._claimAhead,
       job: (name) => this._jobs.get(name),
       execution: (job, claimed, tags) => new Execution(this._executionHost(), job, claimed, tags),
       workerError: (err, exec, context) => this._workerError(err, exec, context),

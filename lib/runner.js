@@ -2,7 +2,8 @@
 // Executing claimed runs: takes the runs the engine claims (its worker loop's
 // messages, the successors a flush claimed in the same commit, the runs a
 // trigger claimed on this thread right after it, processOne's claim), executes each as an
-// Execution, keeps the runs in flight, hands runs back to pending when it
+// Execution (at most `limit` at once; runs claimed ahead wait for a slot),
+// keeps the runs in flight, hands runs back to pending when it
 // cannot or may no longer execute them, and stops.
 //
 // The runner sees its instance only through a narrow host (RunnerHost below),
@@ -17,11 +18,19 @@ const { DurablyError, CancelledError, LeaseLostError, TimeoutError, fromNative, 
 const STOPPED = new DurablyError('the worker was stopped with abort: true', 'STOPPED')
 
 /**
+ * Runs are claimed ahead only while they end within AHEAD_MS of their start,
+ * and one claimed ahead that waited AHEAD_MS for a slot is handed back.
+ */
+const AHEAD_MS = 20
+
+/**
  * What the runner may use of its instance.
  * @typedef {object} RunnerHost
  * @property {object} engine  the native engine's worker side: start(), stop(), loopAlive(),
- *   wake(), claim(limit) → Promise<JSON text>, release(id, generation)
- * @property {{ push(op: string): Promise<string>, drain(): Promise<void> }} writer  the flush batcher (lib/writer.js)
+ *   wake(), claim(limit) → Promise<JSON text>, release(id, generation), setClaimAhead(on)
+ * @property {{ push(op: string): Promise<string>, drain(): Promise<void>, linger(): void }} writer  the flush batcher (lib/writer.js)
+ * @property {number} [limit]  maxConcurrentRuns: job functions executed at once (runs claimed beyond it wait)
+ * @property {boolean} [claimAhead]  whether the engine may claim ahead (then told when, with setClaimAhead)
  * @property {(name: string) => object | undefined} job  the registered job `{ name, def }` of that name
  * @property {(job: object, claimed: object, tags: boolean) => import('./execution').Execution} execution
  *   a new Execution of a claimed run (over the instance's ExecutionHost)
@@ -45,6 +54,17 @@ class Runner {
     /** open holds (see hold()); claimed runs wait in `held` while any is open */
     this.holds = 0
     this.held = []
+    /** runs executed at once (maxConcurrentRuns) */
+    this.limit = host.limit ?? Infinity
+    /** executions whose job function has not ended yet */
+    this.executing = 0
+    /** runs claimed ahead, waiting for a slot: { r, tags, since } (see waitForSlot()) */
+    this.queue = []
+    this.aheadTimer = null
+    this.expireBound = () => this.expire()
+    /** whether the engine claims ahead (host.claimAhead: it can) */
+    this.claimAhead = host.claimAhead === true
+    this.aheadOn = false
   }
 
   /**
@@ -67,8 +87,81 @@ class Runner {
   /** Executes a claimed run, or hands it back when stopped; waits while held. */
   startClaimed(r, tags) {
     if (this.holds > 0) this.held.push([r, tags])
-    else if (this.started) this.execute(r, tags)
-    else this.handBack(r) // claimed while stop() was under way
+    else if (!this.started) this.handBack(r) // claimed while stop() was under way
+    else if (this.executing < this.limit) this.execute(r, tags)
+    else this.waitForSlot(r, tags)
+  }
+
+  /**
+   * A run claimed ahead (a flush that ended runs claims up to twice
+   * maxConcurrentRuns, see WorkerConfig::claim_ahead): it starts when a job
+   * function ends, and its first write then shares the commit of that run's
+   * completion. One that waited AHEAD_MS is handed back (the running runs
+   * are long: another worker may take it).
+   */
+  waitForSlot(r, tags) {
+    this.queue.push({ r, tags, since: performance.now() })
+    this.aheadTimer ??= setTimeout(this.expireBound, AHEAD_MS)
+  }
+
+  setAhead(on) {
+    this.aheadOn = on
+    if (this.host.isClosed()) return
+    try {
+      this.engine.setClaimAhead(on)
+    } catch (err) {
+      this.host.workerError(fromNative(err), null, 'claim')
+    }
+  }
+
+  /** Hands back the runs claimed ahead that waited AHEAD_MS or longer. */
+  expire() {
+    this.aheadTimer = null
+    const old = performance.now() - AHEAD_MS
+    if (this.queue.length && this.queue[0].since <= old && this.aheadOn) {
+      // Runs do not end quickly now: the flush of the hand-back (and the
+      // next ones) must not claim ahead again.
+      this.setAhead(false)
+    }
+    while (this.queue.length && this.queue[0].since <= old) this.handBack(this.queue.shift().r)
+    if (this.queue.length) this.aheadTimer = setTimeout(this.expireBound, this.queue[0].since - old)
+  }
+
+  /** Hands back every run claimed ahead (stop()). */
+  handBackQueued() {
+    if (this.aheadTimer !== null) clearTimeout(this.aheadTimer)
+    this.aheadTimer = null
+    return Promise.all(this.queue.splice(0).map((q) => this.handBack(q.r)))
+  }
+
+  /** Takes a run claimed ahead out of the queue (it was cancelled or lost); true if it was there. */
+  dropQueued(runId) {
+    const i = this.queue.findIndex((q) => q.r.id === runId)
+    if (i < 0) return false
+    const [{ r }] = this.queue.splice(i, 1)
+    if (!this.host.isClosed()) native(() => this.engine.release(r.id, r.leaseGeneration))
+    return true
+  }
+
+  /**
+   * An execution's job function ended `ms` after it started (its last op is
+   * queued): a run claimed ahead takes its slot. Claiming ahead is on while
+   * runs end within AHEAD_MS.
+   */
+  next(ms) {
+    this.executing--
+    if (this.claimAhead && ms < AHEAD_MS !== this.aheadOn) this.setAhead(ms < AHEAD_MS)
+    if (this.queue.length === 0 || !this.started) return
+    const { r, tags } = this.queue.shift()
+    this.executing++ // (taken now: a run claimed meanwhile waits behind it)
+    // The ended run's last op is queued and its flush not yet made: that
+    // flush waits for the next turn, so the first write of this run joins it.
+    this.host.writer.linger()
+    queueMicrotask(() => {
+      this.executing--
+      if (this.started) this.execute(r, tags)
+      else this.handBack(r)
+    })
   }
 
   /** Runs in flight here. */
@@ -99,6 +192,7 @@ class Runner {
       await new Promise((r) => setImmediate(r))
       await new Promise((r) => setImmediate(r))
     }
+    await this.handBackQueued()
     if (!abort && timeout !== undefined && this.active.size) {
       let timer
       await Promise.race([this.settled(), new Promise((r) => (timer = setTimeout(r, timeout)))])
@@ -132,7 +226,10 @@ class Runner {
    */
   cancelled(runId) {
     const active = this.active.get(runId)
-    if (!active) return
+    if (!active) {
+      this.dropQueued(runId) // (never started here: nothing to abort)
+      return
+    }
     this.cancelEmitted.add(runId)
     active.exec.abort(new CancelledError(`run ${runId} was cancelled`))
   }
@@ -194,7 +291,10 @@ class Runner {
         for (const r of msg.runs) this.startClaimed(r, tags)
       } else if (msg.t === 'lost') {
         const a = this.active.get(msg.id)
-        if (!a) return
+        if (!a) {
+          this.dropQueued(msg.id) // claimed ahead, never started: another worker or cancel() has it
+          return
+        }
         if (msg.reason === 'cancelled' && this.cancelling.has(msg.id)) {
           // Our own cancel(), heard back (PostgreSQL's NOTIFY) before it returned:
           // cancel() aborts the run when it returns, after emitting run:cancel.
@@ -279,7 +379,16 @@ class Runner {
     }
     const exec = this.host.execution(job, claimed, tags)
     const input = reviveParsed(claimed.input, tags)
+    this.executing++
+    const t0 = performance.now()
+    let counted = true
+    exec.onEnding = () => {
+      if (!counted) return
+      counted = false
+      this.next(performance.now() - t0)
+    }
     const ended = () => {
+      exec.onEnding()
       if (this.active.get(id)?.exec === exec) this.active.delete(id)
       // (a detached run was released by its hand-back; a completed or failed
       // one by the commit of its last op)

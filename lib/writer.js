@@ -49,6 +49,7 @@ class Writer {
     this.flushBound = () => this.flush()
     this.yieldedBound = () => this.yielded()
     this.lastYield = 0
+    this.lingering = false
   }
 
   /** Queues one op (JSON text, from lib/protocol.js); resolves with its status (an OP_RESULTS value). */
@@ -84,7 +85,19 @@ class Writer {
     this.flush()
   }
 
+  /** The next flush waits for the next event-loop turn (a run starting now joins it). */
+  linger() {
+    this.lingering = true
+  }
+
   flush() {
+    if (this.lingering) {
+      this.lingering = false
+      if (this.ops.length !== 0 && !this.busy) {
+        setImmediate(this.yieldedBound)
+        return
+      }
+    }
     this.scheduled = false
     if (this.ops.length === 0 || this.busy) return
     const ops = this.ops

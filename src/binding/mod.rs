@@ -207,6 +207,9 @@ pub struct EngineOptions {
     pub stale_threshold: u32,
     /// Runs in flight at once.
     pub max_concurrent_runs: u32,
+    /// Runs a flush may claim ahead beyond `max_concurrent_runs` (see
+    /// `WorkerConfig::claim_ahead`); absent for none.
+    pub claim_ahead: Option<u32>,
     /// `retainRuns` in ms: a started worker deletes terminal runs older than
     /// this (and `processOne` does first); absent for none.
     pub retain_ms: Option<f64>,
@@ -286,6 +289,7 @@ impl Engine {
                 heartbeat_interval: ms(opts.heartbeat_interval),
                 stale_threshold: ms(opts.stale_threshold),
                 max_concurrent: opts.max_concurrent_runs.max(1) as usize,
+                claim_ahead: opts.claim_ahead.unwrap_or(0) as usize,
                 ..WorkerConfig::default()
             },
             retain: opts
@@ -472,6 +476,14 @@ impl Engine {
     #[napi(catch_unwind)]
     pub fn wake(&self) -> Result<(), JsCode> {
         with_engine!(&self.inner()?.engine, e => e.wake());
+        Ok(())
+    }
+
+    /// Turns claiming ahead on or off (`claimAhead`; lib/runner.js turns it
+    /// on while runs end quickly).
+    #[napi(catch_unwind)]
+    pub fn set_claim_ahead(&self, on: bool) -> Result<(), JsCode> {
+        with_engine!(&self.inner()?.engine, e => e.set_claim_ahead(on));
         Ok(())
     }
 

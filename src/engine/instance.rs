@@ -202,6 +202,11 @@ impl<S: Store> Engine<S> {
         self.worker.wake();
     }
 
+    /// Turns claiming ahead on or off (see [`crate::worker::Worker::set_claim_ahead`]).
+    pub fn set_claim_ahead(&self, on: bool) {
+        self.worker.set_claim_ahead(on);
+    }
+
     /// A run's execution under lease `generation` ended here: frees its slot.
     pub fn release(&self, id: &str, generation: i64) {
         self.worker.release(id, generation);

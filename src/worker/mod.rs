@@ -58,6 +58,12 @@ pub struct WorkerConfig {
     pub stale_threshold: Duration,
     /// Runs in flight at once.
     pub max_concurrent: usize,
+    /// Runs a flush that ends runs may claim beyond `max_concurrent` while
+    /// claiming ahead is on ([`Worker::set_claim_ahead`]) and no registered
+    /// job has a timeout (it runs from the claim): the JS side holds them
+    /// until a slot frees, so that the next run's first write and the ended
+    /// run's completion share one commit (see `lib/runner.js`).
+    pub claim_ahead: usize,
     /// Period of the cheap cross-process change check.
     pub check_interval: Duration,
     /// Period of the store's upkeep (SQLite: the WAL checkpointer).
@@ -71,6 +77,7 @@ impl Default for WorkerConfig {
             heartbeat_interval: Duration::from_millis(5000),
             stale_threshold: Duration::from_millis(30000),
             max_concurrent: 1,
+            claim_ahead: 0,
             check_interval: Duration::from_millis(10),
             checkpoint_interval: Duration::from_millis(50),
         }
@@ -99,6 +106,9 @@ pub(crate) struct Shared<S> {
     wakes_wanted: Mutex<bool>,
     wake: Notify,
     running: AtomicBool,
+    /// Whether flushes claim `claim_ahead` more runs now (the JS side turns it
+    /// on while runs end quickly: see [`Worker::set_claim_ahead`]).
+    ahead_on: AtomicBool,
     loop_alive: AtomicBool,
     closed: AtomicBool,
     closed_notify: Notify,
@@ -159,6 +169,7 @@ impl<S: Store> Worker<S> {
             wakes_wanted: Mutex::new(false),
             wake: Notify::new(),
             running: AtomicBool::new(false),
+            ahead_on: AtomicBool::new(false),
             loop_alive: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             closed_notify: Notify::new(),
@@ -267,6 +278,12 @@ impl<S: Store> Worker<S> {
             std::thread::sleep(Duration::from_millis(1));
         }
         true
+    }
+
+    /// Turns claiming ahead on or off (`WorkerConfig::claim_ahead`): on
+    /// while the runs here end quickly, so a run claimed ahead waits little.
+    pub fn set_claim_ahead(&self, on: bool) {
+        self.shared.ahead_on.store(on, Ordering::SeqCst);
     }
 
     /// Wakes the claim loop (a run was triggered or a slot was freed).
@@ -397,7 +414,7 @@ impl<S: SyncStore> Worker<S> {
         if jobs.names.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        let n = sh.reserve(limit, &[]);
+        let n = sh.reserve(limit, &[], 0);
         if n == 0 {
             return Ok(Some(Vec::new()));
         }
@@ -434,7 +451,7 @@ impl<S: SyncStore> Worker<S> {
             if jobs.names.is_empty() {
                 return None;
             }
-            reserved = sh.reserve(1, &[]);
+            reserved = sh.reserve(1, &[], 0);
             if reserved == 0 {
                 return None;
             }
@@ -530,7 +547,13 @@ impl<S: Store> Shared<S> {
             return None;
         }
         let jobs = self.job_set();
-        *reserved = self.reserve(usize::MAX, ended);
+        // (a job timeout runs from the claim: no run waits claimed ahead then)
+        let ahead = if self.ahead_on.load(Ordering::SeqCst) && jobs.timeouts.is_empty() {
+            self.cfg.claim_ahead
+        } else {
+            0
+        };
+        *reserved = self.reserve(usize::MAX, ended, ahead);
         if *reserved == 0 || jobs.names.is_empty() {
             return None;
         }
@@ -538,15 +561,15 @@ impl<S: Store> Shared<S> {
     }
 
     /// Reserves up to `want` free slots, counting the slots of `ending` runs
-    /// (still in flight, about to end) as free. Returns how many.
-    fn reserve(&self, want: usize, ending: &[(String, i64)]) -> usize {
+    /// (still in flight, about to end) as free and `ahead` more. Returns how many.
+    fn reserve(&self, want: usize, ending: &[(String, i64)], ahead: usize) -> usize {
         let inflight = lock(&self.inflight);
         let freed = ending
             .iter()
             .filter(|(id, g)| inflight.get(id).is_some_and(|f| f.generation == *g))
             .count();
         let n = policy::slots_to_reserve(
-            self.cfg.max_concurrent,
+            self.cfg.max_concurrent + ahead,
             inflight.len(),
             self.reserved.load(Ordering::SeqCst),
             freed,
@@ -593,7 +616,7 @@ impl<S: Store> Shared<S> {
         if jobs.names.is_empty() {
             return Ok(Vec::new());
         }
-        let n = self.reserve(limit, &[]);
+        let n = self.reserve(limit, &[], 0);
         if n == 0 {
             return Ok(Vec::new());
         }

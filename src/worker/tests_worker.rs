@@ -299,6 +299,72 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
     })
 }
 
+/// A completion batch: `run`'s `complete` op under generation `gen`.
+fn completion(run: &str, gen: i64) -> String {
+    format!(
+        r#"[{{"complete":{{"run":"{run}","gen":{gen},"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+    )
+}
+
+#[test]
+fn a_completion_claims_ahead_only_while_turned_on_and_no_job_has_a_timeout() -> TestResult {
+    let cfg = WorkerConfig {
+        polling_interval: Duration::from_secs(60),
+        check_interval: Duration::from_secs(60),
+        claim_ahead: 1,
+        ..WorkerConfig::default()
+    };
+    run(cfg, |fx| async move {
+        let (store, rec, worker) = (&fx.store, &fx.rec, &fx.worker);
+        let a = trigger(store)?;
+        worker.start();
+        until(SOON, "first claim", || lock(&rec.runs).len() == 1).await?;
+        let pending = [
+            trigger(store)?,
+            trigger(store)?,
+            trigger(store)?,
+            trigger(store)?,
+        ];
+        // Off (the default): a's slot goes to one run.
+        let text = completion(&a, 1);
+        let batch = Batch::parse(&text)?;
+        let claimed = worker.try_flush(&batch.ops)?.ok_or("lock taken")?.then;
+        assert_eq!(
+            claimed.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            [&pending[0]]
+        );
+        assert_eq!(worker.inflight(), 1);
+        // On: the slot and one more (max_concurrent 1 + claim_ahead 1).
+        worker.set_claim_ahead(true);
+        let text = completion(&pending[0], 1);
+        let batch = Batch::parse(&text)?;
+        let claimed = worker.try_flush(&batch.ops)?.ok_or("lock taken")?.then;
+        assert_eq!(
+            claimed.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            [&pending[1], &pending[2]]
+        );
+        assert_eq!(worker.inflight(), 2);
+        for id in &pending[1..3] {
+            assert_eq!(status(store, id)?, "running");
+        }
+        // The claim loop never claims ahead: both slots are taken.
+        assert_eq!(worker.claim_now(5).await?.len(), 0);
+        // A job with a timeout (it counts from the claim): no run waits claimed ahead.
+        worker.set_jobs(vec![("job".into(), Some(Duration::from_secs(60)))]);
+        let text = completion(&pending[1], 1);
+        let batch = Batch::parse(&text)?;
+        let claimed = worker.try_flush(&batch.ops)?.ok_or("lock taken")?.then;
+        assert!(
+            claimed.is_empty(),
+            "1 + 0 slots, both taken ({} and the new one's)",
+            pending[2]
+        );
+        assert_eq!(status(store, &pending[3])?, "pending");
+        worker.close();
+        Ok(())
+    })
+}
+
 #[test]
 fn close_ends_every_background_task_promptly() -> TestResult {
     // Long periods: only the close notification can end the tasks' sleeps.
