@@ -34,6 +34,14 @@ function deferred() {
 
 const tick = () => new Promise((r) => setImmediate(r))
 
+/** A job recording each run it executes in `ran`, then waiting for `gate`. */
+function waitingJob(ran, gate) {
+  return async (ctx) => {
+    ran.push(ctx.runId)
+    await gate.promise
+  }
+}
+
 /**
  * A runner over a fake engine (records every call in `calls`), a fake writer
  * (records every op's kind and run in `calls` too, resolves 'written' unless
@@ -412,12 +420,7 @@ describe('lib/runner.js over a fake engine', () => {
     const gate = deferred()
     const ran = []
     const { runner, calls } = setup(
-      {
-        j: async (ctx) => {
-          ran.push(ctx.runId)
-          await gate.promise
-        },
-      },
+      { j: waitingJob(ran, gate) },
       { limit: 1, claimAhead: true },
     )
     runner.aheadOn = true // (as after a quick run)
@@ -438,12 +441,7 @@ describe('lib/runner.js over a fake engine', () => {
     const gate = deferred()
     const ran = []
     const { runner, calls } = setup(
-      {
-        j: async (ctx) => {
-          ran.push(ctx.runId)
-          await gate.promise
-        },
-      },
+      { j: waitingJob(ran, gate) },
       { limit: 1 },
     )
     runner.start()

@@ -253,6 +253,13 @@ fn heartbeat_reports_a_cancelled_run_and_timeouts_fail_runs() -> TestResult {
     })
 }
 
+/// A completion batch: `run`'s `complete` op under generation `gen`.
+fn completion(run: &str, gen: i64) -> String {
+    format!(
+        r#"[{{"complete":{{"run":"{run}","gen":{gen},"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
+    )
+}
+
 #[test]
 fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
     let cfg = WorkerConfig {
@@ -266,9 +273,7 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
         worker.start();
         until(SOON, "first claim", || lock(&rec.runs).len() == 1).await?;
         let b = trigger(store)?; // no wake: only the flush below can claim it
-        let ops = format!(
-            r#"[{{"complete":{{"run":"{a}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
-        );
+        let ops = completion(&a, 1);
         let batch = Batch::parse(&ops)?;
         let out = worker.try_flush(&batch.ops)?.ok_or("lock taken")?;
         assert_eq!(out.statuses, "0");
@@ -284,9 +289,7 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
         assert_eq!(worker.inflight(), 0);
         worker.stop();
         let c = trigger(store)?;
-        let ops = format!(
-            r#"[{{"complete":{{"run":"{b}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
-        );
+        let ops = completion(&b, 1);
         let batch = Batch::parse(&ops)?;
         let claimed = worker.flush(&batch.ops, batch.bytes).await?.then;
         assert!(
@@ -297,13 +300,6 @@ fn a_completion_claims_the_next_run_in_the_same_commit() -> TestResult {
         worker.close();
         Ok(())
     })
-}
-
-/// A completion batch: `run`'s `complete` op under generation `gen`.
-fn completion(run: &str, gen: i64) -> String {
-    format!(
-        r#"[{{"complete":{{"run":"{run}","gen":{gen},"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}]"#
-    )
 }
 
 #[test]
