@@ -104,6 +104,7 @@ class Runner {
     this.aheadTimer ??= setTimeout(this.expireBound, AHEAD_MS)
   }
 
+  /** Tells the engine whether its flushes claim ahead (WorkerConfig::claim_ahead). */
   setAhead(on) {
     this.aheadOn = on
     if (this.host.isClosed()) return
