@@ -179,8 +179,8 @@ class Execution {
     // Set once a committed "c" or "f" op freed this run's slot in the engine,
     // which then needs no separate release() (one boundary crossing less per run).
     this.slotFreed = false
-    /** set by the runner: called once the job function ended and its last op is queued */
-    this.onEnding = null
+    /** set by the runner: called once the job function ended and its last op is queued (or it was aborted) */
+    this.onEnding = noop
     this.cancelEmitted = false
     // Set by detach(): the run was handed back by stop({ abort }) and this
     // execution is abandoned. Whatever it does later is ignored.
@@ -220,7 +220,7 @@ class Execution {
     this.controller.abort(reason)
     // Its slot no longer counts (a job timeout frees it in the engine at once),
     // even while a job function ignoring its signal goes on.
-    if (this.onEnding !== null) this.onEnding()
+    this.onEnding()
   }
 
   /**
@@ -573,7 +573,7 @@ class Execution {
     const progress = this.takeProgress()
     this.ended = true
     const pushed = this.host.write(completeOp(this.id, this.generation, text, progress, now(), this.stepIndex))
-    if (this.onEnding !== null) this.onEnding()
+    this.onEnding()
     const st = await pushed
     this.slotFreed = true // the commit of a "c" or "f" op frees the run's slot (Worker::flush)
     if (st === OP.tooBig) {
@@ -605,7 +605,7 @@ class Execution {
     const progress = this.takeProgress()
     this.ended = true
     const pushed = this.host.write(failOp(this.id, this.generation, message, stack, progress, now(), this.stepIndex))
-    if (this.onEnding !== null) this.onEnding()
+    this.onEnding()
     const st = await pushed
     this.slotFreed = true
     if (st !== OP.written) {

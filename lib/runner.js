@@ -154,14 +154,14 @@ class Runner {
     if (this.claimAhead && ms < AHEAD_MS !== this.aheadOn) this.setAhead(ms < AHEAD_MS)
     if (this.queue.length === 0 || !this.started) return
     const { r, tags } = this.queue.shift()
-    this.executing++ // (taken now: a run claimed meanwhile waits behind it)
+    this.executing++ // its slot, taken now: a run claimed meanwhile waits behind it
     // The ended run's last op is queued and its flush not yet made: that
     // flush waits for the next turn, so the first write of this run joins it.
     this.host.writer.linger()
     queueMicrotask(() => {
+      if (this.started) return this.execute(r, tags, true)
       this.executing--
-      if (this.started) this.execute(r, tags)
-      else this.handBack(r)
+      this.handBack(r)
     })
   }
 
@@ -370,17 +370,21 @@ class Runner {
       })
   }
 
-  /** Executes a claimed run; resolves when its execution ended (or was abandoned). */
-  execute(claimed, tags) {
+  /**
+   * Executes a claimed run; resolves when its execution ended (or was
+   * abandoned). `slotTaken`: next() already counted it as executing.
+   */
+  execute(claimed, tags, slotTaken = false) {
     const job = this.host.job(claimed.jobName)
     const id = claimed.id
     if (!job) {
+      if (slotTaken) this.executing--
       native(() => this.engine.release(id, claimed.leaseGeneration))
       return Promise.resolve()
     }
     const exec = this.host.execution(job, claimed, tags)
     const input = reviveParsed(claimed.input, tags)
-    this.executing++
+    if (!slotTaken) this.executing++
     const t0 = performance.now()
     let counted = true
     exec.onEnding = () => {
