@@ -377,6 +377,22 @@ describe('logs', () => {
     expect(logs[0].data).toEqual({ n: 1 })
     expect(logs[1].data.when).toBeInstanceOf(Date)
   })
+
+  it("a stored log line has its log:write event's timestamp, also behind a slow listener", async () => {
+    const d = makeDurably({ jobs: { logging } })
+    d.use(withLogPersistence())
+    const live = []
+    d.on('log:write', (e) => {
+      live.push([e.message, e.timestamp])
+      const until = Date.now() + 8 // a listener slower than a clock tick
+      while (Date.now() < until);
+    })
+    await d.init()
+    const r = await d.jobs.logging.triggerAndWait(undefined, { timeout: 5000 })
+    await until(async () => (await d.getLogs(r.id)).length === 5, { what: 'logs persisted' })
+    const stored = (await d.getLogs(r.id)).map((l) => [l.message, l.timestamp])
+    expect(stored).toEqual(live)
+  })
 })
 
 async function drain(stream) {

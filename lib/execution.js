@@ -505,8 +505,12 @@ class Execution {
     if (this.detached) return
     if (typeof message !== 'string') throw new ValidationError(`ctx.log.${level}: message must be a string`)
     const stepName = this.running === 0 ? null : this.currentStep()
-    this.emit('log:write', { stepName, level, message, data: data === undefined ? null : data })
-    if (this.host.persistLogs()) this.persistLog(stepName, level, message, data)
+    // One time for the event and the stored line: a client merging the live
+    // lines with the stored ones (useLogs) matches them by it, and a slow
+    // 'log:write' listener must not make them differ.
+    const at = now()
+    this.emit('log:write', { stepName, level, message, data: data === undefined ? null : data, timestamp: at })
+    if (this.host.persistLogs()) this.persistLog(stepName, level, message, data, at)
   }
 
   /** The step in flight a log comes from (some step is in flight). */
@@ -519,7 +523,7 @@ class Execution {
     return this.solo ?? this.lastStep
   }
 
-  persistLog(stepName, level, message, data) {
+  persistLog(stepName, level, message, data, at) {
     let text = 'null'
     try {
       if (data !== undefined) text = encode(data, 'data')
@@ -527,7 +531,7 @@ class Execution {
       this.host.workerError(err, this, 'log-write')
       return
     }
-    const op = logOp(this.id, this.generation, stepName, level, message, text, now())
+    const op = logOp(this.id, this.generation, stepName, level, message, text, at)
     this.host.write(op).then(
       (st) => {
         if (st !== OP.written) this.lostBy(st)
