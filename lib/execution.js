@@ -381,7 +381,14 @@ class Execution {
     }
     const bytes = oversize(text, this.host.maxValueBytes())
     if (bytes) return this.stepTooLarge(name, index, startedAt, bytes, 'maxValueBytes')
-    await this.persistStep(name, index, 'completed', text, null, startedAt)
+    // (persistStep inlined: one async call less per step)
+    let st
+    try {
+      st = await this.host.write(stepOp(this.id, this.generation, name, index, 'completed', text, null, startedAt, now()))
+    } catch (storeErr) {
+      await this.stepWriteFailed(storeErr, name, index, 'completed', text, startedAt)
+    }
+    if (st !== OP.written) await this.stepNotWritten(st, name, index, text, startedAt)
     if (index >= this.stepIndex) this.stepIndex = index + 1
     if (this.wants('step:complete')) {
       this.emit('step:complete', {
@@ -418,23 +425,31 @@ class Execution {
     try {
       st = await this.host.write(op)
     } catch (storeErr) {
-      // A value SQLite refuses (a whole batch failing with SQLITE_TOOBIG): retrying cannot help.
-      if (storeErr && storeErr.code === 'VALUE_TOO_LARGE' && status === 'completed') {
-        return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
-      }
-      // The store refused the write (DB_BUSY after busyTimeout, DB_FULL…): stop this
-      // execution without failing the run (stopped() reports it as a worker error).
-      this.writeFailed = 'step-write'
-      this.abort(storeErr)
-      throw storeErr
+      return this.stepWriteFailed(storeErr, name, index, status, outputText, startedAt)
     }
-    if (st === OP.tooBig) return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
-    if (st !== OP.written) {
-      this.lostBy(st)
-      this.emit('step:cancel', { stepName: name, stepIndex: index })
-      throw this.stopError()
-    }
+    if (st !== OP.written) return this.stepNotWritten(st, name, index, outputText, startedAt)
     if (status === 'failed') this.emit('step:fail', { stepName: name, stepIndex: index, error: err.message })
+  }
+
+  /** A step's write was rejected with `storeErr`: always throws. */
+  async stepWriteFailed(storeErr, name, index, status, outputText, startedAt) {
+    // A value SQLite refuses (a whole batch failing with SQLITE_TOOBIG): retrying cannot help.
+    if (storeErr && storeErr.code === 'VALUE_TOO_LARGE' && status === 'completed') {
+      return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
+    }
+    // The store refused the write (DB_BUSY after busyTimeout, DB_FULL…): stop this
+    // execution without failing the run (stopped() reports it as a worker error).
+    this.writeFailed = 'step-write'
+    this.abort(storeErr)
+    throw storeErr
+  }
+
+  /** A step's write answered `st`, not `written`: always throws. */
+  async stepNotWritten(st, name, index, outputText, startedAt) {
+    if (st === OP.tooBig) return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
+    this.lostBy(st)
+    this.emit('step:cancel', { stepName: name, stepIndex: index })
+    throw this.stopError()
   }
 
   stepCut(name, index) {
