@@ -362,7 +362,7 @@ class Execution {
       if (this.detached) return NEVER
       if (this.aborted) return this.stepCut(name, index, startedAt)
       if (err !== null && typeof err === 'object') stepErrors.set(err, name)
-      await this.persistStep(name, index, 'failed', null, errorText(err), startedAt)
+      await this.persistFailedStep(name, index, errorText(err), startedAt)
       throw err
     }
     this.running--
@@ -376,17 +376,17 @@ class Execution {
     } catch (err) {
       const e = new ValidationError(`step '${name}' returned a value that cannot be stored: ${err.message}`)
       stepErrors.set(e, name)
-      await this.persistStep(name, index, 'failed', null, errorText(e), startedAt)
+      await this.persistFailedStep(name, index, errorText(e), startedAt)
       throw e
     }
     const bytes = oversize(text, this.host.maxValueBytes())
     if (bytes) return this.stepTooLarge(name, index, startedAt, bytes, 'maxValueBytes')
-    // (persistStep inlined: one async call less per step)
+    // (written here, not through a helper: one async call less per step)
     let st
     try {
       st = await this.host.write(stepOp(this.id, this.generation, name, index, 'completed', text, null, startedAt, now()))
     } catch (storeErr) {
-      await this.stepWriteFailed(storeErr, name, index, 'completed', text, startedAt)
+      await this.stepWriteFailed(storeErr, name, index, text, startedAt)
     }
     if (st !== OP.written) await this.stepNotWritten(st, name, index, text, startedAt)
     if (index >= this.stepIndex) this.stepIndex = index + 1
@@ -414,27 +414,29 @@ class Execution {
       'VALUE_TOO_LARGE',
     )
     stepErrors.set(e, name)
-    await this.persistStep(name, index, 'failed', null, errorText(e), startedAt)
+    await this.persistFailedStep(name, index, errorText(e), startedAt)
     throw e
   }
 
-  /** Writes a step row; throws if the run is no longer ours. */
-  async persistStep(name, index, status, outputText, err, startedAt) {
-    const op = stepOp(this.id, this.generation, name, index, status, outputText, err, startedAt, now())
+  /** Writes a failed step's row (`err`: `{ message, stack }`); throws if the run is no longer ours. */
+  async persistFailedStep(name, index, err, startedAt) {
     let st
     try {
-      st = await this.host.write(op)
+      st = await this.host.write(stepOp(this.id, this.generation, name, index, 'failed', null, err, startedAt, now()))
     } catch (storeErr) {
-      return this.stepWriteFailed(storeErr, name, index, status, outputText, startedAt)
+      return this.stepWriteFailed(storeErr, name, index, null, startedAt)
     }
-    if (st !== OP.written) return this.stepNotWritten(st, name, index, outputText, startedAt)
-    if (status === 'failed') this.emit('step:fail', { stepName: name, stepIndex: index, error: err.message })
+    if (st !== OP.written) return this.stepNotWritten(st, name, index, null, startedAt)
+    this.emit('step:fail', { stepName: name, stepIndex: index, error: err.message })
   }
 
-  /** A step's write was rejected with `storeErr`: always throws. */
-  async stepWriteFailed(storeErr, name, index, status, outputText, startedAt) {
+  /**
+   * A step's write was rejected with `storeErr` (`outputText`: the result of
+   * a completed step, null for a failed one): always throws.
+   */
+  async stepWriteFailed(storeErr, name, index, outputText, startedAt) {
     // A value SQLite refuses (a whole batch failing with SQLITE_TOOBIG): retrying cannot help.
-    if (storeErr && storeErr.code === 'VALUE_TOO_LARGE' && status === 'completed') {
+    if (storeErr && storeErr.code === 'VALUE_TOO_LARGE' && outputText !== null) {
       return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
     }
     // The store refused the write (DB_BUSY after busyTimeout, DB_FULL…): stop this
@@ -650,7 +652,7 @@ class Execution {
     } else if (reason instanceof TimeoutError) {
       this.emit('run:fail', { error: reason.message, failedStepName: null })
     } else if (reason instanceof DurablyError) {
-      // Lease lost, or a write of ours failed (see persistStep): a worker error, not a
+      // Lease lost, or a write of ours failed (see stepWriteFailed): a worker error, not a
       // run failure. After a failed write the run stays `running`; once its heartbeat
       // is stale it is recovered and resumes from its last stored step.
       const context = reason instanceof LeaseLostError ? 'lease-lost' : (this.writeFailed ?? 'execute')
