@@ -53,7 +53,7 @@ function setup(jobs, { limit, claimAhead } = {}) {
   const events = new Events()
   const seen = []
   events.onAny((e) => seen.push(`${e.type}:${e.runId}`))
-  const state = { closed: false, loopAliveFor: 0, loopExited: deferred(), claim: '[]', statuses: {} }
+  const state = { closed: false, loopAliveFor: 0, loopExited: deferred(), claim: '[]', statuses: {}, rejectOnce: {} }
   const engine = {
     start: () => calls.push('start'),
     stop: () => calls.push('stop'),
@@ -74,7 +74,13 @@ function setup(jobs, { limit, claimAhead } = {}) {
   const writer = {
     push: async (op) => {
       const [kind, body] = Object.entries(JSON.parse(op))[0]
-      calls.push(`op:${kind}(${body.run},${body.gen}${kind === 'step' ? `,${body.name}` : ''})`)
+      calls.push(`op:${kind}(${body.run},${body.gen}${kind === 'step' ? `,${body.name}${body.status === 'completed' ? '' : `,${body.status}`}` : ''})`)
+      if (kind === 'fail') state.failError = body.error
+      const err = state.rejectOnce[kind]
+      if (err) {
+        delete state.rejectOnce[kind]
+        throw err
+      }
       return state.statuses[kind] ?? 'written'
     },
     drain: async () => calls.push('drain'),
@@ -166,6 +172,28 @@ describe('lib/runner.js over a fake engine', () => {
     await runner.settled()
     expect(calls).toEqual(['start', 'op:step(r2,4,a)', 'engine.release(r2,4)'])
     expect(errors.map((e) => [e.context, e.err.code])).toEqual([['lease-lost', 'LEASE_LOST']])
+  })
+
+  it("a step's write refused as VALUE_TOO_LARGE by the store (the whole batch) fails the run naming the step and size, never re-executed", async () => {
+    let calledTimes = 0
+    const { runner, calls, seen, state, errors } = setup({
+      j: async (ctx) => {
+        await ctx.run('big', () => {
+          calledTimes++
+          return 'x'.repeat(100)
+        })
+        return 'unreachable'
+      },
+    })
+    state.rejectOnce.step = Object.assign(new Error('string or blob too big'), { code: 'VALUE_TOO_LARGE' })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('t1')] }))
+    await runner.settled()
+    expect(calledTimes).toBe(1)
+    expect(calls).toEqual(['start', 'op:step(t1,1,big)', 'op:step(t1,1,big,failed)', 'op:fail(t1,1)'])
+    expect(seen).toEqual(['run:start:t1', 'step:start:t1', 'step:fail:t1', 'run:fail:t1'])
+    expect(state.failError).toBe("VALUE_TOO_LARGE: step 'big' returned a value of 102 bytes encoded, over SQLite's length limit")
+    expect(errors).toEqual([])
   })
 
   it('a run of a job not registered here is released at once, not executed', async () => {
