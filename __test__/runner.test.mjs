@@ -205,6 +205,21 @@ describe('lib/runner.js over a fake engine', () => {
     expect(seen).toEqual([])
   })
 
+  it('a run of a job not registered here, claimed ahead, is released when its turn comes, and its slot is given back', async () => {
+    const gate = deferred()
+    const ran = []
+    const { runner, calls } = setup({ j: waitingJob(ran, gate) }, { limit: 1 })
+    runner.start()
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('u1'), claimed('u2', 'other', 3)] }))
+    expect(runner.queue.map((q) => q.r.id)).toEqual(['u2'])
+    gate.resolve()
+    await runner.settled()
+    await tick()
+    expect(calls).toContain('engine.release(u2,3)')
+    expect(ran).toEqual(['u1'])
+    expect(runner.executing).toBe(0)
+  })
+
   it('runs reaching a stopped runner (message or flush-claimed) are handed back: release op, then the slot', async () => {
     let ran = 0
     const { runner, calls } = setup({ j: async () => ran++ })
@@ -411,7 +426,7 @@ describe('lib/runner.js over a fake engine', () => {
   // ---- runs claimed ahead (WorkerConfig::claim_ahead) -------------------------
 
   it('claimed ahead: beyond maxConcurrentRuns a run waits; it starts when a job function ends, its flush lingering for it', async () => {
-    const gates = { a1: deferred(), a2: deferred(), a3: deferred() }
+    const gates = { a1: deferred(), a2: deferred(), a3: deferred(), a4: deferred() }
     let executing = 0
     let most = 0
     const { runner, calls, seen } = setup(
@@ -442,6 +457,14 @@ describe('lib/runner.js over a fake engine', () => {
     expect(most).toBe(1)
     expect(seen.filter((e) => e.startsWith('run:complete'))).toEqual(['run:complete:a1', 'run:complete:a2', 'run:complete:a3'])
     expect(runner.queue).toEqual([])
+    // every slot given back: a run arriving now starts at once
+    expect(runner.executing).toBe(0)
+    runner.onMessage(JSON.stringify({ t: 'runs', runs: [claimed('a4')] }))
+    expect(runner.activeCount).toBe(1)
+    expect(runner.queue).toEqual([])
+    gates.a4.resolve()
+    await runner.settled()
+    expect(runner.executing).toBe(0)
   })
 
   it('claimed ahead: one that waited 20 ms for a slot is handed back (release op, then the slot), never executed; claiming ahead turns off first', async () => {
