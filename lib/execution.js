@@ -437,7 +437,7 @@ class Execution {
   async stepWriteFailed(storeErr, name, index, outputText, startedAt) {
     // A value SQLite refuses (a whole batch failing with SQLITE_TOOBIG): retrying cannot help.
     if (storeErr && storeErr.code === 'VALUE_TOO_LARGE' && outputText !== null) {
-      return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText ?? ''), 'sqlite')
+      return this.stepTooLarge(name, index, startedAt, Buffer.byteLength(outputText), 'sqlite')
     }
     // The store refused the write (DB_BUSY after busyTimeout, DB_FULL…): stop this
     // execution without failing the run (stopped() reports it as a worker error).
