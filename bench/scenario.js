@@ -482,15 +482,20 @@ scenarios.ceiling_full = (lib, sz, args) => scenarios.ceiling(lib, sz, { ...args
  * Checked per P: every run executed exactly once (each worker reports the
  * ids its step functions ran for), no DB_BUSY (or any worker:error), nothing
  * left `running` or `pending` after every worker closed. P = 1 is the base.
+ * With `sizes.mpSeparate` (a reference, not in `npm run bench`) each worker
+ * has a file of its own with its R runs: the same processes without the
+ * sharing (`node bench/scenario.js multiprocess '{"sizes":{"mpSeparate":true}}'`).
  */
 scenarios.multiprocess = async (lib, sz) => {
   if (lib.impl !== 'durably') return { skipped: 'ours only' }
   const R = sz.mpRuns
   // On PostgreSQL (issue 16): 1 and 4 processes (target: 4 ≥ 2.5× one).
   const counts = sz.mpProcesses ?? (BACKEND === 'postgres' ? [1, 4] : [1, 2, 4, 8])
-  const out = { backend: BACKEND, runsPerProcess: R, keys: 32, maxConcurrentRuns: 4, byProcesses: {} }
+  const separate = sz.mpSeparate === true
+  if (separate && BACKEND === 'postgres') throw new Error('mpSeparate is for SQLite files')
+  const out = { backend: BACKEND, runsPerProcess: R, keys: 32, maxConcurrentRuns: 4, ...(separate ? { separateFiles: true } : {}), byProcesses: {} }
   for (const P of counts) {
-    out.byProcesses[P] = await multiprocessOnce(lib, P, R)
+    out.byProcesses[P] = await multiprocessOnce(lib, P, R, separate)
     log(`P=${P}: ${JSON.stringify(out.byProcesses[P])}`)
   }
   const base = out.byProcesses[1] ? out.byProcesses[1].runsPerS : null
@@ -503,26 +508,28 @@ scenarios.multiprocess = async (lib, sz) => {
   return out
 }
 
-async function multiprocessOnce(lib, P, R) {
-  const { file, url } = tempDb()
+async function multiprocessOnce(lib, P, R, separate) {
+  // One file for every worker, or (separate) one file each with its R runs.
+  const dbs = Array.from({ length: separate ? P : 1 }, () => tempDb())
   const n = P * R
-  const inst = lib.create({ path: file, url, jobs: { mp: mpJob() } })
-  await inst.migrate()
-  const job = inst.job('mp')
-  const list = []
-  for (let b = 0; b < n; b += 500) {
-    list.push(
-      Array.from({ length: Math.min(500, n - b) }, (_, j) => ({
-        input: { i: b + j },
-        options: { concurrencyKey: `k${(b + j) % 32}` },
-      })),
-    )
+  for (const { file, url } of dbs) {
+    const runs = separate ? R : n
+    const inst = lib.create({ path: file, url, jobs: { mp: mpJob() } })
+    await inst.migrate()
+    const job = inst.job('mp')
+    for (let b = 0; b < runs; b += 500) {
+      await job.batchTrigger(
+        Array.from({ length: Math.min(500, runs - b) }, (_, j) => ({
+          input: { i: b + j },
+          options: { concurrencyKey: `k${(b + j) % 32}` },
+        })),
+      )
+    }
+    await inst.close()
   }
-  for (const b of list) await job.batchTrigger(b)
-  await inst.close()
   const kids = []
   for (let p = 0; p < P; p++) {
-    const child = fork(__filename, ['_mp_child', JSON.stringify({ file, url })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const child = fork(__filename, ['_mp_child', JSON.stringify(dbs[separate ? p : 0])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     const k = { child, done: 0, report: null, exited: new Promise((r) => child.on('exit', (code) => r(code))) }
     k.ready = new Promise((resolve, reject) => {
       child.on('message', (m) => {
@@ -555,12 +562,12 @@ async function multiprocessOnce(lib, P, R) {
     for (const [code, c] of Object.entries(k.report ? k.report.errors : {})) errors[code] = (errors[code] ?? 0) + c
   }
   const cpuMs = kids.reduce((sum, k) => sum + (k.report ? k.report.cpuMs : 0), 0)
-  const check = lib.create({ path: file, url, jobs: { mp: mpJob() } })
-  const left = {}
-  for (const status of ['pending', 'running', 'failed']) {
-    left[status] = (await check.job('mp').getRuns({ status })).length
+  const left = { pending: 0, running: 0, failed: 0 }
+  for (const { file, url } of dbs) {
+    const check = lib.create({ path: file, url, jobs: { mp: mpJob() } })
+    for (const status of Object.keys(left)) left[status] += (await check.job('mp').getRuns({ status })).length
+    await check.close()
   }
-  await check.close()
   return {
     processes: P,
     runs: n,
@@ -579,7 +586,7 @@ async function multiprocessOnce(lib, P, R) {
     leftPending: left.pending,
     failed: left.failed,
     exitCodes: codes,
-    ...(url ? {} : { walMBAtEnd: mb(fileSize(`${file}-wal`)) }),
+    ...(dbs[0].url ? {} : { walMBAtEnd: mb(dbs.reduce((sum, { file }) => sum + fileSize(`${file}-wal`), 0)) }),
   }
 }
 
