@@ -332,7 +332,7 @@ Deletes finished runs (with steps and logs) that finished longer ago than
     if (positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
     if (values['older-than'] === undefined) throw new UsageError('--older-than is required (e.g. --older-than 7d)')
     if (parseDuration(values['older-than']) === null) {
-      throw new UsageError(`--older-than must be a duration like 7d, 12h, 30m (got ${JSON.stringify(values['older-than'])})`)
+      throw new UsageError(`--older-than must be a duration over zero like 7d, 12h, 30m (got ${JSON.stringify(values['older-than'])})`)
     }
   },
   async run({ durably, values, json, out }) {
