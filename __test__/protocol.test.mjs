@@ -114,24 +114,55 @@ describe('trigger batch encoding', () => {
   })
 })
 
+describe("trigger's text answer", () => {
+  const id = '01KB0000000000000000000001'
+  const at = '2026-12-02T06:41:34.321Z'
+  it('a created run: id and createdAt, nothing claimed', () => {
+    expect(protocol.createdResult(`c${id} ${at}`)).toEqual({ kind: 'created', id, createdAt: at, claimed: null, started: false })
+  })
+  it('inserted already claimed by this worker: started', () => {
+    expect(protocol.createdResult(`c${id} ${at}\ns`)).toEqual({ kind: 'created', id, createdAt: at, claimed: null, started: true })
+  })
+  it('the claimed runs come last and are taken whole, whatever they hold (newlines, spaces, a lone "s")', () => {
+    const claimed = `[{"id":"x","input":"a b\nc","steps":[]},{"input":"s"}]`
+    expect(protocol.createdResult(`c${id} ${at}\n${claimed}`)).toEqual({ kind: 'created', id, createdAt: at, claimed, started: false })
+    expect(protocol.createdResult(`c${id} ${at}\ns\n`).claimed).toBe('s\n')
+  })
+})
+
 describe('typed results from the addon', () => {
   it('trigger, triggerBatch and their async forms return TriggerResult objects', async () => {
     const job = defineJob({ name: 'typed', run: async () => 1 })
     const d = makeDurably({ jobs: { job } })
     await d.migrate()
     const e = d._engine
-    const created = await direct(
+    const answer = await direct(
       () => e.trigger('typed', '{"a":1}', 'k1', null, false, '{}'),
       () => e.triggerAsync('typed', '{"a":1}', 'k1', null, false, '{}'),
     )
-    expect(Object.keys(created).sort()).toEqual(['createdAt', 'id', 'kind'])
+    // The synchronous trigger answers a created run as text (`c<id> <createdAt>`,
+    // nothing claimed here: the worker is off), which createdResult reads.
+    if (!onPostgres) expect(answer).toMatch(/^c[0-9A-HJKMNP-TV-Z]{26} \d{4}-\d\d-\d\dT[^\n ]+Z$/)
+    const created = typeof answer === 'string' ? protocol.createdResult(answer) : answer
     expect(created.kind).toBe('created')
     expect(created.id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/)
     expect(new Date(created.createdAt).toISOString()).toBe(created.createdAt)
+    expect(created.claimed ?? null).toBe(null)
+    expect(created.started ?? false).toBe(false)
+    const createdAsync = await e.triggerAsync('typed', '{"a":0}', null, null, false, '{}')
+    expect(Object.keys(createdAsync).sort()).toEqual(['createdAt', 'id', 'kind'])
+    expect(createdAsync.kind).toBe('created')
     const again = await e.triggerAsync('typed', '{"a":2}', 'k1', null, false, '{}')
     expect(Object.keys(again).sort()).toEqual(['kind', 'run'])
     expect(again.kind).toBe('idempotent')
     expect(JSON.parse(again.run)).toMatchObject({ id: created.id, input: { a: 1 }, status: 'pending' })
+    // An existing run found by the synchronous trigger stays a TriggerResult object.
+    const againSync = await direct(
+      () => e.trigger('typed', '{"a":3}', 'k1', null, false, '{}'),
+      () => e.triggerAsync('typed', '{"a":3}', 'k1', null, false, '{}'),
+    )
+    expect(Object.keys(againSync).sort()).toEqual(['kind', 'run'])
+    expect(JSON.parse(againSync.run).id).toBe(created.id)
     const { triggerItem, encodeTriggerBatch, q } = protocol
     const batch = encodeTriggerBatch([
       triggerItem(q('typed'), '1', null, 'c', false, '{}'),

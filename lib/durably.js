@@ -8,7 +8,7 @@ const { resolveOptions } = require('./options')
 const { ensureSupported } = require('./backend')
 const { Events, EVENT_TYPES } = require('./events')
 const { Writer } = require('./writer')
-const { q, triggerItem, encodeTriggerBatch } = require('./protocol')
+const { q, triggerItem, encodeTriggerBatch, createdResult } = require('./protocol')
 const { Execution } = require('./execution')
 const { Runner } = require('./runner')
 const { encode, decode, oversize } = require('./values')
@@ -327,6 +327,7 @@ class Durably {
     let r = this._writer.alwaysAsync
       ? null
       : native(() => this._engine.trigger(def.name, text, o.idem, o.conc, o.coalesce, o.labels))
+    if (typeof r === 'string') r = createdResult(r)
     let woken = true // the synchronous path woke the worker already
     let release = null
     if (r === null) {

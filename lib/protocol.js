@@ -107,6 +107,9 @@ function encodeTriggerBatch(items) {
 //   engine claimed in or right after the trigger's commit, JSON text;
 //   `started`, worker on: the new run was inserted already claimed by this
 //   worker, generation 1, started at createdAt: see Runner#startTriggered);
+//   `trigger` answers a created run as text instead (the object was ~10 % of
+//   a trigger's CPU): `c<id> <createdAt>`, then `\ns` (started) or `\n` and
+//   the claimed runs' JSON, read by createdResult() below;
 // - triggerBatch(Async) → TriggerBatchResult, one object for the batch:
 //   `{ createdAt?, ids, existing? }`: `ids` one per item (the new run's id, or
 //   null), `createdAt` shared by the runs created, `existing` the items that
@@ -119,6 +122,24 @@ function encodeTriggerBatch(items) {
 //   lost, `b` too big), then a newline and the claimed runs' JSON, if any;
 // - cancel → CancelResult: `{ previous: <run status>, run: <JSON text> }`;
 // - purge, recoverStale → a number; close → undefined.
+
+/**
+ * The TriggerResult of a created run from `trigger`'s text answer
+ * (`trigger_answer` in src/binding/convert.rs): `c<id> <createdAt>`, then a
+ * newline and `s` when the run was inserted already claimed by this worker, or
+ * a newline and the claimed runs' JSON (last: it may hold anything).
+ */
+function createdResult(text) {
+  const nl = text.indexOf('\n')
+  const head = nl < 0 ? text : text.slice(0, nl)
+  const sp = head.indexOf(' ')
+  const r = { kind: 'created', id: head.slice(1, sp), createdAt: head.slice(sp + 1), claimed: null, started: false }
+  if (nl >= 0) {
+    if (text.length === nl + 2 && text.charCodeAt(nl + 1) === 115 /* s */) r.started = true
+    else r.claimed = text.slice(nl + 1)
+  }
+  return r
+}
 
 /** What happened to one flush op (`OpResult` in src/binding/convert.rs). */
 const OP_RESULTS = Object.freeze({
@@ -144,5 +165,6 @@ module.exports = {
   encodeBatch,
   triggerItem,
   encodeTriggerBatch,
+  createdResult,
   OP_RESULTS,
 }

@@ -497,6 +497,7 @@ impl Engine {
     /// Creates a run without waiting for the lock; `null` when the lock is
     /// taken (then call `triggerAsync`). When it created a run and the worker
     /// is on, the result carries the runs claimed right after it (`claimed`).
+    /// A created run comes back as text (see [`convert::trigger_answer`]).
     #[napi(catch_unwind)]
     pub fn trigger(
         &self,
@@ -506,7 +507,7 @@ impl Engine {
         concurrency_key: Option<String>,
         coalesce: bool,
         labels: String,
-    ) -> Result<Option<TriggerResult>, JsCode> {
+    ) -> Result<Option<Either<String, TriggerResult>>, JsCode> {
         let inner = self.inner()?;
         let item = crate::store::TriggerItem {
             job_name: &job,
@@ -520,7 +521,7 @@ impl Engine {
             AnyEngine::Sqlite(e) => e
                 .try_trigger(&item)
                 .map_err(to_js)?
-                .map(|(o, claimed)| TriggerResult::from(o).with_claimed(claimed)),
+                .map(|(o, claimed)| convert::trigger_answer(o, claimed)),
             #[cfg(feature = "postgres")]
             AnyEngine::Pg(_) => None,
         })
