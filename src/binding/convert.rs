@@ -111,21 +111,16 @@ pub fn trigger_answer(
     outcome: TriggerOutcome,
     claimed: Vec<ClaimedRun>,
 ) -> Either<String, TriggerResult> {
-    let TriggerOutcome::Created { id, created_at } = outcome else {
-        return Either::B(TriggerResult::from(outcome).with_claimed(claimed));
+    let r = TriggerResult::from(outcome).with_claimed(claimed);
+    let (TriggerKind::Created, Some(id), Some(created_at)) = (&r.kind, &r.id, &r.created_at) else {
+        return Either::B(r);
     };
-    let mut text = String::with_capacity(2 + id.len() + created_at.len());
-    text.push('c');
-    text.push_str(&id);
-    text.push(' ');
-    text.push_str(&created_at);
-    if claimed.iter().any(|r| r.inserted) {
+    let mut text = format!("c{id} {created_at}");
+    if r.started == Some(true) {
         text.push_str("\ns");
-    } else if !claimed.is_empty() {
+    } else if let Some(runs) = &r.claimed {
         text.push('\n');
-        text.push_str(&crate::store::json::array(
-            claimed.into_iter().map(|r| r.json),
-        ));
+        text.push_str(runs);
     }
     Either::A(text)
 }
