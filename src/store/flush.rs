@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::claim::{lease_status, note_pending_run};
+use super::fences::Fences;
 use super::{RunStatus, SqliteStore};
 use crate::error::{Error, Result};
 
@@ -403,8 +404,11 @@ impl SqliteStore {
         // the transaction back (`op_failed`) and a second one applies each op
         // in its own savepoint (see [`apply_all`]).
         let op_failed = std::cell::Cell::new(false);
-        let mut body = |c: &Connection, isolated: bool| -> Result<FlushOutcome<T>> {
-            let out = match apply_all(c, ops, &now, isolated) {
+        // The per-op pass gets no fences: it neither reads nor keeps them (a
+        // savepoint rolled back would leave behind what its op taught).
+        let mut body = |c: &Connection, fences: Option<&mut Fences>| -> Result<FlushOutcome<T>> {
+            let isolated = fences.is_none();
+            let out = match apply_all(c, ops, &now, fences) {
                 Err(e) if !isolated && !e.fails_whole_batch() => {
                     op_failed.set(true);
                     return Err(e);
@@ -424,16 +428,22 @@ impl SqliteStore {
             })
         };
         let first = if wait {
-            self.write(|c| body(c, false)).map(Some)
+            self.write_fenced(|c, f| body(c, Some(f))).map(Some)
         } else {
-            self.try_write(|c| body(c, false))
+            self.try_write_fenced(|c, f| body(c, Some(f)))
         };
         match first {
             Err(_) if op_failed.get() => {
+                // (The failed first pass already left nothing known;
+                // forgetting here keeps the per-op pass right on its own.)
+                let isolated = |c: &Connection, f: &mut Fences| {
+                    f.forget();
+                    body(c, None)
+                };
                 if wait {
-                    Ok(Some(self.write(|c| body(c, true))?))
+                    Ok(Some(self.write_fenced(isolated)?))
                 } else {
-                    self.try_write(|c| body(c, true))
+                    self.try_write_fenced(isolated)
                 }
             }
             first => first,
@@ -452,13 +462,13 @@ impl SqliteStore {
             at: now.at.clone(),
             step_index: None,
         };
-        self.write(|c| apply_one(c, &op, &now))
+        self.write(|c| apply_one(c, &op, &now, None))
     }
 }
 
-/// One pass over the batch. With `isolated`, each op runs in its own
-/// savepoint and a failed op is reported in the outcome; without, the first
-/// failed op fails the pass. `ended` is left empty.
+/// One pass over the batch. Without `fences` (isolated), each op runs in its
+/// own savepoint and a failed op is reported in the outcome; with them, the
+/// first failed op fails the pass. `ended` is left empty.
 ///
 /// Why two passes: a savepoint per op costs two statements per op, ~10 % of
 /// a step at `maxConcurrentRuns` 8, to guard against ops that almost never
@@ -471,7 +481,7 @@ fn apply_all(
     c: &Connection,
     ops: &[FlushOp],
     now: &Now,
-    isolated: bool,
+    mut fences: Option<&mut Fences>,
 ) -> Result<FlushOutcome<()>> {
     let mut out = FlushOutcome {
         statuses: String::with_capacity(ops.len()),
@@ -483,8 +493,8 @@ fn apply_all(
     for (index, op) in ops.iter().enumerate() {
         let status = match op {
             op if op.value_bytes() > limit => OpStatus::TooBig,
-            op if !isolated => apply_one(c, op, now)?,
-            op => match in_savepoint(c, |c| apply_one(c, op, now))? {
+            op if fences.is_some() => apply_one(c, op, now, fences.as_deref_mut())?,
+            op => match in_savepoint(c, |c| apply_one(c, op, now, None))? {
                 Ok(status) => status,
                 Err(Error::TooBig(_)) => OpStatus::TooBig,
                 Err(error) => {
@@ -570,7 +580,20 @@ impl FlushOp<'_> {
     }
 }
 
-fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
+/// Applies one op. `fences`: what earlier fence reads of this connection
+/// still tell (see fences.rs), kept up to date with what the op rewrites.
+fn apply_one(
+    c: &Connection,
+    op: &FlushOp,
+    now: &Now,
+    mut fences: Option<&mut Fences>,
+) -> Result<OpStatus> {
+    if !matches!(op, FlushOp::Step { .. } | FlushOp::Log { .. }) {
+        // Progress, a completion, a failure or a release rewrites the row.
+        if let Some(f) = fences.as_deref_mut() {
+            f.drop_run(op.lease().0);
+        }
+    }
     let changed = match op {
         FlushOp::Step {
             run,
@@ -586,14 +609,21 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
             progress,
         } => {
             // The fence, read-only: the run's row is rewritten only when it
-            // must be (see ROW_REFRESH).
-            let fenced: Option<String> = c
-                .prepare_cached(concat!(
-                    "SELECT updated_at FROM runs WHERE ",
-                    lease_fence!()
-                ))?
-                .query_row((run, generation), |r| r.get(0))
-                .optional()?;
+            // must be (see ROW_REFRESH). Skipped while an earlier read's
+            // answer still holds.
+            let known = fences
+                .as_deref_mut()
+                .and_then(|f| f.get(run, *generation).map(str::to_owned));
+            let fenced: Option<String> = match known {
+                Some(updated_at) => Some(updated_at),
+                None => c
+                    .prepare_cached(concat!(
+                        "SELECT updated_at FROM runs WHERE ",
+                        lease_fence!()
+                    ))?
+                    .query_row((run, generation), |r| r.get(0))
+                    .optional()?,
+            };
             let changed = usize::from(fenced.is_some());
             if changed > 0 {
                 c.prepare_cached(
@@ -616,7 +646,7 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
                     started_at,
                     completed_at,
                 ))?;
-                let updated_at = fenced.unwrap_or_default();
+                let mut updated_at = fenced.unwrap_or_default();
                 if progress.is_some() || updated_at.as_str() < now.refresh_before.as_str() {
                     c.prepare_cached(concat!(
                         "UPDATE runs SET current_step_index = ",
@@ -624,6 +654,10 @@ fn apply_one(c: &Connection, op: &FlushOp, now: &Now) -> Result<OpStatus> {
                         ", progress = COALESCE(?2, progress), updated_at = ?3 WHERE id = ?1"
                     ))?
                     .execute((run, text(progress), &now.at))?;
+                    updated_at.clone_from(&now.at);
+                }
+                if let Some(f) = fences {
+                    f.put(run, *generation, &updated_at);
                 }
             }
             changed

@@ -9,6 +9,7 @@
 mod backend;
 mod busy;
 mod claim;
+mod fences;
 mod flush;
 #[cfg_attr(target_arch = "wasm32", path = "identity_wasm.rs")]
 mod identity;
@@ -128,7 +129,7 @@ fn iso_from_millis(ms: i128) -> String {
 
 /// The database of one durably instance.
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     /// `None` for `:memory:`, where a second connection would see another
     /// database, and on wasm32 (OPFS: one connection per file).
     reader: Option<Mutex<Connection>>,
@@ -203,7 +204,10 @@ impl SqliteStore {
         Ok(SqliteStore {
             #[cfg(not(target_arch = "wasm32"))]
             side,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer {
+                conn: writer,
+                fences: fences::Fences::default(),
+            }),
             reader,
             owner: format!("{}:{}", process_id(), ulid::Ulid::new()),
             opts,
@@ -254,8 +258,21 @@ impl SqliteStore {
     /// waiting for the lock (up to the busy timeout). While it waits, it holds
     /// the side lock when it can get it (see `side_lock.rs`).
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.write_fenced(|c, fences| {
+            fences.forget();
+            f(c)
+        })
+    }
+
+    /// [`SqliteStore::write`] for a flush, which keeps the writer's
+    /// [`Fences`](fences::Fences) exact itself instead of forgetting them.
+    pub(crate) fn write_fenced<T>(
+        &self,
+        f: impl FnOnce(&Connection, &mut fences::Fences) -> Result<T>,
+    ) -> Result<T> {
         self.refuse_if_replaced()?;
-        let conn = lock(&self.writer);
+        let mut writer = lock(&self.writer);
+        let Writer { conn, fences } = &mut *writer;
         let out = busy::with_timeout(self.opts.busy_timeout, || -> Result<T> {
             let tx = {
                 #[cfg(not(target_arch = "wasm32"))]
@@ -263,10 +280,12 @@ impl SqliteStore {
                     .side
                     .as_ref()
                     .and_then(|s| s.acquire(self.opts.busy_timeout));
-                Tx::begin(&conn)?
+                Tx::begin(conn)?
             };
-            let out = f(tx.conn)?;
+            fences.begin(tx.conn);
+            let out = f(tx.conn, fences)?;
             tx.commit()?;
+            fences.committed(conn);
             Ok(out)
         })?;
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -280,17 +299,31 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<Option<T>> {
+        self.try_write_fenced(|c, fences| {
+            fences.forget();
+            f(c)
+        })
+    }
+
+    /// [`SqliteStore::try_write`] for a flush (see [`SqliteStore::write_fenced`]).
+    pub(crate) fn try_write_fenced<T>(
+        &self,
+        f: impl FnOnce(&Connection, &mut fences::Fences) -> Result<T>,
+    ) -> Result<Option<T>> {
         self.refuse_if_replaced()?;
-        let conn = match self.writer.try_lock() {
-            Ok(c) => c,
+        let mut writer = match self.writer.try_lock() {
+            Ok(w) => w,
             Err(TryLockError::WouldBlock) => return Ok(None),
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        let begun = busy::with_timeout(Duration::ZERO, || Tx::begin(&conn));
+        let Writer { conn, fences } = &mut *writer;
+        let begun = busy::with_timeout(Duration::ZERO, || Tx::begin(conn));
         let out = match begun {
             Ok(tx) => busy::with_timeout(self.opts.busy_timeout, || {
-                let out = f(tx.conn)?;
+                fences.begin(tx.conn);
+                let out = f(tx.conn, fences)?;
                 tx.commit()?;
+                fences.committed(conn);
                 Ok(out)
             }),
             Err(e) => Err(e),
@@ -328,7 +361,7 @@ impl SqliteStore {
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         busy::with_timeout(self.opts.busy_timeout, || match &self.reader {
             Some(r) => f(&lock(r)),
-            None => f(&lock(&self.writer)),
+            None => f(&lock(&self.writer).conn),
         })
     }
 
@@ -417,9 +450,9 @@ impl SqliteStore {
         if self.reader.is_none() || self.is_replaced() {
             return;
         }
-        let conn = lock(&self.writer);
+        let writer = lock(&self.writer);
         let wait = self.opts.busy_timeout.min(RESTART_WAIT);
-        let _ = busy::with_timeout(wait, || checkpoint_pass(&conn, "RESTART"));
+        let _ = busy::with_timeout(wait, || checkpoint_pass(&writer.conn, "RESTART"));
         self.checkpointed_at
             .store(self.commits.load(Ordering::Relaxed), Ordering::Relaxed);
     }
@@ -453,6 +486,12 @@ fn next_id(g: &mut ulid::Generator) -> String {
         // Only when 2^80 ids were made in one millisecond.
         Err(_) => ulid::Ulid::new().to_string(),
     }
+}
+
+/// The writer connection, and what its flushes' fences read (see fences.rs).
+struct Writer {
+    conn: Connection,
+    fences: fences::Fences,
 }
 
 /// A `BEGIN IMMEDIATE` transaction run with cached statements: rusqlite's

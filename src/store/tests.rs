@@ -1683,7 +1683,7 @@ fn commits_reuse_their_begin_and_commit() -> TestResult {
         "a write runs in a transaction"
     );
     assert!(
-        lock(&store.writer).is_autocommit(),
+        lock(&store.writer).conn.is_autocommit(),
         "no transaction left open"
     );
 
@@ -1692,7 +1692,7 @@ fn commits_reuse_their_begin_and_commit() -> TestResult {
     let other = store.side_connection()?.ok_or("no side connection")?;
     other.execute_batch("BEGIN IMMEDIATE")?;
     assert!(store.try_trigger(&item("j", None, None))?.is_none());
-    assert!(lock(&store.writer).is_autocommit());
+    assert!(lock(&store.writer).conn.is_autocommit());
     other.execute_batch("ROLLBACK")?;
     assert!(store.try_trigger(&item("j", None, None))?.is_some());
     Ok(())
@@ -2249,4 +2249,173 @@ fn step_writes_rewrite_the_run_row_only_when_due() -> TestResult {
     assert_eq!(store.flush(&fail)?.statuses, "0");
     assert_eq!(row(&other)?.0, 2);
     Ok(())
+}
+
+/// A step's fence read is skipped while an earlier read's answer still
+/// holds (see fences.rs), and never once anything could have changed it.
+mod kept_fences {
+    use super::*;
+
+    fn kept(store: &SqliteStore) -> u64 {
+        lock(&store.writer).fences.kept
+    }
+
+    /// One step op of generation 1 in a batch of its own: its status.
+    fn step(store: &SqliteStore, id: &str, name: &str, index: i64) -> Result<String> {
+        Ok(store
+            .flush(&format!("[{}]", step_op(id, 1, name, index)))?
+            .statuses)
+    }
+
+    fn stored(store: &SqliteStore, id: &str, name: &str) -> Result<bool> {
+        Ok(store
+            .get_steps(id)?
+            .contains(&format!("\"name\":\"{name}\"")))
+    }
+
+    /// A run of `job` triggered and claimed (generation 1), and its first step written.
+    fn running_of(
+        store: &SqliteStore,
+        job: &str,
+    ) -> std::result::Result<String, Box<dyn std::error::Error>> {
+        let id = created_id(store.trigger(&item(job, None, None))?);
+        assert_eq!(store.claim(&jobs(&[job]), 1)?.len(), 1);
+        assert_eq!(step(store, &id, "a", 0)?, "0");
+        Ok(id)
+    }
+
+    fn running(store: &SqliteStore) -> std::result::Result<String, Box<dyn std::error::Error>> {
+        running_of(store, "job")
+    }
+
+    #[test]
+    fn between_flushes_of_one_connection() -> TestResult {
+        let (_d, store) = temp_store()?;
+        let id = running(&store)?;
+        let before = kept(&store);
+        assert_eq!(step(&store, &id, "b", 1)?, "0");
+        assert_eq!(
+            store
+                .flush(&format!(
+                    "[{},{}]",
+                    step_op(&id, 1, "c", 2),
+                    step_op(&id, 1, "d", 3)
+                ))?
+                .statuses,
+            "00"
+        );
+        assert_eq!(kept(&store) - before, 3, "three steps, no fence read");
+        for name in ["a", "b", "c", "d"] {
+            assert!(stored(&store, &id, name)?, "step {name}");
+        }
+        // A step of another generation is read, and refused.
+        let stale = step_op(&id, 2, "x", 4);
+        assert_eq!(store.flush(&format!("[{stale}]"))?.statuses, "l");
+        assert!(!stored(&store, &id, "x")?);
+        Ok(())
+    }
+
+    #[test]
+    fn not_after_another_connection_committed() -> TestResult {
+        let (_d, store) = temp_store()?;
+        let other = SqliteStore::open(StoreOptions::new(store.options().path.clone()))?;
+        let id = running(&store)?;
+        other.cancel(&id)?;
+        let before = kept(&store);
+        assert_eq!(step(&store, &id, "b", 1)?, "c", "the cancel is seen");
+        assert_eq!(kept(&store), before);
+        assert!(!stored(&store, &id, "b")?);
+
+        // Another process took the run over (stale recovery, a new claim).
+        let id = running(&store)?;
+        let future = iso(SystemTime::now() + Duration::from_secs(60));
+        assert_eq!(other.recover_stale(&jobs(&["job"]), &future)?, 1);
+        assert_eq!(other.claim(&jobs(&["job"]), 1)?.len(), 1);
+        assert_eq!(step(&store, &id, "b", 1)?, "l", "the lease is lost");
+        assert!(!stored(&store, &id, "b")?);
+        Ok(())
+    }
+
+    #[test]
+    fn not_after_a_write_of_this_connection_outside_a_flush() -> TestResult {
+        let (_d, store) = temp_store()?;
+        let id = running(&store)?;
+        store.cancel(&id)?;
+        assert_eq!(step(&store, &id, "b", 1)?, "c");
+        assert!(!stored(&store, &id, "b")?);
+
+        let id = running(&store)?;
+        let future = iso(SystemTime::now() + Duration::from_secs(60));
+        assert_eq!(store.recover_stale(&jobs(&["job"]), &future)?, 1);
+        assert_eq!(step(&store, &id, "b", 1)?, "l");
+        assert!(!stored(&store, &id, "b")?);
+        Ok(())
+    }
+
+    #[test]
+    fn not_after_an_op_that_rewrote_the_run() -> TestResult {
+        let (_d, store) = temp_store()?;
+        let at = r#""at":"2020-01-01T00:00:01.000Z""#;
+        let complete = |id: &str| {
+            format!(r#"{{"complete":{{"run":"{id}","gen":1,"output":null,"progress":null,{at}}}}}"#)
+        };
+        let fail = |id: &str| {
+            format!(
+                r#"{{"fail":{{"run":"{id}","gen":1,"error":"e","stack":null,"progress":null,{at}}}}}"#
+            )
+        };
+        let release = |id: &str| format!(r#"{{"release":{{"run":"{id}","gen":1}}}}"#);
+        for (what, end) in [
+            ("complete", &complete as &dyn Fn(&str) -> String),
+            ("fail", &fail),
+            ("release", &release),
+        ] {
+            // In a later batch … (a job per case: a released run is claimed first)
+            let id = running_of(&store, what)?;
+            assert_eq!(
+                store.flush(&format!("[{}]", end(&id)))?.statuses,
+                "0",
+                "{what}"
+            );
+            assert_eq!(step(&store, &id, "b", 1)?, "l", "{what}, a later batch");
+            assert!(!stored(&store, &id, "b")?, "{what}");
+            // … and in the same one.
+            let id = running_of(&store, &format!("{what}-2"))?;
+            let batch = format!(
+                "[{},{},{}]",
+                step_op(&id, 1, "b", 1),
+                end(&id),
+                step_op(&id, 1, "c", 2)
+            );
+            assert_eq!(
+                store.flush(&batch)?.statuses,
+                "00l",
+                "{what}, the same batch"
+            );
+            assert!(
+                stored(&store, &id, "b")? && !stored(&store, &id, "c")?,
+                "{what}"
+            );
+        }
+        Ok(())
+    }
+
+    /// A batch with an op SQLite refuses runs again with a savepoint per op,
+    /// which neither reads nor keeps fences: it forgets them.
+    #[test]
+    fn not_after_a_batch_applied_op_by_op() -> TestResult {
+        let (_d, store) = temp_store()?;
+        let id = running_of(&store, "job")?;
+        let bad_log = format!(
+            r#"{{"log":{{"run":"{id}","gen":1,"step":null,"level":"loud","message":"m","data":null,"at":"2020-01-01T00:00:01.000Z"}}}}"#
+        );
+        let complete = format!(
+            r#"{{"complete":{{"run":"{id}","gen":1,"output":null,"progress":null,"at":"2020-01-01T00:00:01.000Z"}}}}"#
+        );
+        let out = store.flush(&format!("[{bad_log},{complete}]"))?;
+        assert_eq!(out.statuses, "e0", "the log's level breaks a CHECK");
+        assert_eq!(step(&store, &id, "b", 1)?, "l");
+        assert!(!stored(&store, &id, "b")?);
+        Ok(())
+    }
 }
