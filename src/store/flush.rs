@@ -610,22 +610,31 @@ fn apply_one(
         } => {
             // The fence, read-only: the run's row is rewritten only when it
             // must be (see ROW_REFRESH). Skipped while an earlier read's
-            // answer still holds.
+            // answer still holds. `Some(due)`: the run passes, and its row is
+            // due for the refresh; `read`: the `updated_at` the fence just read
+            // (None when the kept answer served: its entry stays as it is).
             let known = fences
                 .as_deref_mut()
-                .and_then(|f| f.get(run, *generation).map(str::to_owned));
-            let fenced: Option<String> = match known {
-                Some(updated_at) => Some(updated_at),
-                None => c
-                    .prepare_cached(concat!(
-                        "SELECT updated_at FROM runs WHERE ",
-                        lease_fence!()
-                    ))?
-                    .query_row((run, generation), |r| r.get(0))
-                    .optional()?,
+                .and_then(|f| f.get(run, *generation))
+                .map(|at| at < now.refresh_before.as_str());
+            let (due, read) = match known {
+                Some(due) => (Some(due), None),
+                None => {
+                    let read: Option<String> = c
+                        .prepare_cached(concat!(
+                            "SELECT updated_at FROM runs WHERE ",
+                            lease_fence!()
+                        ))?
+                        .query_row((run, generation), |r| r.get(0))
+                        .optional()?;
+                    (
+                        read.as_deref().map(|at| at < now.refresh_before.as_str()),
+                        read,
+                    )
+                }
             };
-            let changed = usize::from(fenced.is_some());
-            if changed > 0 {
+            let changed = usize::from(due.is_some());
+            if let Some(due) = due {
                 c.prepare_cached(
                     "INSERT INTO steps (run_id, name, \"index\", status, output, error, \
                        error_stack, started_at, completed_at) \
@@ -646,18 +655,19 @@ fn apply_one(
                     started_at,
                     completed_at,
                 ))?;
-                let mut updated_at = fenced.unwrap_or_default();
-                if progress.is_some() || updated_at.as_str() < now.refresh_before.as_str() {
+                let written = if progress.is_some() || due {
                     c.prepare_cached(concat!(
                         "UPDATE runs SET current_step_index = ",
                         step_index_sql!("NULL", "?1"),
                         ", progress = COALESCE(?2, progress), updated_at = ?3 WHERE id = ?1"
                     ))?
                     .execute((run, text(progress), &now.at))?;
-                    updated_at.clone_from(&now.at);
-                }
-                if let Some(f) = fences {
-                    f.put(run, *generation, &updated_at);
+                    Some(now.at.as_str())
+                } else {
+                    read.as_deref()
+                };
+                if let (Some(f), Some(updated_at)) = (fences, written) {
+                    f.put(run, *generation, updated_at);
                 }
             }
             changed

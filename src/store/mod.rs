@@ -282,11 +282,7 @@ impl SqliteStore {
                     .and_then(|s| s.acquire(self.opts.busy_timeout));
                 Tx::begin(conn)?
             };
-            fences.begin(tx.conn);
-            let out = f(tx.conn, fences)?;
-            tx.commit()?;
-            fences.committed(conn);
-            Ok(out)
+            tx.commit_fenced(fences, f)
         })?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(out)
@@ -319,13 +315,7 @@ impl SqliteStore {
         let Writer { conn, fences } = &mut *writer;
         let begun = busy::with_timeout(Duration::ZERO, || Tx::begin(conn));
         let out = match begun {
-            Ok(tx) => busy::with_timeout(self.opts.busy_timeout, || {
-                fences.begin(tx.conn);
-                let out = f(tx.conn, fences)?;
-                tx.commit()?;
-                fences.committed(conn);
-                Ok(out)
-            }),
+            Ok(tx) => busy::with_timeout(self.opts.busy_timeout, || tx.commit_fenced(fences, f)),
             Err(e) => Err(e),
         };
         match out {
@@ -511,6 +501,22 @@ impl<'c> Tx<'c> {
     fn commit(self) -> Result<()> {
         self.conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(())
+    }
+
+    /// Runs `f` in the transaction and commits it, keeping the writer's
+    /// `fences` exact: what they know is checked when `f` starts and recorded
+    /// only once the commit is done (an error rolls back and records nothing).
+    fn commit_fenced<T>(
+        self,
+        fences: &mut fences::Fences,
+        f: impl FnOnce(&Connection, &mut fences::Fences) -> Result<T>,
+    ) -> Result<T> {
+        let conn = self.conn;
+        fences.begin(conn);
+        let out = f(conn, fences)?;
+        self.commit()?;
+        fences.committed(conn);
+        Ok(out)
     }
 }
 
