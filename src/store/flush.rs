@@ -610,15 +610,16 @@ fn apply_one(
         } => {
             // The fence, read-only: the run's row is rewritten only when it
             // must be (see ROW_REFRESH). Skipped while an earlier read's
-            // answer still holds. `Some(due)`: the run passes, and its row is
-            // due for the refresh; `read`: the `updated_at` the fence just read
+            // answer still holds. `passes`: the run is this lease's and
+            // running; `due`: its row is due for the refresh (a row not read
+            // counts as due); `read`: the `updated_at` the fence just read
             // (None when the kept answer served: its entry stays as it is).
             let known = fences
                 .as_deref_mut()
                 .and_then(|f| f.get(run, *generation))
                 .map(|at| at < now.refresh_before.as_str());
-            let (due, read) = match known {
-                Some(due) => (Some(due), None),
+            let (passes, due, read) = match known {
+                Some(due) => (true, due, None),
                 None => {
                     let read: Option<String> = c
                         .prepare_cached(concat!(
@@ -627,14 +628,14 @@ fn apply_one(
                         ))?
                         .query_row((run, generation), |r| r.get(0))
                         .optional()?;
-                    (
-                        read.as_deref().map(|at| at < now.refresh_before.as_str()),
-                        read,
-                    )
+                    let due = read
+                        .as_deref()
+                        .is_none_or(|at| at < now.refresh_before.as_str());
+                    (read.is_some(), due, read)
                 }
             };
-            let changed = usize::from(due.is_some());
-            if let Some(due) = due {
+            let changed = usize::from(passes);
+            if changed > 0 {
                 c.prepare_cached(
                     "INSERT INTO steps (run_id, name, \"index\", status, output, error, \
                        error_stack, started_at, completed_at) \
