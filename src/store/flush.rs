@@ -614,10 +614,11 @@ fn apply_one(
             // running; `due`: its row is due for the refresh (a row not read
             // counts as due); `read`: the `updated_at` the fence just read
             // (None when the kept answer served: its entry stays as it is).
+            let is_due = |at: &str| at < now.refresh_before.as_str();
             let known = fences
                 .as_deref_mut()
                 .and_then(|f| f.get(run, *generation))
-                .map(|at| at < now.refresh_before.as_str());
+                .map(is_due);
             let (passes, due, read) = match known {
                 Some(due) => (true, due, None),
                 None => {
@@ -628,9 +629,7 @@ fn apply_one(
                         ))?
                         .query_row((run, generation), |r| r.get(0))
                         .optional()?;
-                    let due = read
-                        .as_deref()
-                        .is_none_or(|at| at < now.refresh_before.as_str());
+                    let due = read.as_deref().is_none_or(is_due);
                     (read.is_some(), due, read)
                 }
             };
