@@ -36,6 +36,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::flush::cancelled_among;
 use super::pipe::{take_err, take_rows, Pipeline};
 
 use super::query::{run_object, CREATED_COLUMN, GENERATION_COLUMN, RUN_COLUMNS};
@@ -171,6 +172,28 @@ impl PgStore {
                     Some("cancelled") => HeartbeatOutcome::Cancelled(id.clone()),
                     _ => HeartbeatOutcome::Lost(id.clone()),
                 });
+            }
+        }
+        // A cancel that committed while a beat waited for the row reads as
+        // `running` in that beat's snapshot (see `cancelled_among`).
+        let unsure: Vec<&str> = lost
+            .iter()
+            .filter_map(|o| match o {
+                HeartbeatOutcome::Lost(id) => Some(id.as_str()),
+                HeartbeatOutcome::Cancelled(_) => None,
+            })
+            .collect();
+        if unsure.is_empty() {
+            return Ok(lost);
+        }
+        // (If that read fails, the beat's answers stand: either one stops the
+        // execution, only its reason differs.)
+        let cancelled = cancelled_among(&c, &unsure).await.unwrap_or_default();
+        for o in &mut lost {
+            if let HeartbeatOutcome::Lost(id) = o {
+                if cancelled.contains(id.as_str()) {
+                    *o = HeartbeatOutcome::Cancelled(std::mem::take(id));
+                }
             }
         }
         Ok(lost)

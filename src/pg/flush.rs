@@ -15,13 +15,13 @@
 //! A step's row (and a log's) is written by the same statement, only when
 //! the fenced update (or check) matched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use deadpool_postgres::Object;
 use serde_json::value::RawValue;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::claim::{claim_sql, claimed_runs, CLAIM_ATTEMPTS, CLAIM_PLAN};
 use super::events::NOTIFY_ALL_SQL;
@@ -447,6 +447,7 @@ impl PgStore {
                 Err(_) => unreachable!("no op failed"),
             }
         }
+        recheck_lost(tx.client(), ops, &mut answers).await;
         let statuses: String = answers.iter().map(|a| a.as_char()).collect();
         let claimed = match claim_rows {
             Some(rows) => claimed_runs(rows)?,
@@ -523,6 +524,7 @@ impl PgStore {
                 }
             }
         }
+        recheck_lost(c, ops, &mut answers).await;
         let statuses: String = answers.iter().map(|a| a.as_char()).collect();
         let ended = ended_runs(ops, &statuses);
         let mut claimed = Vec::new();
@@ -779,7 +781,9 @@ impl PgStore {
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        op_status(&c.query(&st, &refs).await?)
+        let mut answer = [op_status(&c.query(&st, &refs).await?)?];
+        recheck_lost(&c, std::slice::from_ref(&op), &mut answer).await;
+        Ok(answer[0])
     }
 }
 
@@ -1100,7 +1104,54 @@ fn row_status(row: &Row) -> Result<OpStatus> {
     Ok(refused(row.try_get::<_, Option<&str>>(1)?))
 }
 
-/// The status of an op its fence refused, from its run's status.
+/// The runs among `runs` that are cancelled, read by a statement of its own.
+///
+/// Why a statement of its own: under READ COMMITTED a statement reads from
+/// the snapshot taken when it started, but its UPDATE checks the fence again
+/// on the row's latest version once the row lock it waited for is free. A
+/// cancel that committed during that wait makes the fence refuse while the
+/// status read by the same statement still says `running`, which would tell
+/// the refusal as a lost lease. A later statement's snapshot sees the cancel.
+/// Only refused ops come here: a batch that wrote everything pays nothing.
+pub(crate) async fn cancelled_among(c: &Client, runs: &[&str]) -> Result<HashSet<String>> {
+    let rows = c
+        .query(
+            "SELECT id FROM runs WHERE id = ANY($1) AND status = 'cancelled'",
+            &[&runs],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<_, String>(0).map_err(Error::from))
+        .collect()
+}
+
+/// Ops answered [`OpStatus::Lost`] whose run is cancelled after all (see
+/// [`cancelled_among`]) are answered [`OpStatus::Cancelled`]. If that read
+/// fails, the answers stay as they are: the batch may be committed already,
+/// and either answer stops the execution (only the reason it is given
+/// differs), so the failure must not turn into the batch's.
+async fn recheck_lost(c: &Client, ops: &[FlushOp<'_>], answers: &mut [OpStatus]) {
+    let lost: Vec<&str> = ops
+        .iter()
+        .zip(answers.iter())
+        .filter(|(_, a)| **a == OpStatus::Lost)
+        .map(|(op, _)| op.lease().0)
+        .collect();
+    if lost.is_empty() {
+        return;
+    }
+    let Ok(cancelled) = cancelled_among(c, &lost).await else {
+        return;
+    };
+    for (op, a) in ops.iter().zip(answers.iter_mut()) {
+        if *a == OpStatus::Lost && cancelled.contains(op.lease().0) {
+            *a = OpStatus::Cancelled;
+        }
+    }
+}
+
+/// The status of an op its fence refused, from its run's status (as the
+/// op's statement read it: see [`cancelled_among`] for a `Lost` answer).
 fn refused(status: Option<&str>) -> OpStatus {
     match status {
         Some("cancelled") => OpStatus::Cancelled,

@@ -933,6 +933,101 @@ fn a_heartbeat_cannot_deadlock_with_a_batch_over_the_same_runs() -> TResult {
     })
 }
 
+/// A statement reads from the snapshot taken when it started (READ
+/// COMMITTED), while its fence is checked again on the row's latest version
+/// once the row lock it waited for is free. A cancel that commits while a
+/// heartbeat, an op or a timeout waits for the run's row must still be told
+/// as a cancel, not as a lost lease (seen in CI: a step aborted with
+/// LeaseLostError instead of CancelledError after cancel()).
+#[test]
+fn a_cancel_committed_while_a_write_waits_for_the_row_is_a_cancel() -> TResult {
+    skip_without_server!();
+    let db = TestSchema::new_multi("cancelwait")?;
+    db.runtime().block_on(async {
+        let s = db.store(2).await?;
+        for _ in 0..7 {
+            s.trigger(&item("job")).await?;
+        }
+        let runs = s.claim(&["job".to_string()], 7).await?;
+        assert_eq!(runs.len(), 7);
+        let mut raw = db.raw().await?;
+        let cancel = format!(
+            "UPDATE {}.runs SET status = 'cancelled', completed_at = now(), updated_at = now() \
+             WHERE id = $1",
+            db.name()
+        );
+        let now = crate::store::iso(SystemTime::now());
+        let step = |run: &crate::store::ClaimedRun| FlushOp::Step {
+            run: run.id.clone(),
+            generation: run.generation,
+            name: "s".into(),
+            index: 0,
+            status: "completed".into(),
+            output: None,
+            error: None,
+            stack: None,
+            started_at: now.clone(),
+            completed_at: Some(now.clone()),
+            progress: None,
+        };
+        let (c, l, ok) = (
+            crate::store::OpStatus::Cancelled.as_char(),
+            crate::store::OpStatus::Lost.as_char(),
+            crate::store::OpStatus::Ok.as_char(),
+        );
+        // Each case: the cancel holds the row, the write starts and waits,
+        // then the cancel commits.
+        let mut wrong = Vec::new();
+        for case in 0..4 {
+            let tx = raw.transaction().await?;
+            let target = &runs[case];
+            tx.execute(&cancel, &[&target.id]).await?;
+            let s2 = s.clone();
+            let (id, generation) = (target.id.clone(), target.generation);
+            let ops: Vec<FlushOp<'static>> = match case {
+                // one step op alone (its own statement)
+                1 => vec![step(target)],
+                // a group of steps (one statement for four runs)
+                2 => vec![step(target), step(&runs[4]), step(&runs[5]), step(&runs[6])],
+                _ => Vec::new(),
+            };
+            let write = tokio::spawn(async move {
+                match case {
+                    0 => {
+                        let lost = s2.heartbeat(&[(id.clone(), generation)]).await?;
+                        Ok::<_, crate::error::Error>(format!("{lost:?}"))
+                    }
+                    3 => Ok(format!(
+                        "{:?}",
+                        s2.fail_owned(&id, generation, "timed out").await?
+                    )),
+                    _ => s2.flush(&ops).await,
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !write.is_finished(),
+                "case {case}: the write waits for the cancel's row lock"
+            );
+            tx.commit().await?;
+            let answer = write.await??;
+            let expected = match case {
+                0 => format!("{:?}", [HeartbeatOutcome::Cancelled(target.id.clone())]),
+                1 => c.to_string(),
+                2 => format!("{c}{ok}{ok}{ok}"),
+                _ => format!("{:?}", crate::store::OpStatus::Cancelled),
+            };
+            if answer != expected {
+                wrong.push(format!(
+                    "case {case}: {answer} (expected {expected}; lost is {l})"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        TResult::Ok(())
+    })
+}
+
 /// Run records carry `completedStepCount` (the completed steps), as on
 /// SQLite: from a trigger, a claim, a read and a cancel.
 #[test]
